@@ -1,0 +1,60 @@
+"""Command line: ``punl train|score|run|sweep|book``; one Config flows through every stage."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import ConfigError, load_config
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="a YAML file or the name of one in configs/ (e.g. digits-quick)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one configuration field (repeatable); values are YAML")
+    p.add_argument("--out", default=None,
+                   help="output folder for tables and artifacts (default: runs/<name>)")
+
+
+def out_dir(config, out: str | None) -> Path:
+    return Path(out) if out else Path("runs") / config.name
+
+
+def cmd_train(args) -> int:
+    from .pipeline import ensure_trained
+    from .store import ArtifactStore
+    from .train import clipped_fraction
+    import time
+    config = load_config(args.config, args.overrides)
+    start = time.perf_counter()
+    runs = ensure_trained(config, ArtifactStore(out_dir(config, args.out) / "artifacts"))
+    ledger = runs.ledger
+    print(f"config {config.name}: {config.runs} runs, {ledger['steps_per_record'].sum()} steps, "
+          f"{len(ledger['steps'])} ledger records x {ledger['grad_norm'].shape[-1]} points")
+    print(f"final test accuracy per run: {', '.join(f'{a:.3f}' for a in ledger['test_acc'][:, -1])}")
+    print(f"fraction of (run, record, point) norms clipped at C={config.clip}: "
+          f"{clipped_fraction(ledger, config.clip):.3f}")
+    print(f"ledger: {runs.dir.file('ledger.npz')}  ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="punl", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train the R noisy-SGD runs and write the ledger")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        print(f"punl: configuration error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""The stages in order, each reusing its artifacts when they exist and are complete.
+
+    config -> data -> train (ledger.npz, models.pt) -> score (scores.parquet) -> unlearn (tables)
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import Config
+from .data import Dataset, load_dataset
+from .store import ArtifactStore, CorruptArtifact, StageDir
+
+
+def load_data(config: Config) -> Dataset:
+    """The dataset of ``config``, split, standardised and with its label noise applied."""
+    return load_dataset(config.dataset, seed=config.data_seed, test_fraction=config.test_fraction,
+                        label_noise=config.label_noise, data_root=config.data_root,
+                        n_train=config.n_train, synthetic_outliers=config.synthetic_outliers)
+
+
+def check_feasible(config: Config, data: Dataset) -> None:
+    """Checks that need the data's size, made before any training."""
+    from .config import ConfigError
+    if config.batch_size > data.n_train:
+        raise ConfigError(f"batch_size: {config.batch_size} exceeds the {data.n_train} "
+                          f"training points (q = B / N must be <= 1)")
+
+
+def _reuse(sd: StageDir, stage: str, names: list[str]) -> bool:
+    if not sd.is_complete():
+        return False
+    for name in names:
+        loader = {".npz": sd.load_npz, ".pt": sd.load_torch}.get(Path(name).suffix, sd.load_parquet)
+        try:
+            loader(name)
+        except (CorruptArtifact, OSError, ValueError) as err:
+            warnings.warn(f"{stage}: {err}; recomputing", stacklevel=3)
+            return False
+    return True
+
+
+class TrainedRuns:
+    """The training stage's artifacts: initial and final parameters per run, and the ledger."""
+
+    def __init__(self, sd: StageDir):
+        self.dir = sd
+        models = sd.load_torch("models.pt")
+        self.init: list[dict[str, torch.Tensor]] = models["init"]
+        self.final: list[dict[str, torch.Tensor]] = models["final"]
+        self.ledger: dict[str, np.ndarray] = sd.load_npz("ledger.npz")
+
+
+def ensure_trained(config: Config, store: ArtifactStore, data: Dataset | None = None,
+                   progress: bool = True) -> TrainedRuns:
+    """Train the R runs of ``config`` unless a complete training artifact already exists."""
+    from .train import train
+    sd = store.stage(config, "train")
+    if _reuse(sd, "train", ["models.pt", "ledger.npz"]):
+        return TrainedRuns(sd)
+    data = load_data(config) if data is None else data
+    check_feasible(config, data)
+    with store.producing(config, "train") as out:
+        runs, ledger = train(config, data, progress=progress)
+        out.save_npz("ledger.npz", **ledger)
+        out.save_torch("models.pt", {"init": [r.init for r in runs],
+                                     "final": [r.final for r in runs]})
+    return TrainedRuns(sd)

@@ -1,0 +1,78 @@
+"""The artifact store: atomic writes, provenance, reuse, partial and corrupt folders."""
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from punl.pipeline import ensure_trained
+from punl.store import COMPLETE, ArtifactStore
+
+
+def test_training_artifacts_are_reused(tiny_config, tmp_path):
+    store = ArtifactStore(tmp_path)
+    first = ensure_trained(tiny_config, store, progress=False)
+    record = first.dir.provenance()
+    assert record["config"]["lr"] == tiny_config.lr and record["seed"] == tiny_config.seed
+    assert {"torch", "numpy", "punl"} <= set(record["versions"]) and record["wall_time_s"] > 0
+    assert set(record["files"]) == {"ledger.npz", "models.pt"}
+    mtime = first.dir.file("ledger.npz").stat().st_mtime_ns
+    start = time.perf_counter()
+    second = ensure_trained(tiny_config, store, progress=False)
+    assert time.perf_counter() - start < 1.0
+    assert second.dir.file("ledger.npz").stat().st_mtime_ns == mtime
+    assert np.array_equal(first.ledger["grad_norm"], second.ledger["grad_norm"])
+
+
+def test_corrupt_artifact_is_recomputed_with_a_warning(tiny_config, tmp_path):
+    store = ArtifactStore(tmp_path)
+    first = ensure_trained(tiny_config, store, progress=False)
+    path = first.dir.file("ledger.npz")
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.warns(UserWarning, match="partial or corrupt"):
+        again = ensure_trained(tiny_config, store, progress=False)
+    assert np.array_equal(again.ledger["grad_norm"], first.ledger["grad_norm"])
+
+
+KILL_SCRIPT = """
+import os, sys, signal
+from punl.config import Config
+from punl.store import ArtifactStore, StageDir
+from punl.pipeline import ensure_trained
+import punl.train as t
+orig = StageDir.save_torch
+def die(self, name, obj):  # the ledger is written, the models are not: kill mid-stage
+    os.kill(os.getpid(), signal.SIGKILL)
+StageDir.save_torch = die
+cfg = Config(**{cfg!r})
+ensure_trained(cfg, ArtifactStore(sys.argv[1]), progress=False)
+"""
+
+
+def test_killed_run_leaves_nothing_mistaken_for_complete(tiny_config, tmp_path):
+    script = KILL_SCRIPT.replace("{cfg!r}", repr(tiny_config.to_dict()))
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True)
+    assert proc.returncode == -9
+    store = ArtifactStore(tmp_path)
+    sd = store.stage(tiny_config, "train")
+    assert sd.file("ledger.npz").exists() and not sd.file(COMPLETE).exists()
+    assert not sd.is_complete()
+    with pytest.warns(UserWarning, match="partial"):
+        run = ensure_trained(tiny_config, store, progress=False)
+    assert sd.is_complete() and len(run.final) == tiny_config.runs
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path):
+    from punl.store import atomic_write_bytes
+    atomic_write_bytes(tmp_path / "a.bin", b"x" * 1000)
+    assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]
+
+
+def test_checkpoints_load_with_weights_only(tiny_config, tmp_path):
+    run = ensure_trained(tiny_config, ArtifactStore(tmp_path), progress=False)
+    import torch
+    models = torch.load(run.dir.file("models.pt"), weights_only=True)
+    assert len(models["final"]) == tiny_config.runs
+    json.loads(run.dir.file(COMPLETE).read_text())
