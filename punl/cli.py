@@ -38,12 +38,50 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_score(args) -> int:
+    from .pipeline import ensure_scored
+    from .scores import spearman_matrix
+    from .store import ArtifactStore
+    config = load_config(args.config, args.overrides)
+    out = out_dir(config, args.out)
+    scores = ensure_scored(config, ArtifactStore(out / "artifacts"))
+    out.mkdir(parents=True, exist_ok=True)
+    scores.to_parquet(out / "scores.parquet", index=False)
+    print(scores.describe().T.to_string())
+    print("\nSpearman correlations:\n" + spearman_matrix(scores).round(2).to_string())
+    print(f"\nscores: {out / 'scores.parquet'}")
+    return 0
+
+
+def cmd_unlearn(args) -> int:
+    from .analysis import hardest_m
+    from .pipeline import UNLEARN_TABLES, ensure_unlearned
+    from .store import ArtifactStore
+    config = load_config(args.config, args.overrides)
+    out = out_dir(config, args.out)
+    tables = ensure_unlearned(config, ArtifactStore(out / "artifacts"))
+    out.mkdir(parents=True, exist_ok=True)
+    for name in UNLEARN_TABLES:
+        tables[name].to_parquet(out / f"{name}.parquet", index=False)
+    cols = ["score", "group", "method", "group_score_median", "steps_to_unlearn", "censored"]
+    print(tables["steps"][cols].to_string(index=False))
+    print("\nhardest-m by each score (steps to unlearn):\n" + hardest_m(tables["steps"]).to_string())
+    print(f"\ntables under {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="punl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train the R noisy-SGD runs and write the ledger")
     _add_config_args(p)
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("score", help="per-instance privacy losses and baseline metrics")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_score)
+    p = sub.add_parser("unlearn", help="unlearn forget groups, MIA against retrained models")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_unlearn)
     return parser
 
 

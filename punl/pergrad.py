@@ -73,11 +73,13 @@ def per_example_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
 
 @dataclass
 class ExampleStats:
-    """Per-example gradient norm, loss and true-label probability at one parameter vector."""
+    """Per-example gradient norm, loss, true-label probability and EL2N score
+    ``||softmax(f(x)) - onehot(y)||_2`` at one parameter vector."""
 
     grad_norm: torch.Tensor
     loss: torch.Tensor
     prob: torch.Tensor
+    el2n: torch.Tensor
 
 
 def per_example_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -90,7 +92,7 @@ def per_example_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     params = detached_params(model) if params is None else params
     use_layers = method == "layers" or (method == "auto" and supports_layer_norms(model))
     fn = _per_example_grad_fn(model)
-    norms, logps = [], []
+    norms, logps, el2n = [], [], []
     for s in _chunks(len(x), chunk_size):
         norm = None
         if use_layers:
@@ -105,9 +107,12 @@ def per_example_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 grads, logits = fn(params, x[s], y[s])
                 norm = sum(g.flatten(1).pow(2).sum(1) for g in grads.values()).sqrt()
         norms.append(norm)
-        logps.append(torch.log_softmax(logits, dim=1).gather(1, y[s].unsqueeze(1)).squeeze(1))
+        logp_all = torch.log_softmax(logits, dim=1)
+        logps.append(logp_all.gather(1, y[s].unsqueeze(1)).squeeze(1))
+        onehot = F.one_hot(y[s], logits.shape[1]).to(logits.dtype)
+        el2n.append((logp_all.exp() - onehot).norm(dim=1))
     logp = torch.cat(logps)
-    return ExampleStats(torch.cat(norms), -logp, logp.exp())
+    return ExampleStats(torch.cat(norms), -logp, logp.exp(), torch.cat(el2n))
 
 
 def per_example_grad_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor,

@@ -69,3 +69,38 @@ def ensure_trained(config: Config, store: ArtifactStore, data: Dataset | None = 
         out.save_torch("models.pt", {"init": [r.init for r in runs],
                                      "final": [r.final for r in runs]})
     return TrainedRuns(sd)
+
+
+def ensure_scored(config: Config, store: ArtifactStore, data: Dataset | None = None,
+                  progress: bool = True):
+    """The scores table of ``config`` (``scores.parquet``), training first when needed."""
+    from .scores import score_table
+    sd = store.stage(config, "score")
+    if _reuse(sd, "score", ["scores.parquet"]):
+        return sd.load_parquet("scores.parquet")
+    data = load_data(config) if data is None else data
+    trained = ensure_trained(config, store, data, progress)
+    with store.producing(config, "score") as out:
+        out.save_parquet("scores.parquet", score_table(config, data, trained.ledger, trained.final))
+    return sd.load_parquet("scores.parquet")
+
+
+UNLEARN_TABLES = ("unlearning", "steps", "steps_points", "barriers")
+
+
+def ensure_unlearned(config: Config, store: ArtifactStore, data: Dataset | None = None,
+                     progress: bool = True) -> dict:
+    """The unlearning tables of ``config``, computing training and scores first when needed."""
+    from .unlearn import run_unlearning
+    sd = store.stage(config, "unlearn")
+    files = [f"{t}.parquet" for t in UNLEARN_TABLES]
+    if _reuse(sd, "unlearn", files):
+        return {t: sd.load_parquet(f"{t}.parquet") for t in UNLEARN_TABLES}
+    data = load_data(config) if data is None else data
+    scores = ensure_scored(config, store, data, progress)
+    trained = ensure_trained(config, store, data, progress)
+    with store.producing(config, "unlearn") as out:
+        tables = run_unlearning(config, data, trained.final, scores, progress)
+        for t in UNLEARN_TABLES:
+            out.save_parquet(f"{t}.parquet", tables[t])
+    return tables

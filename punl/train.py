@@ -14,6 +14,7 @@ batch's), its clipped norm s_t(x) = min(||g_t(x)||, C) (the raw norm when clippi
 unclipped norm ||g_t(x)||, its loss and its true-label probability. Ledger format (``ledger.npz``):
 
     clipped_norm, grad_norm, loss, prob : float32 [runs, records, N]
+    el2n                                : float32 [runs, records, N], ||softmax - onehot(y)||
     steps                               : int64 [records], the step t of each record
     steps_per_record                    : int64 [records], steps each record stands for
                                           (diff of ``steps`` and the total T; sums to T)
@@ -34,6 +35,9 @@ from .config import Config
 from .data import Dataset
 from .models import build_model
 from .pergrad import Params, detached_params, per_example_grad_norms, per_example_stats, weighted_loss_grad
+
+
+LEDGER_FIELDS = ("clipped_norm", "grad_norm", "loss", "prob", "el2n")
 
 
 @dataclass(frozen=True)
@@ -151,7 +155,7 @@ def train_run(config: Config, data: Dataset, run: int, progress: bool = True) ->
     rule = rule_from_config(config)
     steps = total_steps(config, data.n_train)
     result = RunResult(init={k: v.clone() for k, v in params.items()}, final={})
-    names = ("clipped_norm", "grad_norm", "loss", "prob", "train_acc", "test_acc")
+    names = LEDGER_FIELDS + ("train_acc", "test_acc")
     result.records = {k: [] for k in names}
     bar = tqdm(total=steps, desc=f"train run {run + 1}/{config.runs}", disable=not progress,
                leave=False)
@@ -175,6 +179,7 @@ def _record(records: dict, model: nn.Module, params: Params, data: Dataset, conf
     records["grad_norm"].append(stats.grad_norm)
     records["loss"].append(stats.loss)
     records["prob"].append(stats.prob)
+    records["el2n"].append(stats.el2n)
     records["train_acc"].append(float((stats.prob > 0.5).float().mean()))
     records["test_acc"].append(accuracy(model, params, data.x_test, data.y_test))
 
@@ -191,7 +196,7 @@ def train(config: Config, data: Dataset, progress: bool = True) -> tuple[list[Ru
         range(config.runs), desc="training runs", disable=not progress)]
     steps, per_record = record_steps(total_steps(config, data.n_train), config.record_every)
     ledger = {k: np.stack([torch.stack(r.records[k]).numpy() for r in runs]).astype(np.float32)
-              for k in ("clipped_norm", "grad_norm", "loss", "prob")}
+              for k in LEDGER_FIELDS}
     ledger.update(
         steps=steps, steps_per_record=per_record,
         batch_sizes=np.array([r.batch_sizes for r in runs], dtype=np.int64),

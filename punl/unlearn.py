@@ -48,3 +48,146 @@ def finetune(config) -> NoisySGD:
 def l1_sparse(config) -> NoisySGD:
     """finetune with the L1 sub-gradient: theta <- theta - lr * (... + lambda * sign(theta))."""
     return _base(config, sigma=0.0, clipping=False, l1_penalty=config.l1_penalty)
+
+
+# ----------------------------------------------------------------------------- running methods
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from .barriers import barrier_height, param_distance, path_losses  # noqa: E402
+from .evaluate import stack_params, stacked_accuracy, stacked_logits  # noqa: E402
+from .groups import ForgetGroup, stream_seed  # noqa: E402
+from .mia import group_attack, lira_phi, steps_to_unlearn, welch_t  # noqa: E402
+from .train import init_model, rule_from_config, run_seeds, run_steps, total_steps  # noqa: E402
+
+POINT_TEST_LEVEL = 0.05  # a point stays distinguishable while Welch's test rejects at this level
+
+
+def checkpoint_steps(budget: int, n: int) -> np.ndarray:
+    """0 and about n - 1 log-spaced steps in [1, budget], deduplicated, ending at budget."""
+    spaced = np.unique(np.round(np.geomspace(1, budget, max(n - 1, 1))).astype(int))
+    return np.concatenate([[0], spaced])
+
+
+def trajectory(model, start, x, y, rule, checkpoints: np.ndarray, seed: int) -> list:
+    """Parameters after each checkpoint's number of steps of ``rule`` on (x, y), from ``start``."""
+    gen = torch.Generator().manual_seed(seed)
+    out, params, done = [], start, 0
+    for k in checkpoints:
+        params = run_steps(model, params, x, y, rule, int(k) - done, gen)
+        done = int(k)
+        out.append(params)
+    return out
+
+
+def retrain_from_scratch(config, data, model, retain, seeds: tuple[int, int]):
+    """The training procedure of ``config`` on the retain set only, from init seed seeds[0]."""
+    start = {k: v.detach() for k, v in init_model(config, data, seeds[0]).named_parameters()}
+    gen = torch.Generator().manual_seed(seeds[1])
+    return run_steps(model, start, data.x_train[retain], data.y_train[retain],
+                     rule_from_config(config), total_steps(config, data.n_train), gen)
+
+
+def retrain_seeds_for(config, group: ForgetGroup) -> dict[str, tuple[int, int]]:
+    """Seeds of the retrained models: ``ret{m}`` for the MIA reference (coupled: run m's seeds),
+    plus the barrier partners ``coupled`` (run 0's seeds) and ``independent``."""
+    def independent(m):
+        return (stream_seed(config.seed, "retrain-init", group.score, group.label, m),
+                stream_seed(config.seed, "retrain-noise", group.score, group.label, m))
+    seeds = {f"ret{m}": run_seeds(config, m) if config.coupled and m < config.runs
+             else independent(m) for m in range(config.retrain_seeds)}
+    seeds["coupled"], seeds["independent"] = run_seeds(config, 0), independent(0)
+    return seeds
+
+
+def unlearn_group(config, data, trained_final: list, group: ForgetGroup, methods=None,
+                  progress: bool = False) -> dict[str, pd.DataFrame]:
+    """Unlearn ``group`` with every method; MIA against age-matched retrained models; barriers."""
+    model = init_model(config, data, 0)
+    retain = group.retain_indices(data.n_train)
+    forget = torch.as_tensor(group.indices)
+    x_r, y_r = data.x_train[retain], data.y_train[retain]
+    seeds = retrain_seeds_for(config, group)
+    retrained = {name: retrain_from_scratch(config, data, model, retain, s) for name, s in seeds.items()}
+    checkpoints = checkpoint_steps(config.unlearn_steps, config.n_checkpoints)
+    tables = {k: [] for k in ("unlearning", "steps", "steps_points", "barriers")}
+    for method in methods or config.methods:
+        rule = METHODS[method](config)
+
+        def run(label, start, i):
+            return trajectory(model, start, x_r, y_r, rule, checkpoints,
+                              stream_seed(config.seed, group.score, group.label, method, label, i))
+
+        unl = [run("unlearn", p, r) for r, p in enumerate(trained_final)]
+        ret = [run("retrain", retrained[f"ret{m}"], m) for m in range(config.retrain_seeds)]
+        partners = {k: run(k, retrained[k], 0) for k in ("coupled", "independent")}
+        ctx = (config, data, model, group, method, checkpoints, retain, forget)
+        _evaluate(ctx, unl, ret, tables)
+        _barriers(ctx, unl[0], partners, tables)
+    return {k: pd.DataFrame(v) for k, v in tables.items()}
+
+
+def _evaluate(ctx, unl, ret, tables):
+    config, data, model, group, method, checkpoints, retain, forget = ctx
+    rng = np.random.default_rng(stream_seed(config.seed, group.score, group.label, method, "mia"))
+    x_f, y_f = data.x_train[forget], data.y_train[forget]
+    n_u = len(unl)
+    attacks, point_distinct = [], []
+    for c, k in enumerate(checkpoints):
+        stacked = stack_params([t[c] for t in unl] + [t[c] for t in ret])
+        phi = lira_phi(stacked_logits(model, stacked, x_f), y_f).double().numpy()
+        attack = group_attack(phi[:n_u], phi[n_u:], config.n_bootstrap, rng)
+        attacks.append(attack)
+        point_distinct.append(welch_t(phi[:n_u], phi[n_u:])[1] < POINT_TEST_LEVEL)
+        accs = {name: stacked_accuracy(model, stacked, x, y).numpy() for name, (x, y) in {
+            "forget_acc": (x_f, y_f), "retain_acc": (data.x_train[retain], data.y_train[retain]),
+            "test_acc": (data.x_test, data.y_test)}.items()}
+        for i in range(len(unl) + len(ret)):
+            kind, seed = ("unlearned", i) if i < n_u else ("retrained", i - n_u)
+            tables["unlearning"].append({
+                "score": group.score, "group": group.label, "method": method, "model": kind,
+                "seed": seed, "step": int(k), **{a: float(v[i]) for a, v in accs.items()}, **attack})
+    group_distinct = np.array([a["mia_acc"] > 0.5 + config.tau for a in attacks])
+    steps, censored = steps_to_unlearn(checkpoints, group_distinct)
+    tables["steps"].append({"score": group.score, "group": group.label, "method": method,
+                            "group_score_median": group.score_median, "group_size": len(forget),
+                            "steps_to_unlearn": int(steps), "censored": bool(censored),
+                            "mia_acc_step0": attacks[0]["mia_acc"], "mia_null_step0": attacks[0]["mia_null"]})
+    p_steps, p_cens = steps_to_unlearn(checkpoints, np.array(point_distinct))
+    for i, idx in enumerate(group.indices):
+        tables["steps_points"].append({"index": int(idx), "score": group.score, "group": group.label,
+                                       "method": method, "steps_to_unlearn": int(p_steps[i]),
+                                       "censored": bool(p_cens[i])})
+
+
+def _barriers(ctx, unlearned, partners, tables):
+    config, data, model, group, method, checkpoints, _, forget = ctx
+    lambdas = np.linspace(0, 1, config.barrier_points)
+    x_f, y_f = data.x_train[forget], data.y_train[forget]
+    for partner, traj in partners.items():
+        for c, k in enumerate(checkpoints):
+            losses = path_losses(model, unlearned[c], traj[c], x_f, y_f, lambdas)
+            common = {"score": group.score, "group": group.label, "method": method,
+                      "pair": "original-retrained" if k == 0 else "unlearned-retrained",
+                      "partner": partner, "step": int(k), "barrier": barrier_height(lambdas, losses),
+                      "loss_gap": float(losses[0] - losses[-1]),
+                      "distance": param_distance(unlearned[c], traj[c])}
+            tables["barriers"] += [dict(common, **{"lambda": float(l), "loss": float(v)})
+                                   for l, v in zip(lambdas, losses)]
+
+
+def run_unlearning(config, data, trained_final: list, scores: pd.DataFrame,
+                   progress: bool = True) -> dict[str, pd.DataFrame]:
+    """Every forget group of the configuration: quantile, bottom, top and random groups of the
+    first score in ``group_scores`` and the top group of every other score."""
+    from .groups import make_groups
+    groups = []
+    for i, score in enumerate(config.group_scores):
+        kinds = ("quantile", "bottom", "top", "random") if i == 0 else ("top",)
+        groups += make_groups(scores, score, config.n_groups, config.group_size, config.seed, kinds)
+    parts = [unlearn_group(config, data, trained_final, g) for g in
+             tqdm(groups, desc="unlearning groups", disable=not progress)]
+    return {k: pd.concat([p[k] for p in parts], ignore_index=True) for k in parts[0]}

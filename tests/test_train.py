@@ -82,7 +82,7 @@ def test_ledger_format_and_contents(tiny_config):
     T = ledger["steps_per_record"].sum()
     assert T == ledger["batch_sizes"].shape[1]
     k = len(ledger["steps"])
-    for name in ("clipped_norm", "grad_norm", "loss", "prob"):
+    for name in ("clipped_norm", "grad_norm", "loss", "prob", "el2n"):
         assert ledger[name].shape == (r, k, n) and ledger[name].dtype == np.float32
     assert np.all(ledger["clipped_norm"] <= tiny_config.clip + 1e-5)
     assert np.allclose(ledger["clipped_norm"], np.minimum(ledger["grad_norm"], tiny_config.clip))

@@ -1,0 +1,44 @@
+"""Loss barriers on a set S along the linear path between two models A and B.
+
+    L_S(lambda)      = mean_{x in S} l((1 - lambda) theta_A + lambda theta_B; x)
+    barrier(A, B; S) = max_{lambda in grid interior} [ L_S(lambda) - ((1 - lambda) L_S(0) + lambda L_S(1)) ]
+
+signed: a negative barrier is a path below the chord (a convex path). Reported beside the
+endpoint loss gap L_S(A) - L_S(B) and the parameter distance ||theta_A - theta_B||_2.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .evaluate import stacked_losses
+from .pergrad import Params
+
+
+def interpolate(a: Params, b: Params, lambdas: np.ndarray) -> Params:
+    """Stacked parameters (1 - lambda) a + lambda b for every lambda: {name: [L, ...]}."""
+    lam = torch.as_tensor(lambdas, dtype=next(iter(a.values())).dtype)
+    return {k: torch.lerp(a[k].unsqueeze(0).expand(len(lam), *a[k].shape),
+                          b[k].unsqueeze(0).expand(len(lam), *b[k].shape),
+                          lam.view(-1, *([1] * a[k].dim()))) for k in a}
+
+
+def path_losses(model: nn.Module, a: Params, b: Params, x: torch.Tensor, y: torch.Tensor,
+                lambdas: np.ndarray) -> np.ndarray:
+    """L_S(lambda) for every lambda of the grid (one batched evaluation)."""
+    return stacked_losses(model, interpolate(a, b, lambdas), x, y).mean(-1).double().numpy()
+
+
+def barrier_height(lambdas: np.ndarray, losses: np.ndarray) -> float:
+    """max over interior grid points of L(lambda) minus the chord between the endpoints."""
+    lambdas, losses = np.asarray(lambdas, float), np.asarray(losses, float)
+    if len(lambdas) < 3 or lambdas[0] != 0 or lambdas[-1] != 1:
+        raise ValueError("lambdas: need a grid from 0 to 1 with at least one interior point")
+    chord = (1 - lambdas) * losses[0] + lambdas * losses[-1]
+    return float(np.max((losses - chord)[1:-1]))
+
+
+def param_distance(a: Params, b: Params) -> float:
+    """||theta_A - theta_B||_2 over all parameters."""
+    return float(torch.sqrt(sum((a[k] - b[k]).double().pow(2).sum() for k in a)))

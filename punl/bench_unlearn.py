@@ -1,0 +1,41 @@
+"""Benchmark: evaluating S models of one shape stacked (vmap) against one by one."""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .evaluate import looped_logits, stack_params, stacked_logits
+from .models import build_model
+
+
+def bench_stacked_eval(n_models: int = 16, n_points: int = 1437, reps: int = 5) -> list[dict]:
+    rows = []
+    for name, shape, width in [("mlp", (1, 8, 8), 64), ("cnn", (1, 8, 8), 32)]:
+        model = build_model(name, shape, 10, width)
+        params = []
+        for s in range(n_models):
+            torch.manual_seed(s)
+            params.append({k: v.detach() for k, v in build_model(name, shape, 10, width).named_parameters()})
+        stacked, x = stack_params(params), torch.randn(n_points, *shape)
+        times = {}
+        for label, fn in [("one by one (baseline)", lambda: looped_logits(model, params, x)),
+                          ("stacked with vmap", lambda: stacked_logits(model, stacked, x))]:
+            fn()
+            start = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            times[label] = (time.perf_counter() - start) / reps
+        base = times["one by one (baseline)"]
+        rows += [{"model": f"{name} x {n_models} models, {n_points} points", "method": k,
+                  "seconds": t, "speedup": base / t} for k, t in times.items()]
+    return rows
+
+
+def main() -> None:
+    from .bench import _print_rows
+    _print_rows(bench_stacked_eval())
+
+
+if __name__ == "__main__":
+    main()

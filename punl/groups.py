@@ -1,0 +1,101 @@
+"""Forget groups cut from a score column of the scores table.
+
+Points are ranked by the score, ties broken by the unclipped average gradient norm. Groups:
+
+- ``q0`` .. ``q{G-1}``: the ranking cut into G equal quantile bins (``q0`` lowest); each group is
+  m points drawn from its bin, class-stratified (each class contributes in proportion to its
+  share of the bin);
+- ``bottom`` / ``top``: the m lowest / highest ranked points;
+- ``random``: m points drawn class-stratified from the whole training set.
+
+Each group draws from its own random stream, so rebuilding one group reproduces it exactly.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+TIE_BREAK = "avg_grad_norm_unclipped"
+
+
+def stream_seed(*labels) -> int:
+    """A 63-bit seed derived from labels (stable across processes and Python versions)."""
+    digest = hashlib.sha256("/".join(map(str, labels)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+@dataclass(frozen=True)
+class ForgetGroup:
+    """A forget set: ``indices`` into the training set, cut from ``score`` as group ``label``."""
+
+    score: str
+    label: str
+    indices: np.ndarray
+    score_median: float
+
+    def retain_indices(self, n: int) -> np.ndarray:
+        """R = D \\ F, checked: disjoint from F and together they cover every point once."""
+        mask = np.ones(n, dtype=bool)
+        mask[self.indices] = False
+        retain = np.flatnonzero(mask)
+        assert len(np.intersect1d(retain, self.indices)) == 0
+        assert len(retain) + len(self.indices) == n
+        return retain
+
+
+def ranking(scores: pd.DataFrame, score: str) -> np.ndarray:
+    """Point indices from lowest to highest score, ties broken by the unclipped gradient norm."""
+    if score not in scores.columns:
+        raise ValueError(f"group_scores: {score!r} is not a column of the scores table; "
+                         f"choose from {list(scores.columns)}")
+    return np.lexsort((scores[TIE_BREAK].to_numpy(), scores[score].to_numpy()))
+
+
+def stratified_sample(candidates: np.ndarray, labels: np.ndarray, m: int,
+                      rng: np.random.Generator) -> np.ndarray:
+    """m points from ``candidates``, each class in proportion to its share (largest remainder)."""
+    classes, counts = np.unique(labels[candidates], return_counts=True)
+    quota = counts * m / counts.sum()
+    take = np.floor(quota).astype(int)
+    for i in np.argsort(-(quota - take))[: m - take.sum()]:
+        take[i] += 1
+    picked = [rng.choice(candidates[labels[candidates] == c], size=t, replace=False)
+              for c, t in zip(classes, take) if t > 0]
+    return np.sort(np.concatenate(picked))
+
+
+def make_groups(scores: pd.DataFrame, score: str, n_groups: int, m: int, seed: int,
+                kinds: tuple[str, ...] = ("quantile", "bottom", "top", "random")) -> list[ForgetGroup]:
+    """The forget groups of ``score`` (see the module docstring)."""
+    n = len(scores)
+    if m * max(n_groups, 1) > n or m >= n:
+        raise ValueError(f"group_size: {m} points x {n_groups} groups exceeds the {n} training points")
+    order = ranking(scores, score)
+    labels = scores["label"].to_numpy()
+    values = scores[score].to_numpy()
+    groups = []
+
+    def add(label, idx):
+        groups.append(ForgetGroup(score, label, np.sort(idx), float(np.median(values[idx]))))
+
+    if "quantile" in kinds:
+        for g, bin_ in enumerate(np.array_split(order, n_groups)):
+            add(f"q{g}", stratified_sample(bin_, labels, m, np.random.default_rng(
+                stream_seed(seed, score, f"q{g}"))))
+    if "bottom" in kinds:
+        add("bottom", order[:m])
+    if "top" in kinds:
+        add("top", order[-m:])
+    if "random" in kinds:
+        add("random", stratified_sample(np.arange(n), labels, m, np.random.default_rng(
+            stream_seed(seed, score, "random"))))
+    return groups
+
+
+def class_composition(group: ForgetGroup, labels: np.ndarray) -> dict[int, int]:
+    """How many points of each class the group holds."""
+    classes, counts = np.unique(labels[group.indices], return_counts=True)
+    return {int(c): int(k) for c, k in zip(classes, counts)}

@@ -1,0 +1,72 @@
+"""Baseline metrics against hand computations, and the scores table on a real run."""
+import numpy as np
+import pytest
+
+from punl.metrics import baseline_metrics, early_average, time_average
+
+
+def _tiny_ledger():
+    rng = np.random.default_rng(0)
+    shape = (2, 3, 4)  # runs, records, points
+    return {"clipped_norm": rng.uniform(0, 1, shape), "grad_norm": rng.uniform(0, 2, shape),
+            "prob": rng.uniform(0, 1, shape), "el2n": rng.uniform(0, 1.4, shape),
+            "steps": np.array([0, 4, 10]), "steps_per_record": np.array([4, 6, 2])}
+
+
+def test_time_average_by_hand():
+    L = _tiny_ledger()
+    got = time_average(L["clipped_norm"], L["steps_per_record"])
+    for i in range(4):
+        total = sum(w * (L["clipped_norm"][0, k, i] + L["clipped_norm"][1, k, i]) / 2
+                    for k, w in enumerate([4, 6, 2]))
+        assert got[i] == pytest.approx(total / 12, rel=1e-12)
+
+
+def test_baseline_metrics_by_hand():
+    L = _tiny_ledger()
+    m = baseline_metrics(L, final_loss=np.arange(4.0), el2n_until_step=5)
+    e = L["el2n"]
+    np.testing.assert_allclose(m["el2n"], (e[0, 0] + e[0, 1] + e[1, 0] + e[1, 1]) / 4)
+    w = np.array([4, 6, 2]) / 12
+    np.testing.assert_allclose(m["confidence"], (w[None, :, None] * L["prob"]).sum(1).mean(0))
+    np.testing.assert_allclose(m["avg_grad_norm_unclipped"],
+                               (w[None, :, None] * L["grad_norm"]).sum(1).mean(0))
+    assert m["final_loss"].tolist() == [0, 1, 2, 3]
+
+
+def test_el2n_uses_at_least_the_first_record():
+    L = _tiny_ledger()
+    np.testing.assert_allclose(early_average(L["el2n"], L["steps"], -1), L["el2n"][:, 0].mean(0))
+
+
+def test_metrics_reject_bad_ledgers():
+    with pytest.raises(ValueError, match="clipped_norm"):
+        time_average(np.zeros((2, 3)), [1, 1, 1], "clipped_norm")
+    with pytest.raises(ValueError, match="NaN"):
+        time_average(np.full((1, 2, 2), np.nan), [1, 1])
+    with pytest.raises(ValueError, match="steps_per_record"):
+        time_average(np.zeros((1, 2, 2)), [-1, 1])
+
+
+def test_scores_table_on_a_real_run_flipped_points_score_higher(tmp_path):
+    """digits with 10% label noise: mislabeled points must carry more privacy loss."""
+    from punl.config import Config
+    from punl.pipeline import ensure_scored
+    from punl.scores import spearman_matrix
+    from punl.store import ArtifactStore
+    cfg = Config(dataset="digits", label_noise=0.1, runs=2, epochs=5, clip=10.0, record_every=10)
+    scores = ensure_scored(cfg, ArtifactStore(tmp_path), progress=False)
+    expected = {"index", "label", "true_label", "flipped", "epsilon", "avg_grad_norm",
+                "avg_grad_norm_unclipped", "final_loss", "confidence", "el2n"}
+    assert expected | {f"privacy_loss_a{a:g}" for a in cfg.orders} <= set(scores.columns)
+    assert scores["flipped"].sum() == round(0.1 * len(scores))
+    flipped, clean = scores[scores.flipped], scores[~scores.flipped]
+    for col in ("privacy_loss_a8", "epsilon", "avg_grad_norm", "final_loss", "el2n"):
+        assert flipped[col].mean() > clean[col].mean(), col
+    assert flipped["confidence"].mean() < clean["confidence"].mean()
+    # privacy loss grows with the order alpha, point by point
+    assert np.all(np.diff(scores[[f"privacy_loss_a{a:g}" for a in cfg.orders]].to_numpy(), axis=1)
+                  >= -1e-12)
+    rho = spearman_matrix(scores)
+    assert rho.loc["privacy_loss_a8", "avg_grad_norm"] > 0.5
+    assert np.allclose(np.diag(rho), 1.0)
