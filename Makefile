@@ -13,7 +13,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 book: $(VENV)/.installed
-	$(BIN)/punl train digits-quick
+	$(BIN)/punl run digits-quick
+	$(BIN)/punl book
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
@@ -21,6 +22,7 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(BIN)/python -m punl.bench pergrad
 	$(BIN)/python -m punl.bench privacy
+	$(BIN)/python -m punl.bench unlearn
 
 clean:
 	rm -rf runs _build book/runs

@@ -84,3 +84,55 @@ def utility(unlearning: pd.DataFrame) -> pd.DataFrame:
     """Mean forget / retain / test accuracy per method, model kind and step."""
     cols = ["forget_acc", "retain_acc", "test_acc"]
     return unlearning.groupby(["method", "model", "step"])[cols].mean().reset_index()
+
+
+def barrier_summary(barriers: pd.DataFrame) -> pd.DataFrame:
+    """One row per (score, group, method, partner, step): barrier, loss gap, distance."""
+    keys = ["score", "group", "method", "partner", "pair", "step"]
+    return barriers.groupby(keys)[["barrier", "loss_gap", "distance"]].first().reset_index()
+
+
+def _verdict(ok: bool | None) -> str:
+    return "inconclusive" if ok is None else ("supported" if ok else "not supported")
+
+
+def claims_table(steps: pd.DataFrame, steps_points: pd.DataFrame, barriers: pd.DataFrame,
+                 primary: str, budget: int, methods: list[str]) -> pd.DataFrame:
+    """Each claim of the study, the number that tests it and a plain verdict."""
+    main = methods[0]
+    rows = []
+    pts = steps_points[(steps_points.method == main) & (steps_points.score == primary)]
+    quick = float((pts.steps_to_unlearn <= budget / 10).mean()) if len(pts) else np.nan
+    never = float(pts.censored.mean()) if len(pts) else np.nan
+    rows.append({"claim": "1. most points unlearn in few steps, a few need ~retraining effort",
+                 "measure": f"fraction of points unlearned within K/10 steps; censored at K ({main})",
+                 "value": f"{quick:.2f}; {never:.2f}",
+                 "verdict": _verdict(None if np.isnan(quick) else bool(quick >= 0.5 and never > 0))})
+    fit = group_fits(steps, primary, main)
+    ok2 = None if np.isnan(fit["log_r2"]) else bool(fit["spearman"] > 0 and fit["log_r2"] >= fit["line_r2"])
+    rows.append({"claim": "2. steps grow like a*log(b*P + 1) in the privacy loss P",
+                 "measure": "Spearman rho (group median P vs steps); R^2 log fit vs line fit",
+                 "value": f"{fit['spearman']:.2f}; {fit['log_r2']:.2f} vs {fit['line_r2']:.2f}",
+                 "verdict": _verdict(ok2)})
+    top = steps[(steps.group == "top") & (steps.method == main)].set_index("score").steps_to_unlearn
+    others = top.drop(primary, errors="ignore")
+    ok3 = None if primary not in top or others.empty else bool(top[primary] >= others.max())
+    rows.append({"claim": "3. the hardest-m by privacy loss take longer than the hardest-m by any baseline",
+                 "measure": "steps of top-m by privacy loss; max over baselines",
+                 "value": f"{top.get(primary, np.nan)}; {others.max() if len(others) else np.nan}",
+                 "verdict": _verdict(ok3)})
+    b = barrier_summary(barriers)
+    b = b[(b.score == primary) & (b.step == 0) & (b.method == main) & (b.partner == "independent")]
+    b = b.merge(steps[(steps.method == main) & (steps.score == primary)][["group", "group_score_median"]],
+                on="group")
+    rho4 = spearman(b.group_score_median, b.barrier) if len(b) > 2 else np.nan
+    rows.append({"claim": "4. harder points sit behind higher loss barriers",
+                 "measure": "Spearman rho (group median P vs barrier, independent retrained partner)",
+                 "value": f"{rho4:.2f}", "verdict": _verdict(None if np.isnan(rho4) else bool(rho4 > 0))})
+    for other in methods[1:]:
+        f = group_fits(steps, primary, other)
+        rows.append({"claim": f"5. the trend holds for {other}",
+                     "measure": "Spearman rho (group median P vs steps)",
+                     "value": f"{f['spearman']:.2f}",
+                     "verdict": _verdict(None if np.isnan(f["spearman"]) else bool(f["spearman"] > 0))})
+    return pd.DataFrame(rows)

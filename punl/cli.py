@@ -1,4 +1,4 @@
-"""Command line: ``punl train|score|run|sweep|book``; one Config flows through every stage."""
+"""Command line: ``punl train|score|unlearn|run|sweep|book``; one Config flows through every stage."""
 from __future__ import annotations
 
 import argparse
@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("unlearn", help="unlearn forget groups, MIA against retrained models")
     _add_config_args(p)
     p.set_defaults(func=cmd_unlearn)
+    from .runner import add_subcommands
+    add_subcommands(sub)
     return parser
 
 
