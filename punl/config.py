@@ -54,10 +54,12 @@ class Config:
     weight_decay: float = 0.0
     record_every: int = 10                # ledger record every this many steps
     chunk_size: int | None = 512          # per-example gradient chunk (memory bound)
+    num_threads: int = 1                  # torch CPU threads; small models run fastest on one
     # --- privacy scoring (SCIENCE.md sections 2-3)
     orders: tuple[float, ...] = (2.0, 4.0, 8.0, 16.0, 32.0)
     delta: float = 1e-5
     el2n_epochs: float = 1.0              # EL2N averages records within this many epochs
+    shadow_models: int = 0                # > 0: memorisation and LiRA scores from shadow models
     # --- unlearning (SCIENCE.md sections 4-5)
     methods: tuple[str, ...] = ("sgld", "finetune")
     group_scores: tuple[str, ...] = ("privacy_loss_a8", "avg_grad_norm")
@@ -105,7 +107,7 @@ STAGE_FIELDS = {
     "train": ["dataset", "n_train", "test_fraction", "label_noise", "synthetic_outliers",
               "data_seed", "model", "width", "depth", "runs", "seed", "epochs", "batch_size", "lr",
               "sigma", "clip", "clipping", "weight_decay", "record_every"],
-    "score": ["orders", "delta", "el2n_epochs"],
+    "score": ["orders", "delta", "el2n_epochs", "shadow_models"],
     "unlearn": ["methods", "group_scores", "n_groups", "group_size", "unlearn_steps",
                 "n_checkpoints", "unlearn_lr", "l1_penalty", "retrain_seeds", "coupled", "tau",
                 "n_bootstrap", "barrier_points"],
@@ -141,11 +143,12 @@ _CHECKS = {
     "sigma": lambda v, _: None if v >= 0 and math.isfinite(v) else "must be >= 0",
     "clip": _positive,
     "weight_decay": lambda v, _: None if v >= 0 else "must be >= 0",
-    "record_every": _at_least_one,
+    "record_every": _at_least_one, "num_threads": _at_least_one,
     "chunk_size": lambda v, _: None if v is None or v >= 1 else "must be >= 1 or null",
     "orders": lambda v, _: None if v and all(a > 1 for a in v) else "every order must be > 1",
     "delta": lambda v, _: None if 0 < v < 1 else "must lie in (0, 1)",
     "el2n_epochs": _positive,
+    "shadow_models": lambda v, _: None if v == 0 or v >= 2 else "must be 0 (off) or >= 2",
     "methods": _check_methods,
     "n_groups": _at_least_one, "group_size": _at_least_one, "unlearn_steps": _at_least_one,
     "n_checkpoints": lambda v, _: None if v >= 2 else "must be >= 2",

@@ -15,6 +15,11 @@ from .data import Dataset, load_dataset
 from .store import ArtifactStore, CorruptArtifact, StageDir
 
 
+def apply_runtime(config: Config) -> None:
+    """Process-wide settings of ``config`` that do not change results' meaning (CPU threads)."""
+    torch.set_num_threads(config.num_threads)
+
+
 def load_data(config: Config) -> Dataset:
     """The dataset of ``config``, split, standardised and with its label noise applied."""
     return load_dataset(config.dataset, seed=config.data_seed, test_fraction=config.test_fraction,
@@ -57,6 +62,7 @@ class TrainedRuns:
 def ensure_trained(config: Config, store: ArtifactStore, data: Dataset | None = None,
                    progress: bool = True) -> TrainedRuns:
     """Train the R runs of ``config`` unless a complete training artifact already exists."""
+    apply_runtime(config)
     from .train import train
     sd = store.stage(config, "train")
     if _reuse(sd, "train", ["models.pt", "ledger.npz"]):
@@ -74,6 +80,7 @@ def ensure_trained(config: Config, store: ArtifactStore, data: Dataset | None = 
 def ensure_scored(config: Config, store: ArtifactStore, data: Dataset | None = None,
                   progress: bool = True):
     """The scores table of ``config`` (``scores.parquet``), training first when needed."""
+    apply_runtime(config)
     from .scores import score_table
     sd = store.stage(config, "score")
     if _reuse(sd, "score", ["scores.parquet"]):
@@ -91,6 +98,7 @@ UNLEARN_TABLES = ("unlearning", "steps", "steps_points", "barriers")
 def ensure_unlearned(config: Config, store: ArtifactStore, data: Dataset | None = None,
                      progress: bool = True) -> dict:
     """The unlearning tables of ``config``, computing training and scores first when needed."""
+    apply_runtime(config)
     from .unlearn import run_unlearning
     sd = store.stage(config, "unlearn")
     files = [f"{t}.parquet" for t in UNLEARN_TABLES]

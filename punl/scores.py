@@ -2,7 +2,8 @@
 
 Columns: ``index``, ``label`` (as trained), ``true_label``, ``flipped``,
 ``privacy_loss_a{alpha}`` for every order, ``epsilon`` (at the configuration's delta),
-``avg_grad_norm``, ``avg_grad_norm_unclipped``, ``final_loss``, ``confidence``, ``el2n``.
+``avg_grad_norm``, ``avg_grad_norm_unclipped``, ``final_loss``, ``confidence``, ``el2n``; with
+``shadow_models > 0`` also ``memorisation`` and ``lira_score`` (see :mod:`punl.shadow`).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from .privacy import per_instance_epsilon, per_instance_rdp
 from .train import init_model, run_seeds
 
 METRIC_COLUMNS = ("avg_grad_norm", "avg_grad_norm_unclipped", "final_loss", "confidence", "el2n")
+SHADOW_COLUMNS = ("memorisation", "lira_score")
 
 
 def privacy_column(alpha: float) -> str:
@@ -27,7 +29,7 @@ def privacy_column(alpha: float) -> str:
 def score_columns(scores: pd.DataFrame) -> list[str]:
     """The difficulty scores of a table: privacy losses, epsilon and the baseline metrics."""
     return [c for c in scores.columns if c.startswith("privacy_loss_a")] + \
-        [c for c in ("epsilon", *METRIC_COLUMNS) if c in scores.columns]
+        [c for c in ("epsilon", *METRIC_COLUMNS, *SHADOW_COLUMNS) if c in scores.columns]
 
 
 def final_losses(config: Config, data: Dataset, final_params: list[dict]) -> np.ndarray:
@@ -53,6 +55,10 @@ def score_table(config: Config, data: Dataset, ledger: dict, final_params: list[
     metrics = baseline_metrics(ledger, final_losses(config, data, final_params), el2n_until)
     for name in METRIC_COLUMNS:
         table[name] = metrics[name]
+    if config.shadow_models:
+        from .shadow import shadow_scores
+        for name, values in shadow_scores(config, data, final_params).items():
+            table[name] = values
     return table
 
 

@@ -106,3 +106,9 @@ def test_stage_keys_change_only_downstream():
     assert a.stage_key("unlearn") != b.stage_key("unlearn")
     c = a.replace(lr=0.2)
     assert all(a.stage_key(s) != c.stage_key(s) for s in ("train", "score", "unlearn"))
+
+
+@pytest.mark.parametrize("name", ["digits-quick", "digits", "mnist5k", "svhn", "cifar10"])
+def test_shipped_configs_are_valid(name):
+    cfg = load_config(name)
+    assert cfg.name == name

@@ -70,3 +70,40 @@ def test_scores_table_on_a_real_run_flipped_points_score_higher(tmp_path):
     rho = spearman_matrix(scores)
     assert rho.loc["privacy_loss_a8", "avg_grad_norm"] > 0.5
     assert np.allclose(np.diag(rho), 1.0)
+
+
+def test_memorisation_by_hand():
+    from punl.shadow import memorisation, shadow_memberships
+    members = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], dtype=bool)
+    correct = np.array([[1, 0], [0, 1], [1, 0], [1, 1]])
+    # point 0: in = models 0, 2 (both correct) -> 1; out = 1, 3 -> 0.5; point 1: in 1,2 -> .5; out 0,3 -> .5
+    np.testing.assert_allclose(memorisation(correct, members), [0.5, 0.0])
+    m = shadow_memberships(101, 6, seed=0)
+    assert m.shape == (6, 101) and (m.sum(1) == 50).all()
+    assert not np.array_equal(m[0], m[1])
+
+
+def test_lira_score_prefers_in_distribution():
+    from punl.shadow import lira_scores
+    rng = np.random.default_rng(0)
+    members = rng.random((16, 30)) < 0.5
+    phi = np.where(members, 3.0, 0.0) + rng.normal(0, 0.3, (16, 30))
+    score_in = lira_scores(phi, members, np.full((2, 30), 3.0))
+    score_out = lira_scores(phi, members, np.full((2, 30), 0.0))
+    assert (score_in > 0).all() and (score_out < 0).all()
+
+
+def test_shadow_columns_on_a_real_run(tmp_path):
+    from punl.config import Config
+    from punl.pipeline import ensure_scored
+    from punl.store import ArtifactStore
+    cfg = Config(dataset="digits", n_train=300, label_noise=0.1, runs=2, epochs=5, clip=10.0,
+                 width=16, shadow_models=4)
+    scores = ensure_scored(cfg, ArtifactStore(tmp_path), progress=False)
+    assert {"memorisation", "lira_score"} <= set(scores.columns)
+    # a point that every shadow model (or none) trained on has no estimate: P = 2 / 2^4
+    assert scores["memorisation"].isna().mean() < 0.25
+    assert scores["memorisation"].dropna().between(-1, 1).all()
+    assert np.isfinite(scores["lira_score"].dropna()).all()
+    # the flipped labels are the ones a model gets right only when it trained on them
+    assert scores[scores.flipped].memorisation.mean() > scores[~scores.flipped].memorisation.mean()
