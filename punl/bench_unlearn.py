@@ -1,10 +1,9 @@
 """Benchmark: evaluating S models of one shape stacked (vmap) against one by one."""
 from __future__ import annotations
 
-import time
-
 import torch
 
+from .bench import _seconds
 from .evaluate import looped_logits, stack_params, stacked_logits
 from .models import build_model
 
@@ -21,11 +20,7 @@ def bench_stacked_eval(n_models: int = 16, n_points: int = 1437, reps: int = 5) 
         times = {}
         for label, fn in [("one by one (baseline)", lambda: looped_logits(model, params, x)),
                           ("stacked with vmap", lambda: stacked_logits(model, stacked, x))]:
-            fn()
-            start = time.perf_counter()
-            for _ in range(reps):
-                fn()
-            times[label] = (time.perf_counter() - start) / reps
+            times[label] = _seconds(fn, reps)
         base = times["one by one (baseline)"]
         rows += [{"model": f"{name} x {n_models} models, {n_points} points", "method": k,
                   "seconds": t, "speedup": base / t} for k, t in times.items()]

@@ -12,9 +12,11 @@ output, b = d(sum_i l_i)/d out, has row i equal to d l_i / d out_i. One forward 
 layer's input a, one backward pass gives b, and each layer's share of ||g_i||^2 follows from them:
 
 - Linear on a vector: ``||b_i a_i^T||_F^2 = ||a_i||^2 ||b_i||^2`` (weight), ``||b_i||^2`` (bias);
-- Conv2d: ``G_i = b_i U_i^T`` with U_i the unfolded input patches [C_in k k, L], formed per
-  example in one batched product, or ``sum_{l,l'} (U_i^T U_i)_{ll'} (b_i^T b_i)_{ll'}`` when the
-  spatial size L is the smaller side; bias ``||sum_l b_i[:, l]||^2``;
+- Conv2d: ``G_i = b_i U_i^T`` with U_i the unfolded input patches [C_in k k, L]; for stride 1,
+  one product per kernel offset on shifted views of the channels-last input (no patch copy);
+  otherwise formed per example in one batched product, or
+  ``sum_{l,l'} (U_i^T U_i)_{ll'} (b_i^T b_i)_{ll'}`` when the spatial size L is the smaller side;
+  bias ``||sum_l b_i[:, l]||^2``;
 - GroupNorm: ``sum_l b_i x_hat_i`` (weight) and ``sum_l b_i`` (bias) per channel, with x_hat the
   normalised input.
 
@@ -161,10 +163,35 @@ def _patches(a: torch.Tensor, layer: nn.Conv2d) -> torch.Tensor:
     return view.permute(0, 2, 3, 1, 4, 5).reshape(n, h * w, c * kh * kw)
 
 
+def _conv2d_weight_sq_norm_shifted(layer: nn.Conv2d, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """||G_i||^2 for a stride-1 convolution without forming the patches.
+
+    In a channels-last copy of the padded input, kernel offset (r, s) sees the input rows at flat
+    positions p + r W_p + s, where p = h W_p + w runs over the output positions laid out with the
+    padded width W_p (the columns w >= W' read past the row and get a zero output gradient). So
+    G_i[:, :, r, s] = b_ext_i @ A_i[offset(r, s) : offset(r, s) + L_ext], a strided view: one
+    batched product per kernel offset and no copy of the input per offset."""
+    (kh, kw), (ph, pw) = layer.kernel_size, layer.padding
+    a = F.pad(a, (pw, pw, ph, ph)).permute(0, 2, 3, 1).contiguous()       # [B, Hp, Wp, C]
+    n, hp, wp, c = a.shape
+    ho, wo = b.shape[2], b.shape[3]
+    length = (ho - 1) * wp + wo
+    b_ext = F.pad(b, (0, wp - wo)).flatten(2)[:, :, :length]               # [B, O, L_ext]
+    sq = torch.zeros(n, dtype=a.dtype)
+    for r in range(kh):
+        for s in range(kw):
+            window = a.as_strided((n, length, c), (hp * wp * c, c, 1), (r * wp + s) * c)
+            sq += torch.bmm(b_ext, window).flatten(1).pow(2).sum(1)
+    return sq
+
+
 @norm_rule(nn.Conv2d)
 def _conv2d_sq_norm(layer: nn.Conv2d, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if layer.groups != 1 or isinstance(layer.padding, str):
         raise _Unsupported
+    if layer.stride == (1, 1) and layer.dilation == (1, 1) and a.is_contiguous():
+        sq = _conv2d_weight_sq_norm_shifted(layer, a, b)
+        return sq + (b.flatten(2).sum(2).pow(2).sum(1) if layer.bias is not None else 0)
     u = _patches(a, layer)                                                          # [B, L, K]
     b = b.flatten(2)                                                                # [B, O, L]
     length, k, out = u.shape[1], u.shape[2], b.shape[1]
