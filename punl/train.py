@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .config import Config
 from .data import Dataset
@@ -180,7 +180,7 @@ def _record(records: dict, model: nn.Module, params: Params, data: Dataset, conf
     records["loss"].append(stats.loss)
     records["prob"].append(stats.prob)
     records["el2n"].append(stats.el2n)
-    records["train_acc"].append(float((stats.prob > 0.5).float().mean()))
+    records["train_acc"].append(accuracy(model, params, data.x_train, data.y_train))
     records["test_acc"].append(accuracy(model, params, data.x_test, data.y_test))
 
 

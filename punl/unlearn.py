@@ -55,7 +55,7 @@ def l1_sparse(config) -> NoisySGD:
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 from .barriers import barrier_height, param_distance, path_losses  # noqa: E402
 from .evaluate import stack_params, stacked_accuracy, stacked_logits  # noqa: E402

@@ -1,0 +1,264 @@
+"""Sweeps: one :func:`~punl.runner.run_config` per point of a grid, run in parallel.
+
+``punl sweep digits-quick --grid label_noise=0,0.1 --grid sigma=0.5,1`` runs the cartesian product
+of the grids. Points go to a :class:`concurrent.futures.Executor`: a local process pool, or a
+``dask.distributed`` cluster through the client's executor interface when a scheduler address is
+given. Every point is validated before any runs; a point that fails at run time is reported and
+the others carry on. The sweep writes ``sweep.parquet`` (one row per point) and a book chapter
+``book/sweeps/<name>/index.md`` with a figure of the scores against the swept values.
+"""
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import re
+import time
+import traceback
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+import yaml
+
+from .config import ConfigError, load_config, valid_keys
+from .store import atomic_write_bytes
+
+
+# ---------------------------------------------------------------------------------------- grids
+def parse_grid(specs: list[str]) -> dict[str, list]:
+    """``["sigma=0.5,1", "orders=[2,8],[4]"]`` -> ``{"sigma": [0.5, 1], "orders": [[2, 8], [4]]}``.
+
+    Values are YAML, separated by top-level commas; keys must be configuration fields."""
+    grid = {}
+    for spec in specs:
+        if "=" not in spec:
+            raise ConfigError(f"--grid: expected key=v1,v2,..., got {spec!r}")
+        key, raw = (s.strip() for s in spec.split("=", 1))
+        try:
+            values = yaml.safe_load(f"[{raw}]")
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--grid {key}: cannot read values {raw!r} ({err})") from None
+        if not values:
+            raise ConfigError(f"--grid {key}: no values")
+        grid[key] = values
+    check_grid_keys(grid)
+    return grid
+
+
+def check_grid_keys(grid: dict[str, list]) -> None:
+    """Raise :class:`ConfigError` for swept keys that are not configuration fields (or ``name``)."""
+    unknown = sorted(set(grid) - set(valid_keys()))
+    if unknown:
+        raise ConfigError(f"--grid: unknown key(s) {unknown}; valid keys: {', '.join(valid_keys())}")
+    if "name" in grid:
+        raise ConfigError("--grid: 'name' cannot be swept; each point is named after its values")
+
+
+def yaml_text(value: Any) -> str:
+    """A value as one line of YAML: ``0.1``, ``[2, 8]``, ``cifar10``, ``null``."""
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _slug(value: Any) -> str:
+    text = yaml_text(value)
+    return re.sub(r"[^A-Za-z0-9.]+", "_", text.strip().rstrip(".")).strip("_") or "none"
+
+
+def grid_points(base_name: str, grid: dict[str, list]) -> list[dict[str, Any]]:
+    """Every point of the cartesian product: its name, values and ``key=value`` overrides."""
+    points = []
+    for combo in itertools.product(*grid.values()):
+        values = dict(zip(grid, combo))
+        name = "-".join([base_name] + [f"{k}-{_slug(v)}" for k, v in values.items()])
+        overrides = [f"{k}={yaml_text(v)}" for k, v in values.items()]
+        points.append({"point": name, "values": values, "overrides": overrides + [f"name={name}"]})
+    return points
+
+
+# ---------------------------------------------------------------------------------- one point
+def run_point(config: str, overrides: list[str], out_dir: str, book_dir: str,
+              notebooks_dir: str | None = None) -> dict[str, Any]:
+    """Run one grid point in a worker; never raises: failures come back as ``status='failed'``."""
+    from .runner import run_config
+    start = time.perf_counter()
+    try:
+        record = run_config(config, overrides, out_dir=out_dir, book_dir=book_dir,
+                            progress=False, notebooks_dir=notebooks_dir)
+    except Exception as err:  # noqa: BLE001 - a failed point is data, not a crash
+        last = traceback.format_exception_only(type(err), err)[-1].strip()
+        return {"status": "failed", "wall_s": time.perf_counter() - start, "error": last}
+    stages = [s for s in record["stages"].values() if s != "not run"]
+    status = "reused" if stages and all(s == "reused" for s in stages) else "ran"
+    return {"status": status, "wall_s": time.perf_counter() - start, "error": ""}
+
+
+@contextmanager
+def make_executor(scheduler: str = "local", workers: int = 2) -> Iterator[Executor]:
+    """A local process pool, or the executor of a dask client connected to ``scheduler``."""
+    if scheduler == "local":
+        spawn = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
+        with ProcessPoolExecutor(max_workers=workers, mp_context=spawn) as pool:
+            yield pool
+        return
+    from distributed import Client
+    with Client(scheduler) as client:
+        yield client.get_executor(pure=False)
+
+
+# --------------------------------------------------------------------------------------- sweep
+def run_sweep(config: str, grid: dict[str, list], scheduler: str = "local", workers: int = 2,
+              out_root: str | Path | None = None, overrides: list[str] | None = None,
+              name: str | None = None, book_root: str | Path = ".",
+              notebooks_dir: str | Path | None = None, progress: bool = True) -> pd.DataFrame:
+    """Run every grid point as its own :func:`~punl.runner.run_config`; return the sweep table.
+
+    All points are validated first (unknown keys, bad values: :class:`ConfigError`, nothing
+    runs). Results are written to ``<out_root>/sweep.parquet`` and the chapter
+    ``<book_root>/book/sweeps/<name>/index.md``."""
+    from tqdm import tqdm
+    overrides = list(overrides or [])
+    base, points = validated_points(config, grid, overrides)
+    name = name or "-".join([base.name, *grid])
+    out_root = Path(out_root or Path("runs") / "sweeps" / name).resolve()
+    config_arg = str(Path(config).resolve()) if Path(config).is_file() else str(config)
+    nb_dir = str(Path(notebooks_dir).resolve()) if notebooks_dir else None
+    rows = []
+    with make_executor(scheduler, workers) as pool:
+        futures = {pool.submit(run_point, config_arg, overrides + p["overrides"],
+                               str(out_root / p["point"]), str(out_root / "notebooks"),
+                               nb_dir): p for p in points}
+        for fut in tqdm(as_completed(futures), total=len(futures), desc=f"sweep {name}",
+                        unit="point", disable=not progress):
+            rows.append(_row(futures[fut], fut))
+    order = {p["point"]: i for i, p in enumerate(points)}
+    table = pd.DataFrame(rows).sort_values("point", key=lambda c: c.map(order), ignore_index=True)
+    out_root.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(out_root / "sweep.parquet", index=False)
+    write_sweep_chapter(name, table, grid, out_root, Path(book_root) / "book" / "sweeps" / name)
+    return table
+
+
+def validated_points(config: str, grid: dict[str, list], overrides: list[str]):
+    """The base configuration and every grid point, each validated; raises ConfigError first."""
+    check_grid_keys(grid)
+    base = load_config(config, overrides)
+    points = grid_points(base.name, grid)
+    for p in points:
+        load_config(config, overrides + p["overrides"])
+    return base, points
+
+
+def _row(point: dict, future) -> dict[str, Any]:
+    try:
+        result = future.result()
+    except Exception as err:  # noqa: BLE001 - a worker that died is a failed point
+        result = {"status": "failed", "wall_s": float("nan"), "error": f"{type(err).__name__}: {err}"}
+    values = {k: yaml_text(v) for k, v in point["values"].items()}
+    return {"point": point["point"], **values, "overrides": " ".join(point["overrides"]),
+            "status": result["status"], "wall_s": round(result["wall_s"], 2),
+            "error": result["error"]}
+
+
+# ----------------------------------------------------------------------------- sweep chapter
+def point_summary(out_dir: Path) -> dict[str, float]:
+    """Numbers per point from the tables it wrote (scores.parquet, and steps.parquet if any)."""
+    summary = {}
+    scores_path = out_dir / "scores.parquet"
+    if scores_path.exists():
+        scores = pd.read_parquet(scores_path)
+        main = "privacy_loss_a8" if "privacy_loss_a8" in scores else \
+            [c for c in scores if c.startswith("privacy_loss_a")][0]
+        summary["score"] = main
+        summary["mean privacy loss"] = scores[main].mean()
+        flipped = scores["flipped"].astype(bool)
+        for kind, mask in (("clean", ~flipped), ("flipped", flipped)):
+            summary[f"mean privacy loss ({kind})"] = scores.loc[mask, main].mean() \
+                if mask.any() else float("nan")
+        summary["spearman vs avg_grad_norm"] = scores[main].corr(scores["avg_grad_norm"],
+                                                                 method="spearman")
+    steps_path = out_dir / "steps.parquet"
+    if steps_path.exists():
+        steps = pd.read_parquet(steps_path)
+        summary["median steps_to_unlearn"] = steps["steps_to_unlearn"].median()
+    return summary
+
+
+def sweep_summary(table: pd.DataFrame, grid: dict[str, list], out_root: Path) -> pd.DataFrame:
+    """The sweep table joined with each successful point's summary numbers."""
+    rows = []
+    for row in table.itertuples(index=False):
+        extra = point_summary(out_root / row.point) if row.status != "failed" else {}
+        rows.append({**{k: getattr(row, k) for k in ("point", *grid, "status")}, **extra})
+    return pd.DataFrame(rows)
+
+
+def sweep_figure(summary: pd.DataFrame, grid: dict[str, list], path: Path) -> bool:
+    """Mean privacy loss of clean and flipped points and, when present, the median steps to
+    unlearn, against the first swept key (a second key splits the series). False: no data."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    ok = summary[summary.status != "failed"]
+    if ok.empty or "mean privacy loss" not in ok:
+        return False
+    x, *rest = list(grid)
+    order = [yaml_text(v) for v in grid[x]]
+    long = ok.melt(id_vars=[x, *rest], var_name="series", value_name="loss",
+                   value_vars=["mean privacy loss (clean)", "mean privacy loss (flipped)"])
+    long["series"] = long["series"].str.extract(r"\((\w+)\)")[0]
+    for key in rest:
+        long["series"] += ", " + key + "=" + long[key]
+    panels = 2 if "median steps_to_unlearn" in ok else 1
+    sns.set_theme(context="notebook", style="whitegrid")
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4), squeeze=False)
+    sns.pointplot(long, x=x, y="loss", hue="series", order=order, ax=axes[0, 0])
+    axes[0, 0].set(yscale="log", ylabel=f"mean {ok['score'].iloc[0]}", title="Privacy loss")
+    if panels == 2:
+        sns.pointplot(ok, x=x, y="median steps_to_unlearn", hue=rest[0] if rest else None,
+                      order=order, ax=axes[0, 1])
+        axes[0, 1].set(title="Steps to unlearn")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def write_sweep_chapter(name: str, table: pd.DataFrame, grid: dict[str, list], out_root: Path,
+                        chapter_dir: Path) -> Path:
+    """``book/sweeps/<name>/index.md``: what was swept, the figure, the per-point tables."""
+    from .book import display_path, md_table
+    summary = sweep_summary(table, grid, out_root)
+    has_figure = sweep_figure(summary, grid, chapter_dir / "sweep.png")
+    swept = ", ".join(f"`{k}` in {v}" for k, v in grid.items())
+    numbers = summary.round(4).to_dict("records")
+    status = table[["point", "status", "wall_s", "error"]].to_dict("records")
+    steps = (" Right: median steps to unlearn over all groups and methods."
+             if "median steps_to_unlearn" in summary else "")
+    figure = ("```{figure} sweep.png\n:name: sweep-" + name + "\n\n"
+              f"Mean per-instance privacy loss of clean and of flipped points (log scale) against "
+              f"the swept value.{steps}\n```\n\n"
+              if has_figure else "No point finished, so there is nothing to plot.\n\n")
+    text = (f"# Sweep `{name}`\n\nEvery combination of {swept} was run as a separate "
+            f"configuration; outputs are under `{display_path(out_root)}`.\n\n## Figure\n\n{figure}"
+            f"## Numbers per point\n\n{md_table(numbers)}\n"
+            f"## Status\n\n{md_table(status)}")
+    path = chapter_dir / "index.md"
+    atomic_write_bytes(path, text.encode())
+    return path
+
+
+def cmd_sweep(args) -> int:
+    """``punl sweep CONFIG --grid key=v1,v2 ...``: run the grid, print the table, write the chapter."""
+    from .book import generate_toc
+    table = run_sweep(args.config, parse_grid(args.grid), scheduler=args.scheduler,
+                      workers=args.workers, out_root=args.out, overrides=args.overrides,
+                      name=args.name)
+    with pd.option_context("display.width", 160, "display.max_colwidth", 60):
+        print(table.drop(columns=["overrides"]).to_string(index=False))
+    if Path("_config.yml").exists():   # at the book root: add the sweep chapter to _toc.yml
+        generate_toc(".")
+    return 0 if (table.status != "failed").all() else 1

@@ -1,0 +1,165 @@
+"""End to end: papermill executes the notebooks, the book builds with warnings as errors."""
+import argparse
+import ast
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from punl.book import build_book, generate_toc, toc_data
+from punl.config import ConfigError
+from punl.runner import NotebookError, add_subcommands, cmd_run, run_config
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = ["n_train=200", "runs=2", "epochs=2", "record_every=5", "width=16", "group_size=8",
+        "n_groups=2", "group_scores=[privacy_loss_a8, avg_grad_norm]", "unlearn_steps=8",
+        "n_checkpoints=3", "retrain_seeds=4", "n_bootstrap=20", "barrier_points=5", "name=tiny"]
+NOTEBOOKS = tuple(sorted(p.name for p in (REPO / "notebooks").glob("0*.ipynb")))
+FIRST_TWO = ("01_train.ipynb", "02_score.ipynb")
+CHAPTERS = ("intro.md", "methods.md", "reproduce.md")
+
+
+def make_book_root(root: Path) -> Path:
+    """A book root holding the repository's _config.yml and prose chapters."""
+    (root / "book").mkdir(parents=True)
+    shutil.copy(REPO / "_config.yml", root / "_config.yml")
+    for name in CHAPTERS:
+        shutil.copy(REPO / "book" / name, root / "book" / name)
+    return root
+
+
+def make_notebooks_dir(folder: Path, names=NOTEBOOKS) -> Path:
+    """A copy of the notebook templates ``names`` (all of them by default)."""
+    folder.mkdir(parents=True)
+    for name in names:
+        shutil.copy(REPO / "notebooks" / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def book(tmp_path_factory):
+    """One tiny run executed into a fresh book root, then executed again."""
+    root = make_book_root(tmp_path_factory.mktemp("book"))
+    kw = dict(out_dir=root / "runs" / "tiny", book_dir=root / "book" / "runs", progress=False,
+              notebooks_dir=make_notebooks_dir(root / "templates"))
+    first = run_config("digits-quick", TINY, **kw)
+    complete = root / "runs/tiny/artifacts" / f"train-{first['stage_keys']['train']}/_complete.json"
+    before = (complete.read_bytes(), complete.stat().st_mtime_ns)
+    second = run_config("digits-quick", TINY, **kw)
+    return {"root": root, "first": first, "second": second, "complete": complete,
+            "complete_before": before, "kw": kw}
+
+
+def test_templates_have_parameters_cell_and_no_outputs():
+    for path in sorted((REPO / "notebooks").glob("0*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert "parameters" in code[0].metadata.get("tags", []), path.name
+        names = {t.id for node in ast.parse(code[0].source).body for t in node.targets}
+        assert names == {"config", "overrides", "out_dir"}, path.name
+        assert all(not c.outputs and c.execution_count is None for c in code), path.name
+
+
+@pytest.mark.slow
+def test_run_executes_notebooks_and_writes_tables(book):
+    root, first = book["root"], book["first"]
+    assert list(first["notebooks"]) == list(NOTEBOOKS)
+    assert first["stages"] == {"train": "computed", "score": "computed", "unlearn": "computed"}
+    record = json.loads((root / "runs/tiny/run.json").read_text())
+    assert record["notebooks"] == book["second"]["notebooks"]
+    scores = pd.read_parquet(root / "runs/tiny/scores.parquet")
+    assert len(scores) == 200 and {"privacy_loss_a8", "avg_grad_norm", "flipped"} <= set(scores)
+    for table in ("unlearning", "steps", "steps_points", "barriers", "claims"):
+        assert len(pd.read_parquet(root / f"runs/tiny/{table}.parquet")) > 0, table
+    for name in (*NOTEBOOKS, "index.md"):
+        assert (root / "book/runs/tiny" / name).exists(), name
+    index = (root / "book/runs/tiny/index.md").read_text()
+    assert "## Provenance" in index and "Stage `train`" in index and "git_commit" in index
+
+
+@pytest.mark.slow
+def test_rerun_reuses_artifacts(book):
+    second, complete = book["second"], book["complete"]
+    assert second["stages"] == {"train": "reused", "score": "reused", "unlearn": "reused"}
+    assert (complete.read_bytes(), complete.stat().st_mtime_ns) == book["complete_before"]
+    print(f"first run {book['first']['notebooks']} s, rerun {second['notebooks']} s")
+
+
+@pytest.mark.slow
+def test_book_builds_without_warnings_and_shows_figures(book):
+    root = book["root"]
+    generate_toc(root)
+    html = build_book(root)
+    pages = {"book/intro": 0, "book/methods": 0, "book/reproduce": 0, "book/runs/tiny/index": 0,
+             "book/runs/tiny/01_train": 3, "book/runs/tiny/02_score": 3,
+             "book/runs/tiny/03_unlearn": 4, "book/runs/tiny/04_loss_barriers": 3,
+             "book/runs/tiny/05_summary": 0}
+    for page, figures in pages.items():
+        text = (html / f"{page}.html").read_text()
+        assert text.count("<img") >= figures, page
+    assert "Langevin" in (html / "book/intro.html").read_text()
+    assert "supported" in (html / "book/runs/tiny/05_summary.html").read_text()
+
+
+def test_bad_key_or_value_stops_before_any_notebook(tmp_path):
+    kw = dict(out_dir=tmp_path / "out", book_dir=tmp_path / "book", progress=False)
+    with pytest.raises(ConfigError, match=r"no_such_key.*valid keys"):
+        run_config("digits-quick", ["no_such_key=1"], **kw)
+    with pytest.raises(ConfigError, match="sigma"):
+        run_config("digits-quick", ["sigma=-1"], **kw)
+    with pytest.raises(ConfigError, match="runs"):
+        run_config("digits-quick", ["runs=two"], **kw)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "book").exists()
+
+
+@pytest.mark.slow
+def test_failing_cell_names_notebook_cell_and_error(tmp_path):
+    nb_dir = make_notebooks_dir(tmp_path / "templates", FIRST_TWO)
+    (tmp_path / "empty").mkdir()
+    overrides = TINY[:-1] + ["name=broken", "dataset=cifar10", f"data_root={tmp_path / 'empty'}"]
+    with pytest.raises(NotebookError) as info:
+        run_config("digits-quick", overrides, out_dir=tmp_path / "out",
+                   book_dir=tmp_path / "book", progress=False, notebooks_dir=nb_dir)
+    message = str(info.value)
+    assert "01_train.ipynb" in message and "cell" in message
+    assert "DatasetUnavailable" in message and "data_root" in message
+    assert "data = load_data(cfg)" in message
+    assert info.value.ename == "DatasetUnavailable"
+    assert not (tmp_path / "book/broken/02_score.ipynb").exists()
+    record = json.loads((tmp_path / "out/run.json").read_text())
+    assert record["failed"]["notebook"] == "01_train.ipynb" and record["notebooks"] == {}
+    assert "This run stopped in notebook `01_train.ipynb`" in (
+        tmp_path / "book/broken/index.md").read_text()
+
+
+def test_cli_subcommands_parse():
+    parser = argparse.ArgumentParser(prog="punl")
+    add_subcommands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["run", "digits-quick", "--set", "sigma=0.5", "--out", "x"])
+    assert args.func is cmd_run and args.overrides == ["sigma=0.5"] and args.out == "x"
+    args = parser.parse_args(["sweep", "digits-quick", "--grid", "sigma=0.5,1",
+                              "--scheduler", "tcp://h:8786"])
+    assert args.grid == ["sigma=0.5,1"] and args.scheduler == "tcp://h:8786"
+    assert parser.parse_args(["book", "--no-build"]).no_build
+
+
+def test_toc_lists_runs_in_order_and_sweeps(tmp_path):
+    root = make_book_root(tmp_path)
+    run = root / "book/runs/a"
+    run.mkdir(parents=True)
+    for name in ("index.md", "02_score.ipynb", "01_train.ipynb"):
+        (run / name).write_text("")
+    (root / "book/runs/orphan").mkdir()          # no index.md: not a chapter
+    (root / "book/sweeps/s").mkdir(parents=True)
+    (root / "book/sweeps/s/index.md").write_text("# s\n")
+    toc = toc_data(root)
+    assert toc["root"] == "book/intro"
+    captions = [p["caption"] for p in toc["parts"]]
+    assert captions == ["Background", "Experiments", "Sweeps", "Reproducing"]
+    runs = toc["parts"][1]["chapters"]
+    assert runs == [{"file": "book/runs/a/index", "sections": [
+        {"file": "book/runs/a/01_train"}, {"file": "book/runs/a/02_score"}]}]
+    assert (generate_toc(root)).read_text().startswith("# Generated")

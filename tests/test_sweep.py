@@ -1,0 +1,76 @@
+"""Sweeps: grid parsing, validation before anything runs, local and dask execution."""
+import pandas as pd
+import pytest
+
+from punl.book import build_book, generate_toc
+from punl.config import ConfigError
+from punl.sweep import grid_points, parse_grid, run_sweep
+
+from test_book import FIRST_TWO, TINY, make_book_root, make_notebooks_dir
+
+BASE = [o for o in TINY if not o.startswith("name=")]
+
+
+def test_parse_grid_reads_yaml_values():
+    grid = parse_grid(["label_noise=0,0.1", "orders=[2,8],[4]", "n_train=null,200"])
+    assert grid == {"label_noise": [0, 0.1], "orders": [[2, 8], [4]], "n_train": [None, 200]}
+
+
+def test_parse_grid_rejects_unknown_keys_listing_valid_ones():
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['sigmaa'\].*valid keys:.*sigma"):
+        parse_grid(["sigmaa=1,2"])
+    with pytest.raises(ConfigError, match="key=v1,v2"):
+        parse_grid(["sigma"])
+
+
+def test_grid_points_are_the_cartesian_product_with_names():
+    points = grid_points("q", {"sigma": [0.5, 1], "dataset": ["digits", "synthetic"]})
+    assert [p["point"] for p in points] == [
+        "q-sigma-0.5-dataset-digits", "q-sigma-0.5-dataset-synthetic",
+        "q-sigma-1-dataset-digits", "q-sigma-1-dataset-synthetic"]
+    assert points[0]["overrides"] == ["sigma=0.5", "dataset=digits",
+                                      "name=q-sigma-0.5-dataset-digits"]
+
+
+def test_bad_value_stops_the_sweep_before_anything_runs(tmp_path):
+    with pytest.raises(ConfigError, match="sigma"):
+        run_sweep("digits-quick", {"sigma": [1.0, -1.0]}, out_root=tmp_path / "out",
+                  book_root=tmp_path, progress=False)
+    with pytest.raises(ConfigError, match="valid keys"):
+        run_sweep("digits-quick", {"nope": [1]}, out_root=tmp_path / "out", book_root=tmp_path)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "book").exists()
+
+
+@pytest.mark.slow
+def test_local_sweep_writes_table_and_a_chapter_that_builds(tmp_path):
+    root = make_book_root(tmp_path / "root")
+    table = run_sweep("digits-quick", {"label_noise": [0.0, 0.1]}, workers=2, overrides=BASE,
+                      out_root=tmp_path / "out", name="noise", book_root=root, progress=False,
+                      notebooks_dir=make_notebooks_dir(tmp_path / "templates", FIRST_TWO))
+    assert list(table.status) == ["ran", "ran"], table.error.tolist()
+    assert (tmp_path / "out/sweep.parquet").exists()
+    assert pd.read_parquet(tmp_path / "out/sweep.parquet").point.tolist() == table.point.tolist()
+    chapter = root / "book/sweeps/noise"
+    assert (chapter / "sweep.png").exists() and "sweep.png" in (chapter / "index.md").read_text()
+    generate_toc(root)
+    html = build_book(root) / "book/sweeps/noise/index.html"
+    assert "<img" in html.read_text()
+
+
+@pytest.mark.slow
+def test_dask_sweep_reports_a_broken_point_and_finishes_the_other(tmp_path):
+    from distributed import LocalCluster
+    (tmp_path / "empty").mkdir()
+    overrides = BASE + [f"data_root={tmp_path / 'empty'}"]   # cifar10 is not there
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        table = run_sweep("digits-quick", {"dataset": ["digits", "cifar10"]},
+                          scheduler=cluster.scheduler_address, overrides=overrides,
+                          out_root=tmp_path / "out", name="data", book_root=tmp_path,
+                          progress=False, notebooks_dir=make_notebooks_dir(tmp_path / "nb", FIRST_TWO))
+    status = dict(zip(table.dataset, table.status))
+    assert status == {"digits": "ran", "cifar10": "failed"}
+    error = table.set_index("dataset").error["cifar10"]
+    assert "01_train.ipynb" in error and "DatasetUnavailable" in error
+    assert (tmp_path / "out/digits-quick-dataset-digits/scores.parquet").exists()
+    assert "failed" in (tmp_path / "book/sweeps/data/index.md").read_text()
