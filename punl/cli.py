@@ -8,26 +8,27 @@ from pathlib import Path
 from .config import ConfigError, load_config
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
+def add_config_args(p: argparse.ArgumentParser, out_default: str = "runs/<name>") -> None:
+    """The arguments every configuration command takes: CONFIG, --set KEY=VALUE, --out DIR."""
     p.add_argument("config", help="a YAML file or the name of one in configs/ (e.g. digits-quick)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one configuration field (repeatable); values are YAML")
     p.add_argument("--out", default=None,
-                   help="output folder for tables and artifacts (default: runs/<name>)")
+                   help=f"output folder for tables and artifacts (default: {out_default})")
 
 
 def out_dir(config, out: str | None) -> Path:
-    return Path(out) if out else Path("runs") / config.name
+    from .runner import default_out_dir
+    return default_out_dir(config, out)
 
 
 def cmd_train(args) -> int:
-    from .pipeline import ensure_trained
-    from .store import ArtifactStore
-    from .train import clipped_fraction
     import time
-    config = load_config(args.config, args.overrides)
+    from .pipeline import ensure_trained
+    from .train import clipped_fraction
+    config, _, store = _stage_inputs(args)
     start = time.perf_counter()
-    runs = ensure_trained(config, ArtifactStore(out_dir(config, args.out) / "artifacts"))
+    runs = ensure_trained(config, store)
     ledger = runs.ledger
     print(f"config {config.name}: {config.runs} runs, {ledger['steps_per_record'].sum()} steps, "
           f"{len(ledger['steps'])} ledger records x {ledger['grad_norm'].shape[-1]} points")
@@ -38,14 +39,20 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_score(args) -> int:
-    from .pipeline import ensure_scored
-    from .scores import spearman_matrix
+def _stage_inputs(args):
+    """(config, output folder, artifact store) of a stage command; the folder is created."""
     from .store import ArtifactStore
     config = load_config(args.config, args.overrides)
     out = out_dir(config, args.out)
-    scores = ensure_scored(config, ArtifactStore(out / "artifacts"))
     out.mkdir(parents=True, exist_ok=True)
+    return config, out, ArtifactStore(out / "artifacts")
+
+
+def cmd_score(args) -> int:
+    from .pipeline import ensure_scored
+    from .scores import spearman_matrix
+    config, out, store = _stage_inputs(args)
+    scores = ensure_scored(config, store)
     scores.to_parquet(out / "scores.parquet", index=False)
     print(scores.describe().T.to_string())
     print("\nSpearman correlations:\n" + spearman_matrix(scores).round(2).to_string())
@@ -56,11 +63,8 @@ def cmd_score(args) -> int:
 def cmd_unlearn(args) -> int:
     from .analysis import hardest_m
     from .pipeline import UNLEARN_TABLES, ensure_unlearned
-    from .store import ArtifactStore
-    config = load_config(args.config, args.overrides)
-    out = out_dir(config, args.out)
-    tables = ensure_unlearned(config, ArtifactStore(out / "artifacts"))
-    out.mkdir(parents=True, exist_ok=True)
+    config, out, store = _stage_inputs(args)
+    tables = ensure_unlearned(config, store)
     for name in UNLEARN_TABLES:
         tables[name].to_parquet(out / f"{name}.parquet", index=False)
     cols = ["score", "group", "method", "group_score_median", "steps_to_unlearn", "censored"]
@@ -74,13 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="punl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train the R noisy-SGD runs and write the ledger")
-    _add_config_args(p)
+    add_config_args(p)
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("score", help="per-instance privacy losses and baseline metrics")
-    _add_config_args(p)
+    add_config_args(p)
     p.set_defaults(func=cmd_score)
     p = sub.add_parser("unlearn", help="unlearn forget groups, MIA against retrained models")
-    _add_config_args(p)
+    add_config_args(p)
     p.set_defaults(func=cmd_unlearn)
     from .runner import add_subcommands
     add_subcommands(sub)

@@ -182,13 +182,6 @@ def _finish_record(record: dict, cfg: Config, store: ArtifactStore, before: dict
 
 
 # ----------------------------------------------------------------------------------- command line
-def _config_args(p, out_default: str = "runs/<name>") -> None:
-    p.add_argument("config", help="a YAML file or the name of one in configs/ (e.g. digits-quick)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one configuration field (repeatable); values are YAML")
-    p.add_argument("--out", default=None, help=f"output folder (default: {out_default})")
-
-
 def cmd_run(args) -> int:
     """``punl run CONFIG [--set k=v ...]``: execute the notebooks and refresh the table of contents."""
     from .book import generate_toc
@@ -210,14 +203,15 @@ def cmd_run(args) -> int:
 def add_subcommands(sub) -> None:
     """Register ``run``, ``sweep`` and ``book`` on an argparse subparsers object."""
     from .book import cmd_book
+    from .cli import add_config_args
     from .sweep import cmd_sweep
     p = sub.add_parser("run", help="execute the notebooks for one configuration into book/runs/")
-    _config_args(p)
+    add_config_args(p)
     p.add_argument("--book-dir", default="book/runs", help="where executed notebooks go")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("sweep", help="run a grid of configurations, locally or on a dask cluster")
-    _config_args(p, out_default="runs/sweeps/<sweep name>")
+    add_config_args(p, out_default="runs/sweeps/<sweep name>")
     p.add_argument("--grid", action="append", default=[], required=True, metavar="KEY=V1,V2",
                    help="one swept field and its values as YAML (repeatable: cartesian product)")
     p.add_argument("--scheduler", default="local",
