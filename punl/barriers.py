@@ -12,22 +12,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from .evaluate import stacked_losses
+from .evaluate import many_losses
 from .pergrad import Params
 
 
-def interpolate(a: Params, b: Params, lambdas: np.ndarray) -> Params:
-    """Stacked parameters (1 - lambda) a + lambda b for every lambda: {name: [L, ...]}."""
-    lam = torch.as_tensor(lambdas, dtype=next(iter(a.values())).dtype)
-    return {k: torch.lerp(a[k].unsqueeze(0).expand(len(lam), *a[k].shape),
-                          b[k].unsqueeze(0).expand(len(lam), *b[k].shape),
-                          lam.view(-1, *([1] * a[k].dim()))) for k in a}
+def interpolate(a: Params, b: Params, lambdas: np.ndarray) -> list[Params]:
+    """The parameters (1 - lambda) a + lambda b for every lambda of the grid."""
+    return [{k: torch.lerp(a[k], b[k], float(lam)) for k in a} for lam in lambdas]
 
 
 def path_losses(model: nn.Module, a: Params, b: Params, x: torch.Tensor, y: torch.Tensor,
                 lambdas: np.ndarray) -> np.ndarray:
-    """L_S(lambda) for every lambda of the grid (one batched evaluation)."""
-    return stacked_losses(model, interpolate(a, b, lambdas), x, y).mean(-1).double().numpy()
+    """L_S(lambda) for every lambda of the grid."""
+    return many_losses(model, interpolate(a, b, lambdas), x, y).mean(-1).double().numpy()
 
 
 def barrier_height(lambdas: np.ndarray, losses: np.ndarray) -> float:

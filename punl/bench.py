@@ -91,8 +91,12 @@ def _fmt(v) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m punl.bench", description=__doc__)
     parser.add_argument("which", choices=["pergrad", "privacy", "unlearn"])
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (the pipeline's default is 1)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    print(f"torch threads: {torch.get_num_threads()}")
     if args.which == "pergrad":
         _print_rows(bench_pergrad())
     elif args.which == "privacy":

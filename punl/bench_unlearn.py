@@ -9,6 +9,7 @@ from .models import build_model
 
 
 def bench_stacked_eval(n_models: int = 16, n_points: int = 1437, reps: int = 5) -> list[dict]:
+    """Seconds to evaluate ``n_models`` models on ``n_points`` inputs, stacked and one by one."""
     rows = []
     for name, shape, width in [("mlp", (1, 8, 8), 64), ("cnn", (1, 8, 8), 32)]:
         model = build_model(name, shape, 10, width)
@@ -29,7 +30,9 @@ def bench_stacked_eval(n_models: int = 16, n_points: int = 1437, reps: int = 5) 
 
 def main() -> None:
     from .bench import _print_rows
-    _print_rows(bench_stacked_eval())
+    # a forget group at one checkpoint (R + M models, m points) and a retain set
+    _print_rows(bench_stacked_eval(n_models=32, n_points=50, reps=50)
+                + bench_stacked_eval(n_models=32, n_points=1437))
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ class Config:
     record_every: int = 10                # ledger record every this many steps
     chunk_size: int | None = 512          # per-example gradient chunk (memory bound)
     num_threads: int = 1                  # torch CPU threads; small models run fastest on one
+    workers: int = 1                      # processes unlearning groups in parallel (same results)
     # --- privacy scoring (SCIENCE.md sections 2-3)
     orders: tuple[float, ...] = (2.0, 4.0, 8.0, 16.0, 32.0)
     delta: float = 1e-5
@@ -144,6 +145,7 @@ _CHECKS = {
     "clip": _positive,
     "weight_decay": lambda v, _: None if v >= 0 else "must be >= 0",
     "record_every": _at_least_one, "num_threads": _at_least_one,
+    "workers": _at_least_one,
     "chunk_size": lambda v, _: None if v is None or v >= 1 else "must be >= 1 or null",
     "orders": lambda v, _: None if v and all(a > 1 for a in v) else "every order must be > 1",
     "delta": lambda v, _: None if 0 < v < 1 else "must lie in (0, 1)",

@@ -24,6 +24,7 @@ Models with any other parameterised layer fall back to ``vmap(grad)``.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -87,27 +88,10 @@ class ExampleStats:
 def per_example_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                       chunk_size: int | None = None, params: Params | None = None,
                       method: str = "auto") -> ExampleStats:
-    """``||g_i||``, ``l_i`` and ``p_{y_i}(x_i)`` for every example, chunked; gradients are
+    """``||g_i||``, ``l_i``, ``p_{y_i}(x_i)`` and EL2N for every example, chunked; gradients are
     reduced to norms chunk by chunk and never kept. ``method`` as in per_example_grad_norms."""
-    if method not in ("auto", "vmap", "layers"):
-        raise ValueError(f"method: expected 'auto', 'vmap' or 'layers', got {method!r}")
-    params = detached_params(model) if params is None else params
-    use_layers = method == "layers" or (method == "auto" and supports_layer_norms(model))
-    fn = _per_example_grad_fn(model)
     norms, logps, el2n = [], [], []
-    for s in _chunks(len(x), chunk_size):
-        norm = None
-        if use_layers:
-            try:
-                norm, _, logits = _layer_stats(model, params, x[s], y[s])
-            except _Unsupported:
-                if method == "layers":
-                    raise ValueError("method: 'layers' does not support this model") from None
-                use_layers = False
-        if norm is None:
-            with torch.no_grad():
-                grads, logits = fn(params, x[s], y[s])
-                norm = sum(g.flatten(1).pow(2).sum(1) for g in grads.values()).sqrt()
+    for s, norm, logits in _chunked_norms(model, x, y, chunk_size, params, method):
         norms.append(norm)
         logp_all = torch.log_softmax(logits, dim=1)
         logps.append(logp_all.gather(1, y[s].unsqueeze(1)).squeeze(1))
@@ -115,6 +99,27 @@ def per_example_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
         el2n.append((logp_all.exp() - onehot).norm(dim=1))
     logp = torch.cat(logps)
     return ExampleStats(torch.cat(norms), -logp, logp.exp(), torch.cat(el2n))
+
+
+def _chunked_norms(model, x, y, chunk_size, params, method):
+    """Yield (chunk slice, ||g_i|| of the chunk, logits of the chunk)."""
+    if method not in ("auto", "vmap", "layers"):
+        raise ValueError(f"method: expected 'auto', 'vmap' or 'layers', got {method!r}")
+    params = detached_params(model) if params is None else params
+    use_layers = method == "layers" or (method == "auto" and supports_layer_norms(model))
+    for s in _chunks(len(x), chunk_size):
+        if use_layers:
+            try:
+                norm, _, logits = _layer_stats(model, params, x[s], y[s])
+                yield s, norm, logits
+                continue
+            except _Unsupported:
+                if method == "layers":
+                    raise ValueError("method: 'layers' does not support this model") from None
+                use_layers = False
+        with torch.no_grad():
+            grads, logits = _per_example_grad_fn(model)(params, x[s], y[s])
+            yield s, sum(g.flatten(1).pow(2).sum(1) for g in grads.values()).sqrt(), logits
 
 
 def per_example_grad_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -125,7 +130,7 @@ def per_example_grad_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     ``method``: ``"vmap"`` (torch.func per-example gradients), ``"layers"`` (the per-layer
     identities of the module docstring) or ``"auto"`` (``"layers"`` when every parameterised
     layer has a rule, else ``"vmap"``)."""
-    return per_example_stats(model, x, y, chunk_size, params, method).grad_norm
+    return torch.cat([norm for _, norm, _ in _chunked_norms(model, x, y, chunk_size, params, method)])
 
 
 NORM_RULES: dict[type, object] = {}
@@ -220,8 +225,19 @@ class _Unsupported(Exception):
 
 def supports_layer_norms(model: nn.Module) -> bool:
     """True when every module that owns parameters has a registered norm rule."""
-    return all(type(m) in NORM_RULES for m in model.modules()
-               if any(True for _ in m.parameters(recurse=False)))
+    return _layer_plan(model)[0]
+
+
+_PLANS: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _layer_plan(model: nn.Module) -> tuple[bool, list[nn.Module]]:
+    """(every parameterised layer has a rule, the layers with rules), cached per model."""
+    if model not in _PLANS:
+        owners = [m for m in model.modules() if any(True for _ in m.parameters(recurse=False))]
+        _PLANS[model] = (all(type(m) in NORM_RULES for m in owners),
+                         [m for m in model.modules() if type(m) in NORM_RULES])
+    return _PLANS[model]
 
 
 def _layer_stats(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor):
@@ -231,7 +247,7 @@ def _layer_stats(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Ten
     def hook(module, inputs, output):
         captured.setdefault(module, []).append((inputs[0].detach(), output))
 
-    layers = [m for m in model.modules() if type(m) in NORM_RULES]
+    layers = _layer_plan(model)[1]
     handles = [m.register_forward_hook(hook) for m in layers]
     try:
         with torch.enable_grad():

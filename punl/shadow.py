@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from .evaluate import stack_params, stacked_logits
+from .evaluate import many_logits
 from .groups import stream_seed
 from .mia import lira_phi
 from .train import init_model, rule_from_config, run_steps, total_steps
@@ -69,11 +69,10 @@ def shadow_scores(config, data, final_params: list) -> dict[str, np.ndarray]:
     """``memorisation`` and ``lira_score`` for every training point."""
     members = shadow_memberships(data.n_train, config.shadow_models, config.seed)
     model = init_model(config, data, 0)
-    shadows = stack_params(train_shadows(config, data, members))
-    logits = stacked_logits(model, shadows, data.x_train)
+    logits = many_logits(model, train_shadows(config, data, members), data.x_train)
     phi = lira_phi(logits, data.y_train).double().numpy()
     correct = (logits.argmax(-1) == data.y_train).numpy()
-    target = lira_phi(stacked_logits(model, stack_params(final_params), data.x_train),
+    target = lira_phi(many_logits(model, final_params, data.x_train),
                       data.y_train).double().numpy()
     return {"memorisation": memorisation(correct, members),
             "lira_score": lira_scores(phi, members, target)}

@@ -58,7 +58,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from .barriers import barrier_height, param_distance, path_losses  # noqa: E402
-from .evaluate import stack_params, stacked_accuracy, stacked_logits  # noqa: E402
+from .evaluate import many_accuracy, many_logits  # noqa: E402
 from .groups import ForgetGroup, stream_seed  # noqa: E402
 from .mia import group_attack, lira_phi, steps_to_unlearn, welch_t  # noqa: E402
 from .train import init_model, rule_from_config, run_seeds, run_steps, total_steps  # noqa: E402
@@ -137,12 +137,12 @@ def _evaluate(ctx, unl, ret, tables):
     n_u = len(unl)
     attacks, point_distinct = [], []
     for c, k in enumerate(checkpoints):
-        stacked = stack_params([t[c] for t in unl] + [t[c] for t in ret])
-        phi = lira_phi(stacked_logits(model, stacked, x_f), y_f).double().numpy()
+        models = [t[c] for t in unl] + [t[c] for t in ret]
+        phi = lira_phi(many_logits(model, models, x_f), y_f).double().numpy()
         attack = group_attack(phi[:n_u], phi[n_u:], config.n_bootstrap, rng)
         attacks.append(attack)
         point_distinct.append(welch_t(phi[:n_u], phi[n_u:])[1] < POINT_TEST_LEVEL)
-        accs = {name: stacked_accuracy(model, stacked, x, y).numpy() for name, (x, y) in {
+        accs = {name: many_accuracy(model, models, x, y).numpy() for name, (x, y) in {
             "forget_acc": (x_f, y_f), "retain_acc": (data.x_train[retain], data.y_train[retain]),
             "test_acc": (data.x_test, data.y_test)}.items()}
         for i in range(len(unl) + len(ret)):
@@ -189,6 +189,25 @@ def run_unlearning(config, data, trained_final: list, scores: pd.DataFrame,
     for i, score in enumerate(config.group_scores):
         kinds = ("quantile", "bottom", "top", "random") if i == 0 else ("top",)
         groups += make_groups(scores, score, config.n_groups, config.group_size, config.seed, kinds)
-    parts = [unlearn_group(config, data, trained_final, g) for g in
-             tqdm(groups, desc="unlearning groups", disable=not progress)]
+    parts = _map_groups(config, data, trained_final, groups, progress)
     return {k: pd.concat([p[k] for p in parts], ignore_index=True) for k in parts[0]}
+
+
+def _unlearn_group_job(args):
+    config, data, trained_final, group = args
+    torch.set_num_threads(config.num_threads)
+    return unlearn_group(config, data, trained_final, group)
+
+
+def _map_groups(config, data, trained_final, groups, progress) -> list[dict]:
+    """unlearn_group over the groups, in order, on ``config.workers`` processes. Every group
+    draws from its own random streams, so the tables do not depend on the number of workers."""
+    jobs = [(config, data, trained_final, g) for g in groups]
+    bar = dict(total=len(jobs), desc="unlearning groups", disable=not progress)
+    if config.workers <= 1:
+        return [_unlearn_group_job(j) for j in tqdm(jobs, **bar)]
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(config.workers, mp_context=ctx) as pool:
+        return list(tqdm(pool.map(_unlearn_group_job, jobs), **bar))

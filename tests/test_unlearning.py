@@ -6,7 +6,7 @@ import torch
 
 from punl.analysis import fit_line, fit_log, log_model
 from punl.barriers import barrier_height, path_losses
-from punl.evaluate import looped_logits, stack_params, stacked_logits
+from punl.evaluate import looped_logits, many_logits, stack_params, stacked_logits
 from punl.groups import make_groups
 from punl.mia import (centered, gaussian_fit_accuracy, group_attack, lira_phi,
                       split_attack_accuracy, steps_to_unlearn)
@@ -214,3 +214,32 @@ def test_hardest_m_claim_breaks_ties_by_mean_mia_accuracy():
     assert _hardest_claim(top, "privacy_loss_a8")["verdict"] == "not supported"
     assert _hardest_claim(top.drop(["el2n", "avg_grad_norm"]), "privacy_loss_a8")["verdict"] == \
         "inconclusive"
+
+
+def test_parallel_groups_give_the_same_tables(tiny_config):
+    from punl.groups import make_groups
+    from punl.pipeline import load_data
+    from punl.train import init_model
+    from punl.unlearn import _map_groups
+    cfg = tiny_config.replace(unlearn_steps=6, n_checkpoints=3, retrain_seeds=2, n_bootstrap=10,
+                              methods=("finetune",))
+    data = load_data(cfg)
+    scores = _scores(data.n_train)
+    scores["label"] = data.y_train.numpy()
+    groups = make_groups(scores, "privacy_loss_a8", 2, 5, 0, kinds=("top", "random"))
+    start = [{k: v.detach() for k, v in init_model(cfg, data, s).named_parameters()} for s in (0, 1)]
+    serial = _map_groups(cfg, data, start, groups, progress=False)
+    parallel = _map_groups(cfg.replace(workers=2), data, start, groups, progress=False)
+    for a, b in zip(serial, parallel):
+        for name in a:
+            pd.testing.assert_frame_equal(a[name], b[name])
+
+
+def test_many_logits_is_the_same_whichever_way_it_evaluates():
+    from punl.models import build_model
+    for name, n in (("mlp", 20), ("mlp", 400), ("cnn", 20)):
+        model = build_model(name, (1, 8, 8), 10, width=8)
+        params = [{k: v.detach() + 0.01 * s for k, v in model.named_parameters()} for s in range(3)]
+        x = torch.randn(n, 1, 8, 8)
+        torch.testing.assert_close(many_logits(model, params, x), looped_logits(model, params, x),
+                                   rtol=1e-5, atol=1e-6)
