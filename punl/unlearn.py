@@ -60,7 +60,7 @@ from tqdm import tqdm  # noqa: E402
 from .barriers import barrier_height, param_distance, path_losses  # noqa: E402
 from .evaluate import many_accuracy, many_logits  # noqa: E402
 from .groups import ForgetGroup, stream_seed  # noqa: E402
-from .mia import group_attack, lira_phi, steps_to_unlearn, welch_t  # noqa: E402
+from .mia import gaussian_fit_accuracy, group_attack, lira_phi, steps_to_unlearn, welch_t  # noqa: E402
 from .train import init_model, rule_from_config, run_seeds, run_steps, total_steps  # noqa: E402
 
 POINT_TEST_LEVEL = 0.05  # a point stays distinguishable while Welch's test rejects at this level
@@ -135,13 +135,14 @@ def _evaluate(ctx, unl, ret, tables):
     rng = np.random.default_rng(stream_seed(config.seed, group.score, group.label, method, "mia"))
     x_f, y_f = data.x_train[forget], data.y_train[forget]
     n_u = len(unl)
-    attacks, point_distinct = [], []
+    attacks, point_distinct, fit_accuracy = [], [], []
     for c, k in enumerate(checkpoints):
         models = [t[c] for t in unl] + [t[c] for t in ret]
         phi = lira_phi(many_logits(model, models, x_f), y_f).double().numpy()
         attack = group_attack(phi[:n_u], phi[n_u:], config.n_bootstrap, rng)
         attacks.append(attack)
         point_distinct.append(welch_t(phi[:n_u], phi[n_u:])[1] < POINT_TEST_LEVEL)
+        fit_accuracy.append(gaussian_fit_accuracy(phi[:n_u], phi[n_u:]))
         accs = {name: many_accuracy(model, models, x, y).numpy() for name, (x, y) in {
             "forget_acc": (x_f, y_f), "retain_acc": (data.x_train[retain], data.y_train[retain]),
             "test_acc": (data.x_test, data.y_test)}.items()}
@@ -161,7 +162,9 @@ def _evaluate(ctx, unl, ret, tables):
     for i, idx in enumerate(group.indices):
         tables["steps_points"].append({"index": int(idx), "score": group.score, "group": group.label,
                                        "method": method, "steps_to_unlearn": int(p_steps[i]),
-                                       "censored": bool(p_cens[i])})
+                                       "censored": bool(p_cens[i]),
+                                       "distinguishability_step0": float(fit_accuracy[0][i]),
+                                       "distinguishability_final": float(fit_accuracy[-1][i])})
 
 
 def _barriers(ctx, unlearned, partners, tables):

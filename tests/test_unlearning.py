@@ -200,6 +200,8 @@ def test_end_to_end_unlearning_tables(tiny_config, tmp_path):
         t["steps"].censored.sum() <= (t["steps"].steps_to_unlearn == cfg.unlearn_steps).sum()
     assert {"original-retrained", "unlearned-retrained"} == set(t["barriers"].pair)
     assert set(t["barriers"].partner) == {"coupled", "independent"}
+    points = t["steps_points"]
+    assert points[["distinguishability_step0", "distinguishability_final"]].stack().between(0.5, 1).all()
     assert t["unlearning"][["forget_acc", "retain_acc", "test_acc"]].stack().between(0, 1).all()
 
 
