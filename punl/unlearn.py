@@ -11,7 +11,16 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .train import NoisySGD
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from .barriers import barrier_height, param_distance, path_losses
+from .evaluate import many_accuracy, many_logits
+from .groups import ForgetGroup, stream_seed
+from .mia import gaussian_fit_accuracy, group_attack, lira_phi, steps_to_unlearn, welch_t
+from .train import NoisySGD, init_model, rule_from_config, run_seeds, run_steps, total_steps
 
 METHODS: dict[str, Callable] = {}
 
@@ -51,17 +60,6 @@ def l1_sparse(config) -> NoisySGD:
 
 
 # ----------------------------------------------------------------------------- running methods
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from .barriers import barrier_height, param_distance, path_losses  # noqa: E402
-from .evaluate import many_accuracy, many_logits  # noqa: E402
-from .groups import ForgetGroup, stream_seed  # noqa: E402
-from .mia import gaussian_fit_accuracy, group_attack, lira_phi, steps_to_unlearn, welch_t  # noqa: E402
-from .train import init_model, rule_from_config, run_seeds, run_steps, total_steps  # noqa: E402
 
 POINT_TEST_LEVEL = 0.05  # a point stays distinguishable while Welch's test rejects at this level
 
