@@ -95,6 +95,33 @@ def ensure_scored(config: Config, store: ArtifactStore, data: Dataset | None = N
 UNLEARN_TABLES = ("unlearning", "steps", "steps_points", "barriers")
 
 
+class GroupCache:
+    """Each finished forget group's tables under ``groups/`` of the unlearning stage folder, so
+    that a run interrupted midway resumes from the groups it had finished (files are written
+    atomically: one that exists is whole)."""
+
+    def __init__(self, sd: StageDir):
+        self.sd = sd
+
+    def _name(self, group, table: str) -> str:
+        return f"groups/{group.score}__{group.label}__{table}.parquet"
+
+    def load(self, group) -> dict | None:
+        names = {t: self._name(group, t) for t in UNLEARN_TABLES}
+        if not all(self.sd.file(n).exists() for n in names.values()):
+            return None
+        try:
+            return {t: self.sd.load_parquet(n) for t, n in names.items()}
+        except (OSError, ValueError) as err:
+            warnings.warn(f"unlearn: cached group {group.score}/{group.label} unreadable ({err}); "
+                          "recomputing", stacklevel=2)
+            return None
+
+    def save(self, group, tables: dict) -> None:
+        for t in UNLEARN_TABLES:
+            self.sd.save_parquet(self._name(group, t), tables[t])
+
+
 def ensure_unlearned(config: Config, store: ArtifactStore, data: Dataset | None = None,
                      progress: bool = True) -> dict:
     """The unlearning tables of ``config``, computing training and scores first when needed."""
@@ -108,7 +135,7 @@ def ensure_unlearned(config: Config, store: ArtifactStore, data: Dataset | None 
     scores = ensure_scored(config, store, data, progress)
     trained = ensure_trained(config, store, data, progress)
     with store.producing(config, "unlearn") as out:
-        tables = run_unlearning(config, data, trained.final, scores, progress)
+        tables = run_unlearning(config, data, trained.final, scores, progress, GroupCache(out))
         for t in UNLEARN_TABLES:
             out.save_parquet(f"{t}.parquet", tables[t])
     return tables

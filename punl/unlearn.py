@@ -181,8 +181,7 @@ def _barriers(ctx, unlearned, partners, tables):
                                    for l, v in zip(lambdas, losses)]
 
 
-def run_unlearning(config, data, trained_final: list, scores: pd.DataFrame,
-                   progress: bool = True) -> dict[str, pd.DataFrame]:
+def forget_groups(config, scores: pd.DataFrame) -> list[ForgetGroup]:
     """Every forget group of the configuration: quantile, bottom, top and random groups of the
     first score in ``group_scores`` and the top group of every other score."""
     from .groups import make_groups
@@ -190,7 +189,24 @@ def run_unlearning(config, data, trained_final: list, scores: pd.DataFrame,
     for i, score in enumerate(config.group_scores):
         kinds = ("quantile", "bottom", "top", "random") if i == 0 else ("top",)
         groups += make_groups(scores, score, config.n_groups, config.group_size, config.seed, kinds)
-    parts = _map_groups(config, data, trained_final, groups, progress)
+    return groups
+
+
+def run_unlearning(config, data, trained_final: list, scores: pd.DataFrame,
+                   progress: bool = True, cache=None) -> dict[str, pd.DataFrame]:
+    """Unlearn every forget group and concatenate the tables, in group order.
+
+    ``cache`` (optional) has ``load(group) -> tables | None`` and ``save(group, tables)``: groups
+    it already holds are not recomputed, and each finished group is saved at once, so an
+    interrupted run resumes from the groups it had finished."""
+    groups = forget_groups(config, scores)
+    done = {g.label + "/" + g.score: cache.load(g) for g in groups} if cache else {}
+    todo = [g for g in groups if done.get(g.label + "/" + g.score) is None]
+    for group, tables in zip(todo, _map_groups(config, data, trained_final, todo, progress)):
+        if cache:
+            cache.save(group, tables)
+        done[group.label + "/" + group.score] = tables
+    parts = [done[g.label + "/" + g.score] for g in groups]
     return {k: pd.concat([p[k] for p in parts], ignore_index=True) for k in parts[0]}
 
 
@@ -200,15 +216,17 @@ def _unlearn_group_job(args):
     return unlearn_group(config, data, trained_final, group)
 
 
-def _map_groups(config, data, trained_final, groups, progress) -> list[dict]:
-    """unlearn_group over the groups, in order, on ``config.workers`` processes. Every group
-    draws from its own random streams, so the tables do not depend on the number of workers."""
+def _map_groups(config, data, trained_final, groups, progress):
+    """Yield unlearn_group's tables for each group, in order, computed on ``config.workers``
+    processes. Every group draws from its own random streams, so the tables do not depend on
+    the number of workers."""
     jobs = [(config, data, trained_final, g) for g in groups]
     bar = dict(total=len(jobs), desc="unlearning groups", disable=not progress)
-    if config.workers <= 1:
-        return [_unlearn_group_job(j) for j in tqdm(jobs, **bar)]
+    if config.workers <= 1 or len(jobs) <= 1:
+        yield from (_unlearn_group_job(j) for j in tqdm(jobs, **bar))
+        return
     from concurrent.futures import ProcessPoolExecutor
     import multiprocessing
     ctx = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(config.workers, mp_context=ctx) as pool:
-        return list(tqdm(pool.map(_unlearn_group_job, jobs), **bar))
+        yield from tqdm(pool.map(_unlearn_group_job, jobs), **bar)

@@ -230,8 +230,8 @@ def test_parallel_groups_give_the_same_tables(tiny_config):
     scores["label"] = data.y_train.numpy()
     groups = make_groups(scores, "privacy_loss_a8", 2, 5, 0, kinds=("top", "random"))
     start = [{k: v.detach() for k, v in init_model(cfg, data, s).named_parameters()} for s in (0, 1)]
-    serial = _map_groups(cfg, data, start, groups, progress=False)
-    parallel = _map_groups(cfg.replace(workers=2), data, start, groups, progress=False)
+    serial = list(_map_groups(cfg, data, start, groups, progress=False))
+    parallel = list(_map_groups(cfg.replace(workers=2), data, start, groups, progress=False))
     for a, b in zip(serial, parallel):
         for name in a:
             pd.testing.assert_frame_equal(a[name], b[name])
@@ -245,3 +245,32 @@ def test_many_logits_is_the_same_whichever_way_it_evaluates():
         x = torch.randn(n, 1, 8, 8)
         torch.testing.assert_close(many_logits(model, params, x), looped_logits(model, params, x),
                                    rtol=1e-5, atol=1e-6)
+
+
+def test_interrupted_unlearning_resumes_from_finished_groups(tiny_config, tmp_path, monkeypatch):
+    import punl.unlearn as U
+    from punl.pipeline import ensure_unlearned
+    from punl.store import ArtifactStore
+    cfg = tiny_config.replace(unlearn_steps=6, n_checkpoints=3, retrain_seeds=2, n_bootstrap=10,
+                              methods=("finetune",), n_groups=2, group_scores=("privacy_loss_a8",))
+    store = ArtifactStore(tmp_path)
+    real, calls = U.unlearn_group, []
+
+    def dies_on_the_third(config, data, final, group, *a, **k):
+        calls.append(group.label)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(config, data, final, group, *a, **k)
+
+    monkeypatch.setattr(U, "unlearn_group", dies_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_unlearned(cfg, store, progress=False)
+    assert not store.stage(cfg, "unlearn").is_complete()
+    monkeypatch.setattr(U, "unlearn_group", lambda *a, **k: calls.append("again") or real(*a, **k))
+    with pytest.warns(UserWarning, match="partial"):
+        tables = ensure_unlearned(cfg, store, progress=False)
+    n_groups = 2 + 3  # two quantile groups, bottom, top, random
+    assert calls.count("again") == n_groups - 2           # the two finished groups were reused
+    fresh = ensure_unlearned(cfg, ArtifactStore(tmp_path / "fresh"), progress=False)
+    for name in tables:
+        pd.testing.assert_frame_equal(tables[name], fresh[name])
