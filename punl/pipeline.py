@@ -48,6 +48,28 @@ def _reuse(sd: StageDir, stage: str, names: list[str]) -> bool:
     return True
 
 
+class RunCache:
+    """Each finished training run under ``runs/run<r>.pt`` of the training stage folder, so that
+    a training stage interrupted midway resumes from the runs it had finished."""
+
+    def __init__(self, sd: StageDir):
+        self.sd = sd
+
+    def load(self, run: int):
+        from .train import RunResult
+        name = f"runs/run{run}.pt"
+        if not self.sd.file(name).exists():
+            return None
+        try:
+            return RunResult.from_state(self.sd.load_torch(name))
+        except (CorruptArtifact, KeyError) as err:
+            warnings.warn(f"train: cached run {run} unreadable ({err}); retraining", stacklevel=2)
+            return None
+
+    def save(self, run: int, result) -> None:
+        self.sd.save_torch(f"runs/run{run}.pt", result.to_state())
+
+
 class TrainedRuns:
     """The training stage's artifacts: initial and final parameters per run, and the ledger."""
 
@@ -70,7 +92,7 @@ def ensure_trained(config: Config, store: ArtifactStore, data: Dataset | None = 
     data = load_data(config) if data is None else data
     check_feasible(config, data)
     with store.producing(config, "train") as out:
-        runs, ledger = train(config, data, progress=progress)
+        runs, ledger = train(config, data, progress=progress, cache=RunCache(out))
         out.save_npz("ledger.npz", **ledger)
         out.save_torch("models.pt", {"init": [r.init for r in runs],
                                      "final": [r.final for r in runs]})

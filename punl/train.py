@@ -146,6 +146,18 @@ class RunResult:
     records: dict[str, list] = field(default_factory=dict)
     batch_sizes: list[int] = field(default_factory=list)
 
+    def to_state(self) -> dict:
+        """Tensors only, for ``torch.save`` / ``torch.load(weights_only=True)``."""
+        return {"init": self.init, "final": self.final,
+                "records": {k: torch.stack(v) if v and torch.is_tensor(v[0]) else torch.tensor(v)
+                            for k, v in self.records.items()},
+                "batch_sizes": torch.tensor(self.batch_sizes)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "RunResult":
+        records = {k: list(v) if v.dim() > 1 else v.tolist() for k, v in state["records"].items()}
+        return cls(state["init"], state["final"], records, state["batch_sizes"].tolist())
+
 
 def train_run(config: Config, data: Dataset, run: int, progress: bool = True) -> RunResult:
     """Train run ``run`` of ``config`` on ``data`` and record the ledger every record_every steps."""
@@ -190,10 +202,21 @@ def record_steps(total: int, record_every: int) -> tuple[np.ndarray, np.ndarray]
     return steps, np.diff(np.append(steps, total))
 
 
-def train(config: Config, data: Dataset, progress: bool = True) -> tuple[list[RunResult], dict]:
-    """All R runs; returns the runs and the stacked ledger (format in the module docstring)."""
-    runs = [train_run(config, data, r, progress) for r in tqdm(
-        range(config.runs), desc="training runs", disable=not progress)]
+def train(config: Config, data: Dataset, progress: bool = True,
+          cache=None) -> tuple[list[RunResult], dict]:
+    """All R runs; returns the runs and the stacked ledger (format in the module docstring).
+
+    ``cache`` (optional) has ``load(run) -> RunResult | None`` and ``save(run, result)``: runs it
+    holds are not retrained and each finished run is saved at once, so an interrupted training
+    stage resumes from the runs it had finished."""
+    runs = []
+    for r in tqdm(range(config.runs), desc="training runs", disable=not progress):
+        result = cache.load(r) if cache else None
+        if result is None:
+            result = train_run(config, data, r, progress)
+            if cache:
+                cache.save(r, result)
+        runs.append(result)
     steps, per_record = record_steps(total_steps(config, data.n_train), config.record_every)
     ledger = {k: np.stack([torch.stack(r.records[k]).numpy() for r in runs]).astype(np.float32)
               for k in LEDGER_FIELDS}

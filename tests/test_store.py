@@ -44,7 +44,9 @@ from punl.pipeline import ensure_trained
 import punl.train as t
 orig = StageDir.save_torch
 def die(self, name, obj):  # the ledger is written, the models are not: kill mid-stage
-    os.kill(os.getpid(), signal.SIGKILL)
+    if name == "models.pt":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return orig(self, name, obj)
 StageDir.save_torch = die
 cfg = Config(**{cfg!r})
 ensure_trained(cfg, ArtifactStore(sys.argv[1]), progress=False)
@@ -76,3 +78,28 @@ def test_checkpoints_load_with_weights_only(tiny_config, tmp_path):
     models = torch.load(run.dir.file("models.pt"), weights_only=True)
     assert len(models["final"]) == tiny_config.runs
     json.loads(run.dir.file(COMPLETE).read_text())
+
+
+def test_interrupted_training_resumes_from_finished_runs(tiny_config, tmp_path, monkeypatch):
+    import punl.train as T
+    cfg = tiny_config.replace(runs=3)
+    store = ArtifactStore(tmp_path)
+    real, calls = T.train_run, []
+
+    def dies_on_the_third(config, data, run, progress=True):
+        calls.append(run)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(config, data, run, progress)
+
+    monkeypatch.setattr(T, "train_run", dies_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_trained(cfg, store, progress=False)
+    calls.clear()
+    monkeypatch.setattr(T, "train_run", lambda c, d, r, p=True: calls.append(r) or real(c, d, r, p))
+    with pytest.warns(UserWarning, match="partial"):
+        resumed = ensure_trained(cfg, store, progress=False)
+    assert calls == [2]
+    fresh = ensure_trained(cfg, ArtifactStore(tmp_path / "fresh"), progress=False)
+    for k in resumed.ledger:
+        assert np.array_equal(resumed.ledger[k], fresh.ledger[k]), k
