@@ -1,2 +1,22 @@
-"""punl: per-instance privacy for machine unlearning."""
+"""punl: per-instance privacy for machine unlearning.
+
+The stages, each reusing its artifacts (``punl.pipeline``)::
+
+    from punl.config import load_config
+    from punl.store import ArtifactStore
+    from punl.pipeline import ensure_trained, ensure_scored, ensure_unlearned
+
+    config = load_config("digits-quick", ["sigma=0.3"])
+    store = ArtifactStore("runs/my-run/artifacts")
+    scores = ensure_scored(config, store)        # one row per training point
+    tables = ensure_unlearned(config, store)     # unlearning, steps, steps_points, barriers
+
+Per-example gradients and norms for any model without BatchNorm::
+
+    from punl import per_example_grads, per_example_grad_norms
+"""
 __version__ = "0.1.0"
+
+from .pergrad import per_example_grad_norms, per_example_grads  # noqa: E402
+
+__all__ = ["per_example_grad_norms", "per_example_grads", "__version__"]

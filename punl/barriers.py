@@ -24,7 +24,7 @@ def interpolate(a: Params, b: Params, lambdas: np.ndarray) -> list[Params]:
 def path_losses(model: nn.Module, a: Params, b: Params, x: torch.Tensor, y: torch.Tensor,
                 lambdas: np.ndarray) -> np.ndarray:
     """L_S(lambda) for every lambda of the grid."""
-    return many_losses(model, interpolate(a, b, lambdas), x, y).mean(-1).double().numpy()
+    return many_losses(model, interpolate(a, b, lambdas), x, y).mean(-1).double().cpu().numpy()
 
 
 def barrier_height(lambdas: np.ndarray, losses: np.ndarray) -> float:

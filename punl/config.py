@@ -55,6 +55,7 @@ class Config:
     record_every: int = 10                # ledger record every this many steps
     chunk_size: int | None = 512          # per-example gradient chunk (memory bound)
     num_threads: int = 1                  # torch CPU threads; small models run fastest on one
+    device: str = "cpu"                   # cpu, cuda, cuda:N or auto (cuda when available)
     workers: int = 1                      # processes unlearning groups in parallel (same results)
     # --- privacy scoring (SCIENCE.md sections 2-3)
     orders: tuple[float, ...] = (2.0, 4.0, 8.0, 16.0, 32.0)
@@ -107,7 +108,7 @@ STAGES = ("train", "score", "unlearn")
 STAGE_FIELDS = {
     "train": ["dataset", "n_train", "test_fraction", "label_noise", "synthetic_outliers",
               "data_seed", "model", "width", "depth", "runs", "seed", "epochs", "batch_size", "lr",
-              "sigma", "clip", "clipping", "weight_decay", "record_every"],
+              "sigma", "clip", "clipping", "weight_decay", "record_every", "device"],
     "score": ["orders", "delta", "el2n_epochs", "shadow_models"],
     "unlearn": ["methods", "group_scores", "n_groups", "group_size", "unlearn_steps",
                 "n_checkpoints", "unlearn_lr", "l1_penalty", "retrain_seeds", "coupled", "tau",
@@ -127,6 +128,24 @@ def _at_least_one(v, _):
     return None if v >= 1 else "must be >= 1"
 
 
+def _check_device(v: str) -> str | None:
+    import re
+    if not re.fullmatch(r"cpu|auto|cuda(:\d+)?", v):
+        return "expected cpu, cuda, cuda:N or auto"
+    return None
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` becomes ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` without a GPU is
+    an error naming the field."""
+    import torch
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device: {name!r} requested but no CUDA device is visible")
+    return name
+
+
 def _check_methods(v, _):
     from .unlearn import METHODS  # registry lives with the methods
     bad = [m for m in v if m not in METHODS]
@@ -144,7 +163,8 @@ _CHECKS = {
     "sigma": lambda v, _: None if v >= 0 and math.isfinite(v) else "must be >= 0",
     "clip": _positive,
     "weight_decay": lambda v, _: None if v >= 0 else "must be >= 0",
-    "record_every": _at_least_one, "num_threads": _at_least_one,
+    "record_every": _at_least_one,
+    "device": lambda v, _: _check_device(v), "num_threads": _at_least_one,
     "workers": _at_least_one,
     "chunk_size": lambda v, _: None if v is None or v >= 1 else "must be >= 1 or null",
     "orders": lambda v, _: None if v and all(a > 1 for a in v) else "every order must be > 1",

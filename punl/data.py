@@ -45,6 +45,13 @@ class Dataset:
         if self.flipped is None:
             self.flipped = torch.zeros(len(self.y_train), dtype=torch.bool)
 
+    def to(self, device: str | torch.device) -> "Dataset":
+        """The same dataset with its tensors on ``device``."""
+        move = lambda t: t.to(device)  # noqa: E731
+        return Dataset(self.name, move(self.x_train), move(self.y_train), move(self.x_test),
+                       move(self.y_test), self.num_classes, move(self.true_train),
+                       move(self.flipped))
+
     @property
     def n_train(self) -> int:
         return len(self.y_train)

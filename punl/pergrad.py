@@ -182,7 +182,7 @@ def _conv2d_weight_sq_norm_shifted(layer: nn.Conv2d, a: torch.Tensor, b: torch.T
     ho, wo = b.shape[2], b.shape[3]
     length = (ho - 1) * wp + wo
     b_ext = F.pad(b, (0, wp - wo)).flatten(2)[:, :, :length]               # [B, O, L_ext]
-    sq = torch.zeros(n, dtype=a.dtype)
+    sq = a.new_zeros(n)
     for r in range(kh):
         for s in range(kw):
             window = a.as_strided((n, length, c), (hp * wp * c, c, 1), (r * wp + s) * c)
@@ -212,7 +212,7 @@ def _conv2d_sq_norm(layer: nn.Conv2d, a: torch.Tensor, b: torch.Tensor) -> torch
 @norm_rule(nn.GroupNorm)
 def _groupnorm_sq_norm(layer: nn.GroupNorm, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if not layer.affine:
-        return torch.zeros(len(a))
+        return a.new_zeros(len(a))
     x_hat = F.group_norm(a, layer.num_groups, eps=layer.eps)
     gw = (b * x_hat).flatten(2).sum(2)
     gb = b.flatten(2).sum(2)

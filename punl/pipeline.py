@@ -21,10 +21,14 @@ def apply_runtime(config: Config) -> None:
 
 
 def load_data(config: Config) -> Dataset:
-    """The dataset of ``config``, split, standardised and with its label noise applied."""
-    return load_dataset(config.dataset, seed=config.data_seed, test_fraction=config.test_fraction,
+    """The dataset of ``config``, split, standardised, with its label noise applied, on the
+    configuration's device."""
+    from .config import resolve_device
+    device = resolve_device(config.device)
+    data = load_dataset(config.dataset, seed=config.data_seed, test_fraction=config.test_fraction,
                         label_noise=config.label_noise, data_root=config.data_root,
                         n_train=config.n_train, synthetic_outliers=config.synthetic_outliers)
+    return data if device == "cpu" else data.to(device)
 
 
 def check_feasible(config: Config, data: Dataset) -> None:

@@ -35,9 +35,10 @@ def score_columns(scores: pd.DataFrame) -> list[str]:
 def final_losses(config: Config, data: Dataset, final_params: list[dict]) -> np.ndarray:
     """Mean over runs of each training point's loss at the run's final parameters."""
     model = init_model(config, data, run_seeds(config, 0)[0])
-    losses = [per_example_stats(model, data.x_train, data.y_train, config.chunk_size, p).loss
-              for p in final_params]
-    return torch.stack(losses).mean(0).numpy()
+    device = data.x_train.device
+    losses = [per_example_stats(model, data.x_train, data.y_train, config.chunk_size,
+                                {k: v.to(device) for k, v in p.items()}).loss for p in final_params]
+    return torch.stack(losses).mean(0).cpu().numpy()
 
 
 def score_table(config: Config, data: Dataset, ledger: dict, final_params: list[dict]) -> pd.DataFrame:
@@ -46,8 +47,9 @@ def score_table(config: Config, data: Dataset, ledger: dict, final_params: list[
     rdp = per_instance_rdp(ledger["clipped_norm"], q=q, noise_multiplier=config.sigma,
                            clip=config.clip, orders=config.orders,
                            steps_per_record=ledger["steps_per_record"])
-    table = pd.DataFrame({"index": np.arange(data.n_train), "label": data.y_train.numpy(),
-                          "true_label": data.true_train.numpy(), "flipped": data.flipped.numpy()})
+    table = pd.DataFrame({"index": np.arange(data.n_train), "label": data.y_train.cpu().numpy(),
+                          "true_label": data.true_train.cpu().numpy(),
+                          "flipped": data.flipped.cpu().numpy()})
     for j, alpha in enumerate(config.orders):
         table[privacy_column(alpha)] = rdp[:, j]
     table["epsilon"] = per_instance_epsilon(rdp, config.orders, config.delta)

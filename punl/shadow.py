@@ -36,7 +36,7 @@ def train_shadows(config, data, members: np.ndarray) -> list:
     """One noisy-SGD model per row of ``members``, trained on those points only."""
     params = []
     for k, mask in enumerate(members):
-        idx = torch.as_tensor(np.flatnonzero(mask))
+        idx = torch.as_tensor(np.flatnonzero(mask), device=data.x_train.device)
         model = init_model(config, data, stream_seed(config.seed, "shadow-init", k))
         start = {n: p.detach() for n, p in model.named_parameters()}
         gen = torch.Generator().manual_seed(stream_seed(config.seed, "shadow-noise", k))
@@ -70,9 +70,10 @@ def shadow_scores(config, data, final_params: list) -> dict[str, np.ndarray]:
     members = shadow_memberships(data.n_train, config.shadow_models, config.seed)
     model = init_model(config, data, 0)
     logits = many_logits(model, train_shadows(config, data, members), data.x_train)
-    phi = lira_phi(logits, data.y_train).double().numpy()
-    correct = (logits.argmax(-1) == data.y_train).numpy()
+    phi = lira_phi(logits, data.y_train).double().cpu().numpy()
+    correct = (logits.argmax(-1) == data.y_train).cpu().numpy()
+    final_params = [{k: v.to(data.x_train.device) for k, v in p.items()} for p in final_params]
     target = lira_phi(many_logits(model, final_params, data.x_train),
-                      data.y_train).double().numpy()
+                      data.y_train).double().cpu().numpy()
     return {"memorisation": memorisation(correct, members),
             "lira_score": lira_scores(phi, members, target)}

@@ -62,7 +62,8 @@ class NoisySGD:
 
 def draw_noise(params: Params, gen: torch.Generator) -> Params:
     """xi ~ N(0, I) with the shape of every parameter, drawn from ``gen`` in a fixed order."""
-    return {k: torch.randn(p.shape, generator=gen, dtype=p.dtype) for k, p in params.items()}
+    return {k: torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device)
+            for k, p in params.items()}
 
 
 def poisson_batch(n: int, q: float, gen: torch.Generator) -> torch.Tensor:
@@ -78,7 +79,7 @@ def noisy_sgd_update(model: nn.Module, params: Params, xb: torch.Tensor, yb: tor
     adds lr * lambda * sign(theta) (the L1 sub-gradient, for the ``l1_sparse`` method)."""
     n_clipped = 0
     if len(xb):
-        weights = torch.ones(len(xb))
+        weights = torch.ones(len(xb), device=xb.device)
         if rule.clipping:
             norms = per_example_grad_norms(model, xb, yb, rule.chunk_size, params)
             weights = (rule.clip / norms.clamp_min(1e-12)).clamp(max=1.0)
@@ -99,7 +100,7 @@ def run_steps(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor
     """``steps`` noisy-SGD updates on (x, y); ``on_step(t, params, batch_size)`` before each."""
     q = rule.sample_rate(len(x))
     for t in range(steps):
-        idx = poisson_batch(len(x), q, gen)
+        idx = poisson_batch(len(x), q, gen).to(x.device)
         if on_step is not None:
             on_step(t, params, len(idx))
         params, _ = noisy_sgd_update(model, params, x[idx], y[idx], draw_noise(params, gen), rule)
@@ -127,8 +128,9 @@ def init_model(config: Config, data: Dataset, init_seed: int) -> nn.Module:
     """The model of ``config`` with parameters drawn from ``init_seed`` (global RNG untouched)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
-        return build_model(config.model, data.input_shape, data.num_classes, config.width,
-                           config.depth)
+        model = build_model(config.model, data.input_shape, data.num_classes, config.width,
+                            config.depth)
+    return model.to(data.x_train.device)
 
 
 def accuracy(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -166,7 +168,7 @@ def train_run(config: Config, data: Dataset, run: int, progress: bool = True) ->
     params = detached_params(model)
     rule = rule_from_config(config)
     steps = total_steps(config, data.n_train)
-    result = RunResult(init={k: v.clone() for k, v in params.items()}, final={})
+    result = RunResult(init={k: v.cpu().clone() for k, v in params.items()}, final={})
     names = LEDGER_FIELDS + ("train_acc", "test_acc")
     result.records = {k: [] for k in names}
     bar = tqdm(total=steps, desc=f"train run {run + 1}/{config.runs}", disable=not progress,
@@ -179,7 +181,8 @@ def train_run(config: Config, data: Dataset, run: int, progress: bool = True) ->
             _record(result.records, model, p, data, config)
 
     gen = torch.Generator().manual_seed(noise_seed)
-    result.final = run_steps(model, params, data.x_train, data.y_train, rule, steps, gen, on_step)
+    final = run_steps(model, params, data.x_train, data.y_train, rule, steps, gen, on_step)
+    result.final = {k: v.cpu() for k, v in final.items()}
     bar.close()
     return result
 
@@ -187,11 +190,11 @@ def train_run(config: Config, data: Dataset, run: int, progress: bool = True) ->
 def _record(records: dict, model: nn.Module, params: Params, data: Dataset, config: Config):
     stats = per_example_stats(model, data.x_train, data.y_train, config.chunk_size, params)
     clipped = stats.grad_norm.clamp(max=config.clip) if config.clipping else stats.grad_norm
-    records["clipped_norm"].append(clipped)
-    records["grad_norm"].append(stats.grad_norm)
-    records["loss"].append(stats.loss)
-    records["prob"].append(stats.prob)
-    records["el2n"].append(stats.el2n)
+    records["clipped_norm"].append(clipped.cpu())
+    records["grad_norm"].append(stats.grad_norm.cpu())
+    records["loss"].append(stats.loss.cpu())
+    records["prob"].append(stats.prob.cpu())
+    records["el2n"].append(stats.el2n.cpu())
     records["train_acc"].append(accuracy(model, params, data.x_train, data.y_train))
     records["test_acc"].append(accuracy(model, params, data.x_test, data.y_test))
 

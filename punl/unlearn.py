@@ -105,8 +105,10 @@ def unlearn_group(config, data, trained_final: list, group: ForgetGroup, methods
                   progress: bool = False) -> dict[str, pd.DataFrame]:
     """Unlearn ``group`` with every method; MIA against age-matched retrained models; barriers."""
     model = init_model(config, data, 0)
-    retain = group.retain_indices(data.n_train)
-    forget = torch.as_tensor(group.indices)
+    device = data.x_train.device
+    trained_final = [{k: v.to(device) for k, v in p.items()} for p in trained_final]
+    retain = torch.as_tensor(group.retain_indices(data.n_train), device=device)
+    forget = torch.as_tensor(group.indices, device=device)
     x_r, y_r = data.x_train[retain], data.y_train[retain]
     seeds = retrain_seeds_for(config, group)
     retrained = {name: retrain_from_scratch(config, data, model, retain, s) for name, s in seeds.items()}
@@ -136,12 +138,12 @@ def _evaluate(ctx, unl, ret, tables):
     attacks, point_distinct, fit_accuracy = [], [], []
     for c, k in enumerate(checkpoints):
         models = [t[c] for t in unl] + [t[c] for t in ret]
-        phi = lira_phi(many_logits(model, models, x_f), y_f).double().numpy()
+        phi = lira_phi(many_logits(model, models, x_f), y_f).double().cpu().numpy()
         attack = group_attack(phi[:n_u], phi[n_u:], config.n_bootstrap, rng)
         attacks.append(attack)
         point_distinct.append(welch_t(phi[:n_u], phi[n_u:])[1] < POINT_TEST_LEVEL)
         fit_accuracy.append(gaussian_fit_accuracy(phi[:n_u], phi[n_u:]))
-        accs = {name: many_accuracy(model, models, x, y).numpy() for name, (x, y) in {
+        accs = {name: many_accuracy(model, models, x, y).cpu().numpy() for name, (x, y) in {
             "forget_acc": (x_f, y_f), "retain_acc": (data.x_train[retain], data.y_train[retain]),
             "test_acc": (data.x_test, data.y_test)}.items()}
         for i in range(len(unl) + len(ret)):

@@ -112,3 +112,15 @@ def test_stage_keys_change_only_downstream():
 def test_shipped_configs_are_valid(name):
     cfg = load_config(name)
     assert cfg.name == name
+
+
+def test_device_is_validated_and_resolved():
+    from punl.config import resolve_device
+    with pytest.raises(ConfigError, match="^device:"):
+        make_config({"device": "tpu"})
+    assert resolve_device("cpu") == "cpu"
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto") == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="^device:.*no CUDA"):
+            resolve_device("cuda")
