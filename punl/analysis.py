@@ -101,8 +101,10 @@ def _verdict(ok: bool | None) -> str:
 
 
 def _hardest_claim(top: pd.DataFrame, primary: str) -> dict:
-    """Claim 3: steps of the top-m by privacy loss against the top-m of every baseline; a tie
-    (for instance all censored at K) is decided by the mean MIA accuracy over the checkpoints."""
+    """Claim 3: steps of the top-m by privacy loss against the top-m of every baseline. A tie
+    (for instance all censored at K) is decided by the mean MIA accuracy over the checkpoints,
+    and stays inconclusive when the difference is within the groups' mean bootstrap
+    half-width."""
     others = top.drop(primary, errors="ignore")
     row = {"claim": "3. the hardest-m by privacy loss take longer than the hardest-m by any baseline",
            "measure": "top-m by privacy loss vs best baseline: steps; mean MIA accuracy",
@@ -114,8 +116,11 @@ def _hardest_claim(top: pd.DataFrame, primary: str) -> dict:
                     f"{p.mean_mia_acc:.3f} vs {others.mean_mia_acc.max():.3f}")
     if p.steps_to_unlearn != best.steps_to_unlearn:
         row["verdict"] = _verdict(bool(p.steps_to_unlearn > others.steps_to_unlearn.max()))
-    else:
-        row["verdict"] = _verdict(bool(p.mean_mia_acc > others.mean_mia_acc.max()))
+        return row
+    rival = others.loc[others.mean_mia_acc.idxmax()]
+    tolerance = max(p.mean_mia_ci_halfwidth, rival.mean_mia_ci_halfwidth)
+    gap = p.mean_mia_acc - rival.mean_mia_acc
+    row["verdict"] = _verdict(None if abs(gap) <= tolerance else bool(gap > 0))
     return row
 
 

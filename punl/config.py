@@ -94,9 +94,13 @@ class Config:
         return dataclasses.replace(self, **changes)
 
     def stage_key(self, stage: str) -> str:
-        """Hash of the fields that ``stage`` and its upstream stages depend on (12 hex chars)."""
-        names = [n for s in STAGES[: STAGES.index(stage) + 1] for n in STAGE_FIELDS[s]]
-        blob = json.dumps({n: _plain(getattr(self, n)) for n in names}, sort_keys=True)
+        """Hash of the fields that ``stage`` and its upstream stages depend on, and of their
+        artifact formats (12 hex chars)."""
+        upstream = STAGES[: STAGES.index(stage) + 1]
+        names = [n for s in upstream for n in STAGE_FIELDS[s]]
+        values = {n: _plain(getattr(self, n)) for n in names}
+        values["_formats"] = [ARTIFACT_FORMATS[s] for s in upstream]
+        blob = json.dumps(values, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     @property
@@ -105,6 +109,8 @@ class Config:
 
 
 STAGES = ("train", "score", "unlearn")
+# Bumped whenever a stage's files change shape, so artifacts of an older format are not reused.
+ARTIFACT_FORMATS = {"train": 1, "score": 1, "unlearn": 2}
 STAGE_FIELDS = {
     "train": ["dataset", "n_train", "test_fraction", "label_noise", "synthetic_outliers",
               "data_seed", "model", "width", "depth", "runs", "seed", "epochs", "batch_size", "lr",

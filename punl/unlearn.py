@@ -157,7 +157,9 @@ def _evaluate(ctx, unl, ret, tables):
                             "group_score_median": group.score_median, "group_size": len(forget),
                             "steps_to_unlearn": int(steps), "censored": bool(censored),
                             "mia_acc_step0": attacks[0]["mia_acc"], "mia_null_step0": attacks[0]["mia_null"],
-                            "mean_mia_acc": float(np.mean([a["mia_acc"] for a in attacks]))})
+                            "mean_mia_acc": float(np.mean([a["mia_acc"] for a in attacks])),
+                            "mean_mia_ci_halfwidth": float(np.mean(
+                                [(a["mia_ci_high"] - a["mia_ci_low"]) / 2 for a in attacks]))})
     p_steps, p_cens = steps_to_unlearn(checkpoints, np.array(point_distinct))
     for i, idx in enumerate(group.indices):
         tables["steps_points"].append({"index": int(idx), "score": group.score, "group": group.label,

@@ -207,9 +207,12 @@ def test_end_to_end_unlearning_tables(tiny_config, tmp_path):
 
 def test_hardest_m_claim_breaks_ties_by_mean_mia_accuracy():
     from punl.analysis import _hardest_claim
-    top = pd.DataFrame({"steps_to_unlearn": [400, 400, 100], "mean_mia_acc": [0.7, 0.65, 0.55]},
+    top = pd.DataFrame({"steps_to_unlearn": [400, 400, 100], "mean_mia_acc": [0.7, 0.65, 0.55],
+                        "mean_mia_ci_halfwidth": [0.02, 0.02, 0.02]},
                        index=pd.Index(["privacy_loss_a8", "el2n", "avg_grad_norm"], name="score"))
     assert _hardest_claim(top, "privacy_loss_a8")["verdict"] == "supported"
+    top.loc["el2n", "mean_mia_acc"] = 0.69  # within the bootstrap half-width: no verdict
+    assert _hardest_claim(top, "privacy_loss_a8")["verdict"] == "inconclusive"
     top.loc["el2n", "mean_mia_acc"] = 0.75
     assert _hardest_claim(top, "privacy_loss_a8")["verdict"] == "not supported"
     top.loc["privacy_loss_a8", "steps_to_unlearn"] = 50
