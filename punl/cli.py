@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from .config import ConfigError, load_config
 
@@ -15,11 +14,6 @@ def add_config_args(p: argparse.ArgumentParser, out_default: str = "runs/<name>"
                    help="override one configuration field (repeatable); values are YAML")
     p.add_argument("--out", default=None,
                    help=f"output folder for tables and artifacts (default: {out_default})")
-
-
-def out_dir(config, out: str | None) -> Path:
-    from .runner import default_out_dir
-    return default_out_dir(config, out)
 
 
 def cmd_train(args) -> int:
@@ -43,7 +37,8 @@ def _stage_inputs(args):
     """(config, output folder, artifact store) of a stage command; the folder is created."""
     from .store import ArtifactStore
     config = load_config(args.config, args.overrides)
-    out = out_dir(config, args.out)
+    from .runner import default_out_dir
+    out = default_out_dir(config, args.out)
     out.mkdir(parents=True, exist_ok=True)
     return config, out, ArtifactStore(out / "artifacts")
 

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,19 +36,6 @@ def check_feasible(config: Config, data: Dataset) -> None:
     if config.batch_size > data.n_train:
         raise ConfigError(f"batch_size: {config.batch_size} exceeds the {data.n_train} "
                           f"training points (q = B / N must be <= 1)")
-
-
-def _reuse(sd: StageDir, stage: str, names: list[str]) -> bool:
-    if not sd.is_complete():
-        return False
-    for name in names:
-        loader = {".npz": sd.load_npz, ".pt": sd.load_torch}.get(Path(name).suffix, sd.load_parquet)
-        try:
-            loader(name)
-        except (CorruptArtifact, OSError, ValueError) as err:
-            warnings.warn(f"{stage}: {err}; recomputing", stacklevel=3)
-            return False
-    return True
 
 
 class RunCache:
@@ -91,7 +77,7 @@ def ensure_trained(config: Config, store: ArtifactStore, data: Dataset | None = 
     apply_runtime(config)
     from .train import train
     sd = store.stage(config, "train")
-    if _reuse(sd, "train", ["models.pt", "ledger.npz"]):
+    if sd.is_complete():  # every file present with its recorded SHA-256
         return TrainedRuns(sd)
     data = load_data(config) if data is None else data
     check_feasible(config, data)
@@ -109,7 +95,7 @@ def ensure_scored(config: Config, store: ArtifactStore, data: Dataset | None = N
     apply_runtime(config)
     from .scores import score_table
     sd = store.stage(config, "score")
-    if _reuse(sd, "score", ["scores.parquet"]):
+    if sd.is_complete():
         return sd.load_parquet("scores.parquet")
     data = load_data(config) if data is None else data
     trained = ensure_trained(config, store, data, progress)
@@ -154,8 +140,7 @@ def ensure_unlearned(config: Config, store: ArtifactStore, data: Dataset | None 
     apply_runtime(config)
     from .unlearn import run_unlearning
     sd = store.stage(config, "unlearn")
-    files = [f"{t}.parquet" for t in UNLEARN_TABLES]
-    if _reuse(sd, "unlearn", files):
+    if sd.is_complete():
         return {t: sd.load_parquet(f"{t}.parquet") for t in UNLEARN_TABLES}
     data = load_data(config) if data is None else data
     scores = ensure_scored(config, store, data, progress)
