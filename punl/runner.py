@@ -140,7 +140,7 @@ def run_config(config: str | Path, overrides: list[str] | None = None,
     out = default_out_dir(cfg, out_dir).resolve()
     executed_dir = Path(book_dir).resolve() / cfg.name
     store = ArtifactStore(out / "artifacts")
-    config_arg = str(Path(config).resolve()) if Path(config).is_file() else str(config)
+    config_arg = config_argument(config)
     params = {"config": config_arg, "overrides": overrides, "out_dir": str(out)}
     record = {"config": cfg.to_dict(), "config_source": config_arg, "overrides": overrides,
               "out_dir": str(out), "notebooks_dir": str(notebooks[0].parent),
@@ -164,6 +164,11 @@ def run_config(config: str | Path, overrides: list[str] | None = None,
         warnings.warn(f"{config}: the configuration changed while the notebooks ran; rerun so "
                       f"that every notebook uses the same values", stacklevel=2)
     return record
+
+
+def config_argument(config: str | Path) -> str:
+    """What to hand a notebook or a worker: an absolute path for a file, else the config name."""
+    return str(Path(config).resolve()) if Path(config).is_file() else str(config)
 
 
 def remove_stale_copies(executed_dir: Path) -> None:

@@ -23,6 +23,7 @@ import pandas as pd
 import yaml
 
 from .config import ConfigError, load_config, valid_keys
+from .runner import config_argument
 from .store import atomic_write_bytes
 
 
@@ -122,7 +123,7 @@ def run_sweep(config: str, grid: dict[str, list], scheduler: str = "local", work
     base, points = validated_points(config, grid, overrides)
     name = name or "-".join([base.name, *grid])
     out_root = Path(out_root or Path("runs") / "sweeps" / name).resolve()
-    config_arg = str(Path(config).resolve()) if Path(config).is_file() else str(config)
+    config_arg = config_argument(config)
     nb_dir = str(Path(notebooks_dir).resolve()) if notebooks_dir else None
     rows = []
     with make_executor(scheduler, workers) as pool:
