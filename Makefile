@@ -20,9 +20,9 @@ test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.installed
-	$(BIN)/python -m punl.bench pergrad
-	$(BIN)/python -m punl.bench privacy
-	$(BIN)/python -m punl.bench unlearn
+	$(BIN)/python -m benchmarks pergrad
+	$(BIN)/python -m benchmarks privacy
+	$(BIN)/python -m benchmarks evaluation
 
 clean:
 	rm -rf runs _build book/runs

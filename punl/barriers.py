@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .evaluate import many_losses
+from .multimodel import many_losses
 from .pergrad import Params
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from .evaluate import many_logits
+from .multimodel import many_logits
 from .groups import stream_seed
 from .mia import lira_phi
 from .train import init_model, rule_from_config, run_steps, total_steps

@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from .barriers import barrier_height, param_distance, path_losses
-from .evaluate import many_accuracy, many_logits
+from .multimodel import many_accuracy, many_logits
 from .groups import ForgetGroup, stream_seed
 from .mia import gaussian_fit_accuracy, group_attack, lira_phi, steps_to_unlearn, welch_t
 from .train import NoisySGD, init_model, rule_from_config, run_seeds, run_steps, total_steps

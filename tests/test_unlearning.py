@@ -6,7 +6,7 @@ import torch
 
 from punl.analysis import fit_line, fit_log, log_model
 from punl.barriers import barrier_height, path_losses
-from punl.evaluate import looped_logits, many_logits, stack_params, stacked_logits
+from punl.multimodel import looped_logits, many_logits, stack_params, stacked_logits
 from punl.groups import make_groups
 from punl.mia import (centered, gaussian_fit_accuracy, group_attack, lira_phi,
                       split_attack_accuracy, steps_to_unlearn)

@@ -1,8 +1,8 @@
-"""Evaluating many models of one architecture on the same inputs.
+"""Many models of one architecture at once: evaluated stacked (vmap) or one by one.
 
 Two ways: parameters stacked along a leading dimension with ``vmap(functional_call)`` (one
 batched forward pass for S models), or one model after the other. Which is faster depends on the
-shapes (``python -m punl.bench unlearn``, one thread): stacking wins for fully connected models on
+shapes (``python -m benchmarks evaluation``, one thread): stacking wins for fully connected models on
 a few inputs, such as a forget group (2.3x for 32 MLPs on 50 points), and loses for
 convolutional models (0.3-0.7x) and on large input sets (0.96x for 32 MLPs on 1,437 points).
 :func:`many_logits` chooses accordingly.

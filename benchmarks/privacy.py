@@ -6,7 +6,6 @@ library call each, all orders at once) and extrapolated to the full ledger.
 """
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Sequence
 
@@ -74,14 +73,8 @@ def _format(result: dict) -> str:
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--points", type=int, default=50_000)
-    parser.add_argument("--records", type=int, default=1_000)
-    parser.add_argument("--sample", type=int, default=200)
-    args = parser.parse_args(argv)
-    print(_format(bench_privacy(args.points, args.records, sample=args.sample)))
-
-
-if __name__ == "__main__":
-    main()
+def main(tiny: bool = False) -> None:
+    if tiny:
+        print(_format(bench_privacy(n_points=200, n_records=5, sample=5)))
+    else:
+        print(_format(bench_privacy()))

@@ -1,0 +1,32 @@
+"""``python -m benchmarks NAME [--threads N] [--tiny]``: run one benchmark and print its table."""
+from __future__ import annotations
+
+import argparse
+import importlib
+
+import torch
+
+BENCHMARKS = {
+    "pergrad": "per-example gradient norms vs a plain minibatch gradient",
+    "privacy": "per-instance RDP tables vs direct dp_accounting calls",
+    "evaluation": "evaluating many models stacked (vmap) vs one by one",
+}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("name", choices=sorted(BENCHMARKS),
+                        help="; ".join(f"{k}: {v}" for k, v in BENCHMARKS.items()))
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (the pipeline's default is 1)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="a few repetitions on small inputs (checks that it runs)")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    print(f"torch threads: {torch.get_num_threads()}")
+    importlib.import_module(f"benchmarks.{args.name}").main(tiny=args.tiny)
+
+
+if __name__ == "__main__":
+    main()
