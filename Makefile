@@ -1,10 +1,11 @@
-# The two set-up commands of the README: `make book` (the main job) and `make test`.
+# The two set-up commands of the README: `make book` (the main job) and `make test-all` (every
+# test, as CI runs it). `make test` is the fast suite (no notebook execution or book build).
 # Each creates the virtual environment it needs on first use.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: book test bench clean
+.PHONY: book test test-all bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +18,9 @@ book: $(VENV)/.installed
 	$(BIN)/punl book
 
 test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.installed

@@ -14,9 +14,16 @@ The stages, each reusing its artifacts (``punl.pipeline``)::
 Per-example gradients and norms for any model without BatchNorm::
 
     from punl import per_example_grads, per_example_grad_norms
+
+Importing ``punl`` (or ``punl.config``) loads no torch; these two load it on first use.
 """
 __version__ = "0.1.0"
 
-from .pergrad import per_example_grad_norms, per_example_grads  # noqa: E402
-
 __all__ = ["per_example_grad_norms", "per_example_grads", "__version__"]
+
+
+def __getattr__(name):
+    if name in ("per_example_grad_norms", "per_example_grads"):
+        from . import pergrad
+        return getattr(pergrad, name)
+    raise AttributeError(f"module 'punl' has no attribute {name!r}")

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from .config import STAGES, Config
+from .plan import RunPlan, read_plan
 from .store import COMPLETE, ArtifactStore, atomic_write_bytes
 
 
@@ -81,7 +82,8 @@ def run_chapter_text(config: Config, out_dir: Path, run: dict) -> str:
     notebooks = [{"notebook": n, "wall time (s)": s} for n, s in run["notebooks"].items()]
     stages = [{"stage": s, "artifacts": how, "key": run["stage_keys"][s]}
               for s, how in run["stages"].items()]
-    overrides = ", ".join(f"`{o}`" for o in run["overrides"]) or "none"
+    plan = run["plan"]
+    overrides = ", ".join(f"`{o}`" for o in plan["overrides"]) or "none"
     config_rows = [{"field": f"`{k}`", "value": v} for k, v in config.to_dict().items()]
     failed = run.get("failed")
     warning = (f"```{{warning}}\nThis run stopped in notebook `{failed['notebook']}`, cell "
@@ -90,7 +92,7 @@ def run_chapter_text(config: Config, out_dir: Path, run: dict) -> str:
     return (
         f"# Run `{config.name}`\n\n{warning}"
         f"This chapter holds the executed notebooks of configuration `{config.name}` "
-        f"(source `{Path(run['config_source']).name}`, overrides: {overrides}). "
+        f"(source `{Path(plan['config_source']).name}`, overrides: {overrides}). "
         f"Tables were written to `{display_path(out_dir)}`.\n\n"
         f"## Configuration\n\n{md_table(config_rows)}\n"
         f"## What ran\n\nFinished {run['finished_at']} on `{run['machine']}` in "
@@ -99,12 +101,10 @@ def run_chapter_text(config: Config, out_dir: Path, run: dict) -> str:
         f"{_provenance_section(config, out_dir)}")
 
 
-def write_run_chapter(config: Config, out_dir: str | Path, executed_dir: str | Path) -> Path:
-    """Write ``index.md`` next to a run's executed notebooks from its ``run.json``."""
-    out_dir = Path(out_dir)
-    run = json.loads((out_dir / "run.json").read_text())
-    path = Path(executed_dir) / "index.md"
-    atomic_write_bytes(path, run_chapter_text(config, out_dir, run).encode())
+def write_run_chapter(plan: RunPlan, record: dict) -> Path:
+    """Write ``index.md`` into the plan's chapter folder from the run's record."""
+    path = plan.chapter_dir / "index.md"
+    atomic_write_bytes(path, run_chapter_text(plan.config, plan.out_dir, record).encode())
     return path
 
 
@@ -114,13 +114,16 @@ def _doc(path: Path, root: Path) -> str:
 
 
 def run_chapters(root: Path) -> list[dict]:
-    """One chapter per ``book/runs/<name>/`` with an ``index.md``: the index, then its notebooks."""
+    """One chapter per ``book/runs/<name>/`` holding a run plan and an ``index.md``: the index,
+    then the plan's executed notebooks in the plan's order."""
     chapters = []
     for folder in sorted((root / "book" / "runs").glob("*/")):
-        if not (folder / "index.md").exists():
+        plan = read_plan(folder)
+        if plan is None or not (folder / "index.md").exists():
             continue
         entry = {"file": _doc(folder / "index.md", root)}
-        notebooks = sorted(folder.glob("0*.ipynb"))
+        notebooks = [folder / run.output.name for run in plan.notebook_runs()
+                     if (folder / run.output.name).exists()]
         if notebooks:
             entry["sections"] = [{"file": _doc(nb, root)} for nb in notebooks]
         chapters.append(entry)
@@ -170,17 +173,3 @@ def build_book(root: str | Path = ".", all_pages: bool = True) -> Path:
         tail = "\n".join(output.splitlines()[-40:])
         raise BookBuildError(f"jupyter-book build failed (exit {done.returncode}):\n{tail}")
     return root / "_build" / "html"
-
-
-def cmd_book(args) -> int:
-    """``punl book``: regenerate ``_toc.yml`` and build the HTML book."""
-    toc = generate_toc(args.root)
-    print(f"wrote {toc}")
-    if not args.no_build:
-        try:
-            html = build_book(args.root)
-        except BookBuildError as err:
-            print(f"punl: {err}", file=sys.stderr)
-            return 1
-        print(f"book: {html / 'index.html'}")
-    return 0

@@ -1,9 +1,12 @@
 """The one typed configuration that flows through every stage.
 
 A :class:`Config` is read from YAML plus ``key=value`` overrides and validated field by field
-before any work starts; an invalid value raises :class:`ConfigError` naming the field. Each stage
-hashes only the fields it (and the stages upstream of it) depends on, so changing an unlearning
-parameter reuses the trained models and the scores.
+before any work starts; an invalid value raises :class:`ConfigError` naming the field. Every field
+declares, beside its default, the stage whose results it changes (``train``, ``score``,
+``unlearn``) or ``runtime`` (where and how fast things run, never what they compute), and its
+check. Each stage hashes the fields of its own and its upstream stages, so changing an unlearning
+parameter reuses the trained models and the scores. This module imports neither torch nor any
+stage.
 """
 from __future__ import annotations
 
@@ -11,80 +14,177 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Callable, get_type_hints
 
 import yaml
 
-from .data import DATASETS
-from .models import MODELS
+from .catalog import DATASETS, MODELS
+from .methods import METHODS
+from .tables import score_columns_for
+
+STAGES = ("train", "score", "unlearn")
+RUNTIME = "runtime"
+# Bumped whenever a stage's files change shape, so artifacts of an older format are not reused.
+ARTIFACT_FORMATS = {"train": 2, "score": 1, "unlearn": 2}
+
+Check = Callable[[Any, "Config"], "str | None"]
 
 
 class ConfigError(ValueError):
     """An invalid configuration value or key; the message names the field."""
 
 
+def setting(default: Any, stage: str, check: Check | None = None):
+    """A configuration field: its default, the stage it belongs to and its check.
+
+    ``check(value, config)`` returns None when the value is valid, else what is wrong."""
+    if stage not in (*STAGES, RUNTIME):
+        raise ValueError(f"stage: {stage!r} is not one of {(*STAGES, RUNTIME)}")
+    return dataclasses.field(default=default, metadata={"stage": stage, "check": check})
+
+
+# ------------------------------------------------------------------------------------- checks
+def _positive(v, _):
+    return None if math.isfinite(v) and v > 0 else "must be a finite number > 0"
+
+
+def _non_negative(v, _):
+    return None if math.isfinite(v) and v >= 0 else "must be a finite number >= 0"
+
+
+def _at_least(low: int) -> Check:
+    return lambda v, _: None if v >= low else f"must be >= {low}"
+
+
+def _in_open_unit(v, _):
+    return None if 0 < v < 1 else "must lie in (0, 1)"
+
+
+def _one_of(names) -> Check:
+    return lambda v, _: None if v in names else f"unknown; choose one of {', '.join(names)}"
+
+
+def _optional(check: Check, what: str) -> Check:
+    return lambda v, c: None if v is None else (f"{check(v, c)} or null ({what})"
+                                                if check(v, c) else None)
+
+
+_SIMPLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def _simple_name(v, _):
+    if _SIMPLE_NAME.fullmatch(v) and ".." not in v:
+        return None
+    return "must be a simple name (letters, digits, '.', '_', '-'; no '/' or '..')"
+
+
+def _device(v, _):
+    return None if re.fullmatch(r"cpu|auto|cuda(:\d+)?", v) else "expected cpu, cuda, cuda:N or auto"
+
+
+def _methods(v, _):
+    bad = [m for m in v if m not in METHODS]
+    if bad or not v:
+        return f"unknown method(s) {bad}; choose from {sorted(METHODS)}"
+    return None if len(set(v)) == len(v) else "lists a method twice"
+
+
+def _primary_method(v, config):
+    return None if v in config.methods else f"must be one of methods {list(config.methods)}"
+
+
+def _orders(v, _):
+    return None if v and all(a > 1 and math.isfinite(a) for a in v) else \
+        "every order must be a finite number > 1"
+
+
+def _unknown_scores(names, config) -> str | None:
+    known = score_columns_for(config.orders, config.shadow_models)
+    bad = [n for n in names if n not in known]
+    return f"{bad} will not be a column of the scores table; choose from {list(known)}" \
+        if bad else None
+
+
+def _primary_score(v, config):
+    return _unknown_scores([v], config)
+
+
+def _baseline_scores(v, config):
+    if config.primary_score in v:
+        return "must not repeat primary_score"
+    if len(set(v)) != len(v):
+        return "lists a score twice"
+    return _unknown_scores(v, config)
+
+
+# ------------------------------------------------------------------------------------- config
 @dataclass(frozen=True)
 class Config:
-    """Every parameter of an experiment. Units and meanings are in the field comments."""
+    """Every parameter of an experiment; units and meanings are in the field comments."""
 
-    name: str = "digits-quick"
+    name: str = setting("digits-quick", RUNTIME, _simple_name)
     # --- data
-    dataset: str = "digits"
-    data_root: str = "data"
-    n_train: int | None = None            # subsample the training split to this many points
-    test_fraction: float = 0.2
-    label_noise: float = 0.0              # fraction of training labels flipped (recorded)
-    synthetic_outliers: int = 20
-    data_seed: int = 0
+    dataset: str = setting("digits", "train", _one_of(DATASETS))
+    data_root: str = setting("data", RUNTIME)       # where torchvision datasets are read from
+    n_train: int | None = setting(None, "train", _optional(_at_least(2), "all points"))
+    test_fraction: float = setting(0.2, "train", _in_open_unit)
+    label_noise: float = setting(0.0, "train", lambda v, _: None if 0 <= v < 1 else
+                                 "must lie in [0, 1)")  # fraction of labels flipped (recorded)
+    synthetic_outliers: int = setting(20, "train", _at_least(0))
+    data_seed: int = setting(0, "train")
     # --- model
-    model: str = "mlp"
-    width: int = 64
-    depth: int = 1
+    model: str = setting("mlp", "train", _one_of(MODELS))
+    width: int = setting(64, "train", _at_least(1))
+    depth: int = setting(1, "train", _at_least(1))
     # --- noisy-SGD training (SCIENCE.md section 1)
-    runs: int = 2                         # R independent training runs (seeds)
-    seed: int = 0
-    epochs: float = 10.0                  # T = ceil(epochs * N / B) steps
-    batch_size: int = 64                  # expected Poisson batch size B, q = B / N
-    lr: float = 0.1
-    sigma: float = 1.0                    # noise multiplier; noise std on the summed gradient = sigma * C
-    clip: float = 4.0                     # C: clipping norm and noise scale
-    clipping: bool = True                 # False: no clipping (SGLD); C only sets the noise scale
-    weight_decay: float = 0.0
-    record_every: int = 10                # ledger record every this many steps
-    chunk_size: int | None = 512          # per-example gradient chunk (memory bound)
-    num_threads: int = 1                  # torch CPU threads; small models run fastest on one
-    device: str = "cpu"                   # cpu, cuda, cuda:N or auto (cuda when available)
-    workers: int = 1                      # processes unlearning groups in parallel (same results)
+    runs: int = setting(2, "train", _at_least(1))     # R independent training runs (seeds)
+    seed: int = setting(0, "train")
+    epochs: float = setting(10.0, "train", _positive)  # T = ceil(epochs * N / B) steps
+    batch_size: int = setting(64, "train", _at_least(1))  # expected Poisson batch B, q = B / N
+    lr: float = setting(0.1, "train", _positive)
+    sigma: float = setting(1.0, "train", _non_negative)  # noise std on the summed gradient: sigma*C
+    clip: float = setting(4.0, "train", _positive)       # C: clipping norm and noise scale
+    per_example_clipping: bool = setting(True, "train")  # False: SGLD; C only sets the noise scale
+    weight_decay: float = setting(0.0, "train", _non_negative)
+    record_every: int = setting(10, "train", _at_least(1))  # ledger record every this many steps
+    device: str = setting("cpu", "train", _device)   # cpu, cuda, cuda:N or auto
+    chunk_size: int | None = setting(512, RUNTIME, _optional(_at_least(1), "one chunk"))
+    num_threads: int = setting(1, RUNTIME, _at_least(1))  # torch CPU threads
+    workers: int = setting(1, RUNTIME, _at_least(1))      # processes unlearning groups
     # --- privacy scoring (SCIENCE.md sections 2-3)
-    orders: tuple[float, ...] = (2.0, 4.0, 8.0, 16.0, 32.0)
-    delta: float = 1e-5
-    el2n_epochs: float = 1.0              # EL2N averages records within this many epochs
-    shadow_models: int = 0                # > 0: memorisation and LiRA scores from shadow models
+    orders: tuple[float, ...] = setting((2.0, 4.0, 8.0, 16.0, 32.0), "score", _orders)
+    delta: float = setting(1e-5, "score", _in_open_unit)
+    el2n_epochs: float = setting(1.0, "score", _positive)  # EL2N over this many first epochs
+    shadow_models: int = setting(0, "score", lambda v, _: None if v == 0 or v >= 2 else
+                                 "must be 0 (off) or >= 2")
     # --- unlearning (SCIENCE.md sections 4-5)
-    methods: tuple[str, ...] = ("sgld", "finetune")
-    group_scores: tuple[str, ...] = ("privacy_loss_a8", "avg_grad_norm")
-    n_groups: int = 5                     # G quantile groups
-    group_size: int = 20                  # m points per group
-    unlearn_steps: int = 200              # K, the unlearning budget in steps
-    n_checkpoints: int = 8                # log-spaced checkpoints in [0, K]
-    unlearn_lr: float | None = None       # None: same as lr
-    l1_penalty: float = 1e-4
-    retrain_seeds: int = 2                # M retrained models per group
-    coupled: bool = True                  # retrained models share the original's init seed
-    tau: float = 0.05                     # group unlearned when MIA accuracy <= 0.5 + tau
-    n_bootstrap: int = 200
-    barrier_points: int = 11              # lambda grid size for loss barriers
+    methods: tuple[str, ...] = setting(("sgld", "finetune"), "unlearn", _methods)
+    primary_method: str = setting("sgld", "unlearn", _primary_method)  # claims 1-4 use it
+    primary_score: str = setting("privacy_loss_a8", "unlearn", _primary_score)  # quantile/top/bottom/random groups
+    baseline_scores: tuple[str, ...] = setting(("avg_grad_norm",), "unlearn", _baseline_scores)
+    n_groups: int = setting(5, "unlearn", _at_least(1))   # G quantile groups
+    group_size: int = setting(20, "unlearn", _at_least(1))  # m points per group
+    unlearn_steps: int = setting(200, "unlearn", _at_least(1))  # K, the budget in steps
+    n_checkpoints: int = setting(8, "unlearn", _at_least(2))  # log-spaced checkpoints in [0, K]
+    unlearn_lr: float | None = setting(None, "unlearn", _optional(_positive, "same as lr"))
+    l1_penalty: float = setting(1e-4, "unlearn", _non_negative)
+    retrain_seeds: int = setting(2, "unlearn", _at_least(1))  # M retrained models per group
+    coupled: bool = setting(True, "unlearn")   # retrained models share the original's init seed
+    tau: float = setting(0.05, "unlearn", lambda v, _: None if 0 <= v < 0.5 else
+                         "must lie in [0, 0.5)")  # unlearned when MIA accuracy <= 0.5 + tau
+    n_bootstrap: int = setting(200, "unlearn", _at_least(1))
+    barrier_points: int = setting(11, "unlearn", _at_least(3))  # lambda grid for loss barriers
 
     def __post_init__(self):
         for f in fields(self):
-            check = _CHECKS.get(f.name)
-            if check is not None:
-                value = getattr(self, f.name)
-                message = check(value, self)
-                if message:
-                    raise ConfigError(f"{f.name}: {message} (got {value!r})")
+            check = f.metadata["check"]
+            value = getattr(self, f.name)
+            message = check(value, self) if check is not None else None
+            if message:
+                raise ConfigError(f"{f.name}: {message} (got {value!r})")
 
     # ---------------------------------------------------------------- derived
     def to_dict(self) -> dict[str, Any]:
@@ -97,8 +197,7 @@ class Config:
         """Hash of the fields that ``stage`` and its upstream stages depend on, and of their
         artifact formats (12 hex chars)."""
         upstream = STAGES[: STAGES.index(stage) + 1]
-        names = [n for s in upstream for n in STAGE_FIELDS[s]]
-        values = {n: _plain(getattr(self, n)) for n in names}
+        values = {n: _plain(getattr(self, n)) for s in upstream for n in stage_fields(s)}
         values["_formats"] = [ARTIFACT_FORMATS[s] for s in upstream]
         blob = json.dumps(values, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -107,86 +206,19 @@ class Config:
     def effective_unlearn_lr(self) -> float:
         return self.lr if self.unlearn_lr is None else self.unlearn_lr
 
+    @property
+    def group_scores(self) -> tuple[str, ...]:
+        """The primary score followed by the baseline scores (each gets a top-m group)."""
+        return (self.primary_score, *self.baseline_scores)
 
-STAGES = ("train", "score", "unlearn")
-# Bumped whenever a stage's files change shape, so artifacts of an older format are not reused.
-ARTIFACT_FORMATS = {"train": 1, "score": 1, "unlearn": 2}
-STAGE_FIELDS = {
-    "train": ["dataset", "n_train", "test_fraction", "label_noise", "synthetic_outliers",
-              "data_seed", "model", "width", "depth", "runs", "seed", "epochs", "batch_size", "lr",
-              "sigma", "clip", "clipping", "weight_decay", "record_every", "device"],
-    "score": ["orders", "delta", "el2n_epochs", "shadow_models"],
-    "unlearn": ["methods", "group_scores", "n_groups", "group_size", "unlearn_steps",
-                "n_checkpoints", "unlearn_lr", "l1_penalty", "retrain_seeds", "coupled", "tau",
-                "n_bootstrap", "barrier_points"],
-}
+
+def stage_fields(stage: str) -> list[str]:
+    """The fields declared for ``stage`` (one of STAGES or ``runtime``), in definition order."""
+    return [f.name for f in fields(Config) if f.metadata["stage"] == stage]
 
 
 def _plain(v):
     return list(v) if isinstance(v, tuple) else v
-
-
-def _positive(v, _):
-    return None if v > 0 else "must be > 0"
-
-
-def _at_least_one(v, _):
-    return None if v >= 1 else "must be >= 1"
-
-
-def _check_device(v: str) -> str | None:
-    import re
-    if not re.fullmatch(r"cpu|auto|cuda(:\d+)?", v):
-        return "expected cpu, cuda, cuda:N or auto"
-    return None
-
-
-def resolve_device(name: str) -> str:
-    """``auto`` becomes ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` without a GPU is
-    an error naming the field."""
-    import torch
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device: {name!r} requested but no CUDA device is visible")
-    return name
-
-
-def _check_methods(v, _):
-    from .unlearn import METHODS  # registry lives with the methods
-    bad = [m for m in v if m not in METHODS]
-    return f"unknown method(s) {bad}; choose from {sorted(METHODS)}" if bad or not v else None
-
-
-_CHECKS = {
-    "dataset": lambda v, _: None if v in DATASETS else f"unknown dataset; choose one of {DATASETS}",
-    "model": lambda v, _: None if v in MODELS else f"unknown model; choose one of {MODELS}",
-    "n_train": lambda v, _: None if v is None or v >= 2 else "must be >= 2 or null",
-    "test_fraction": lambda v, _: None if 0 < v < 1 else "must lie in (0, 1)",
-    "label_noise": lambda v, _: None if 0 <= v < 1 else "must lie in [0, 1)",
-    "width": _at_least_one, "depth": _at_least_one, "runs": _at_least_one,
-    "epochs": _positive, "batch_size": _at_least_one, "lr": _positive,
-    "sigma": lambda v, _: None if v >= 0 and math.isfinite(v) else "must be >= 0",
-    "clip": _positive,
-    "weight_decay": lambda v, _: None if v >= 0 else "must be >= 0",
-    "record_every": _at_least_one,
-    "device": lambda v, _: _check_device(v), "num_threads": _at_least_one,
-    "workers": _at_least_one,
-    "chunk_size": lambda v, _: None if v is None or v >= 1 else "must be >= 1 or null",
-    "orders": lambda v, _: None if v and all(a > 1 for a in v) else "every order must be > 1",
-    "delta": lambda v, _: None if 0 < v < 1 else "must lie in (0, 1)",
-    "el2n_epochs": _positive,
-    "shadow_models": lambda v, _: None if v == 0 or v >= 2 else "must be 0 (off) or >= 2",
-    "methods": _check_methods,
-    "n_groups": _at_least_one, "group_size": _at_least_one, "unlearn_steps": _at_least_one,
-    "n_checkpoints": lambda v, _: None if v >= 2 else "must be >= 2",
-    "unlearn_lr": lambda v, _: None if v is None or v > 0 else "must be > 0 or null",
-    "l1_penalty": lambda v, _: None if v >= 0 else "must be >= 0",
-    "retrain_seeds": _at_least_one,
-    "tau": lambda v, _: None if 0 <= v < 0.5 else "must lie in [0, 0.5)",
-    "n_bootstrap": _at_least_one,
-    "barrier_points": lambda v, _: None if v >= 3 else "must be >= 3",
-}
 
 
 def valid_keys() -> list[str]:
@@ -217,8 +249,10 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             if isinstance(value, bool):
                 raise TypeError("expected a number")
             return float(value)
+        if not isinstance(value, (str, int, float)):
+            raise TypeError("expected a single value")
         return str(value)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OverflowError) as err:
         raise ConfigError(f"{name}: cannot read {value!r} as {text} ({err})") from None
 
 
@@ -238,21 +272,46 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
         if "=" not in pair:
             raise ConfigError(f"--set: expected key=value, got {pair!r}")
         key, raw = pair.split("=", 1)
-        out[key.strip()] = yaml.safe_load(raw)
+        try:
+            out[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {key.strip()}: cannot read {raw!r} as YAML ({err})") from None
     return out
+
+
+def config_path(path: str | Path) -> Path:
+    """A YAML file, or ``configs/<path>.yaml`` of the repository for a bare name."""
+    p = Path(path)
+    if p.exists():
+        return p
+    builtin = Path(__file__).resolve().parent.parent / "configs" / f"{path}.yaml"
+    if not builtin.exists():
+        raise ConfigError(f"config: no file {str(path)!r} and no configs/{path}.yaml")
+    return builtin
+
+
+def read_yaml(p: Path) -> dict[str, Any]:
+    """The mapping in a YAML configuration file, or ConfigError saying what is wrong."""
+    try:
+        values = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config: {p} is not valid YAML ({err})") from None
+    except OSError as err:
+        raise ConfigError(f"config: cannot read {p} ({err.strerror})") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"config: {p} must hold a mapping of key: value lines, "
+                          f"not a {type(values).__name__}")
+    return values
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Read a YAML config (or the defaults when ``path`` is None) and apply ``key=value`` overrides."""
     values: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.exists():
-            builtin = Path(__file__).resolve().parent.parent / "configs" / f"{path}.yaml"
-            if not builtin.exists():
-                raise ConfigError(f"config: no file {str(path)!r} and no configs/{path}.yaml")
-            p = builtin
-        values = yaml.safe_load(p.read_text()) or {}
+        p = config_path(path)
+        values = read_yaml(p)
         values.setdefault("name", p.stem)
     values.update(parse_overrides(overrides))
     return make_config(values)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-DATASETS = ("digits", "mnist5k", "mnist", "svhn", "cifar10", "synthetic")
+from .catalog import DATASETS
 
 
 class DatasetUnavailable(RuntimeError):

@@ -36,6 +36,11 @@ class ForgetGroup:
     indices: np.ndarray
     score_median: float
 
+    @property
+    def key(self) -> str:
+        """``label/score``: unique among the groups of one configuration."""
+        return f"{self.label}/{self.score}"
+
     def retain_indices(self, n: int) -> np.ndarray:
         """R = D \\ F, checked: disjoint from F and together they cover every point once."""
         mask = np.ones(n, dtype=bool)
@@ -49,7 +54,7 @@ class ForgetGroup:
 def ranking(scores: pd.DataFrame, score: str) -> np.ndarray:
     """Point indices from lowest to highest score, ties broken by the unclipped gradient norm."""
     if score not in scores.columns:
-        raise ValueError(f"group_scores: {score!r} is not a column of the scores table; "
+        raise ValueError(f"primary_score: {score!r} is not a column of the scores table; "
                          f"choose from {list(scores.columns)}")
     return np.lexsort((scores[TIE_BREAK].to_numpy(), scores[score].to_numpy()))
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .ledger import Ledger
+
 
 def _check_ledger_array(a: np.ndarray, name: str) -> np.ndarray:
     a = np.asarray(a, dtype=np.float64)
@@ -42,13 +44,13 @@ def early_average(values: np.ndarray, steps: np.ndarray, until_step: float,
     return v[:, keep].mean(axis=(0, 1))
 
 
-def baseline_metrics(ledger: dict, final_loss: np.ndarray, el2n_until_step: float) -> dict:
+def baseline_metrics(ledger: Ledger, final_loss: np.ndarray, el2n_until_step: float) -> dict:
     """Every baseline column of the scores table, each an array [N]."""
-    w = ledger["steps_per_record"]
+    w = ledger.steps_per_record
     return {
-        "avg_grad_norm": time_average(ledger["clipped_norm"], w, "clipped_norm"),
-        "avg_grad_norm_unclipped": time_average(ledger["grad_norm"], w, "grad_norm"),
+        "avg_grad_norm": time_average(ledger.clipped_norm, w, "clipped_norm"),
+        "avg_grad_norm_unclipped": time_average(ledger.grad_norm, w, "grad_norm"),
         "final_loss": np.asarray(final_loss, dtype=np.float64),
-        "confidence": time_average(ledger["prob"], w, "prob"),
-        "el2n": early_average(ledger["el2n"], ledger["steps"], el2n_until_step, "el2n"),
+        "confidence": time_average(ledger.prob, w, "prob"),
+        "el2n": early_average(ledger.el2n, ledger.record_steps, el2n_until_step, "el2n"),
     }

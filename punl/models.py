@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-MODELS = ("logreg", "mlp", "cnn", "resnet")
+from .catalog import MODELS
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, width: int = 64,

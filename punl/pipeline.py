@@ -1,17 +1,29 @@
 """The stages in order, each reusing its artifacts when they exist and are complete.
 
     config -> data -> train (ledger.npz, models.pt) -> score (scores.parquet) -> unlearn (tables)
+           -> publish (the run's tables and claims in its output folder)
 """
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
+from pathlib import Path
 
-import numpy as np
+import pandas as pd
 import torch
 
-from .config import Config
+from .config import Config, ConfigError
 from .data import Dataset, load_dataset
+from .ledger import Ledger
+from .pergrad import Params
+from .recipe import resolve_device
 from .store import ArtifactStore, CorruptArtifact, StageDir
+from .tables import CLAIMS, UnlearnTables
+
+
+def run_folder(config: Config, out_dir: str | Path | None = None) -> Path:
+    """Where a run's tables and artifacts go: ``out_dir``, or ``runs/<config.name>``."""
+    return Path(out_dir) if out_dir else Path("runs") / config.name
 
 
 def apply_runtime(config: Config) -> None:
@@ -22,7 +34,6 @@ def apply_runtime(config: Config) -> None:
 def load_data(config: Config) -> Dataset:
     """The dataset of ``config``, split, standardised, with its label noise applied, on the
     configuration's device."""
-    from .config import resolve_device
     device = resolve_device(config.device)
     data = load_dataset(config.dataset, seed=config.data_seed, test_fraction=config.test_fraction,
                         label_noise=config.label_noise, data_root=config.data_root,
@@ -32,7 +43,6 @@ def load_data(config: Config) -> Dataset:
 
 def check_feasible(config: Config, data: Dataset) -> None:
     """Checks that need the data's size, made before any training."""
-    from .config import ConfigError
     if config.batch_size > data.n_train:
         raise ConfigError(f"batch_size: {config.batch_size} exceeds the {data.n_train} "
                           f"training points (q = B / N must be <= 1)")
@@ -60,15 +70,19 @@ class RunCache:
         self.sd.save_torch(f"runs/run{run}.pt", result.to_state())
 
 
+@dataclass(frozen=True)
 class TrainedRuns:
     """The training stage's artifacts: initial and final parameters per run, and the ledger."""
 
-    def __init__(self, sd: StageDir):
-        self.dir = sd
+    dir: StageDir
+    init: list[Params]
+    final: list[Params]
+    ledger: Ledger
+
+    @classmethod
+    def load(cls, sd: StageDir) -> "TrainedRuns":
         models = sd.load_torch("models.pt")
-        self.init: list[dict[str, torch.Tensor]] = models["init"]
-        self.final: list[dict[str, torch.Tensor]] = models["final"]
-        self.ledger: dict[str, np.ndarray] = sd.load_npz("ledger.npz")
+        return cls(sd, models["init"], models["final"], Ledger.from_arrays(sd.load_npz("ledger.npz")))
 
 
 def ensure_trained(config: Config, store: ArtifactStore, data: Dataset | None = None,
@@ -78,19 +92,19 @@ def ensure_trained(config: Config, store: ArtifactStore, data: Dataset | None = 
     from .train import train
     sd = store.stage(config, "train")
     if sd.is_complete():  # every file present with its recorded SHA-256
-        return TrainedRuns(sd)
+        return TrainedRuns.load(sd)
     data = load_data(config) if data is None else data
     check_feasible(config, data)
     with store.producing(config, "train") as out:
         runs, ledger = train(config, data, progress=progress, cache=RunCache(out))
-        out.save_npz("ledger.npz", **ledger)
+        out.save_bytes("ledger.npz", ledger.to_bytes())
         out.save_torch("models.pt", {"init": [r.init for r in runs],
                                      "final": [r.final for r in runs]})
-    return TrainedRuns(sd)
+    return TrainedRuns.load(sd)
 
 
 def ensure_scored(config: Config, store: ArtifactStore, data: Dataset | None = None,
-                  progress: bool = True):
+                  progress: bool = True) -> pd.DataFrame:
     """The scores table of ``config`` (``scores.parquet``), training first when needed."""
     apply_runtime(config)
     from .scores import score_table
@@ -104,9 +118,6 @@ def ensure_scored(config: Config, store: ArtifactStore, data: Dataset | None = N
     return sd.load_parquet("scores.parquet")
 
 
-UNLEARN_TABLES = ("unlearning", "steps", "steps_points", "barriers")
-
-
 class GroupCache:
     """Each finished forget group's tables under ``groups/`` of the unlearning stage folder, so
     that a run interrupted midway resumes from the groups it had finished (files are written
@@ -118,35 +129,64 @@ class GroupCache:
     def _name(self, group, table: str) -> str:
         return f"groups/{group.score}__{group.label}__{table}.parquet"
 
-    def load(self, group) -> dict | None:
-        names = {t: self._name(group, t) for t in UNLEARN_TABLES}
+    def load(self, group) -> UnlearnTables | None:
+        names = {t: self._name(group, t) for t in UnlearnTables.SPECS}
         if not all(self.sd.file(n).exists() for n in names.values()):
             return None
         try:
-            return {t: self.sd.load_parquet(n) for t, n in names.items()}
+            return UnlearnTables(**{t: self.sd.load_parquet(n) for t, n in names.items()})
         except (OSError, ValueError) as err:
             warnings.warn(f"unlearn: cached group {group.score}/{group.label} unreadable ({err}); "
                           "recomputing", stacklevel=2)
             return None
 
-    def save(self, group, tables: dict) -> None:
-        for t in UNLEARN_TABLES:
-            self.sd.save_parquet(self._name(group, t), tables[t])
+    def save(self, group, tables: UnlearnTables) -> None:
+        for t, frame in tables.items():
+            self.sd.save_parquet(self._name(group, t), frame)
+
+
+def load_unlearned(sd: StageDir) -> UnlearnTables:
+    return UnlearnTables(**{t: sd.load_parquet(spec.filename)
+                            for t, spec in UnlearnTables.SPECS.items()})
 
 
 def ensure_unlearned(config: Config, store: ArtifactStore, data: Dataset | None = None,
-                     progress: bool = True) -> dict:
+                     progress: bool = True) -> UnlearnTables:
     """The unlearning tables of ``config``, computing training and scores first when needed."""
     apply_runtime(config)
     from .unlearn import run_unlearning
     sd = store.stage(config, "unlearn")
     if sd.is_complete():
-        return {t: sd.load_parquet(f"{t}.parquet") for t in UNLEARN_TABLES}
+        return load_unlearned(sd)
     data = load_data(config) if data is None else data
     scores = ensure_scored(config, store, data, progress)
     trained = ensure_trained(config, store, data, progress)
     with store.producing(config, "unlearn") as out:
         tables = run_unlearning(config, data, trained.final, scores, progress, GroupCache(out))
-        for t in UNLEARN_TABLES:
-            out.save_parquet(f"{t}.parquet", tables[t])
+        for t, frame in tables.items():
+            out.save_parquet(UnlearnTables.SPECS[t].filename, frame)
     return tables
+
+
+def claims(config: Config, tables: UnlearnTables) -> pd.DataFrame:
+    """The claims table of a run (see :func:`punl.analysis.claims_table`)."""
+    from .analysis import claims_table
+    return CLAIMS.check(claims_table(tables, config.primary_score, config.unlearn_steps,
+                                     config.primary_method, list(config.methods)))
+
+
+def publish(config: Config, store: ArtifactStore, out_dir: str | Path,
+            progress: bool = True) -> dict[str, Path]:
+    """Compute every stage (reusing what exists) and write the run's published tables into
+    ``out_dir``: ``scores``, the four unlearning tables and ``claims``. Returns their paths."""
+    from .store import atomic_write_parquet
+    out = Path(out_dir)
+    data = load_data(config)
+    tables = ensure_unlearned(config, store, data, progress)
+    frames = {"scores": ensure_scored(config, store, data, progress), **dict(tables.items()),
+              "claims": claims(config, tables)}
+    paths = {}
+    for name, frame in frames.items():
+        paths[name] = out / f"{name}.parquet"
+        atomic_write_parquet(paths[name], frame)
+    return paths

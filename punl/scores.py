@@ -1,9 +1,9 @@
 """The scores table: one row per training point, its privacy losses and baseline metrics.
 
-Columns: ``index``, ``label`` (as trained), ``true_label``, ``flipped``,
-``privacy_loss_a{alpha}`` for every order, ``epsilon`` (at the configuration's delta),
-``avg_grad_norm``, ``avg_grad_norm_unclipped``, ``final_loss``, ``confidence``, ``el2n``; with
-``shadow_models > 0`` also ``memorisation`` and ``lira_score`` (see :mod:`punl.shadow`).
+Columns (:func:`punl.tables.scores_spec`): ``index``, ``label`` (as trained), ``true_label``,
+``flipped``, ``privacy_loss_a{alpha}`` for every order, ``epsilon`` (at the configuration's
+delta), ``avg_grad_norm``, ``avg_grad_norm_unclipped``, ``final_loss``, ``confidence``, ``el2n``;
+with ``shadow_models > 0`` also ``memorisation`` and ``lira_score`` (see :mod:`punl.shadow`).
 """
 from __future__ import annotations
 
@@ -13,17 +13,12 @@ import torch
 
 from .config import Config
 from .data import Dataset
+from .ledger import Ledger
 from .metrics import baseline_metrics
 from .pergrad import per_example_stats
 from .privacy import per_instance_epsilon, per_instance_rdp
-from .train import init_model, run_seeds
-
-METRIC_COLUMNS = ("avg_grad_norm", "avg_grad_norm_unclipped", "final_loss", "confidence", "el2n")
-SHADOW_COLUMNS = ("memorisation", "lira_score")
-
-
-def privacy_column(alpha: float) -> str:
-    return f"privacy_loss_a{alpha:g}"
+from .recipe import init_model, run_seeds
+from .tables import METRIC_COLUMNS, SHADOW_COLUMNS, privacy_column, scores_spec
 
 
 def score_columns(scores: pd.DataFrame) -> list[str]:
@@ -41,12 +36,13 @@ def final_losses(config: Config, data: Dataset, final_params: list[dict]) -> np.
     return torch.stack(losses).mean(0).cpu().numpy()
 
 
-def score_table(config: Config, data: Dataset, ledger: dict, final_params: list[dict]) -> pd.DataFrame:
+def score_table(config: Config, data: Dataset, ledger: Ledger,
+                final_params: list[dict]) -> pd.DataFrame:
     """Assemble the scores table from a training stage's ledger and final models."""
     q = config.batch_size / data.n_train
-    rdp = per_instance_rdp(ledger["clipped_norm"], q=q, noise_multiplier=config.sigma,
+    rdp = per_instance_rdp(ledger.clipped_norm, q=q, noise_multiplier=config.sigma,
                            clip=config.clip, orders=config.orders,
-                           steps_per_record=ledger["steps_per_record"])
+                           steps_per_record=ledger.steps_per_record)
     table = pd.DataFrame({"index": np.arange(data.n_train), "label": data.y_train.cpu().numpy(),
                           "true_label": data.true_train.cpu().numpy(),
                           "flipped": data.flipped.cpu().numpy()})
@@ -61,7 +57,7 @@ def score_table(config: Config, data: Dataset, ledger: dict, final_params: list[
         from .shadow import shadow_scores
         for name, values in shadow_scores(config, data, final_params).items():
             table[name] = values
-    return table
+    return scores_spec(config.orders, config.shadow_models).check(table)
 
 
 def spearman_matrix(scores: pd.DataFrame) -> pd.DataFrame:

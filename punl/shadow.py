@@ -14,13 +14,12 @@ shadow models that trained on it and OUT(x) the others:
 from __future__ import annotations
 
 import numpy as np
-import torch
 from scipy import stats
 
 from .multimodel import many_logits
 from .groups import stream_seed
 from .mia import lira_phi
-from .train import init_model, rule_from_config, run_steps, total_steps
+from .recipe import fit_from_scratch, init_model
 
 
 def shadow_memberships(n: int, n_models: int, seed: int) -> np.ndarray:
@@ -33,16 +32,11 @@ def shadow_memberships(n: int, n_models: int, seed: int) -> np.ndarray:
 
 
 def train_shadows(config, data, members: np.ndarray) -> list:
-    """One noisy-SGD model per row of ``members``, trained on those points only."""
-    params = []
-    for k, mask in enumerate(members):
-        idx = torch.as_tensor(np.flatnonzero(mask), device=data.x_train.device)
-        model = init_model(config, data, stream_seed(config.seed, "shadow-init", k))
-        start = {n: p.detach() for n, p in model.named_parameters()}
-        gen = torch.Generator().manual_seed(stream_seed(config.seed, "shadow-noise", k))
-        params.append(run_steps(model, start, data.x_train[idx], data.y_train[idx],
-                                rule_from_config(config), total_steps(config, data.n_train), gen))
-    return params
+    """One model per row of ``members``, trained with the configuration's recipe on those points."""
+    return [fit_from_scratch(config, data, np.flatnonzero(mask),
+                             [(stream_seed(config.seed, "shadow-init", k),
+                               stream_seed(config.seed, "shadow-noise", k))])[0]
+            for k, mask in enumerate(members)]
 
 
 def memorisation(correct: np.ndarray, members: np.ndarray) -> np.ndarray:

@@ -51,6 +51,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def atomic_write_parquet(path: Path, frame) -> None:
+    """A DataFrame as parquet, written atomically (no index)."""
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -95,10 +102,8 @@ class StageDir:
         return self.path / name
 
     # -- writers
-    def save_npz(self, name: str, **arrays: np.ndarray) -> None:
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        atomic_write_bytes(self.file(name), buf.getvalue())
+    def save_bytes(self, name: str, data: bytes) -> None:
+        atomic_write_bytes(self.file(name), data)
 
     def save_torch(self, name: str, obj: Any) -> None:
         buf = io.BytesIO()
@@ -109,9 +114,7 @@ class StageDir:
         atomic_write_bytes(self.file(name), json.dumps(obj, indent=2, default=str).encode())
 
     def save_parquet(self, name: str, frame) -> None:
-        buf = io.BytesIO()
-        frame.to_parquet(buf, index=False)
-        atomic_write_bytes(self.file(name), buf.getvalue())
+        atomic_write_parquet(self.file(name), frame)
 
     # -- readers
     def load_npz(self, name: str) -> dict[str, np.ndarray]:

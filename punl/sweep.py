@@ -10,11 +10,10 @@ the others carry on. The sweep writes ``sweep.parquet`` (one row per point) and 
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import re
 import time
 import traceback
-from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from concurrent.futures import Executor, as_completed
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -23,7 +22,9 @@ import pandas as pd
 import yaml
 
 from .config import ConfigError, load_config, valid_keys
-from .runner import config_argument
+from .plan import config_argument
+from .runner import run_config
+from .parallel import process_pool
 from .store import atomic_write_bytes
 
 
@@ -82,7 +83,6 @@ def grid_points(base_name: str, grid: dict[str, list]) -> list[dict[str, Any]]:
 def run_point(config: str, overrides: list[str], out_dir: str, book_dir: str,
               notebooks_dir: str | None = None) -> dict[str, Any]:
     """Run one grid point in a worker; never raises: failures come back as ``status='failed'``."""
-    from .runner import run_config
     start = time.perf_counter()
     try:
         record = run_config(config, overrides, out_dir=out_dir, book_dir=book_dir,
@@ -99,8 +99,7 @@ def run_point(config: str, overrides: list[str], out_dir: str, book_dir: str,
 def make_executor(scheduler: str = "local", workers: int = 2) -> Iterator[Executor]:
     """A local process pool, or the executor of a dask client connected to ``scheduler``."""
     if scheduler == "local":
-        spawn = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
-        with ProcessPoolExecutor(max_workers=workers, mp_context=spawn) as pool:
+        with process_pool(workers) as pool:
             yield pool
         return
     from distributed import Client
@@ -250,16 +249,3 @@ def write_sweep_chapter(name: str, table: pd.DataFrame, grid: dict[str, list], o
     path = chapter_dir / "index.md"
     atomic_write_bytes(path, text.encode())
     return path
-
-
-def cmd_sweep(args) -> int:
-    """``punl sweep CONFIG --grid key=v1,v2 ...``: run the grid, print the table, write the chapter."""
-    from .book import generate_toc
-    table = run_sweep(args.config, parse_grid(args.grid), scheduler=args.scheduler,
-                      workers=args.workers, out_root=args.out, overrides=args.overrides,
-                      name=args.name)
-    with pd.option_context("display.width", 160, "display.max_colwidth", 60):
-        print(table.drop(columns=["overrides"]).to_string(index=False))
-    if Path("_config.yml").exists():   # at the book root: add the sweep chapter to _toc.yml
-        generate_toc(".")
-    return 0 if (table.status != "failed").all() else 1

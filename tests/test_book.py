@@ -1,5 +1,4 @@
 """End to end: papermill executes the notebooks, the book builds with warnings as errors."""
-import argparse
 import ast
 import json
 import shutil
@@ -11,11 +10,14 @@ import pytest
 
 from punl.book import build_book, generate_toc, toc_data
 from punl.config import ConfigError
-from punl.runner import NotebookError, add_subcommands, cmd_run, run_config
+from punl.plan import RunPlan
+from punl.cli import build_parser, cmd_run
+from punl.data import DatasetUnavailable
+from punl.runner import NotebookError, run_config
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["n_train=200", "runs=2", "epochs=2", "record_every=5", "width=16", "group_size=8",
-        "n_groups=2", "group_scores=[privacy_loss_a8, avg_grad_norm]", "unlearn_steps=8",
+        "n_groups=2", "baseline_scores=[avg_grad_norm]", "unlearn_steps=8",
         "n_checkpoints=3", "retrain_seeds=4", "n_bootstrap=20", "barrier_points=5", "name=tiny"]
 NOTEBOOKS = tuple(sorted(p.name for p in (REPO / "notebooks").glob("0*.ipynb")))
 FIRST_TWO = ("01_train.ipynb", "02_score.ipynb")
@@ -118,16 +120,18 @@ def test_bad_key_or_value_stops_before_any_notebook(tmp_path):
 @pytest.mark.slow
 def test_failing_cell_names_notebook_cell_and_error(tmp_path):
     nb_dir = make_notebooks_dir(tmp_path / "templates", FIRST_TWO)
-    (tmp_path / "empty").mkdir()
-    overrides = TINY[:-1] + ["name=broken", "dataset=cifar10", f"data_root={tmp_path / 'empty'}"]
+    broken = nbformat.read(nb_dir / "01_train.ipynb", as_version=4)
+    broken.cells.append(nbformat.v4.new_code_cell("ratio = run.config.lr\nassert ratio < 0, 'lr'"))
+    nbformat.write(broken, nb_dir / "01_train.ipynb")
+    overrides = TINY[:-1] + ["name=broken"]
     with pytest.raises(NotebookError) as info:
         run_config("digits-quick", overrides, out_dir=tmp_path / "out",
                    book_dir=tmp_path / "book", progress=False, notebooks_dir=nb_dir)
     message = str(info.value)
-    assert "01_train.ipynb" in message and "cell" in message
-    assert "DatasetUnavailable" in message and "data_root" in message
-    assert "data = load_data(cfg)" in message
-    assert info.value.ename == "DatasetUnavailable"
+    # the last cell; papermill's injected parameters cell shifts every index by one
+    assert "01_train.ipynb" in message and f"cell {len(broken.cells)} " in message
+    assert "AssertionError" in message and "line 2: assert ratio < 0, 'lr'" in message
+    assert info.value.ename == "AssertionError"
     assert not (tmp_path / "book/broken/02_score.ipynb").exists()
     record = json.loads((tmp_path / "out/run.json").read_text())
     assert record["failed"]["notebook"] == "01_train.ipynb" and record["notebooks"] == {}
@@ -135,9 +139,18 @@ def test_failing_cell_names_notebook_cell_and_error(tmp_path):
         tmp_path / "book/broken/index.md").read_text()
 
 
+def test_missing_dataset_stops_before_any_notebook(tmp_path):
+    (tmp_path / "empty").mkdir()
+    overrides = TINY[:-1] + ["dataset=cifar10", f"data_root={tmp_path / 'empty'}"]
+    with pytest.raises(DatasetUnavailable, match="cifar10.*data_root"):
+        run_config("digits-quick", overrides, out_dir=tmp_path / "out",
+                   book_dir=tmp_path / "book", progress=False)
+    assert not list((tmp_path / "book").glob("*/*.ipynb"))
+
+
 def test_cli_subcommands_parse():
-    parser = argparse.ArgumentParser(prog="punl")
-    add_subcommands(parser.add_subparsers(dest="command", required=True))
+    parser = build_parser()
+    assert parser.parse_args(["unlearn", "digits-quick"]).command == "unlearn"
     args = parser.parse_args(["run", "digits-quick", "--set", "sigma=0.5", "--out", "x"])
     assert args.func is cmd_run and args.overrides == ["sigma=0.5"] and args.out == "x"
     args = parser.parse_args(["sweep", "digits-quick", "--grid", "sigma=0.5,1",
@@ -150,8 +163,11 @@ def test_toc_lists_runs_in_order_and_sweeps(tmp_path):
     root = make_book_root(tmp_path)
     run = root / "book/runs/a"
     run.mkdir(parents=True)
-    for name in ("index.md", "02_score.ipynb", "01_train.ipynb"):
+    for name in ("index.md", "02_score.ipynb", "01_train.ipynb", "09_extra.ipynb"):
         (run / name).write_text("")
+    plan = RunPlan("digits-quick", (), root / "runs/a", run,
+                   (Path("t/02_score.ipynb"), Path("t/01_train.ipynb"), Path("t/03_unlearn.ipynb")))
+    (run / "run.json").write_text(json.dumps({"plan": plan.to_dict()}))
     (root / "book/runs/orphan").mkdir()          # no index.md: not a chapter
     (root / "book/sweeps/s").mkdir(parents=True)
     (root / "book/sweeps/s/index.md").write_text("# s\n")
@@ -160,6 +176,7 @@ def test_toc_lists_runs_in_order_and_sweeps(tmp_path):
     captions = [p["caption"] for p in toc["parts"]]
     assert captions == ["Background", "Experiments", "Sweeps", "Reproducing"]
     runs = toc["parts"][1]["chapters"]
+    # the plan's notebooks that exist, in the plan's order; files outside the plan are not listed
     assert runs == [{"file": "book/runs/a/index", "sections": [
-        {"file": "book/runs/a/01_train"}, {"file": "book/runs/a/02_score"}]}]
+        {"file": "book/runs/a/02_score"}, {"file": "book/runs/a/01_train"}]}]
     assert (generate_toc(root)).read_text().startswith("# Generated")

@@ -7,6 +7,7 @@ from punl.config import Config, ConfigError, load_config, make_config
 from punl.data import DatasetUnavailable, load_dataset
 from punl.models import build_model
 from punl.pipeline import check_feasible, load_data
+from punl.recipe import resolve_device
 
 
 def test_digits_split_is_deterministic_and_standardised():
@@ -93,10 +94,12 @@ def test_unknown_key_lists_the_valid_keys():
 
 
 def test_overrides_are_typed():
-    c = load_config("digits-quick", ["lr=0.05", "orders=[2, 8]", "clipping=false", "n_train=100"])
-    assert c.lr == 0.05 and c.orders == (2.0, 8.0) and c.clipping is False and c.n_train == 100
-    with pytest.raises(ConfigError, match="clipping"):
-        load_config(None, ["clipping=maybe"])
+    c = load_config("digits-quick", ["lr=0.05", "orders=[2, 8]", "per_example_clipping=false",
+                                     "n_train=100"])
+    assert c.lr == 0.05 and c.orders == (2.0, 8.0) and c.per_example_clipping is False
+    assert c.n_train == 100
+    with pytest.raises(ConfigError, match="^per_example_clipping"):
+        load_config(None, ["per_example_clipping=maybe"])
 
 
 def test_stage_keys_change_only_downstream():
@@ -115,7 +118,6 @@ def test_shipped_configs_are_valid(name):
 
 
 def test_device_is_validated_and_resolved():
-    from punl.config import resolve_device
     with pytest.raises(ConfigError, match="^device:"):
         make_config({"device": "tpu"})
     assert resolve_device("cpu") == "cpu"

@@ -23,14 +23,22 @@ def test_time_average_by_hand():
 
 
 def test_baseline_metrics_by_hand():
+    from punl.ledger import Ledger
     L = _tiny_ledger()
-    m = baseline_metrics(L, final_loss=np.arange(4.0), el2n_until_step=5)
+    f32 = {k: L[k].astype(np.float32) for k in ("clipped_norm", "grad_norm", "prob", "el2n")}
+    L.update(f32)
+    ledger = Ledger(**f32, loss=f32["prob"], record_steps=L["steps"].astype(np.int64),
+                    steps_per_record=L["steps_per_record"].astype(np.int64),
+                    batch_sizes=np.zeros((2, 12), np.int64),
+                    train_acc=np.zeros((2, 3), np.float32), test_acc=np.zeros((2, 3), np.float32))
+    m = baseline_metrics(ledger, final_loss=np.arange(4.0), el2n_until_step=5)
     e = L["el2n"]
-    np.testing.assert_allclose(m["el2n"], (e[0, 0] + e[0, 1] + e[1, 0] + e[1, 1]) / 4)
+    np.testing.assert_allclose(m["el2n"], (e[0, 0] + e[0, 1] + e[1, 0] + e[1, 1]) / 4, rtol=1e-6)
     w = np.array([4, 6, 2]) / 12
-    np.testing.assert_allclose(m["confidence"], (w[None, :, None] * L["prob"]).sum(1).mean(0))
+    np.testing.assert_allclose(m["confidence"], (w[None, :, None] * L["prob"]).sum(1).mean(0),
+                               rtol=1e-6)
     np.testing.assert_allclose(m["avg_grad_norm_unclipped"],
-                               (w[None, :, None] * L["grad_norm"]).sum(1).mean(0))
+                               (w[None, :, None] * L["grad_norm"]).sum(1).mean(0), rtol=1e-6)
     assert m["final_loss"].tolist() == [0, 1, 2, 3]
 
 

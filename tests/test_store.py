@@ -2,7 +2,6 @@
 import json
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ from punl.pipeline import ensure_trained
 from punl.store import COMPLETE, ArtifactStore
 
 
-def test_training_artifacts_are_reused(tiny_config, tmp_path):
+def test_training_artifacts_are_reused(tiny_config, tmp_path, monkeypatch):
     store = ArtifactStore(tmp_path)
     first = ensure_trained(tiny_config, store, progress=False)
     record = first.dir.provenance()
@@ -19,11 +18,11 @@ def test_training_artifacts_are_reused(tiny_config, tmp_path):
     assert {"torch", "numpy", "punl"} <= set(record["versions"]) and record["wall_time_s"] > 0
     assert set(record["files"]) == {"ledger.npz", "models.pt"}
     mtime = first.dir.file("ledger.npz").stat().st_mtime_ns
-    start = time.perf_counter()
+    import punl.train as T
+    monkeypatch.setattr(T, "train_run", lambda *a, **k: pytest.fail("retrained a stored run"))
     second = ensure_trained(tiny_config, store, progress=False)
-    assert time.perf_counter() - start < 1.0
     assert second.dir.file("ledger.npz").stat().st_mtime_ns == mtime
-    assert np.array_equal(first.ledger["grad_norm"], second.ledger["grad_norm"])
+    assert np.array_equal(first.ledger.grad_norm, second.ledger.grad_norm)
 
 
 def test_corrupt_artifact_is_recomputed_with_a_warning(tiny_config, tmp_path):
@@ -33,7 +32,7 @@ def test_corrupt_artifact_is_recomputed_with_a_warning(tiny_config, tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.warns(UserWarning, match="partial or corrupt"):
         again = ensure_trained(tiny_config, store, progress=False)
-    assert np.array_equal(again.ledger["grad_norm"], first.ledger["grad_norm"])
+    assert np.array_equal(again.ledger.grad_norm, first.ledger.grad_norm)
 
 
 KILL_SCRIPT = """
@@ -77,7 +76,9 @@ def test_checkpoints_load_with_weights_only(tiny_config, tmp_path):
     import torch
     models = torch.load(run.dir.file("models.pt"), weights_only=True)
     assert len(models["final"]) == tiny_config.runs
-    json.loads(run.dir.file(COMPLETE).read_text())
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(models["final"], run.final) for k in a)
+    record = json.loads(run.dir.file(COMPLETE).read_text())
+    assert record["stage"] == "train" and record["key"] == tiny_config.stage_key("train")
 
 
 def test_interrupted_training_resumes_from_finished_runs(tiny_config, tmp_path, monkeypatch):
@@ -101,5 +102,4 @@ def test_interrupted_training_resumes_from_finished_runs(tiny_config, tmp_path, 
         resumed = ensure_trained(cfg, store, progress=False)
     assert calls == [2]
     fresh = ensure_trained(cfg, ArtifactStore(tmp_path / "fresh"), progress=False)
-    for k in resumed.ledger:
-        assert np.array_equal(resumed.ledger[k], fresh.ledger[k]), k
+    assert resumed.ledger.to_bytes() == fresh.ledger.to_bytes()

@@ -1,0 +1,91 @@
+"""A run's plan: which notebook templates execute, with what parameters, into which chapter.
+
+A :class:`RunPlan` describes one configuration's chapter (notebook x configuration). The runner
+(:mod:`punl.runner`) executes its :class:`NotebookRun` s under papermill; the same plan, stored in
+the chapter folder's ``run.json``, gives the chapter's entry in the book's table of contents
+(:mod:`punl.book`).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .config import Config, load_config
+from .pipeline import run_folder
+
+NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+RUN_RECORD = "run.json"
+
+
+def list_notebooks(notebooks_dir: str | Path | None = None) -> list[Path]:
+    """The notebook templates to execute, in name order: ``0*.ipynb`` in ``notebooks_dir``."""
+    folder = Path(notebooks_dir) if notebooks_dir else NOTEBOOKS_DIR
+    found = sorted(folder.glob("0*.ipynb"))
+    if not found:
+        raise FileNotFoundError(f"no notebooks 0*.ipynb in {folder}")
+    return found
+
+
+def config_argument(config: str | Path) -> str:
+    """What to hand a notebook or a worker: an absolute path for a file, else the config name."""
+    return str(Path(config).resolve()) if Path(config).is_file() else str(config)
+
+
+@dataclass(frozen=True)
+class NotebookRun:
+    """One template executed with the run's parameters into the chapter folder."""
+
+    template: Path
+    output: Path
+    parameters: dict
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A configuration's chapter: the notebooks it executes, with what, into where."""
+
+    config_source: str
+    overrides: tuple[str, ...]
+    out_dir: Path
+    chapter_dir: Path
+    templates: tuple[Path, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def make(cls, config: str | Path, overrides: list[str] | None, out_dir: str | Path | None,
+             book_dir: str | Path, notebooks_dir: str | Path | None = None) -> "RunPlan":
+        cfg = load_config(config, overrides)
+        return cls(config_argument(config), tuple(overrides or ()),
+                   run_folder(cfg, out_dir).resolve(), Path(book_dir).resolve() / cfg.name,
+                   tuple(list_notebooks(notebooks_dir)))
+
+    @property
+    def config(self) -> Config:
+        return load_config(self.config_source, list(self.overrides))
+
+    @property
+    def parameters(self) -> dict:
+        return {"config": self.config_source, "overrides": list(self.overrides),
+                "out_dir": str(self.out_dir)}
+
+    def notebook_runs(self) -> list[NotebookRun]:
+        return [NotebookRun(t, self.chapter_dir / t.name, self.parameters) for t in self.templates]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(out_dir=str(self.out_dir), chapter_dir=str(self.chapter_dir),
+                 templates=[str(t) for t in self.templates], overrides=list(self.overrides))
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunPlan":
+        return cls(d["config_source"], tuple(d["overrides"]), Path(d["out_dir"]),
+                   Path(d["chapter_dir"]), tuple(Path(t) for t in d["templates"]))
+
+
+def read_plan(chapter_dir: Path) -> RunPlan | None:
+    """The plan recorded in a chapter folder's ``run.json`` (None when there is none)."""
+    path = chapter_dir / RUN_RECORD
+    if not path.exists():
+        return None
+    return RunPlan.from_dict(json.loads(path.read_text())["plan"])

@@ -1,0 +1,121 @@
+"""The package's shape: stages import only earlier stages, the config stands alone, every
+configuration field belongs to a stage."""
+import ast
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from punl.config import RUNTIME, STAGES, Config, stage_fields
+
+PACKAGE = Path(__file__).resolve().parent.parent / "punl"
+
+# Upstream first: a module may import only modules listed before it.
+ORDER = [
+    "catalog", "methods", "tables", "config", "parallel",
+    "data", "models", "pergrad", "multimodel", "sgd", "recipe", "ledger", "train",
+    "privacy", "metrics", "mia", "groups", "shadow", "scores", "barriers", "unlearn",
+    "analysis", "plots", "store", "pipeline", "notebook", "plan", "book", "runner", "sweep",
+    "cli",
+]
+
+
+def punl_imports(path: Path) -> set[str]:
+    """Names of the punl modules a file imports anywhere (top level or inside functions)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 and node.module:
+                found.add(node.module.split(".")[0])
+            elif node.level == 1:  # from . import x: a module, or a name of punl/__init__
+                found.update(a.name if (path.parent / f"{a.name}.py").exists() else "__init__"
+                             for a in node.names)
+            elif node.module and node.module.startswith("punl."):
+                found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("punl."))
+    return found
+
+
+def test_every_module_is_placed_in_the_order():
+    modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+    assert modules == set(ORDER)
+
+
+@pytest.mark.parametrize("module", ORDER)
+def test_a_stage_imports_only_earlier_stages(module):
+    later = {m for m in punl_imports(PACKAGE / f"{module}.py") if m != "__init__"}
+    bad = {m for m in later if ORDER.index(m) >= ORDER.index(module)}
+    assert not bad, f"{module} imports {sorted(bad)}, which come at or after it"
+
+
+def test_the_order_check_catches_a_circle(tmp_path):
+    path = tmp_path / "config.py"
+    path.write_text("def f():\n    from .unlearn import METHODS\n")
+    assert "unlearn" in punl_imports(path)
+
+
+def test_configuration_loads_without_torch():
+    code = ("import sys; from punl.config import load_config; load_config('digits-quick'); "
+            "print(sorted(m for m in ('torch', 'punl.train', 'punl.unlearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def _changed(field: dataclasses.Field):
+    value = getattr(Config(), field.name)
+    alternatives = {bool: not value, int: value + 1 if isinstance(value, int) else 1,
+                    float: value * 1.5 if isinstance(value, float) and value else 0.1}
+    if field.name == "name":
+        return "other-name"
+    if field.name in ("dataset", "model"):
+        return {"dataset": "synthetic", "model": "logreg"}[field.name]
+    if field.name == "device":
+        return "auto"
+    if field.name == "data_root":
+        return "elsewhere"
+    if field.name == "orders":
+        return (2.0, 8.0)
+    if field.name == "methods":
+        return ("sgld", "finetune", "l1_sparse")
+    if field.name == "primary_method":
+        return "finetune"
+    if field.name == "primary_score":
+        return "privacy_loss_a4"
+    if field.name == "baseline_scores":
+        return ("el2n",)
+    if field.name in ("n_train", "chunk_size", "unlearn_lr"):
+        return 100 if field.name != "unlearn_lr" else 0.05
+    if field.name == "shadow_models":
+        return 4
+    return alternatives[type(value)]
+
+
+@pytest.mark.parametrize("field", dataclasses.fields(Config), ids=lambda f: f.name)
+def test_every_field_changes_exactly_its_stage_keys(field):
+    stage = field.metadata["stage"]
+    assert stage in (*STAGES, RUNTIME)
+    base = Config()
+    other = base.replace(**{field.name: _changed(field)})
+    assert getattr(other, field.name) != getattr(base, field.name)
+    changed = [s for s in STAGES if base.stage_key(s) != other.stage_key(s)]
+    expected = [] if stage == RUNTIME else list(STAGES[STAGES.index(stage):])
+    assert changed == expected
+
+
+def test_stage_fields_partition_the_configuration():
+    declared = [n for s in (*STAGES, RUNTIME) for n in stage_fields(s)]
+    assert sorted(declared) == sorted(f.name for f in dataclasses.fields(Config))
+
+
+def test_catalog_names_have_implementations():
+    from punl.catalog import DATASETS, MODELS
+    from punl.data import load_dataset
+    from punl.models import build_model
+    for name in MODELS:
+        build_model(name, (3, 8, 8), 4, width=4)
+    for name in ("digits", "synthetic"):
+        assert load_dataset(name).n_train > 0
+    assert set(DATASETS) >= {"digits", "mnist5k", "mnist", "svhn", "cifar10", "synthetic"}
