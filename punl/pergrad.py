@@ -33,7 +33,7 @@ import copy
 import threading
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import torch
@@ -138,7 +138,8 @@ def per_example_grad_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     ``method``: ``"vmap"`` (torch.func per-example gradients), ``"layers"`` (the per-layer
     identities of the module docstring) or ``"auto"`` (``"layers"`` when every parameterised
     layer has a rule, else ``"vmap"``)."""
-    return torch.cat([norm for _, norm, _ in _chunked_norms(model, x, y, chunk_size, params, method)])
+    norms = [norm for _, norm, _ in _chunked_norms(model, x, y, chunk_size, params, method)]
+    return norms[0] if len(norms) == 1 else torch.cat(norms)
 
 
 class _Unsupported(Exception):
@@ -352,13 +353,15 @@ class _Record:
     a: torch.Tensor        # what the layer's gradient rules read (its input, x_hat for GroupNorm)
     out: torch.Tensor      # the layer's output, whose gradient b the backward pass returns
     version: int           # out._version when recorded: later in-place changes are refused
+    example_major: bool    # rows of a and out ordered (example, model) rather than (model, example)
 
 
 class _StackedLayer(nn.Module):
     """One parameterised layer of S stacked models on rows ordered (model, example).
 
-    Subclasses give ``forward`` (calling ``record``), ``example_sq_norms(a, b, for_sums) ->
-    ([S, B], kept)`` (``kept``: what ``summed`` can reuse when ``for_sums``) and ``summed(a, b, coef, kept) -> {name: [S, *shape]}``, the latter being
+    Subclasses give ``forward`` (calling ``record``), ``example_sq_norms(rec, b, for_sums) ->
+    ([S, B], kept)`` (``kept``: what ``summed`` can reuse when ``for_sums``) and
+    ``summed(rec, b, coef, kept) -> {name: [S, *shape]}``, the latter being
     ``sum_i coef[s, i] g_si`` restricted to the layer's parameters."""
 
     def __init__(self, spec: nn.Module, prefix: str, tape: _Tape):
@@ -374,10 +377,10 @@ class _StackedLayer(nn.Module):
     def bias(self) -> torch.Tensor | None:
         return None if self.bias_name is None else self.tape.params[self.bias_name]
 
-    def record(self, a: torch.Tensor, out: torch.Tensor) -> None:
+    def record(self, a: torch.Tensor, out: torch.Tensor, example_major: bool = False) -> None:
         if not out.requires_grad:  # the first layer: no backward pass into the input
             out.requires_grad_()
-        self.tape.records.append(_Record(self, a.detach(), out, out._version))
+        self.tape.records.append(_Record(self, a.detach(), out, out._version, example_major))
 
     def named(self, weight: torch.Tensor, bias: torch.Tensor | None) -> Params:
         out = {self.weight_name: weight}
@@ -401,78 +404,141 @@ class _StackedLinear(_StackedLayer):
         self.record(a, out)
         return out
 
-    def example_sq_norms(self, a, b, for_sums):
-        return _linear_sq_norm(self.spec, a, b).view(self.tape.models, -1), None
+    def example_sq_norms(self, rec, b, for_sums):
+        return _linear_sq_norm(self.spec, rec.a, b).view(self.tape.models, -1), None
 
-    def summed(self, a, b, coef, kept):
+    def summed(self, rec, b, coef, kept):
         """``sum_i coef_i b_i^T a_i`` and ``sum_i coef_i b_i`` per model (bmm over models)."""
         models = self.tape.models
         bc = (b.reshape(models, coef.shape[1], -1) * coef.unsqueeze(2)).view(models, -1, b.shape[-1])
-        a3 = a.reshape(models, -1, a.shape[-1])
+        a3 = rec.a.reshape(models, -1, rec.a.shape[-1])
         return self.named(torch.bmm(bc.transpose(1, 2), a3), bc.sum(1))
 
 
 def _models_into_channels(t: torch.Tensor, models: int) -> torch.Tensor:
     """[S B, C, ...] -> [B, S C, ...] (the layout of a grouped convolution with S groups)."""
-    if models == 1:
-        return t
     return t.view(models, -1, *t.shape[1:]).transpose(0, 1).flatten(1, 2)
 
 
 def _channels_into_models(t: torch.Tensor, models: int) -> torch.Tensor:
     """[B, S C, ...] -> [S B, C, ...], the inverse of _models_into_channels."""
-    if models == 1:
-        return t
     return t.view(t.shape[0], models, -1, *t.shape[2:]).transpose(0, 1).flatten(0, 1)
 
 
+def _conv2d_grouped(layer: nn.Conv2d, a, weight, bias, models):
+    """S convolutions as one grouped convolution (one group per model) on [B, S C, H, W].
+    Returns its input and output ([B, S C_out, H', W'])."""
+    grouped = _models_into_channels(a, models)
+    out = F.conv2d(grouped, weight.flatten(0, 1), None if bias is None else bias.flatten(),
+                   layer.stride, layer.padding, layer.dilation, models)
+    return grouped, out
+
+
+def _conv2d_per_model(layer: nn.Conv2d, a, weight, bias, models):
+    """S convolutions one after the other on the model-major rows, outputs concatenated.
+    Returns the input and the output ([S B, C_out, H', W'])."""
+    biases = [None] * models if bias is None else bias.unbind(0)
+    outs = [F.conv2d(a_s, w_s, b_s, layer.stride, layer.padding, layer.dilation)
+            for a_s, w_s, b_s in zip(_split_models(a, models), weight.unbind(0), biases)]
+    return a, outs[0] if models == 1 else torch.cat(outs)
+
+
+def _split_models(t: torch.Tensor, models: int) -> tuple[torch.Tensor, ...]:
+    """[S B, ...] rows -> S tensors [B, ...]."""
+    return (t,) if models == 1 else t.reshape(models, -1, *t.shape[1:]).unbind(0)
+
+
+CONV_STACK_LAYOUTS = {"grouped": _conv2d_grouped, "per_model": _conv2d_per_model}
+_CONV_LAYOUT_CHOICE: dict[tuple, str] = {}
+
+
+def conv2d_stack_layout(layer: nn.Conv2d, a: torch.Tensor, weight: torch.Tensor,
+                        bias: torch.Tensor | None) -> str:
+    """How to run the convolutions of S = len(weight) stacked models: ``"per_model"`` for one
+    model, otherwise the faster of ``CONV_STACK_LAYOUTS`` for the forward pass and the backward
+    pass to the input, timed once per (configuration, S, input shape, dtype, device) and cached."""
+    models = weight.shape[0]
+    if models == 1:
+        return "per_model"
+    key = (layer.kernel_size, layer.stride, layer.padding, layer.dilation, tuple(weight.shape),
+           bias is not None, tuple(a.shape), a.requires_grad, a.dtype, a.device)
+    if key not in _CONV_LAYOUT_CHOICE:
+        probe = a.detach().requires_grad_(a.requires_grad)
+
+        def run(layout):
+            out = CONV_STACK_LAYOUTS[layout](layer, probe, weight, bias, models)[1]
+            if probe.requires_grad:
+                torch.autograd.grad(out, probe, out.detach())
+
+        with torch.enable_grad():
+            times = {layout: _seconds(lambda: run(layout), a.device) for layout in CONV_STACK_LAYOUTS}
+        _CONV_LAYOUT_CHOICE[key] = min(times, key=times.get)
+    return _CONV_LAYOUT_CHOICE[key]
+
+
 class _StackedConv2d(_StackedLayer):
-    """S convolutions as one grouped convolution (one group per model) on [B, S C, H, W]; its
-    rows for the gradient rules are ordered (example, model)."""
+    """S convolutions, grouped or one per model (``conv2d_stack_layout``); with the grouped
+    layout the recorded rows are ordered (example, model)."""
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
-        spec, models = self.spec, self.tape.models
-        bias = self.bias()
-        grouped = _models_into_channels(a, models)
-        out = F.conv2d(grouped, self.weight().flatten(0, 1),
-                       None if bias is None else bias.flatten(), spec.stride, spec.padding,
-                       spec.dilation, models)
-        self.record(grouped, out)
-        return _channels_into_models(out, models)
+        weight, bias = self.weight(), self.bias()
+        layout = conv2d_stack_layout(self.spec, a, weight, bias)
+        recorded, out = CONV_STACK_LAYOUTS[layout](self.spec, a, weight, bias, len(weight))
+        self.record(recorded, out, example_major=layout == "grouped")
+        return _channels_into_models(out, len(weight)) if layout == "grouped" else out
 
-    def _rows(self, t: torch.Tensor) -> torch.Tensor:
-        """[B, S C, H, W] -> [B S, C, H, W]: one row per (example, model)."""
-        return t.reshape(-1, t.shape[1] // self.tape.models, *t.shape[2:])
+    def _rows(self, rec: _Record, t: torch.Tensor) -> torch.Tensor:
+        """One row per (model, example) or (example, model): [N, C, H, W]."""
+        return t.reshape(-1, t.shape[1] // self.tape.models, *t.shape[2:]) if rec.example_major else t
 
-    def _by_model(self, rows: torch.Tensor) -> torch.Tensor:
-        """[B S, ...] rows -> [S, B, ...]."""
-        return rows.view(-1, self.tape.models, *rows.shape[1:]).transpose(0, 1)
+    def _by_model(self, rec: _Record, rows: torch.Tensor) -> torch.Tensor:
+        """[N, ...] rows -> [S, B, ...]."""
+        models = self.tape.models
+        if rec.example_major:
+            return rows.view(-1, models, *rows.shape[1:]).transpose(0, 1)
+        return rows.view(models, -1, *rows.shape[1:])
 
-    def example_sq_norms(self, a, b, for_sums):
-        a_rows, b_rows = self._rows(a), self._rows(b)
+    def example_sq_norms(self, rec, b, for_sums):
+        """``||G_i||^2`` by the timed rule, plus ``||sum_l b_i[:, l]||^2`` with a bias; keeps
+        the per-example bias gradients and, from the grouped rule, the weight gradients."""
+        a_rows, b_rows = self._rows(rec, rec.a), self._rows(rec, b)
         rule = conv2d_weight_rule(self.spec, a_rows, b_rows, with_sums=for_sums)
-        kept = None
+        weight_grads = bias_grads = None
         if rule == "grouped" and for_sums:
-            kept = conv2d_example_weight_grads(self.spec, a_rows, b_rows)
-            sq = kept.flatten(1).pow(2).sum(1)
+            weight_grads = conv2d_example_weight_grads(self.spec, a_rows, b_rows).flatten(1)
+            sq = weight_grads.pow(2).sum(1)
         else:
             sq = CONV_WEIGHT_RULES[rule](self.spec, a_rows, b_rows)
         if self.bias_name is not None:
-            sq = sq + b_rows.flatten(2).sum(2).pow(2).sum(1)
-        return self._by_model(sq), kept
+            bias_grads = b_rows.flatten(2).sum(2)
+            sq = sq + bias_grads.pow(2).sum(1)
+        return self._by_model(rec, sq), (weight_grads, bias_grads)
 
-    def summed(self, a, b, coef, kept):
+    def summed(self, rec, b, coef, kept):
         """Per model, ``sum_i coef_i G_i``: the weighted per-example gradients when the grouped
-        rule formed them, otherwise the grouped backward-weight convolution of ``coef * b``."""
+        rule formed them, otherwise a backward-weight convolution of ``coef * b``."""
+        weight_grads, bias_grads = kept
         models, spec = self.tape.models, self.spec
         weight_shape = (models, *spec.weight.shape)
-        bc = (b.view(b.shape[0], models, -1) * coef.t().unsqueeze(2)).view(b.shape)
-        bias = bc.flatten(2).sum((0, 2)).view(models, -1) if self.bias_name is not None else None
-        if kept is not None:
-            weight = torch.einsum("ism,is->sm", kept.view(-1, models, kept[0].numel()), coef.t())
+        bias = None if bias_grads is None else self._weighted(rec, bias_grads, coef)
+        if weight_grads is not None:
+            return self.named(self._weighted(rec, weight_grads, coef).view(weight_shape), bias)
+        b_rows = self._rows(rec, b)
+        bc = (b_rows.view(len(b_rows), -1) * self._by_model_inverse(rec, coef)).view(b.shape)
+        if rec.example_major:
+            weight = _conv2d_weight_sum(spec, rec.a, bc, models)[0]
         else:
-            weight, _ = _conv2d_weight_sum(spec, a, bc, models)
-        return self.named(weight.reshape(weight_shape), bias)
+            weight = torch.stack([_conv2d_weight_sum(spec, a_s, b_s, 1)[0] for a_s, b_s in
+                                  zip(_split_models(rec.a, models), _split_models(bc, models))])
+        return self.named(weight.view(weight_shape), bias)
+
+    def _by_model_inverse(self, rec: _Record, coef: torch.Tensor) -> torch.Tensor:
+        """[S, B] -> [N, 1] in the rows' order."""
+        return (coef.t() if rec.example_major else coef).reshape(-1, 1)
+
+    def _weighted(self, rec: _Record, grads: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+        """``sum_i coef[s, i] grads[row(s, i)]`` for every model: [S, D]."""
+        return torch.einsum("sid,si->sd", self._by_model(rec, grads), coef)
 
 
 class _StackedGroupNorm(_StackedLayer):
@@ -487,12 +553,12 @@ class _StackedGroupNorm(_StackedLayer):
         self.record(x_hat, out)
         return out
 
-    def example_sq_norms(self, a, b, for_sums):
-        gw, gb = _groupnorm_example_grads(a, b)
+    def example_sq_norms(self, rec, b, for_sums):
+        gw, gb = _groupnorm_example_grads(rec.a, b)
         sq = gw.pow(2).sum(1) + gb.pow(2).sum(1)
         return sq.view(self.tape.models, -1), (gw, gb)
 
-    def summed(self, a, b, coef, kept):
+    def summed(self, rec, b, coef, kept):
         models = self.tape.models
         gw, gb = (torch.einsum("sic,si->sc", g.view(models, -1, g.shape[1]), coef) for g in kept)
         return self.named(gw, gb)
@@ -523,6 +589,7 @@ class _Twin:
     module: nn.Module
     layers: list[_StackedLayer]
     tape: _Tape
+    stacking: dict[tuple, bool] = field(default_factory=dict)  # see _stacking_pays
 
 
 _TWINS: "weakref.WeakKeyDictionary[nn.Module, _Twin | None]" = weakref.WeakKeyDictionary()
@@ -582,10 +649,10 @@ def _layer_pass(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tens
     try:
         with torch.enable_grad():
             logits = twin.module(x.reshape(models * batch, *x.shape[2:]))
-            losses = F.cross_entropy(logits, y.reshape(-1), reduction="none")
+            total = F.cross_entropy(logits, y.reshape(-1), reduction="sum")
             records = tape.records
             _check_records(records, twin.layers)
-            douts = torch.autograd.grad(losses.sum(), [r.out for r in records])
+            douts = torch.autograd.grad(total, [r.out for r in records])
     finally:
         tape.params, tape.records = {}, []
     return records, douts, logits.detach().view(models, batch, -1)
@@ -594,7 +661,7 @@ def _layer_pass(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tens
 def _check_records(records: list[_Record], layers: list[_StackedLayer]) -> None:
     """Each layer ran once and no output was changed in place afterwards; otherwise the
     per-layer identities do not hold."""
-    if (len(records) != len(layers) or {id(r.layer) for r in records} != {id(m) for m in layers}
+    if (len(records) != len(layers) or len({id(r.layer) for r in records}) != len(layers)
             or any(r.out._version != r.version for r in records)):
         raise _Unsupported
 
@@ -604,7 +671,7 @@ def _layer_norms(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Ten
     records, douts, logits = _layer_pass(model, {k: v.unsqueeze(0) for k, v in params.items()},
                                          x.unsqueeze(0), y.unsqueeze(0))
     with torch.no_grad():
-        sq = sum(r.layer.example_sq_norms(r.a, b, False)[0] for r, b in zip(records, douts))
+        sq = sum(r.layer.example_sq_norms(r, b, False)[0] for r, b in zip(records, douts))
     return sq[0].clamp_min(0).sqrt(), logits[0]
 
 
@@ -633,16 +700,52 @@ def _count_clipped(norms: torch.Tensor, weights: torch.Tensor, clip: float | Non
     return ((norms > clip) & (weights > 0)).sum(1)
 
 
-def _clipped_sums_by_layers(model, params, x, y, weights, clip) -> ClippedSums:
+def _clipped_sums_stacked(model, params, x, y, weights, clip) -> ClippedSums:
+    """All S models in one pass."""
     records, douts, _ = _layer_pass(model, params, x, y)
     with torch.no_grad():
-        parts = [r.layer.example_sq_norms(r.a, b, True) for r, b in zip(records, douts)]
+        parts = [r.layer.example_sq_norms(r, b, True) for r, b in zip(records, douts)]
         norms = sum(sq for sq, _ in parts).clamp_min(0).sqrt()
         coef = _clip_coefficients(norms, weights, clip)
         summed: Params = {}
         for r, b, (_, kept) in zip(records, douts, parts):
-            summed.update(r.layer.summed(r.a, b, coef, kept))
+            summed.update(r.layer.summed(r, b, coef, kept))
     return ClippedSums(norms, {k: summed[k] for k in params}, _count_clipped(norms, weights, clip))
+
+
+def _clipped_sums_per_model(model, params, x, y, weights, clip) -> ClippedSums:
+    """One pass per model, results concatenated."""
+    parts = [_clipped_sums_stacked(model, {k: v[s:s + 1] for k, v in params.items()},
+                                   x[s:s + 1], y[s:s + 1], weights[s:s + 1], clip)
+             for s in range(len(y))]
+    return ClippedSums(torch.cat([p.norms for p in parts]),
+                       {k: torch.cat([p.summed[k] for p in parts]) for k in params},
+                       torch.cat([p.n_clipped for p in parts]))
+
+
+def _stacking_pays(model: nn.Module, *args) -> bool:
+    """Whether one pass of S stacked models beats one pass per model.
+
+    Conv-free models: always (the layers are batched products over the models). Models with
+    convolutions: the faster of the two on these arguments, timed once per (S, input shape,
+    dtype, device) and cached; stacked elementwise work over S models can lose to S passes
+    over working sets S times smaller."""
+    twin, x = _twin(model), args[1]
+    if len(x) == 1 or not any(isinstance(m, _StackedConv2d) for m in twin.layers):
+        return True
+    key = (tuple(x.shape), x.dtype, x.device)
+    if key not in twin.stacking:
+        stacked = _seconds(lambda: _clipped_sums_stacked(model, *args), x.device, rounds=1)
+        per_model = _seconds(lambda: _clipped_sums_per_model(model, *args), x.device, rounds=1)
+        twin.stacking[key] = stacked < per_model
+    return twin.stacking[key]
+
+
+def _clipped_sums_by_layers(model, params, x, y, weights, clip) -> ClippedSums:
+    args = (params, x, y, weights, clip)
+    if _stacking_pays(model, *args):
+        return _clipped_sums_stacked(model, *args)
+    return _clipped_sums_per_model(model, *args)
 
 
 def _clipped_sums_by_vmap(model, params, x, y, weights, clip) -> ClippedSums:

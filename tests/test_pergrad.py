@@ -139,6 +139,7 @@ def _assert_sums_equal(got, norms, summed, counts, weights, rtol=1e-6):
 @pytest.mark.parametrize("clipping", [True, False])
 def test_clipped_gradient_sums_match_loop(name, models, clipping, monkeypatch):
     monkeypatch.setattr(pergrad, "_clipped_sums_by_vmap", None)  # the layer path must serve
+    monkeypatch.setattr(pergrad, "_stacking_pays", lambda *args: True)  # one pass for all
     nets, params, x, y, weights = _stacked_models_and_batch(name, models)
     clip = _binding_clip(nets, x, y, weights) if clipping else None
     norms, summed, counts = _loop_clipped_sums(nets, x, y, weights, clip)
@@ -149,7 +150,8 @@ def test_clipped_gradient_sums_match_loop(name, models, clipping, monkeypatch):
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_clipped_gradient_sums_do_not_depend_on_stacked_models(name):
+def test_clipped_gradient_sums_do_not_depend_on_stacked_models(name, monkeypatch):
+    monkeypatch.setattr(pergrad, "_stacking_pays", lambda *args: True)
     nets, params, x, y, weights = _stacked_models_and_batch(name, 3)
     clip = _binding_clip(nets, x, y, weights)
     stacked = clipped_gradient_sums(nets[0], params, x, y, weights, clip)
@@ -163,10 +165,22 @@ def test_clipped_gradient_sums_do_not_depend_on_stacked_models(name):
                                        atol=1e-14)
 
 
+def test_clipped_gradient_sums_one_pass_per_model(monkeypatch):
+    monkeypatch.setattr(pergrad, "_stacking_pays", lambda *args: False)
+    nets, params, x, y, weights = _stacked_models_and_batch("cnn", 3)
+    clip = _binding_clip(nets, x, y, weights)
+    got = clipped_gradient_sums(nets[0], params, x, y, weights, clip)
+    _assert_sums_equal(got, *_loop_clipped_sums(nets, x, y, weights, clip), weights)
+
+
 @pytest.mark.parametrize("rule", sorted(CONV_WEIGHT_RULES))
-def test_clipped_gradient_sums_with_every_conv_rule(rule, monkeypatch):
+@pytest.mark.parametrize("layout", sorted(pergrad.CONV_STACK_LAYOUTS))
+@pytest.mark.parametrize("models", [1, 2])
+def test_clipped_gradient_sums_with_every_conv_rule_and_layout(rule, layout, models, monkeypatch):
     monkeypatch.setattr(pergrad, "conv2d_weight_rule", lambda *args, **kwargs: rule)
-    nets, params, x, y, weights = _stacked_models_and_batch("resnet", 2)
+    monkeypatch.setattr(pergrad, "conv2d_stack_layout", lambda *args, **kwargs: layout)
+    monkeypatch.setattr(pergrad, "_stacking_pays", lambda *args: True)
+    nets, params, x, y, weights = _stacked_models_and_batch("resnet", models)
     clip = _binding_clip(nets, x, y, weights)
     got = clipped_gradient_sums(nets[0], params, x, y, weights, clip)
     _assert_sums_equal(got, *_loop_clipped_sums(nets, x, y, weights, clip), weights)
