@@ -13,17 +13,20 @@ layer's input a, one backward pass gives b, and each layer's share of ||g_i||^2 
 
 - Linear on a vector: ``||b_i a_i^T||_F^2 = ||a_i||^2 ||b_i||^2`` (weight), ``||b_i||^2`` (bias);
 - Conv2d: ``||G_i||_F^2`` with ``G_i = b_i U_i^T`` and U_i the unfolded input patches
-  [C_in k k, L], by one of four rules chosen by timing (``CONV_WEIGHT_RULES``); bias
-  ``||sum_l b_i[:, l]||^2``;
+  [C_in k k, L], by the fastest of four rules (``CONV_WEIGHT_RULES``: shifted views or patch
+  products, F.unfold products, per-example gradients from one grouped backward-weight
+  convolution, and the Gram form ``sum_{l,l'} (U_i^T U_i)_{ll'} (b_i^T b_i)_{ll'}``), timed once
+  per layer configuration, shapes, dtype and device; bias ``||sum_l b_i[:, l]||^2``;
 - GroupNorm: ``sum_l b_i x_hat_i`` (weight) and ``sum_l b_i`` (bias) per channel, with x_hat the
   normalised input.
 
 The same pass serves S models of one architecture at once (parameters stacked along a leading
-dimension): the rows of every activation are the S * B (model, example) pairs, linear layers are
-batched products over the models and convolutions are grouped convolutions with one group per
-model. The weight gradient of a layer is linear in b, so the sum of clipped gradients
-``sum_i c_i g_i`` needs no second backward pass: it is the layer's weight gradient with b scaled
-row by row by c_i (:func:`clipped_gradient_sums`).
+dimension): a copy of the model whose parameterised layers take stacked parameters runs on the
+S * B (model, example) rows; linear layers are batched products over the models, convolutions
+are one grouped convolution or one convolution per model (timed once per shape). The weight
+gradient of a layer is linear in b, so the sum of clipped gradients ``sum_i c_i g_i`` needs no
+second backward pass: it is the layer's weight gradient with b scaled row by row by c_i, or the
+c-weighted sum of per-example gradients a rule already formed (:func:`clipped_gradient_sums`).
 
 Models with any other parameterised layer fall back to ``vmap(grad)``.
 """
@@ -299,15 +302,14 @@ def conv2d_weight_rule(layer: nn.Conv2d, a: torch.Tensor, b: torch.Tensor,
     return _CONV_RULE_CHOICE[key]
 
 
-def _conv2d_weight_sum(layer: nn.Conv2d, a: torch.Tensor, b: torch.Tensor, groups: int,
-                       with_bias: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(sum_i b_i U_i^T, sum_{i,l} b_i[:, l])`` for a convolution of ``groups`` stacked models:
-    a [B, S C_in, H, W], b [B, S C_out, H', W']; the weight gradient is [S C_out, C_in, k, k]."""
+def _conv2d_weight_sum(layer: nn.Conv2d, a: torch.Tensor, b: torch.Tensor,
+                       groups: int) -> torch.Tensor:
+    """``sum_i b_i U_i^T`` for a convolution of S = ``groups`` stacked models (one backward-weight
+    convolution): a [B, S C_in, H, W], b [B, S C_out, H', W'] -> [S C_out, C_in, k, k]."""
     shape = (b.shape[1], a.shape[1] // groups, *layer.kernel_size)
-    _, gw, gb = torch.ops.aten.convolution_backward(
-        b, a, b.new_empty(1).expand(shape), [b.shape[1]] if with_bias else None, layer.stride,
-        layer.padding, layer.dilation, False, [0, 0], groups, [False, True, with_bias])
-    return gw, gb
+    return torch.ops.aten.convolution_backward(
+        b, a, b.new_empty(1).expand(shape), None, layer.stride, layer.padding, layer.dilation,
+        False, [0, 0], groups, [False, True, False])[1]
 
 
 @norm_rule(nn.Conv2d)
@@ -357,7 +359,8 @@ class _Record:
 
 
 class _StackedLayer(nn.Module):
-    """One parameterised layer of S stacked models on rows ordered (model, example).
+    """One parameterised layer of S stacked models. Its input and output rows are ordered
+    (model, example): row s B + i belongs to example i of model s.
 
     Subclasses give ``forward`` (calling ``record``), ``example_sq_norms(rec, b, for_sums) ->
     ([S, B], kept)`` (``kept``: what ``summed`` can reuse when ``for_sums``) and
@@ -526,9 +529,9 @@ class _StackedConv2d(_StackedLayer):
         b_rows = self._rows(rec, b)
         bc = (b_rows.view(len(b_rows), -1) * self._by_model_inverse(rec, coef)).view(b.shape)
         if rec.example_major:
-            weight = _conv2d_weight_sum(spec, rec.a, bc, models)[0]
+            weight = _conv2d_weight_sum(spec, rec.a, bc, models)
         else:
-            weight = torch.stack([_conv2d_weight_sum(spec, a_s, b_s, 1)[0] for a_s, b_s in
+            weight = torch.stack([_conv2d_weight_sum(spec, a_s, b_s, 1) for a_s, b_s in
                                   zip(_split_models(rec.a, models), _split_models(bc, models))])
         return self.named(weight.view(weight_shape), bias)
 
@@ -564,12 +567,6 @@ class _StackedGroupNorm(_StackedLayer):
         return self.named(gw, gb)
 
 
-def _stacked_groupnorm(spec: nn.GroupNorm, prefix: str, tape: _Tape) -> _StackedLayer:
-    if not spec.affine:
-        raise _Unsupported  # it has no parameters and needs no stacked version
-    return _StackedGroupNorm(spec, prefix, tape)
-
-
 def _stacked_conv2d(spec: nn.Conv2d, prefix: str, tape: _Tape) -> _StackedLayer:
     _check_conv_supported(spec)
     return _StackedConv2d(spec, prefix, tape)
@@ -578,7 +575,7 @@ def _stacked_conv2d(spec: nn.Conv2d, prefix: str, tape: _Tape) -> _StackedLayer:
 STACKED_LAYERS: dict[type, Callable[[nn.Module, str, _Tape], _StackedLayer]] = {
     nn.Linear: _StackedLinear,
     nn.Conv2d: _stacked_conv2d,
-    nn.GroupNorm: _stacked_groupnorm,
+    nn.GroupNorm: _StackedGroupNorm,
 }
 
 
@@ -643,6 +640,8 @@ def _layer_pass(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tens
     if twin is None:
         raise _Unsupported
     models, batch = y.shape
+    if twin.module.training != model.training:
+        twin.module.train(model.training)
     tape = twin.tape
     tape.models, tape.records = models, []
     tape.params = {k: v.detach() for k, v in params.items()}
@@ -655,7 +654,7 @@ def _layer_pass(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tens
             douts = torch.autograd.grad(total, [r.out for r in records])
     finally:
         tape.params, tape.records = {}, []
-    return records, douts, logits.detach().view(models, batch, -1)
+    return records, douts, logits.detach().view(models, batch, logits.shape[-1])
 
 
 def _check_records(records: list[_Record], layers: list[_StackedLayer]) -> None:
@@ -688,9 +687,10 @@ class ClippedSums:
 
 
 def _clip_coefficients(norms: torch.Tensor, weights: torch.Tensor, clip: float | None) -> torch.Tensor:
-    """``w_sj min(1, C / ||g_sj||)`` (``w_sj`` without clipping)."""
+    """``w_sj min(1, C / ||g_sj||)`` (``w_sj`` without clipping), in the dtype of the norms."""
+    weights = weights.to(norms.dtype)
     if clip is None:
-        return weights.to(norms.dtype)
+        return weights
     return weights * (clip / norms.clamp_min(1e-12)).clamp(max=1.0)
 
 
@@ -723,14 +723,15 @@ def _clipped_sums_per_model(model, params, x, y, weights, clip) -> ClippedSums:
                        torch.cat([p.n_clipped for p in parts]))
 
 
-def _stacking_pays(model: nn.Module, *args) -> bool:
+def _stacking_pays(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
+                   weights: torch.Tensor, clip: float | None) -> bool:
     """Whether one pass of S stacked models beats one pass per model.
 
     Conv-free models: always (the layers are batched products over the models). Models with
     convolutions: the faster of the two on these arguments, timed once per (S, input shape,
     dtype, device) and cached; stacked elementwise work over S models can lose to S passes
     over working sets S times smaller."""
-    twin, x = _twin(model), args[1]
+    twin, args = _twin(model), (params, x, y, weights, clip)
     if len(x) == 1 or not any(isinstance(m, _StackedConv2d) for m in twin.layers):
         return True
     key = (tuple(x.shape), x.dtype, x.device)
@@ -743,9 +744,8 @@ def _stacking_pays(model: nn.Module, *args) -> bool:
 
 def _clipped_sums_by_layers(model, params, x, y, weights, clip) -> ClippedSums:
     args = (params, x, y, weights, clip)
-    if _stacking_pays(model, *args):
-        return _clipped_sums_stacked(model, *args)
-    return _clipped_sums_per_model(model, *args)
+    stacked = _stacking_pays(model, *args)
+    return (_clipped_sums_stacked if stacked else _clipped_sums_per_model)(model, *args)
 
 
 def _clipped_sums_by_vmap(model, params, x, y, weights, clip) -> ClippedSums:
@@ -771,6 +771,9 @@ def clipped_gradient_sums(model: nn.Module, params: Params, x: torch.Tensor, y: 
     if y.dim() != 2 or x.shape[:2] != y.shape or weights.shape != y.shape:
         raise ValueError(f"x, y, weights: expected [S, B, ...], [S, B], [S, B]; got "
                          f"{tuple(x.shape)}, {tuple(y.shape)}, {tuple(weights.shape)}")
+    if y.shape[1] == 0:
+        return ClippedSums(x.new_zeros(y.shape), {k: torch.zeros_like(v) for k, v in params.items()},
+                           _count_clipped(x.new_zeros(y.shape), weights, None))
     if supports_layer_norms(model):
         try:
             return _clipped_sums_by_layers(model, params, x, y, weights, clip)

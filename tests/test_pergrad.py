@@ -202,6 +202,13 @@ def test_clipped_gradient_sums_fall_back_for_layers_without_rules():
     _assert_sums_equal(got, *_loop_clipped_sums(nets, x, y, weights, clip), weights)
 
 
+def test_clipped_gradient_sums_of_an_empty_batch_are_zero():
+    nets, params, x, y, weights = _stacked_models_and_batch("cnn", 2)
+    got = clipped_gradient_sums(nets[0], params, x[:, :0], y[:, :0], weights[:, :0], 1.0)
+    assert got.norms.shape == (2, 0) and got.n_clipped.tolist() == [0, 0]
+    assert all(got.summed[k].shape == v.shape and not got.summed[k].any() for k, v in params.items())
+
+
 def test_clipped_gradient_sums_name_bad_shapes():
     nets, params, x, y, weights = _stacked_models_and_batch("mlp", 2)
     with pytest.raises(ValueError, match="weights"):
