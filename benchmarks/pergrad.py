@@ -1,7 +1,12 @@
-"""Per-example gradient norms against a plain minibatch gradient, measured in one process.
+"""Per-example gradient norms against a plain minibatch gradient, and the one-pass noisy-SGD
+step against the two-pass one, measured in one process.
 
-Rows give examples per second and the ratio to the plain minibatch gradient of the same model
+First table: examples per second and the ratio to the plain minibatch gradient of the same model
 (forward + backward of the mean loss): 1.0x would be norms at the cost of one ordinary step.
+
+Second table: seconds per clipped-gradient step and the speed-up over the two-pass step
+(``per_example_grad_norms`` then ``weighted_loss_grad`` with ``w_i = min(1, C / ||g_i||)``),
+for one model and for S models stacked against S two-pass steps one by one.
 """
 from __future__ import annotations
 
@@ -11,12 +16,14 @@ import torch
 import torch.nn.functional as F
 
 from punl.models import build_model
-from punl.pergrad import per_example_grad_norms
+from punl.pergrad import (clipped_gradient_sums, detached_params, per_example_grad_norms,
+                          weighted_loss_grad)
 
 from .timing import best_time, print_rows
 
 CASES = [("mlp", (1, 8, 8), 64, "MLP on digits (8x8)"),
          ("cnn", (3, 32, 32), 32, "small CNN on 32x32x3")]
+CLIP = 1.0
 
 
 def _candidates(model_name: str, shape, width: int, batch: int, reps: int):
@@ -67,5 +74,49 @@ def bench_pergrad(batch: int = 256, reps: int = 10, rounds: int = 3) -> list[dic
     return rows
 
 
+def two_pass_step(model, params, x, y, clip: float):
+    """``sum_i min(1, C / ||g_i||) g_i`` as a norms pass followed by a weighted-loss pass."""
+    norms = per_example_grad_norms(model, x, y, params=params)
+    return weighted_loss_grad(model, params, x, y, (clip / norms.clamp_min(1e-12)).clamp(max=1.0))
+
+
+def _step_rows(name: str, shape, width: int, n_models: int, batch: int, reps: int,
+               rounds: int) -> list[dict]:
+    """Seconds of S two-pass steps one by one and of one clipped_gradient_sums call."""
+    model = build_model(name, shape, 10, width)
+    params = []
+    for s in range(n_models):
+        torch.manual_seed(s)
+        params.append(detached_params(build_model(name, shape, 10, width)))
+    stacked = {k: torch.stack([p[k] for p in params]) for k in params[0]}
+    x, y = torch.randn(n_models, batch, *shape), torch.randint(0, 10, (n_models, batch))
+    weights = torch.ones(n_models, batch)
+    times = {
+        "two-pass step, one model at a time (baseline)": best_time(
+            lambda: [two_pass_step(model, params[s], x[s], y[s], CLIP) for s in range(n_models)],
+            max(1, reps // n_models), rounds),
+        "one-pass clipped_gradient_sums": best_time(
+            lambda: clipped_gradient_sums(model, stacked, x, y, weights, CLIP), reps, rounds)}
+    base = times["two-pass step, one model at a time (baseline)"]
+    label = f"{name}, {n_models} model{'s' if n_models > 1 else ''}, batch {batch}"
+    return [{"case": label, "method": k, "ms_per_step": 1e3 * t, "speedup": base / t}
+            for k, t in times.items()]
+
+
+def bench_steps(batch: int = 256, stacked_batch: int = 64, n_models: int = 16,
+                reps: int = 10, rounds: int = 3) -> list[dict]:
+    """The one-pass step against the two-pass step: MLP and CNN alone, and S stacked MLPs."""
+    return (_step_rows("mlp", (1, 8, 8), 64, 1, batch, 10 * reps, rounds)
+            + _step_rows("cnn", (3, 32, 32), 32, 1, batch, max(1, reps // 3), rounds)
+            + _step_rows("mlp", (1, 8, 8), 64, n_models, stacked_batch, 5 * reps, rounds))
+
+
 def main(tiny: bool = False) -> None:
-    print_rows(bench_pergrad(batch=16, reps=1, rounds=1) if tiny else bench_pergrad())
+    if tiny:
+        print_rows(bench_pergrad(batch=16, reps=1, rounds=1))
+        print()
+        print_rows(bench_steps(batch=16, stacked_batch=8, n_models=2, reps=1, rounds=1))
+        return
+    print_rows(bench_pergrad())
+    print()
+    print_rows(bench_steps())

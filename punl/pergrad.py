@@ -1,4 +1,4 @@
-"""Per-example gradients and their norms with torch.func.
+"""Per-example gradients, their norms and sums of clipped per-example gradients.
 
 For a model f with parameters theta and the cross-entropy loss l(theta; x, y), the per-example
 gradient of example i is ``g_i = d l(theta; x_i, y_i) / d theta`` (every parameter is a variable).
@@ -12,21 +12,32 @@ output, b = d(sum_i l_i)/d out, has row i equal to d l_i / d out_i. One forward 
 layer's input a, one backward pass gives b, and each layer's share of ||g_i||^2 follows from them:
 
 - Linear on a vector: ``||b_i a_i^T||_F^2 = ||a_i||^2 ||b_i||^2`` (weight), ``||b_i||^2`` (bias);
-- Conv2d: ``G_i = b_i U_i^T`` with U_i the unfolded input patches [C_in k k, L]; for stride 1,
-  one product per kernel offset on shifted views of the channels-last input (no patch copy);
-  otherwise formed per example in one batched product, or
-  ``sum_{l,l'} (U_i^T U_i)_{ll'} (b_i^T b_i)_{ll'}`` when the spatial size L is the smaller side;
-  bias ``||sum_l b_i[:, l]||^2``;
+- Conv2d: ``||G_i||_F^2`` with ``G_i = b_i U_i^T`` and U_i the unfolded input patches
+  [C_in k k, L], by the fastest of four rules (``CONV_WEIGHT_RULES``: shifted views or patch
+  products, F.unfold products, per-example gradients from one grouped backward-weight
+  convolution, and the Gram form ``sum_{l,l'} (U_i^T U_i)_{ll'} (b_i^T b_i)_{ll'}``), timed once
+  per layer configuration, shapes, dtype and device; bias ``||sum_l b_i[:, l]||^2``;
 - GroupNorm: ``sum_l b_i x_hat_i`` (weight) and ``sum_l b_i`` (bias) per channel, with x_hat the
   normalised input.
+
+The same pass serves S models of one architecture at once (parameters stacked along a leading
+dimension): a copy of the model whose parameterised layers take stacked parameters runs on the
+S * B (model, example) rows; linear layers are batched products over the models, convolutions
+are one grouped convolution or one convolution per model (timed once per shape). The weight
+gradient of a layer is linear in b, so the sum of clipped gradients ``sum_i c_i g_i`` needs no
+second backward pass: it is the layer's weight gradient with b scaled row by row by c_i, or the
+c-weighted sum of per-example gradients a rule already formed (:func:`clipped_gradient_sums`).
 
 Models with any other parameterised layer fall back to ``vmap(grad)``.
 """
 from __future__ import annotations
 
+import copy
+import threading
+import time
 import weakref
-from dataclasses import dataclass
-from typing import Iterator
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -110,7 +121,7 @@ def _chunked_norms(model, x, y, chunk_size, params, method):
     for s in _chunks(len(x), chunk_size):
         if use_layers:
             try:
-                norm, _, logits = _layer_stats(model, params, x[s], y[s])
+                norm, logits = _layer_norms(model, params, x[s], y[s])
                 yield s, norm, logits
                 continue
             except _Unsupported:
@@ -130,8 +141,15 @@ def per_example_grad_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     ``method``: ``"vmap"`` (torch.func per-example gradients), ``"layers"`` (the per-layer
     identities of the module docstring) or ``"auto"`` (``"layers"`` when every parameterised
     layer has a rule, else ``"vmap"``)."""
-    return torch.cat([norm for _, norm, _ in _chunked_norms(model, x, y, chunk_size, params, method)])
+    norms = [norm for _, norm, _ in _chunked_norms(model, x, y, chunk_size, params, method)]
+    return norms[0] if len(norms) == 1 else torch.cat(norms)
 
+
+class _Unsupported(Exception):
+    pass
+
+
+# ---------------------------------------------------------------- per-layer norm rules
 
 NORM_RULES: dict[type, object] = {}
 
@@ -147,11 +165,12 @@ def norm_rule(layer_type: type):
 @norm_rule(nn.Linear)
 def _linear_sq_norm(layer: nn.Linear, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if a.dim() == 2:
-        sq = a.pow(2).sum(1) * b.pow(2).sum(1)
-        bias_sq = b.pow(2).sum(1)
-    else:  # sequence inputs: per-example weight gradient sum_t b_t a_t^T
-        sq = torch.einsum("b...o,b...i->boi", b, a).flatten(1).pow(2).sum(1)
-        bias_sq = b.flatten(1, -2).sum(1).pow(2).sum(1)
+        b_sq = torch.linalg.vecdot(b, b)
+        a_sq = torch.linalg.vecdot(a, a)
+        return (a_sq + 1) * b_sq if layer.bias is not None else a_sq * b_sq
+    # sequence inputs: per-example weight gradient sum_t b_t a_t^T
+    sq = torch.einsum("b...o,b...i->boi", b, a).flatten(1).pow(2).sum(1)
+    bias_sq = b.flatten(1, -2).sum(1).pow(2).sum(1)
     return sq + (bias_sq if layer.bias is not None else 0)
 
 
@@ -190,81 +209,577 @@ def _conv2d_weight_sq_norm_shifted(layer: nn.Conv2d, a: torch.Tensor, b: torch.T
     return sq
 
 
+def _conv2d_weight_sq_direct(layer: nn.Conv2d, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``||b_i U_i^T||_F^2``: shifted views for stride 1, otherwise one batched product with
+    the patches."""
+    if layer.stride == (1, 1) and layer.dilation == (1, 1) and a.is_contiguous():
+        return _conv2d_weight_sq_norm_shifted(layer, a, b)
+    return torch.bmm(b.flatten(2), _patches(a, layer)).flatten(1).pow(2).sum(1)
+
+
+def _conv2d_weight_sq_unfold(layer: nn.Conv2d, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``||b_i U_i^T||_F^2`` with U_i = F.unfold(a_i) of shape [C_in k k, L]."""
+    u = F.unfold(a, layer.kernel_size, layer.dilation, layer.padding, layer.stride)
+    return torch.bmm(b.flatten(2), u.transpose(1, 2)).flatten(1).pow(2).sum(1)
+
+
+def _conv2d_weight_sq_ghost(layer: nn.Conv2d, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``sum_{l,l'} (U_i^T U_i)_{ll'} (b_i^T b_i)_{ll'}`` (equal to ``||b_i U_i^T||_F^2``),
+    cheap when the spatial size L is small against C_in k k and C_out."""
+    u, b = _patches(a, layer), b.flatten(2)                                          # [B, L, K]
+    return (torch.bmm(u, u.transpose(1, 2)) * torch.bmm(b.transpose(1, 2), b)).sum((1, 2))
+
+
+def conv2d_example_weight_grads(layer: nn.Conv2d, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-example weight gradients ``[B, C_out, C_in, k_h, k_w]``: one grouped backward-weight
+    convolution with the batch folded into the groups (input [1, B C_in, H, W], one group per
+    example)."""
+    n, c, o = a.shape[0], a.shape[1], b.shape[1]
+    shape = (n * o, c, *layer.kernel_size)
+    grads = torch.ops.aten.convolution_backward(
+        b.reshape(1, n * o, *b.shape[2:]), a.reshape(1, n * c, *a.shape[2:]),
+        b.new_empty(1).expand(shape), None, layer.stride, layer.padding, layer.dilation,
+        False, [0, 0], n, [False, True, False])[1]
+    return grads.view(n, o, c, *layer.kernel_size)
+
+
+def _conv2d_weight_sq_grouped(layer: nn.Conv2d, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``||G_i||_F^2`` from the per-example weight gradients of the grouped kernel."""
+    return conv2d_example_weight_grads(layer, a, b).flatten(1).pow(2).sum(1)
+
+
+CONV_WEIGHT_RULES: dict[str, Callable[[nn.Conv2d, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "direct": _conv2d_weight_sq_direct,
+    "unfold": _conv2d_weight_sq_unfold,
+    "grouped": _conv2d_weight_sq_grouped,
+    "ghost": _conv2d_weight_sq_ghost,
+}
+_CONV_RULE_CHOICE: dict[tuple, str] = {}
+
+
+def _conv_rule_key(layer: nn.Conv2d, a: torch.Tensor, b: torch.Tensor, with_sums: bool) -> tuple:
+    return (layer.kernel_size, layer.stride, layer.padding, layer.dilation, tuple(a.shape),
+            b.shape[1], a.is_contiguous(), a.dtype, a.device, with_sums)
+
+
+def _seconds(fn: Callable[[], object], device: torch.device, rounds: int = 2) -> float:
+    """Best of ``rounds`` wall-clock times of ``fn()`` after one warm-up call."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda *_: None)
+    fn()
+    best = float("inf")
+    for _ in range(rounds):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _conv_candidates(layer: nn.Conv2d, a: torch.Tensor, b: torch.Tensor) -> list[str]:
+    """Every rule, less the Gram rule where its [L, L] products clearly cost more than the
+    [C_out, C_in k k] ones (L^2 > 4 C_out C_in k k)."""
+    length = b.shape[2] * b.shape[3]
+    k = a.shape[1] * layer.kernel_size[0] * layer.kernel_size[1]
+    return [r for r in CONV_WEIGHT_RULES if r != "ghost" or length * length <= 4 * k * b.shape[1]]
+
+
+def conv2d_weight_rule(layer: nn.Conv2d, a: torch.Tensor, b: torch.Tensor,
+                       with_sums: bool = False) -> str:
+    """The fastest rule of ``CONV_WEIGHT_RULES`` for this layer and these shapes, timed once
+    per (configuration, shapes, dtype, device) and cached. ``with_sums``: a weighted sum of the
+    per-example weight gradients is needed too, which the ``grouped`` rule has for a weighted
+    reduction and the others for one more backward-weight convolution (added to their time)."""
+    key = _conv_rule_key(layer, a, b, with_sums)
+    if key not in _CONV_RULE_CHOICE:
+        with torch.no_grad():
+            times = {r: _seconds(lambda: CONV_WEIGHT_RULES[r](layer, a, b), a.device)
+                     for r in _conv_candidates(layer, a, b)}
+            if with_sums:
+                extra = _seconds(lambda: _conv2d_weight_sum(layer, a, b, 1), a.device)
+                times = {r: t + (0 if r == "grouped" else extra) for r, t in times.items()}
+        _CONV_RULE_CHOICE[key] = min(times, key=times.get)
+    return _CONV_RULE_CHOICE[key]
+
+
+def _conv2d_weight_sum(layer: nn.Conv2d, a: torch.Tensor, b: torch.Tensor,
+                       groups: int) -> torch.Tensor:
+    """``sum_i b_i U_i^T`` for a convolution of S = ``groups`` stacked models (one backward-weight
+    convolution): a [B, S C_in, H, W], b [B, S C_out, H', W'] -> [S C_out, C_in, k, k]."""
+    shape = (b.shape[1], a.shape[1] // groups, *layer.kernel_size)
+    return torch.ops.aten.convolution_backward(
+        b, a, b.new_empty(1).expand(shape), None, layer.stride, layer.padding, layer.dilation,
+        False, [0, 0], groups, [False, True, False])[1]
+
+
 @norm_rule(nn.Conv2d)
 def _conv2d_sq_norm(layer: nn.Conv2d, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    if layer.groups != 1 or isinstance(layer.padding, str):
+    _check_conv_supported(layer)
+    sq = CONV_WEIGHT_RULES[conv2d_weight_rule(layer, a, b)](layer, a, b)
+    return sq + (b.flatten(2).sum(2).pow(2).sum(1) if layer.bias is not None else 0)
+
+
+def _check_conv_supported(layer: nn.Conv2d) -> None:
+    if layer.groups != 1 or isinstance(layer.padding, str) or layer.padding_mode != "zeros":
         raise _Unsupported
-    if layer.stride == (1, 1) and layer.dilation == (1, 1) and a.is_contiguous():
-        sq = _conv2d_weight_sq_norm_shifted(layer, a, b)
-        return sq + (b.flatten(2).sum(2).pow(2).sum(1) if layer.bias is not None else 0)
-    u = _patches(a, layer)                                                          # [B, L, K]
-    b = b.flatten(2)                                                                # [B, O, L]
-    length, k, out = u.shape[1], u.shape[2], b.shape[1]
-    if length * length < k * out:
-        sq = (torch.bmm(u, u.transpose(1, 2)) * torch.bmm(b.transpose(1, 2), b)).sum((1, 2))
-    else:
-        sq = torch.bmm(b, u).flatten(1).pow(2).sum(1)
-    if layer.bias is not None:
-        sq = sq + b.sum(2).pow(2).sum(1)
-    return sq
+
+
+def _groupnorm_example_grads(x_hat: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-example GroupNorm gradients ``(sum_l b_i x_hat_i, sum_l b_i)``, each [B, C]."""
+    return (b * x_hat).flatten(2).sum(2), b.flatten(2).sum(2)
 
 
 @norm_rule(nn.GroupNorm)
 def _groupnorm_sq_norm(layer: nn.GroupNorm, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if not layer.affine:
         return a.new_zeros(len(a))
-    x_hat = F.group_norm(a, layer.num_groups, eps=layer.eps)
-    gw = (b * x_hat).flatten(2).sum(2)
-    gb = b.flatten(2).sum(2)
+    gw, gb = _groupnorm_example_grads(F.group_norm(a, layer.num_groups, eps=layer.eps), b)
     return gw.pow(2).sum(1) + gb.pow(2).sum(1)
 
 
-class _Unsupported(Exception):
-    pass
+# ---------------------------------------------------------------- stacked layers
+
+class _Tape(threading.local):
+    """What the stacked layers of one model share during one pass (per thread): the number of
+    stacked models S, their parameters ({name: [S, *shape]}) and what each layer recorded."""
+
+    def __init__(self):
+        self.models = 1
+        self.params: Params = {}
+        self.records: list[_Record] = []
+
+
+@dataclass
+class _Record:
+    layer: "_StackedLayer"
+    a: torch.Tensor        # what the layer's gradient rules read (its input, x_hat for GroupNorm)
+    out: torch.Tensor      # the layer's output, whose gradient b the backward pass returns
+    version: int           # out._version when recorded: later in-place changes are refused
+    example_major: bool    # rows of a and out ordered (example, model) rather than (model, example)
+
+
+class _StackedLayer(nn.Module):
+    """One parameterised layer of S stacked models. Its input and output rows are ordered
+    (model, example): row s B + i belongs to example i of model s.
+
+    Subclasses give ``forward`` (calling ``record``), ``example_sq_norms(rec, b, for_sums) ->
+    ([S, B], kept)`` (``kept``: what ``summed`` can reuse when ``for_sums``) and
+    ``summed(rec, b, coef, kept) -> {name: [S, *shape]}``, the latter being
+    ``sum_i coef[s, i] g_si`` restricted to the layer's parameters."""
+
+    def __init__(self, spec: nn.Module, prefix: str, tape: _Tape):
+        super().__init__()
+        self.spec = spec
+        self.tape = tape
+        self.weight_name = prefix + "weight"
+        self.bias_name = prefix + "bias" if getattr(spec, "bias", None) is not None else None
+
+    def weight(self) -> torch.Tensor:
+        return self.tape.params[self.weight_name]
+
+    def bias(self) -> torch.Tensor | None:
+        return None if self.bias_name is None else self.tape.params[self.bias_name]
+
+    def record(self, a: torch.Tensor, out: torch.Tensor, example_major: bool = False) -> None:
+        if not out.requires_grad:  # the first layer: no backward pass into the input
+            out.requires_grad_()
+        self.tape.records.append(_Record(self, a.detach(), out, out._version, example_major))
+
+    def named(self, weight: torch.Tensor, bias: torch.Tensor | None) -> Params:
+        out = {self.weight_name: weight}
+        if self.bias_name is not None:
+            out[self.bias_name] = bias
+        return out
+
+
+class _StackedLinear(_StackedLayer):
+    """``out_s = a_s W_s^T + bias_s``: one batched product over the S models."""
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        w, bias, models = self.weight(), self.bias(), self.tape.models
+        if models == 1:
+            out = F.linear(a, w[0], None if bias is None else bias[0])
+        else:
+            a3 = a.reshape(models, -1, a.shape[-1])
+            out = (torch.bmm(a3, w.transpose(1, 2)) if bias is None
+                   else torch.baddbmm(bias.unsqueeze(1), a3, w.transpose(1, 2)))
+            out = out.view(*a.shape[:-1], w.shape[1])
+        self.record(a, out)
+        return out
+
+    def example_sq_norms(self, rec, b, for_sums):
+        return _linear_sq_norm(self.spec, rec.a, b).view(self.tape.models, -1), None
+
+    def summed(self, rec, b, coef, kept):
+        """``sum_i coef_i b_i^T a_i`` and ``sum_i coef_i b_i`` per model (bmm over models)."""
+        models = self.tape.models
+        bc = (b.reshape(models, coef.shape[1], -1) * coef.unsqueeze(2)).view(models, -1, b.shape[-1])
+        a3 = rec.a.reshape(models, -1, rec.a.shape[-1])
+        return self.named(torch.bmm(bc.transpose(1, 2), a3), bc.sum(1))
+
+
+def _models_into_channels(t: torch.Tensor, models: int) -> torch.Tensor:
+    """[S B, C, ...] -> [B, S C, ...] (the layout of a grouped convolution with S groups)."""
+    return t.view(models, -1, *t.shape[1:]).transpose(0, 1).flatten(1, 2)
+
+
+def _channels_into_models(t: torch.Tensor, models: int) -> torch.Tensor:
+    """[B, S C, ...] -> [S B, C, ...], the inverse of _models_into_channels."""
+    return t.view(t.shape[0], models, -1, *t.shape[2:]).transpose(0, 1).flatten(0, 1)
+
+
+def _conv2d_grouped(layer: nn.Conv2d, a, weight, bias, models):
+    """S convolutions as one grouped convolution (one group per model) on [B, S C, H, W].
+    Returns its input and output ([B, S C_out, H', W'])."""
+    grouped = _models_into_channels(a, models)
+    out = F.conv2d(grouped, weight.flatten(0, 1), None if bias is None else bias.flatten(),
+                   layer.stride, layer.padding, layer.dilation, models)
+    return grouped, out
+
+
+def _conv2d_per_model(layer: nn.Conv2d, a, weight, bias, models):
+    """S convolutions one after the other on the model-major rows, outputs concatenated.
+    Returns the input and the output ([S B, C_out, H', W'])."""
+    biases = [None] * models if bias is None else bias.unbind(0)
+    outs = [F.conv2d(a_s, w_s, b_s, layer.stride, layer.padding, layer.dilation)
+            for a_s, w_s, b_s in zip(_split_models(a, models), weight.unbind(0), biases)]
+    return a, outs[0] if models == 1 else torch.cat(outs)
+
+
+def _split_models(t: torch.Tensor, models: int) -> tuple[torch.Tensor, ...]:
+    """[S B, ...] rows -> S tensors [B, ...]."""
+    return (t,) if models == 1 else t.reshape(models, -1, *t.shape[1:]).unbind(0)
+
+
+CONV_STACK_LAYOUTS = {"grouped": _conv2d_grouped, "per_model": _conv2d_per_model}
+_CONV_LAYOUT_CHOICE: dict[tuple, str] = {}
+
+
+def conv2d_stack_layout(layer: nn.Conv2d, a: torch.Tensor, weight: torch.Tensor,
+                        bias: torch.Tensor | None) -> str:
+    """How to run the convolutions of S = len(weight) stacked models: ``"per_model"`` for one
+    model, otherwise the faster of ``CONV_STACK_LAYOUTS`` for the forward pass and the backward
+    pass to the input, timed once per (configuration, S, input shape, dtype, device) and cached."""
+    models = weight.shape[0]
+    if models == 1:
+        return "per_model"
+    key = (layer.kernel_size, layer.stride, layer.padding, layer.dilation, tuple(weight.shape),
+           bias is not None, tuple(a.shape), a.requires_grad, a.dtype, a.device)
+    if key not in _CONV_LAYOUT_CHOICE:
+        probe = a.detach().requires_grad_(a.requires_grad)
+
+        def run(layout):
+            out = CONV_STACK_LAYOUTS[layout](layer, probe, weight, bias, models)[1]
+            if probe.requires_grad:
+                torch.autograd.grad(out, probe, out.detach())
+
+        with torch.enable_grad():
+            times = {layout: _seconds(lambda: run(layout), a.device) for layout in CONV_STACK_LAYOUTS}
+        _CONV_LAYOUT_CHOICE[key] = min(times, key=times.get)
+    return _CONV_LAYOUT_CHOICE[key]
+
+
+class _StackedConv2d(_StackedLayer):
+    """S convolutions, grouped or one per model (``conv2d_stack_layout``); with the grouped
+    layout the recorded rows are ordered (example, model)."""
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.weight(), self.bias()
+        layout = conv2d_stack_layout(self.spec, a, weight, bias)
+        recorded, out = CONV_STACK_LAYOUTS[layout](self.spec, a, weight, bias, len(weight))
+        self.record(recorded, out, example_major=layout == "grouped")
+        return _channels_into_models(out, len(weight)) if layout == "grouped" else out
+
+    def _rows(self, rec: _Record, t: torch.Tensor) -> torch.Tensor:
+        """One row per (model, example) or (example, model): [N, C, H, W]."""
+        return t.reshape(-1, t.shape[1] // self.tape.models, *t.shape[2:]) if rec.example_major else t
+
+    def _by_model(self, rec: _Record, rows: torch.Tensor) -> torch.Tensor:
+        """[N, ...] rows -> [S, B, ...]."""
+        models = self.tape.models
+        if rec.example_major:
+            return rows.view(-1, models, *rows.shape[1:]).transpose(0, 1)
+        return rows.view(models, -1, *rows.shape[1:])
+
+    def example_sq_norms(self, rec, b, for_sums):
+        """``||G_i||^2`` by the timed rule, plus ``||sum_l b_i[:, l]||^2`` with a bias; keeps
+        the per-example bias gradients and, from the grouped rule, the weight gradients."""
+        a_rows, b_rows = self._rows(rec, rec.a), self._rows(rec, b)
+        rule = conv2d_weight_rule(self.spec, a_rows, b_rows, with_sums=for_sums)
+        weight_grads = bias_grads = None
+        if rule == "grouped" and for_sums:
+            weight_grads = conv2d_example_weight_grads(self.spec, a_rows, b_rows).flatten(1)
+            sq = weight_grads.pow(2).sum(1)
+        else:
+            sq = CONV_WEIGHT_RULES[rule](self.spec, a_rows, b_rows)
+        if self.bias_name is not None:
+            bias_grads = b_rows.flatten(2).sum(2)
+            sq = sq + bias_grads.pow(2).sum(1)
+        return self._by_model(rec, sq), (weight_grads, bias_grads)
+
+    def summed(self, rec, b, coef, kept):
+        """Per model, ``sum_i coef_i G_i``: the weighted per-example gradients when the grouped
+        rule formed them, otherwise a backward-weight convolution of ``coef * b``."""
+        weight_grads, bias_grads = kept
+        models, spec = self.tape.models, self.spec
+        weight_shape = (models, *spec.weight.shape)
+        bias = None if bias_grads is None else self._weighted(rec, bias_grads, coef)
+        if weight_grads is not None:
+            return self.named(self._weighted(rec, weight_grads, coef).view(weight_shape), bias)
+        b_rows = self._rows(rec, b)
+        bc = (b_rows.view(len(b_rows), -1) * self._by_model_inverse(rec, coef)).view(b.shape)
+        if rec.example_major:
+            weight = _conv2d_weight_sum(spec, rec.a, bc, models)
+        else:
+            weight = torch.stack([_conv2d_weight_sum(spec, a_s, b_s, 1) for a_s, b_s in
+                                  zip(_split_models(rec.a, models), _split_models(bc, models))])
+        return self.named(weight.view(weight_shape), bias)
+
+    def _by_model_inverse(self, rec: _Record, coef: torch.Tensor) -> torch.Tensor:
+        """[S, B] -> [N, 1] in the rows' order."""
+        return (coef.t() if rec.example_major else coef).reshape(-1, 1)
+
+    def _weighted(self, rec: _Record, grads: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+        """``sum_i coef[s, i] grads[row(s, i)]`` for every model: [S, D]."""
+        return torch.einsum("sid,si->sd", self._by_model(rec, grads), coef)
+
+
+class _StackedGroupNorm(_StackedLayer):
+    """``out = x_hat * weight_s + bias_s`` with x_hat the group-normalised input; records x_hat."""
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        models, channels = self.tape.models, a.shape[1]
+        x_hat = F.group_norm(a, self.spec.num_groups, eps=self.spec.eps)
+        shape = (models, 1, channels) + (1,) * (a.dim() - 2)
+        out = torch.addcmul(self.bias().view(shape), x_hat.view(models, -1, *a.shape[1:]),
+                            self.weight().view(shape)).view(a.shape)
+        self.record(x_hat, out)
+        return out
+
+    def example_sq_norms(self, rec, b, for_sums):
+        gw, gb = _groupnorm_example_grads(rec.a, b)
+        sq = gw.pow(2).sum(1) + gb.pow(2).sum(1)
+        return sq.view(self.tape.models, -1), (gw, gb)
+
+    def summed(self, rec, b, coef, kept):
+        models = self.tape.models
+        gw, gb = (torch.einsum("sic,si->sc", g.view(models, -1, g.shape[1]), coef) for g in kept)
+        return self.named(gw, gb)
+
+
+def _stacked_conv2d(spec: nn.Conv2d, prefix: str, tape: _Tape) -> _StackedLayer:
+    _check_conv_supported(spec)
+    return _StackedConv2d(spec, prefix, tape)
+
+
+STACKED_LAYERS: dict[type, Callable[[nn.Module, str, _Tape], _StackedLayer]] = {
+    nn.Linear: _StackedLinear,
+    nn.Conv2d: _stacked_conv2d,
+    nn.GroupNorm: _StackedGroupNorm,
+}
+
+
+@dataclass
+class _Twin:
+    """A copy of a model whose parameterised layers are stacked layers sharing one tape."""
+
+    module: nn.Module
+    layers: list[_StackedLayer]
+    tape: _Tape
+    stacking: dict[tuple, bool] = field(default_factory=dict)  # see _stacking_pays
+
+
+_TWINS: "weakref.WeakKeyDictionary[nn.Module, _Twin | None]" = weakref.WeakKeyDictionary()
+
+
+def _owners(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(name, m) for name, m in model.named_modules()
+            if any(True for _ in m.parameters(recurse=False))]
+
+
+def _build_twin(model: nn.Module) -> _Twin | None:
+    """The stacked copy of ``model``, or None when a parameterised layer has no stacked version
+    or the model has buffers (which a copy would not follow)."""
+    owners = _owners(model)
+    if (not owners or any(True for _ in model.buffers())
+            or any(type(m) not in STACKED_LAYERS or type(m) not in NORM_RULES for _, m in owners)):
+        return None
+    module, tape, layers = copy.deepcopy(model), _Tape(), []
+    try:
+        for name, _ in owners:
+            spec = module.get_submodule(name)
+            layer = STACKED_LAYERS[type(spec)](spec, name + "." if name else "", tape)
+            if name:
+                module.set_submodule(name, layer)
+            else:
+                module = layer
+            layers.append(layer)
+    except _Unsupported:
+        return None
+    return _Twin(module, layers, tape)
+
+
+def _twin(model: nn.Module) -> _Twin | None:
+    if model not in _TWINS:
+        _TWINS[model] = _build_twin(model)
+    return _TWINS[model]
 
 
 def supports_layer_norms(model: nn.Module) -> bool:
-    """True when every module that owns parameters has a registered norm rule."""
-    return _layer_plan(model)[0]
+    """True when every module that owns parameters has a registered norm rule and stacked
+    version (so norms and clipped sums take the one-pass layer path)."""
+    return _twin(model) is not None
 
 
-_PLANS: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+def _layer_pass(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor):
+    """One forward pass of S stacked models (params [S, ...], x [S, B, ...], y [S, B]) and one
+    backward pass of ``sum_{s,i} l_si`` to every layer output.
 
-
-def _layer_plan(model: nn.Module) -> tuple[bool, list[nn.Module]]:
-    """(every parameterised layer has a rule, the layers with rules), cached per model."""
-    if model not in _PLANS:
-        owners = [m for m in model.modules() if any(True for _ in m.parameters(recurse=False))]
-        _PLANS[model] = (all(type(m) in NORM_RULES for m in owners),
-                         [m for m in model.modules() if type(m) in NORM_RULES])
-    return _PLANS[model]
-
-
-def _layer_stats(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor):
-    """(grad norm, loss, logits) for one chunk by the per-layer identities."""
-    captured: dict[nn.Module, list] = {}
-
-    def hook(module, inputs, output):
-        captured.setdefault(module, []).append((inputs[0].detach(), output))
-
-    layers = _layer_plan(model)[1]
-    handles = [m.register_forward_hook(hook) for m in layers]
+    Returns (records, b per record, logits [S, B, classes])."""
+    twin = _twin(model)
+    if twin is None:
+        raise _Unsupported
+    models, batch = y.shape
+    if twin.module.training != model.training:
+        twin.module.train(model.training)
+    tape = twin.tape
+    tape.models, tape.records = models, []
+    tape.params = {k: v.detach() for k, v in params.items()}
     try:
         with torch.enable_grad():
-            live = {k: v.detach().requires_grad_() for k, v in params.items()}
-            buffers = {k: v.detach() for k, v in model.named_buffers()}
-            logits = functional_call(model, (live, buffers), (x,))
-            losses = F.cross_entropy(logits, y, reduction="none")
-            if any(len(v) != 1 for v in captured.values()):
-                raise _Unsupported  # a layer used twice: its share is not separable this way
-            outs = [captured[m][0][1] for m in layers]
-            douts = torch.autograd.grad(losses.sum(), outs)
+            logits = twin.module(x.reshape(models * batch, *x.shape[2:]))
+            total = F.cross_entropy(logits, y.reshape(-1), reduction="sum")
+            records = tape.records
+            _check_records(records, twin.layers)
+            douts = torch.autograd.grad(total, [r.out for r in records])
     finally:
-        for h in handles:
-            h.remove()
+        tape.params, tape.records = {}, []
+    return records, douts, logits.detach().view(models, batch, logits.shape[-1])
+
+
+def _check_records(records: list[_Record], layers: list[_StackedLayer]) -> None:
+    """Each layer ran once and no output was changed in place afterwards; otherwise the
+    per-layer identities do not hold."""
+    if (len(records) != len(layers) or len({id(r.layer) for r in records}) != len(layers)
+            or any(r.out._version != r.version for r in records)):
+        raise _Unsupported
+
+
+def _layer_norms(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor):
+    """(||g_i||, logits) of one model on one chunk by the per-layer identities."""
+    records, douts, logits = _layer_pass(model, {k: v.unsqueeze(0) for k, v in params.items()},
+                                         x.unsqueeze(0), y.unsqueeze(0))
     with torch.no_grad():
-        sq = sum(NORM_RULES[type(m)](m, captured[m][0][0], d) for m, d in zip(layers, douts))
-    return sq.clamp_min(0).sqrt(), losses.detach(), logits.detach()
+        sq = sum(r.layer.example_sq_norms(r, b, False)[0] for r, b in zip(records, douts))
+    return sq[0].clamp_min(0).sqrt(), logits[0]
+
+
+# ---------------------------------------------------------------- clipped gradient sums
+
+@dataclass(frozen=True)
+class ClippedSums:
+    """Per model s and example j: ``norms[s, j] = ||g_sj||``; ``summed[p][s] = sum_j
+    w_sj min(1, C / ||g_sj||) g_sj[p]``; ``n_clipped[s] = #{j : w_sj > 0, ||g_sj|| > C}``."""
+
+    norms: torch.Tensor
+    summed: Params
+    n_clipped: torch.Tensor
+
+
+def _clip_coefficients(norms: torch.Tensor, weights: torch.Tensor, clip: float | None) -> torch.Tensor:
+    """``w_sj min(1, C / ||g_sj||)`` (``w_sj`` without clipping), in the dtype of the norms."""
+    weights = weights.to(norms.dtype)
+    if clip is None:
+        return weights
+    return weights * (clip / norms.clamp_min(1e-12)).clamp(max=1.0)
+
+
+def _count_clipped(norms: torch.Tensor, weights: torch.Tensor, clip: float | None) -> torch.Tensor:
+    if clip is None:
+        return torch.zeros(norms.shape[0], dtype=torch.long, device=norms.device)
+    return ((norms > clip) & (weights > 0)).sum(1)
+
+
+def _clipped_sums_stacked(model, params, x, y, weights, clip) -> ClippedSums:
+    """All S models in one pass."""
+    records, douts, _ = _layer_pass(model, params, x, y)
+    with torch.no_grad():
+        parts = [r.layer.example_sq_norms(r, b, True) for r, b in zip(records, douts)]
+        norms = sum(sq for sq, _ in parts).clamp_min(0).sqrt()
+        coef = _clip_coefficients(norms, weights, clip)
+        summed: Params = {}
+        for r, b, (_, kept) in zip(records, douts, parts):
+            summed.update(r.layer.summed(r, b, coef, kept))
+    return ClippedSums(norms, {k: summed[k] for k in params}, _count_clipped(norms, weights, clip))
+
+
+def _clipped_sums_per_model(model, params, x, y, weights, clip) -> ClippedSums:
+    """One pass per model, results concatenated."""
+    parts = [_clipped_sums_stacked(model, {k: v[s:s + 1] for k, v in params.items()},
+                                   x[s:s + 1], y[s:s + 1], weights[s:s + 1], clip)
+             for s in range(len(y))]
+    return ClippedSums(torch.cat([p.norms for p in parts]),
+                       {k: torch.cat([p.summed[k] for p in parts]) for k in params},
+                       torch.cat([p.n_clipped for p in parts]))
+
+
+def _stacking_pays(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
+                   weights: torch.Tensor, clip: float | None) -> bool:
+    """Whether one pass of S stacked models beats one pass per model.
+
+    Conv-free models: always (the layers are batched products over the models). Models with
+    convolutions: the faster of the two on these arguments, timed once per (S, input shape,
+    dtype, device) and cached; stacked elementwise work over S models can lose to S passes
+    over working sets S times smaller."""
+    twin, args = _twin(model), (params, x, y, weights, clip)
+    if len(x) == 1 or not any(isinstance(m, _StackedConv2d) for m in twin.layers):
+        return True
+    key = (tuple(x.shape), x.dtype, x.device)
+    if key not in twin.stacking:
+        stacked = _seconds(lambda: _clipped_sums_stacked(model, *args), x.device, rounds=1)
+        per_model = _seconds(lambda: _clipped_sums_per_model(model, *args), x.device, rounds=1)
+        twin.stacking[key] = stacked < per_model
+    return twin.stacking[key]
+
+
+def _clipped_sums_by_layers(model, params, x, y, weights, clip) -> ClippedSums:
+    args = (params, x, y, weights, clip)
+    stacked = _stacking_pays(model, *args)
+    return (_clipped_sums_stacked if stacked else _clipped_sums_per_model)(model, *args)
+
+
+def _clipped_sums_by_vmap(model, params, x, y, weights, clip) -> ClippedSums:
+    """The same sums from per-example gradients: vmap over models of vmap(grad) over examples."""
+    with torch.no_grad():
+        grads, _ = vmap(_per_example_grad_fn(model))(params, x, y)         # {p: [S, B, *shape]}
+        norms = sum(g.flatten(2).pow(2).sum(2) for g in grads.values()).sqrt()
+        coef = _clip_coefficients(norms, weights, clip)
+        summed = {k: torch.einsum("sb,sb...->s...", coef, g) for k, g in grads.items()}
+    return ClippedSums(norms, summed, _count_clipped(norms, weights, clip))
+
+
+def clipped_gradient_sums(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
+                          weights: torch.Tensor, clip: float | None) -> ClippedSums:
+    """Per-example gradient norms and the sum of clipped per-example gradients of S models.
+
+    ``params``: {name: [S, *shape]}; ``x``: [S, B, *input]; ``y``: [S, B] labels; ``weights``:
+    [S, B] (1 for a batch member, 0 for padding); ``clip``: C, or None for no clipping. With
+    g_sj the gradient of ``cross_entropy(f(params_s, x_sj), y_sj)``, returns ``||g_sj||``,
+    ``sum_j w_sj min(1, C / ||g_sj||) g_sj`` (``sum_j w_sj g_sj`` when C is None) and the number
+    of members (w > 0) with ``||g_sj|| > C``. One forward and one backward pass to the layer
+    outputs serve all three (module docstring); models without layer rules use vmap(grad)."""
+    if y.dim() != 2 or x.shape[:2] != y.shape or weights.shape != y.shape:
+        raise ValueError(f"x, y, weights: expected [S, B, ...], [S, B], [S, B]; got "
+                         f"{tuple(x.shape)}, {tuple(y.shape)}, {tuple(weights.shape)}")
+    if y.shape[1] == 0:
+        return ClippedSums(x.new_zeros(y.shape), {k: torch.zeros_like(v) for k, v in params.items()},
+                           _count_clipped(x.new_zeros(y.shape), weights, None))
+    if supports_layer_norms(model):
+        try:
+            return _clipped_sums_by_layers(model, params, x, y, weights, clip)
+        except _Unsupported:
+            pass
+    return _clipped_sums_by_vmap(model, params, x, y, weights, clip)
 
 
 def weighted_loss_grad(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,

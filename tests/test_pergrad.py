@@ -3,8 +3,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from punl import pergrad
 from punl.models import MODELS, build_model
-from punl.pergrad import per_example_grad_norms, per_example_grads, supports_layer_norms
+from punl.pergrad import (CONV_WEIGHT_RULES, clipped_gradient_sums, per_example_grad_norms,
+                          per_example_grads, supports_layer_norms)
 
 SHAPES = {"logreg": (1, 8, 8), "mlp": (1, 8, 8), "cnn": (3, 12, 12), "resnet": (3, 12, 12)}
 
@@ -80,3 +82,167 @@ def test_bad_chunk_size_is_named():
     model, x, y = _model_and_batch("mlp")
     with pytest.raises(ValueError, match="chunk_size"):
         per_example_grad_norms(model, x, y, chunk_size=0)
+
+
+# ---------------------------------------------------------------- clipped gradient sums
+
+def _stacked_models_and_batch(name, models, n=6, seed=0):
+    """``models`` models of one architecture (seeds seed..), their stacked parameters, a batch
+    [S, n, ...] per model with the last example of every model absent (weight 0)."""
+    nets = [_model_and_batch(name, n, seed + s)[0] for s in range(models)]
+    gen = torch.Generator().manual_seed(100 + seed)
+    x = torch.randn(models, n, *SHAPES[name], generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 5, (models, n), generator=gen)
+    weights = torch.ones(models, n, dtype=torch.float64)
+    weights[:, -1] = 0
+    weights[0, 1] = 0.5
+    params = {k: torch.stack([dict(m.named_parameters())[k].detach() for m in nets])
+              for k, _ in nets[0].named_parameters()}
+    return nets, params, x, y, weights
+
+
+def _loop_clipped_sums(nets, x, y, weights, clip):
+    """The oracle: per model, per example, ``loss.backward()``, then the clipped weighted sum."""
+    norms, summed, counts = [], {}, []
+    for s, net in enumerate(nets):
+        grads = _loop_grads(net, x[s], y[s])
+        norm = torch.stack([torch.sqrt(sum(g.pow(2).sum() for g in r.values())) for r in grads])
+        factor = torch.ones_like(norm) if clip is None else (clip / norm).clamp(max=1)
+        for k in grads[0]:
+            summed.setdefault(k, []).append(
+                sum(weights[s, j] * factor[j] * grads[j][k] for j in range(len(grads))))
+        norms.append(norm)
+        counts.append(0 if clip is None else int(((norm > clip) & (weights[s] > 0)).sum()))
+    return torch.stack(norms), {k: torch.stack(v) for k, v in summed.items()}, torch.tensor(counts)
+
+
+def _binding_clip(nets, x, y, weights):
+    """A clip halfway between two middle norms of the real members: it binds for some members
+    and not others, and no norm is within rounding of it."""
+    norms = _loop_clipped_sums(nets, x, y, weights, None)[0][weights > 0].sort().values
+    middle = len(norms) // 2
+    return float(norms[middle - 1:middle + 1].mean())
+
+
+def _assert_sums_equal(got, norms, summed, counts, weights, rtol=1e-6):
+    real = weights > 0
+    torch.testing.assert_close(got.norms[real], norms[real], rtol=rtol, atol=1e-12)
+    assert got.summed.keys() == summed.keys()
+    for k in summed:
+        torch.testing.assert_close(got.summed[k], summed[k], rtol=rtol, atol=1e-12)
+    assert got.n_clipped.dtype == torch.long
+    torch.testing.assert_close(got.n_clipped, counts)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("models", [1, 3])
+@pytest.mark.parametrize("clipping", [True, False])
+def test_clipped_gradient_sums_match_loop(name, models, clipping, monkeypatch):
+    monkeypatch.setattr(pergrad, "_clipped_sums_by_vmap", None)  # the layer path must serve
+    monkeypatch.setattr(pergrad, "_stacking_pays", lambda *args: True)  # one pass for all
+    nets, params, x, y, weights = _stacked_models_and_batch(name, models)
+    clip = _binding_clip(nets, x, y, weights) if clipping else None
+    norms, summed, counts = _loop_clipped_sums(nets, x, y, weights, clip)
+    if clipping:
+        assert 0 < counts.sum() < int((weights > 0).sum())
+    got = clipped_gradient_sums(nets[0], params, x, y, weights, clip)
+    _assert_sums_equal(got, norms, summed, counts, weights)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_clipped_gradient_sums_do_not_depend_on_stacked_models(name, monkeypatch):
+    monkeypatch.setattr(pergrad, "_stacking_pays", lambda *args: True)
+    nets, params, x, y, weights = _stacked_models_and_batch(name, 3)
+    clip = _binding_clip(nets, x, y, weights)
+    stacked = clipped_gradient_sums(nets[0], params, x, y, weights, clip)
+    for s in range(3):
+        one = clipped_gradient_sums(nets[0], {k: v[s:s + 1] for k, v in params.items()},
+                                    x[s:s + 1], y[s:s + 1], weights[s:s + 1], clip)
+        torch.testing.assert_close(stacked.norms[s], one.norms[0], rtol=1e-10, atol=0)
+        torch.testing.assert_close(stacked.n_clipped[s], one.n_clipped[0])
+        for k in params:
+            torch.testing.assert_close(stacked.summed[k][s], one.summed[k][0], rtol=1e-10,
+                                       atol=1e-14)
+
+
+def test_clipped_gradient_sums_one_pass_per_model(monkeypatch):
+    monkeypatch.setattr(pergrad, "_stacking_pays", lambda *args: False)
+    nets, params, x, y, weights = _stacked_models_and_batch("cnn", 3)
+    clip = _binding_clip(nets, x, y, weights)
+    got = clipped_gradient_sums(nets[0], params, x, y, weights, clip)
+    _assert_sums_equal(got, *_loop_clipped_sums(nets, x, y, weights, clip), weights)
+
+
+@pytest.mark.parametrize("rule", sorted(CONV_WEIGHT_RULES))
+@pytest.mark.parametrize("layout", sorted(pergrad.CONV_STACK_LAYOUTS))
+@pytest.mark.parametrize("models", [1, 2])
+def test_clipped_gradient_sums_with_every_conv_rule_and_layout(rule, layout, models, monkeypatch):
+    monkeypatch.setattr(pergrad, "conv2d_weight_rule", lambda *args, **kwargs: rule)
+    monkeypatch.setattr(pergrad, "conv2d_stack_layout", lambda *args, **kwargs: layout)
+    monkeypatch.setattr(pergrad, "_stacking_pays", lambda *args: True)
+    nets, params, x, y, weights = _stacked_models_and_batch("resnet", models)
+    clip = _binding_clip(nets, x, y, weights)
+    got = clipped_gradient_sums(nets[0], params, x, y, weights, clip)
+    _assert_sums_equal(got, *_loop_clipped_sums(nets, x, y, weights, clip), weights)
+
+
+def test_clipped_gradient_sums_fall_back_for_layers_without_rules():
+    torch.manual_seed(3)
+    nets = [torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 8),
+                                torch.nn.LayerNorm(8), torch.nn.Tanh(),
+                                torch.nn.Linear(8, 5)).double() for _ in range(2)]
+    assert not supports_layer_norms(nets[0])
+    params = {k: torch.stack([dict(m.named_parameters())[k].detach() for m in nets])
+              for k, _ in nets[0].named_parameters()}
+    x = torch.randn(2, 5, 1, 8, 8, dtype=torch.float64)
+    y = torch.randint(0, 5, (2, 5))
+    weights = torch.tensor([[1, 1, 1, 1, 0], [1, 0, 1, 1, 1]], dtype=torch.float64)
+    clip = _binding_clip(nets, x, y, weights)
+    got = clipped_gradient_sums(nets[0], params, x, y, weights, clip)
+    _assert_sums_equal(got, *_loop_clipped_sums(nets, x, y, weights, clip), weights)
+
+
+def test_clipped_gradient_sums_of_an_empty_batch_are_zero():
+    nets, params, x, y, weights = _stacked_models_and_batch("cnn", 2)
+    got = clipped_gradient_sums(nets[0], params, x[:, :0], y[:, :0], weights[:, :0], 1.0)
+    assert got.norms.shape == (2, 0) and got.n_clipped.tolist() == [0, 0]
+    assert all(got.summed[k].shape == v.shape and not got.summed[k].any() for k, v in params.items())
+
+
+def test_clipped_gradient_sums_name_bad_shapes():
+    nets, params, x, y, weights = _stacked_models_and_batch("mlp", 2)
+    with pytest.raises(ValueError, match="weights"):
+        clipped_gradient_sums(nets[0], params, x, y, weights[:, :-1], 1.0)
+
+
+# ---------------------------------------------------------------- convolution rules
+
+def _loop_conv_weight_sq(layer, a, b):
+    """||d <out_i, b_i> / d weight||^2 and the same for the bias, one example at a time."""
+    weight_sq, bias_sq = [], []
+    for i in range(len(a)):
+        layer.zero_grad()
+        (layer(a[i:i + 1]) * b[i:i + 1]).sum().backward()
+        weight_sq.append(layer.weight.grad.pow(2).sum())
+        bias_sq.append(layer.bias.grad.pow(2).sum() if layer.bias is not None else 0 * weight_sq[-1])
+    return torch.stack(weight_sq), torch.stack(bias_sq)
+
+
+CONV_CASES = [(c_in, k, stride, padding, bias) for c_in in (3, 8) for k in (1, 3)
+              for stride in (1, 2) for padding in (0, 1) for bias in (True, False)]
+
+
+@pytest.mark.parametrize("c_in,k,stride,padding,bias", CONV_CASES)
+def test_every_conv_rule_matches_loop(c_in, k, stride, padding, bias):
+    torch.manual_seed(c_in + 10 * k + 100 * stride + 1000 * padding)
+    layer = torch.nn.Conv2d(c_in, 4, k, stride, padding, bias=bias).double()
+    a = torch.randn(5, c_in, 7, 6, dtype=torch.float64)
+    b = torch.randn_like(layer(a))
+    weight_sq, bias_sq = _loop_conv_weight_sq(layer, a, b)
+    for rule, fn in CONV_WEIGHT_RULES.items():
+        torch.testing.assert_close(fn(layer, a, b), weight_sq, rtol=1e-8, atol=1e-12, msg=rule)
+    chosen = pergrad.conv2d_weight_rule(layer, a, b)
+    assert chosen in CONV_WEIGHT_RULES
+    assert pergrad.conv2d_weight_rule(layer, a, b) == chosen  # measured once, then cached
+    torch.testing.assert_close(pergrad.NORM_RULES[torch.nn.Conv2d](layer, a, b),
+                               weight_sq + bias_sq, rtol=1e-8, atol=1e-12)
