@@ -7,6 +7,8 @@ import importlib
 import torch
 
 BENCHMARKS = {
+    "train": "16 noisy-SGD runs trained together vs one model at a time",
+    "unlearn": "one forget group's retraining and trajectories together vs one at a time",
     "pergrad": "per-example gradient norms vs a plain minibatch gradient",
     "privacy": "per-instance RDP tables vs direct dp_accounting calls",
     "evaluation": "evaluating many models stacked (vmap) vs one by one",
@@ -21,11 +23,13 @@ def main(argv=None) -> None:
                         help="torch CPU threads (the pipeline's default is 1)")
     parser.add_argument("--tiny", action="store_true",
                         help="a few repetitions on small inputs (checks that it runs)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (train, unlearn, pergrad)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     print(f"torch threads: {torch.get_num_threads()}")
-    importlib.import_module(f"benchmarks.{args.name}").main(tiny=args.tiny)
+    print(f"device: {args.device}")
+    importlib.import_module(f"benchmarks.{args.name}").main(tiny=args.tiny, device=args.device)
 
 
 if __name__ == "__main__":

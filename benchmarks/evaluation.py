@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from punl.models import build_model
-from punl.multimodel import looped_logits, stack_params, stacked_logits
+from punl.multimodel import CONV_EVAL_CHUNK, looped_logits, stack_params, stacked_logits
 
 from .timing import best_time, print_rows
 
@@ -23,6 +23,8 @@ def bench_stacked_eval(n_models: int = 16, n_points: int = 1437, reps: int = 5,
         stacked, x = stack_params(params), torch.randn(n_points, *shape)
         times = {label: best_time(fn, reps, rounds) for label, fn in [
             ("one by one (baseline)", lambda: looped_logits(model, params, x)),
+            ("one by one, inputs in chunks of 256",
+             lambda: looped_logits(model, params, x, CONV_EVAL_CHUNK)),
             ("stacked with vmap", lambda: stacked_logits(model, stacked, x))]}
         base = times["one by one (baseline)"]
         rows += [{"model": f"{name} x {n_models} models, {n_points} points", "method": k,
@@ -30,7 +32,7 @@ def bench_stacked_eval(n_models: int = 16, n_points: int = 1437, reps: int = 5,
     return rows
 
 
-def main(tiny: bool = False) -> None:
+def main(tiny: bool = False, device: str = "cpu") -> None:
     if tiny:
         print_rows(bench_stacked_eval(n_models=2, n_points=8, reps=1, rounds=1))
         return

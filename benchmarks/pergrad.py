@@ -111,7 +111,9 @@ def bench_steps(batch: int = 256, stacked_batch: int = 64, n_models: int = 16,
             + _step_rows("mlp", (1, 8, 8), 64, n_models, stacked_batch, 5 * reps, rounds))
 
 
-def main(tiny: bool = False) -> None:
+def main(tiny: bool = False, device: str = "cpu") -> None:
+    if device != "cpu":
+        raise SystemExit("pergrad: measured on the CPU only (Opacus and the loop run there)")
     if tiny:
         print_rows(bench_pergrad(batch=16, reps=1, rounds=1))
         print()

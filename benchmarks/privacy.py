@@ -73,7 +73,7 @@ def _format(result: dict) -> str:
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
-def main(tiny: bool = False) -> None:
+def main(tiny: bool = False, device: str = "cpu") -> None:
     if tiny:
         print(_format(bench_privacy(n_points=200, n_records=5, sample=5)))
     else:

@@ -96,6 +96,12 @@ def _primary_method(v, config):
     return None if v in config.methods else f"must be one of methods {list(config.methods)}"
 
 
+def _records_per_epoch(v, config):
+    if (v is None) == (config.record_every is None):
+        return "set exactly one of record_every and records_per_epoch"
+    return None if v is None else _positive(v, config)
+
+
 def _orders(v, _):
     return None if v and all(a > 1 and math.isfinite(a) for a in v) else \
         "every order must be a finite number > 1"
@@ -149,7 +155,8 @@ class Config:
     clip: float = setting(4.0, "train", _positive)       # C: clipping norm and noise scale
     per_example_clipping: bool = setting(True, "train")  # False: SGLD; C only sets the noise scale
     weight_decay: float = setting(0.0, "train", _non_negative)
-    record_every: int = setting(10, "train", _at_least(1))  # ledger record every this many steps
+    record_every: int | None = setting(10, "train", _optional(_at_least(1), "set records_per_epoch"))
+    records_per_epoch: float | None = setting(None, "train", _records_per_epoch)
     device: str = setting("cpu", "train", _device)   # cpu, cuda, cuda:N or auto
     chunk_size: int | None = setting(512, RUNTIME, _optional(_at_least(1), "one chunk"))
     num_threads: int = setting(1, RUNTIME, _at_least(1))  # torch CPU threads
@@ -201,6 +208,14 @@ class Config:
         values["_formats"] = [ARTIFACT_FORMATS[s] for s in upstream]
         blob = json.dumps(values, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def record_interval(self, n_train: int) -> int:
+        """Steps between ledger records: ``record_every``, or N / (B * records_per_epoch)
+        rounded (at least 1), which keeps the number of records per epoch, and so the ledger's
+        cost per point, independent of N."""
+        if self.record_every is not None:
+            return self.record_every
+        return max(1, round(n_train / (self.batch_size * self.records_per_epoch)))
 
     @property
     def effective_unlearn_lr(self) -> float:

@@ -5,7 +5,9 @@ batched forward pass for S models), or one model after the other. Which is faste
 shapes (``python -m benchmarks evaluation``, one thread): stacking wins for fully connected models on
 a few inputs, such as a forget group (2.3x for 32 MLPs on 50 points), and loses for
 convolutional models (0.3-0.7x) and on large input sets (0.96x for 32 MLPs on 1,437 points).
-:func:`many_logits` chooses accordingly.
+:func:`many_logits` chooses accordingly. Convolutional models evaluated one by one run over
+their inputs in chunks of 256 (2.2x faster than all at once for a small CNN on 4,000 MNIST
+images, one thread: the working set stays in cache).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from torch.func import functional_call, vmap
 from .pergrad import Params
 
 STACK_MAX_INPUTS = 256  # stacking pays for conv-free models on at most this many inputs
+CONV_EVAL_CHUNK = 256   # convolutional models evaluate fastest on inputs in chunks of this size
 
 
 def stack_params(params: list[Params]) -> Params:
@@ -33,23 +36,30 @@ def stacked_logits(model: nn.Module, stacked: Params, x: torch.Tensor,
         return torch.cat([fn(stacked, x[i:i + step]) for i in range(0, len(x), step)], dim=1)
 
 
-def looped_logits(model: nn.Module, params: list[Params], x: torch.Tensor) -> torch.Tensor:
-    """Logits of each model in turn: [S, n, classes]."""
+def looped_logits(model: nn.Module, params: list[Params], x: torch.Tensor,
+                  chunk_size: int | None = None) -> torch.Tensor:
+    """Logits of each model in turn, over inputs in chunks of ``chunk_size`` (None: all at
+    once): [S, n, classes]."""
+    step = chunk_size or max(len(x), 1)
     with torch.no_grad():
-        return torch.stack([functional_call(model, p, (x,)) for p in params])
+        return torch.stack([torch.cat([functional_call(model, p, (x[i:i + step],))
+                                       for i in range(0, len(x), step)]) for p in params])
+
+
+def _has_conv(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
 
 
 def stacking_pays(model: nn.Module, n_inputs: int) -> bool:
     """The measured rule: stack conv-free models evaluated on few inputs."""
-    has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
-    return not has_conv and n_inputs <= STACK_MAX_INPUTS
+    return not _has_conv(model) and n_inputs <= STACK_MAX_INPUTS
 
 
 def many_logits(model: nn.Module, params: list[Params], x: torch.Tensor) -> torch.Tensor:
     """Logits of every model in ``params`` on ``x`` ([S, n, classes]), stacked where it pays."""
     if stacking_pays(model, len(x)):
         return stacked_logits(model, stack_params(params), x)
-    return looped_logits(model, params, x)
+    return looped_logits(model, params, x, CONV_EVAL_CHUNK if _has_conv(model) else None)
 
 
 def many_accuracy(model: nn.Module, params: list[Params], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

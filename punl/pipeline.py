@@ -48,26 +48,30 @@ def check_feasible(config: Config, data: Dataset) -> None:
                           f"training points (q = B / N must be <= 1)")
 
 
-class RunCache:
-    """Each finished training run under ``runs/run<r>.pt`` of the training stage folder, so that
-    a training stage interrupted midway resumes from the runs it had finished."""
+class TrainingSnapshots:
+    """The training population's last snapshot, ``snapshot.pt`` in the training stage folder, so
+    that a training stage interrupted midway resumes from it (with the same result)."""
+
+    NAME = "snapshot.pt"
 
     def __init__(self, sd: StageDir):
         self.sd = sd
 
-    def load(self, run: int):
-        from .train import RunResult
-        name = f"runs/run{run}.pt"
-        if not self.sd.file(name).exists():
+    def load(self) -> dict | None:
+        if not self.sd.file(self.NAME).exists():
             return None
         try:
-            return RunResult.from_state(self.sd.load_torch(name))
-        except (CorruptArtifact, KeyError) as err:
-            warnings.warn(f"train: cached run {run} unreadable ({err}); retraining", stacklevel=2)
+            return self.sd.load_torch(self.NAME)
+        except CorruptArtifact as err:
+            warnings.warn(f"train: snapshot unreadable ({err}); training from the start",
+                          stacklevel=2)
             return None
 
-    def save(self, run: int, result) -> None:
-        self.sd.save_torch(f"runs/run{run}.pt", result.to_state())
+    def save(self, state: dict) -> None:
+        self.sd.save_torch(self.NAME, state)
+
+    def clear(self) -> None:
+        self.sd.file(self.NAME).unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -96,10 +100,12 @@ def ensure_trained(config: Config, store: ArtifactStore, data: Dataset | None = 
     data = load_data(config) if data is None else data
     check_feasible(config, data)
     with store.producing(config, "train") as out:
-        runs, ledger = train(config, data, progress=progress, cache=RunCache(out))
+        snapshots = TrainingSnapshots(out)
+        runs, ledger = train(config, data, progress=progress, snapshots=snapshots)
         out.save_bytes("ledger.npz", ledger.to_bytes())
         out.save_torch("models.pt", {"init": [r.init for r in runs],
                                      "final": [r.final for r in runs]})
+        snapshots.clear()
     return TrainedRuns.load(sd)
 
 

@@ -17,7 +17,7 @@ from .data import Dataset
 from .methods import training_rule
 from .models import build_model
 from .pergrad import Params, detached_params
-from .sgd import train_models
+from .sgd import Member, run_steps
 
 
 def resolve_device(name: str) -> str:
@@ -55,13 +55,25 @@ def initial_params(config: Config, data: Dataset, init_seed: int) -> Params:
     return detached_params(init_model(config, data, init_seed))
 
 
+def from_scratch(config: Config, data: Dataset, seeds: tuple[int, int], frame: np.ndarray,
+                 excluded: np.ndarray | None = None, rate: float | None = None) -> Member:
+    """A member starting at ``init_model``'s parameters for seeds[0], drawing its batches and
+    noise from seeds[1], sampling from ``frame`` (see :class:`punl.sgd.Member`)."""
+    return Member(initial_params(config, data, seeds[0]), seeds[1], np.asarray(frame),
+                  excluded, rate)
+
+
+def fit(config: Config, data: Dataset, members: Sequence[Member], steps: int | None = None,
+        rule=None) -> list[Params]:
+    """Every member after ``steps`` (default T) steps of ``rule`` (default the training rule)
+    on the training set, together."""
+    steps = total_steps(config, data.n_train) if steps is None else steps
+    return run_steps(init_model(config, data, 0), members, data.x_train, data.y_train,
+                     rule or training_rule(config), steps)
+
+
 def fit_from_scratch(config: Config, data: Dataset, subset: np.ndarray,
                      seeds: Sequence[tuple[int, int]]) -> list[Params]:
     """One model per (init seed, noise seed), trained with the configuration's recipe (T steps of
     its training rule, T set by the full training set's size) on the points ``subset`` only."""
-    idx = torch.as_tensor(np.asarray(subset), device=data.x_train.device)
-    model = init_model(config, data, 0)
-    starts = [initial_params(config, data, init) for init, _ in seeds]
-    return train_models(model, starts, data.x_train[idx], data.y_train[idx],
-                        training_rule(config), total_steps(config, data.n_train),
-                        [noise for _, noise in seeds], config.chunk_size)
+    return fit(config, data, [from_scratch(config, data, s, subset) for s in seeds])

@@ -19,7 +19,7 @@ from scipy import stats
 from .multimodel import many_logits
 from .groups import stream_seed
 from .mia import lira_phi
-from .recipe import fit_from_scratch, init_model
+from .recipe import fit, from_scratch, init_model
 
 
 def shadow_memberships(n: int, n_models: int, seed: int) -> np.ndarray:
@@ -32,11 +32,13 @@ def shadow_memberships(n: int, n_models: int, seed: int) -> np.ndarray:
 
 
 def train_shadows(config, data, members: np.ndarray) -> list:
-    """One model per row of ``members``, trained with the configuration's recipe on those points."""
-    return [fit_from_scratch(config, data, np.flatnonzero(mask),
-                             [(stream_seed(config.seed, "shadow-init", k),
-                               stream_seed(config.seed, "shadow-noise", k))])[0]
-            for k, mask in enumerate(members)]
+    """One model per row of ``members``, trained with the configuration's recipe on those points
+    (all together, each with its own seeds)."""
+    return fit(config, data, [from_scratch(config, data,
+                                           (stream_seed(config.seed, "shadow-init", k),
+                                            stream_seed(config.seed, "shadow-noise", k)),
+                                           np.flatnonzero(mask))
+                              for k, mask in enumerate(members)])
 
 
 def memorisation(correct: np.ndarray, members: np.ndarray) -> np.ndarray:

@@ -1,12 +1,14 @@
 """Training: the R noisy-SGD runs of a configuration, recording the ledger as they go.
 
 Each run follows the configuration's recipe (:mod:`punl.recipe`) with the engine of
-:mod:`punl.sgd`; every ``record_every`` steps the ledger (:mod:`punl.ledger`) records every
+:mod:`punl.sgd`; every ``config.record_interval(N)`` steps the ledger (:mod:`punl.ledger`) records every
 training point's gradient norm, loss and confidence at the current parameters.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,9 +19,9 @@ from .config import Config
 from .data import Dataset
 from .ledger import PER_POINT, Ledger, record_steps
 from .methods import training_rule
-from .pergrad import Params, detached_params, per_example_stats
-from .recipe import init_model, run_seeds, total_steps
-from .sgd import run_steps
+from .pergrad import Params, per_example_stats
+from .recipe import from_scratch, init_model, run_seeds, total_steps
+from .sgd import Population
 
 
 def accuracy(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -28,86 +30,99 @@ def accuracy(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor)
         return float((functional_call(model, params, (x,)).argmax(1) == y).float().mean())
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunResult:
-    """One training run: its initial and final parameters and its ledger rows."""
+    """One training run: its initial and final parameters (on the CPU)."""
 
     init: Params
     final: Params
-    records: dict[str, list] = field(default_factory=dict)
-    batch_sizes: list[int] = field(default_factory=list)
-
-    def to_state(self) -> dict:
-        """Tensors only, for ``torch.save`` / ``torch.load(weights_only=True)``."""
-        return {"init": self.init, "final": self.final,
-                "records": {k: torch.stack(v) if v and torch.is_tensor(v[0]) else torch.tensor(v)
-                            for k, v in self.records.items()},
-                "batch_sizes": torch.tensor(self.batch_sizes)}
-
-    @classmethod
-    def from_state(cls, state: dict) -> "RunResult":
-        records = {k: list(v) if v.dim() > 1 else v.tolist() for k, v in state["records"].items()}
-        return cls(state["init"], state["final"], records, state["batch_sizes"].tolist())
 
 
-def train_run(config: Config, data: Dataset, run: int, progress: bool = True) -> RunResult:
-    """Train run ``run`` of ``config`` on ``data`` and record the ledger every record_every steps."""
-    init_seed, noise_seed = run_seeds(config, run)
-    model = init_model(config, data, init_seed)
-    params = detached_params(model)
-    steps = total_steps(config, data.n_train)
-    result = RunResult(init={k: v.cpu().clone() for k, v in params.items()}, final={})
-    result.records = {k: [] for k in (*PER_POINT, "train_acc", "test_acc")}
-    bar = tqdm(total=steps, desc=f"train run {run + 1}/{config.runs}", disable=not progress,
-               leave=False)
-
-    def on_step(t, p, batch_size):
-        result.batch_sizes.append(batch_size)
-        bar.update(1)
-        if t % config.record_every == 0:
-            _record(result.records, model, p, data, config)
-
-    gen = torch.Generator().manual_seed(noise_seed)
-    final = run_steps(model, params, data.x_train, data.y_train, training_rule(config), steps,
-                      gen, on_step, config.chunk_size)
-    result.final = {k: v.cpu() for k, v in final.items()}
-    bar.close()
-    return result
+SNAPSHOT_SECONDS = 30.0  # a training population saves its state at most this often
 
 
-def _record(records: dict, model: nn.Module, params: Params, data: Dataset, config: Config):
+class _LedgerRows:
+    """The ledger's rows, one per record, as they are taken."""
+
+    def __init__(self, state: dict | None = None):
+        self.rows: dict[str, list] = state["rows"] if state else \
+            {k: [] for k in (*PER_POINT, "train_acc", "test_acc")}
+        self.batch_sizes: list = state["batch_sizes"] if state else []
+
+    def state(self) -> dict:
+        return {"rows": self.rows, "batch_sizes": [b.cpu() for b in self.batch_sizes]}
+
+    def record(self, model: nn.Module, stacked: Params, data: Dataset, config: Config) -> None:
+        """Every run's per-point stats and accuracies at the current parameters."""
+        per_run = [_record(model, {k: v[s] for k, v in stacked.items()}, data, config)
+                   for s in range(len(next(iter(stacked.values()))))]
+        for k in self.rows:
+            self.rows[k].append(torch.stack([torch.as_tensor(r[k]) for r in per_run]))
+
+
+def _record(model: nn.Module, params: Params, data: Dataset, config: Config) -> dict:
     stats = per_example_stats(model, data.x_train, data.y_train, config.chunk_size, params)
     clipped = stats.grad_norm.clamp(max=config.clip) if config.per_example_clipping \
         else stats.grad_norm
-    records["clipped_norm"].append(clipped.cpu())
-    records["grad_norm"].append(stats.grad_norm.cpu())
-    records["loss"].append(stats.loss.cpu())
-    records["prob"].append(stats.prob.cpu())
-    records["el2n"].append(stats.el2n.cpu())
-    records["train_acc"].append(accuracy(model, params, data.x_train, data.y_train))
-    records["test_acc"].append(accuracy(model, params, data.x_test, data.y_test))
+    return {"clipped_norm": clipped.cpu(), "grad_norm": stats.grad_norm.cpu(),
+            "loss": stats.loss.cpu(), "prob": stats.prob.cpu(), "el2n": stats.el2n.cpu(),
+            "train_acc": accuracy(model, params, data.x_train, data.y_train),
+            "test_acc": accuracy(model, params, data.x_test, data.y_test)}
 
 
 def train(config: Config, data: Dataset, progress: bool = True,
-          cache=None) -> tuple[list[RunResult], Ledger]:
-    """All R runs; returns the runs and their ledger.
+          snapshots=None) -> tuple[list[RunResult], Ledger]:
+    """All R runs, trained together as one population; returns the runs and their ledger.
 
-    ``cache`` (optional) has ``load(run) -> RunResult | None`` and ``save(run, result)``: runs it
-    holds are not retrained and each finished run is saved at once, so an interrupted training
-    stage resumes from the runs it had finished."""
-    runs = []
-    for r in tqdm(range(config.runs), desc="training runs", disable=not progress):
-        result = cache.load(r) if cache else None
-        if result is None:
-            result = train_run(config, data, r, progress)
-            if cache:
-                cache.save(r, result)
-        runs.append(result)
-    steps, per_record = record_steps(total_steps(config, data.n_train), config.record_every)
-    per_point = {k: np.stack([torch.stack(r.records[k]).numpy() for r in runs]).astype(np.float32)
-                 for k in PER_POINT}
-    return runs, Ledger(
-        **per_point, record_steps=steps, steps_per_record=per_record,
-        batch_sizes=np.array([r.batch_sizes for r in runs], dtype=np.int64),
-        train_acc=np.array([r.records["train_acc"] for r in runs], dtype=np.float32),
-        test_acc=np.array([r.records["test_acc"] for r in runs], dtype=np.float32))
+    ``snapshots`` (optional) has ``load() -> dict | None`` and ``save(state)``: the population
+    saves its state (and the ledger so far) every ``SNAPSHOT_SECONDS`` between blocks, and an
+    interrupted training stage resumes from the last one, with the same result."""
+    seeds = [run_seeds(config, r) for r in range(config.runs)]
+    members = [from_scratch(config, data, s, np.arange(data.n_train)) for s in seeds]
+    model = init_model(config, data, seeds[0][0])
+    population = Population(model, members, data.x_train, data.y_train, training_rule(config))
+    state = snapshots.load() if snapshots else None
+    rows = _LedgerRows(state["ledger"] if state else None)
+    if state:
+        population.restore(state["population"])
+    steps = total_steps(config, data.n_train)
+
+    interval = config.record_interval(data.n_train)
+
+    def on_step(t, params, batch_sizes):
+        rows.batch_sizes.append(batch_sizes)          # stays on the device until the end
+        if t % interval == 0:
+            rows.record(model, params, data, config)
+
+    _advance(population, steps, on_step, snapshots, rows, progress)
+    runs = [RunResult({k: v.cpu().clone() for k, v in m.start.items()},
+                      {k: v.cpu().clone() for k, v in population.member(s).items()})
+            for s, m in enumerate(members)]
+    return runs, _ledger(rows, interval, steps)
+
+
+def _advance(population: Population, steps: int, on_step, snapshots, rows: _LedgerRows,
+             progress: bool) -> None:
+    """Advance to ``steps``, saving a snapshot between blocks at most every SNAPSHOT_SECONDS."""
+    segment = math.lcm(*population.streams.lengths)
+    last = time.monotonic()
+    with tqdm(total=steps, initial=population.t, desc="training steps (all runs together)",
+              disable=not progress) as bar:
+        while population.t < steps:
+            done = population.t
+            population.advance(min(segment, steps - done), on_step)
+            bar.update(population.t - done)
+            if snapshots and population.t < steps and time.monotonic() - last > SNAPSHOT_SECONDS:
+                snapshots.save({"population": population.state(), "ledger": rows.state()})
+                last = time.monotonic()
+
+
+def _ledger(rows: _LedgerRows, interval: int, steps: int) -> Ledger:
+    record_at, per_record = record_steps(steps, interval)
+    stacked = {k: torch.stack(v, dim=1).numpy() for k, v in rows.rows.items()}  # [R, records, ...]
+    return Ledger(**{k: stacked[k].astype(np.float32) for k in PER_POINT},
+                  record_steps=record_at, steps_per_record=per_record,
+                  batch_sizes=torch.stack([b.cpu() for b in rows.batch_sizes],
+                                          dim=1).numpy().astype(np.int64),
+                  train_acc=stacked["train_acc"].astype(np.float32),
+                  test_acc=stacked["test_acc"].astype(np.float32))

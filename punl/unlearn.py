@@ -26,7 +26,7 @@ from .mia import gaussian_fit_accuracy, group_attack, lira_phi, steps_to_unlearn
 from .multimodel import many_accuracy, many_logits
 from .pergrad import Params
 from .recipe import fit_from_scratch, init_model, run_seeds
-from .sgd import run_to_checkpoints
+from .sgd import Member, run_members
 from .tables import BARRIERS, STEPS, STEPS_POINTS, UNLEARNING, UnlearnTables
 
 POINT_TEST_LEVEL = 0.05  # a point stays distinguishable while Welch's test rejects at this level
@@ -96,21 +96,33 @@ class MethodTrajectories:
 
 def run_method(split: GroupSplit, method: str, originals: list[Params],
                retrained: dict[str, Params]) -> MethodTrajectories:
-    """Run ``method`` on the retain set from every original and every retrained model."""
+    """Run ``method`` on the retain set from every original and every retrained model, all
+    together (one population; each trajectory has its own stream)."""
     config, group = split.config, split.group
-    rule = METHODS[method](config)
-    x_r, y_r = split.retain_xy
+    retain = split.retain.cpu().numpy()
 
-    def run(label, start, i):
-        seed = stream_seed(config.seed, group.score, group.label, method, label, i)
-        return run_to_checkpoints(split.model, start, x_r, y_r, rule, split.checkpoints, seed,
-                                  config.chunk_size)
+    def member(label, start, i):
+        return Member(start, stream_seed(config.seed, group.score, group.label, method, label, i),
+                      retain)
 
-    return MethodTrajectories(
-        method,
-        unlearned=[run("unlearn", p, r) for r, p in enumerate(originals)],
-        retrained=[run("retrain", retrained[f"ret{m}"], m) for m in range(config.retrain_seeds)],
-        partners={k: run(k, retrained[k], 0) for k in PARTNERS})
+    members = ([member("unlearn", p, r) for r, p in enumerate(originals)]
+               + [member("retrain", retrained[f"ret{m}"], m) for m in range(config.retrain_seeds)]
+               + [member(k, retrained[k], 0) for k in PARTNERS])
+    paths = run_members(split.model, members, split.data.x_train, split.data.y_train,
+                        METHODS[method](config), split.checkpoints)
+    n_u, n_r = len(originals), config.retrain_seeds
+    return MethodTrajectories(method, unlearned=paths[:n_u], retrained=paths[n_u:n_u + n_r],
+                              partners=dict(zip(PARTNERS, paths[n_u + n_r:])))
+
+
+def retrain(config: Config, data: Dataset, group: ForgetGroup) -> dict[str, Params]:
+    """The retrained models of ``group`` by name (see :func:`retrain_seeds_for`), each distinct
+    pair of seeds trained once."""
+    seeds = retrain_seeds_for(config, group)
+    unique = list(dict.fromkeys(seeds.values()))
+    fitted = dict(zip(unique, fit_from_scratch(config, data, group.retain_indices(data.n_train),
+                                               unique)))
+    return {name: fitted[s] for name, s in seeds.items()}
 
 
 def unlearn_group(config: Config, data: Dataset, originals: list[Params], group: ForgetGroup,
@@ -118,9 +130,7 @@ def unlearn_group(config: Config, data: Dataset, originals: list[Params], group:
     """Unlearn ``group`` with every method; MIA against age-matched retrained models; barriers."""
     split = GroupSplit.of(config, data, group)
     originals = [{k: v.to(data.x_train.device) for k, v in p.items()} for p in originals]
-    seeds = retrain_seeds_for(config, group)
-    retrained = dict(zip(seeds, fit_from_scratch(config, data, group.retain_indices(data.n_train),
-                                                 list(seeds.values()))))
+    retrained = retrain(config, data, group)
     parts = []
     for method in methods or config.methods:
         trajectories = run_method(split, method, originals, retrained)

@@ -126,3 +126,15 @@ def test_device_is_validated_and_resolved():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="^device:.*no CUDA"):
             resolve_device("cuda")
+
+
+def test_records_per_epoch_keeps_the_number_of_records_independent_of_n():
+    cfg = Config(record_every=None, records_per_epoch=4.0, batch_size=50, epochs=3)
+    for n in (1000, 10_000, 100_000):
+        records_per_epoch = n / cfg.batch_size / cfg.record_interval(n)
+        assert records_per_epoch == pytest.approx(4.0, rel=0.05)
+    assert Config(record_every=7).record_interval(10_000) == 7
+    with pytest.raises(ConfigError, match="^records_per_epoch: set exactly one"):
+        Config(record_every=5, records_per_epoch=2.0)
+    with pytest.raises(ConfigError, match="^records_per_epoch: set exactly one"):
+        Config(record_every=None)

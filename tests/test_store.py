@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from punl.pipeline import ensure_trained
 from punl.store import COMPLETE, ArtifactStore
@@ -19,7 +20,7 @@ def test_training_artifacts_are_reused(tiny_config, tmp_path, monkeypatch):
     assert set(record["files"]) == {"ledger.npz", "models.pt"}
     mtime = first.dir.file("ledger.npz").stat().st_mtime_ns
     import punl.train as T
-    monkeypatch.setattr(T, "train_run", lambda *a, **k: pytest.fail("retrained a stored run"))
+    monkeypatch.setattr(T, "train", lambda *a, **k: pytest.fail("retrained a stored run"))
     second = ensure_trained(tiny_config, store, progress=False)
     assert second.dir.file("ledger.npz").stat().st_mtime_ns == mtime
     assert np.array_equal(first.ledger.grad_norm, second.ledger.grad_norm)
@@ -81,25 +82,32 @@ def test_checkpoints_load_with_weights_only(tiny_config, tmp_path):
     assert record["stage"] == "train" and record["key"] == tiny_config.stage_key("train")
 
 
-def test_interrupted_training_resumes_from_finished_runs(tiny_config, tmp_path, monkeypatch):
+def test_interrupted_training_resumes_from_its_snapshot(tiny_config, tmp_path, monkeypatch):
+    import punl.sgd as S
     import punl.train as T
     cfg = tiny_config.replace(runs=3)
     store = ArtifactStore(tmp_path)
-    real, calls = T.train_run, []
+    monkeypatch.setattr(T, "SNAPSHOT_SECONDS", -1.0)      # a snapshot after every segment
+    real, steps_run = S.Population.advance, []
 
-    def dies_on_the_third(config, data, run, progress=True):
-        calls.append(run)
-        if len(calls) == 3:
+    def dies_on_the_third_segment(self, steps, on_step=None):
+        steps_run.append(steps)
+        if len(steps_run) == 3:
             raise KeyboardInterrupt
-        return real(config, data, run, progress)
+        return real(self, steps, on_step)
 
-    monkeypatch.setattr(T, "train_run", dies_on_the_third)
+    monkeypatch.setattr(S.Population, "advance", dies_on_the_third_segment)
     with pytest.raises(KeyboardInterrupt):
         ensure_trained(cfg, store, progress=False)
-    calls.clear()
-    monkeypatch.setattr(T, "train_run", lambda c, d, r, p=True: calls.append(r) or real(c, d, r, p))
+    assert store.stage(cfg, "train").file("snapshot.pt").exists()
+    steps_run.clear()
+    monkeypatch.setattr(S.Population, "advance",
+                        lambda self, n, f=None: steps_run.append(n) or real(self, n, f))
     with pytest.warns(UserWarning, match="partial"):
         resumed = ensure_trained(cfg, store, progress=False)
-    assert calls == [2]
+    assert sum(steps_run) == resumed.ledger.total_steps - 2 * 16   # two segments were kept
+    assert not resumed.dir.file("snapshot.pt").exists()
     fresh = ensure_trained(cfg, ArtifactStore(tmp_path / "fresh"), progress=False)
     assert resumed.ledger.to_bytes() == fresh.ledger.to_bytes()
+    for a, b in zip(resumed.final, fresh.final):
+        assert all(torch.equal(a[k], b[k]) for k in a)

@@ -146,24 +146,27 @@ def test_finetune_is_sgld_without_noise_and_clipping(tiny_config):
     from punl.methods import METHODS
     from punl.pipeline import load_data
     from punl.recipe import init_model
-    from punl.sgd import run_to_checkpoints as trajectory
+    from punl.sgd import Member, run_members
     cfg = tiny_config.replace(sigma=0.0, per_example_clipping=False)
     data = load_data(cfg)
     model = init_model(cfg, data, 0)
-    start = {k: v.detach() for k, v in model.named_parameters()}
-    steps = np.array([0, 3, 7])
-    a = trajectory(model, start, data.x_train, data.y_train, METHODS["sgld"](cfg), steps, 11)
-    b = trajectory(model, start, data.x_train, data.y_train, METHODS["finetune"](cfg), steps, 11)
+    start = Member({k: v.detach() for k, v in model.named_parameters()}, 11,
+                   np.arange(data.n_train))
+
+    def run(config, method):
+        return run_members(model, [start], data.x_train, data.y_train, METHODS[method](config),
+                           [0, 3, 7])[0]
+
+    a, b = run(cfg, "sgld"), run(cfg, "finetune")
     for pa, pb in zip(a, b):
         for k in pa:
             assert torch.equal(pa[k], pb[k])
-    noisy = trajectory(model, start, data.x_train, data.y_train, METHODS["sgld"](tiny_config),
-                       steps, 11)
+    noisy = run(tiny_config, "sgld")
     assert not torch.equal(noisy[-1]["0.weight"] if "0.weight" in noisy[-1] else
                            next(iter(noisy[-1].values())), next(iter(a[-1].values())))
 
 
-def test_retraining_never_sees_a_forget_point(tiny_config, monkeypatch):
+def test_retraining_and_unlearning_never_sample_a_forget_point(tiny_config, monkeypatch):
     import punl.sgd as S
     import punl.unlearn as U
     from punl.groups import make_groups
@@ -172,20 +175,21 @@ def test_retraining_never_sees_a_forget_point(tiny_config, monkeypatch):
     scores = _scores(data.n_train)
     scores["label"] = data.y_train.numpy()
     group = make_groups(scores, "privacy_loss_a8", 3, 10, 0, kinds=("top",))[0]
-    forget_rows = {tuple(data.x_train[i].flatten().tolist()) for i in group.indices}
-    seen = []
-    real = S.run_steps
+    frames = []
+    real = S._Frames.of
 
-    def spy(model, params, x, y, rule, steps, gen, *args, **kwargs):
-        seen.append({tuple(r.flatten().tolist()) for r in x})
-        return real(model, params, x, y, rule, steps, gen, *args, **kwargs)
+    def spy(members, rule, device):
+        frames.append(real(members, rule, device))
+        return frames[-1]
 
-    monkeypatch.setattr(S, "run_steps", spy)
+    monkeypatch.setattr(S._Frames, "of", spy)
     start = {k: v.detach() for k, v in U.init_model(tiny_config, data, 0).named_parameters()}
     tables = U.unlearn_group(tiny_config, data, [start, start], group, methods=("sgld",))
-    # retraining (M + 2 models) and every trajectory (2 + M + 2) ran, never on a forget point
-    n_models = tiny_config.retrain_seeds + 2 + 2 + tiny_config.retrain_seeds + 2
-    assert len(seen) >= n_models and all(not (s & forget_rows) for s in seen)
+    # one population retrains, one runs every trajectory of the method
+    assert len(frames) == 2
+    for f in frames:
+        sampled = set(f.index[f.joinable].tolist())
+        assert sampled and not sampled & set(group.indices.tolist())
     assert len(tables.steps_points) == 10 and len(tables.steps) == 1
 
 
