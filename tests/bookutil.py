@@ -14,9 +14,10 @@ CHAPTERS = ("intro.md", "methods.md", "reproduce.md")
 
 
 def make_book_root(root: Path) -> Path:
-    """A book root holding the repository's _config.yml and prose chapters."""
+    """A book root holding the repository's _config.yml, its local extensions and prose chapters."""
     (root / "book").mkdir(parents=True)
     shutil.copy(REPO / "_config.yml", root / "_config.yml")
+    shutil.copytree(REPO / "_ext", root / "_ext", ignore=shutil.ignore_patterns("__pycache__"))
     for name in CHAPTERS:
         shutil.copy(REPO / "book" / name, root / "book" / name)
     return root
