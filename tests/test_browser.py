@@ -20,13 +20,15 @@ SCREENSHOTS = {"index.html": "landing.png", "book/methods.html": "methods.png",
 REMOTE_SCRIPT = "https://cdn.example.org/lib.js"
 
 
-def screenshot_paths(html_dir):
-    """Where the screenshots of :data:`SCREENSHOTS` go: ``_build/screenshots/`` next to the HTML."""
-    return {page: html_dir.parent / "screenshots" / png for page, png in SCREENSHOTS.items()}
+def screenshot_paths():
+    """Where the screenshots of :data:`SCREENSHOTS` go: the repository's
+    ``_build/screenshots/tiny-book/`` (pytest's temporary folders do not last)."""
+    folder = REPO / "_build" / "screenshots" / "tiny-book"
+    return {page: folder / png for page, png in SCREENSHOTS.items()}
 
 
 def test_every_page_works_offline(tiny_html):
-    shots = screenshot_paths(tiny_html)
+    shots = screenshot_paths()
     problems = check_site(tiny_html, SEARCH_WORD, shots)
     assert problems == [], "\n".join(problems)
     assert all(p.stat().st_size > 10_000 for p in shots.values())
