@@ -1,53 +1,26 @@
 """End to end: papermill executes the notebooks, the book builds with warnings as errors."""
 import ast
 import json
-import shutil
-from pathlib import Path
 
 import nbformat
 import pandas as pd
 import pytest
 
-from punl.book import build_book, generate_toc, toc_data
+from bookutil import NOTEBOOKS, REPO, TINY, make_book_root, make_notebooks_dir
+from punl.book import generate_toc, toc_data
 from punl.config import ConfigError
 from punl.plan import RunPlan
 from punl.cli import build_parser, cmd_run
 from punl.data import DatasetUnavailable
 from punl.runner import NotebookError, run_config
 
-REPO = Path(__file__).resolve().parent.parent
-TINY = ["n_train=200", "runs=2", "epochs=2", "record_every=5", "width=16", "group_size=8",
-        "n_groups=2", "baseline_scores=[avg_grad_norm]", "unlearn_steps=8",
-        "n_checkpoints=3", "retrain_seeds=4", "n_bootstrap=20", "barrier_points=5", "name=tiny"]
-NOTEBOOKS = tuple(sorted(p.name for p in (REPO / "notebooks").glob("0*.ipynb")))
 FIRST_TWO = ("01_train.ipynb", "02_score.ipynb")
-CHAPTERS = ("intro.md", "methods.md", "reproduce.md")
-
-
-def make_book_root(root: Path) -> Path:
-    """A book root holding the repository's _config.yml and prose chapters."""
-    (root / "book").mkdir(parents=True)
-    shutil.copy(REPO / "_config.yml", root / "_config.yml")
-    for name in CHAPTERS:
-        shutil.copy(REPO / "book" / name, root / "book" / name)
-    return root
-
-
-def make_notebooks_dir(folder: Path, names=NOTEBOOKS) -> Path:
-    """A copy of the notebook templates ``names`` (all of them by default)."""
-    folder.mkdir(parents=True)
-    for name in names:
-        shutil.copy(REPO / "notebooks" / name, folder / name)
-    return folder
 
 
 @pytest.fixture(scope="module")
-def book(tmp_path_factory):
+def book(tiny_run):
     """One tiny run executed into a fresh book root, then executed again."""
-    root = make_book_root(tmp_path_factory.mktemp("book"))
-    kw = dict(out_dir=root / "runs" / "tiny", book_dir=root / "book" / "runs", progress=False,
-              notebooks_dir=make_notebooks_dir(root / "templates"))
-    first = run_config("digits-quick", TINY, **kw)
+    root, first, kw = tiny_run["root"], tiny_run["first"], tiny_run["kw"]
     complete = root / "runs/tiny/artifacts" / f"train-{first['stage_keys']['train']}/_complete.json"
     before = (complete.read_bytes(), complete.stat().st_mtime_ns)
     second = run_config("digits-quick", TINY, **kw)
@@ -91,10 +64,8 @@ def test_rerun_reuses_artifacts(book):
 
 
 @pytest.mark.slow
-def test_book_builds_without_warnings_and_shows_figures(book):
-    root = book["root"]
-    generate_toc(root)
-    html = build_book(root)
+def test_book_builds_without_warnings_and_shows_figures(book, tiny_html):
+    html = tiny_html
     pages = {"book/intro": 0, "book/methods": 0, "book/reproduce": 0, "book/runs/tiny/index": 0,
              "book/runs/tiny/01_train": 3, "book/runs/tiny/02_score": 3,
              "book/runs/tiny/03_unlearn": 4, "book/runs/tiny/04_loss_barriers": 3,

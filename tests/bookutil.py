@@ -1,0 +1,49 @@
+"""Helpers shared by the tests that execute notebooks and build the book."""
+import shutil
+from pathlib import Path
+
+from punl.book import build_book, generate_toc
+from punl.runner import run_config
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = ["n_train=200", "runs=2", "epochs=2", "record_every=5", "width=16", "group_size=8",
+        "n_groups=2", "baseline_scores=[avg_grad_norm]", "unlearn_steps=8",
+        "n_checkpoints=3", "retrain_seeds=4", "n_bootstrap=20", "barrier_points=5", "name=tiny"]
+NOTEBOOKS = tuple(sorted(p.name for p in (REPO / "notebooks").glob("0*.ipynb")))
+CHAPTERS = ("intro.md", "methods.md", "reproduce.md")
+
+
+def make_book_root(root: Path) -> Path:
+    """A book root holding the repository's _config.yml, its local extensions and prose chapters."""
+    (root / "book").mkdir(parents=True)
+    shutil.copy(REPO / "_config.yml", root / "_config.yml")
+    shutil.copytree(REPO / "_ext", root / "_ext", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in CHAPTERS:
+        shutil.copy(REPO / "book" / name, root / "book" / name)
+    return root
+
+
+def make_notebooks_dir(folder: Path, names=NOTEBOOKS) -> Path:
+    """A copy of the notebook templates ``names`` (all of them by default)."""
+    folder.mkdir(parents=True)
+    for name in names:
+        shutil.copy(REPO / "notebooks" / name, folder / name)
+    return folder
+
+
+def tiny_run_kwargs(root: Path) -> dict:
+    """The keyword arguments of :func:`run_config` that keep a tiny run inside ``root``."""
+    return dict(out_dir=root / "runs" / "tiny", book_dir=root / "book" / "runs", progress=False,
+                notebooks_dir=make_notebooks_dir(root / "templates"))
+
+
+def run_tiny(root: Path) -> tuple[dict, dict]:
+    """Execute the tiny configuration into the book root ``root``: (run record, its kwargs)."""
+    kw = tiny_run_kwargs(root)
+    return run_config("digits-quick", TINY, **kw), kw
+
+
+def build_tiny_book(root: Path) -> Path:
+    """Write ``_toc.yml`` and build ``root``'s book; the HTML folder."""
+    generate_toc(root)
+    return build_book(root)

@@ -1,0 +1,242 @@
+"""Checks of a built HTML book: in a real browser (Debian's Chromium driven by Playwright) and by
+reading its files.
+
+:func:`check_site` opens every page over a local HTTP server and returns a list of problems:
+requests that leave the server, math left untypeset, images that do not load, console errors,
+and a search that finds nothing. :func:`remote_assets` and :func:`path_leaks` read the files.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+from contextlib import contextmanager
+from functools import partial
+from html.parser import HTMLParser
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Iterator, Mapping
+from urllib.parse import urlsplit
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+LOCAL_SCHEMES = ("data", "blob", "about")
+TIMEOUT_MS = 30_000
+
+# Resolves once MathJax (if the page loads it) has typeset the page.
+MATH_DONE_JS = """async () => {
+  const done = window.MathJax && MathJax.startup && MathJax.startup.promise;
+  if (done) await Promise.race([done, new Promise(r => setTimeout(r, 20000))]);
+}"""
+
+# The src of every image that did not load, after forcing lazy images to load.
+BROKEN_IMAGES_JS = """async () => {
+  const images = Array.from(document.images);
+  images.forEach(img => { img.loading = "eager"; });
+  const loaded = img => img.complete ? null : new Promise(r => { img.onload = img.onerror = r; });
+  await Promise.race([Promise.all(images.map(loaded)), new Promise(r => setTimeout(r, 10000))]);
+  return images.filter(img => !img.complete || img.naturalWidth === 0)
+               .map(img => img.getAttribute("src"));
+}"""
+
+# Counts of math elements, typeset ones and MathJax errors; the visible text outside code.
+MATH_STATE_JS = """() => {
+  const skip = "pre, code, script, style, textarea, mjx-container";
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  const parts = [];
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const el = node.parentElement;
+    if (el && !el.closest(skip) && el.checkVisibility()) parts.push(node.textContent);
+  }
+  return {math: document.querySelectorAll(".math").length,
+          typeset: document.querySelectorAll("mjx-container").length,
+          errors: document.querySelectorAll("mjx-merror").length,
+          text: parts.join(" ")};
+}"""
+
+RAW_TEX = ("\\(", "\\[", "$$")
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    """A static file handler that does not log every request."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@contextmanager
+def serve(folder: Path) -> Iterator[str]:
+    """Serve ``folder`` over HTTP on 127.0.0.1; yield its base URL (ending in ``/``)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
+def chromium() -> Iterator:
+    """The system's Chromium, headless, driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def html_pages(html_dir: Path) -> list[str]:
+    """Every page of the book: ``*.html`` paths relative to ``html_dir``, outside ``_static``."""
+    return sorted(p.relative_to(html_dir).as_posix() for p in html_dir.rglob("*.html")
+                  if "_static" not in p.relative_to(html_dir).parts)
+
+
+def is_local(url: str, base: str) -> bool:
+    """Whether ``url`` stays on the local server or needs no network at all."""
+    return url.startswith(base) or urlsplit(url).scheme in LOCAL_SCHEMES
+
+
+def open_page(browser, base: str, name: str, problems: list[str]):
+    """Open ``base + name`` as a first visit (a fresh context, 1280x900), recording what goes
+    wrong into ``problems``; close it with ``page.context.close()``.
+
+    Requests that would leave the local server are recorded and blocked."""
+    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+
+    def route(r):
+        if is_local(r.request.url, base):
+            r.continue_()
+        else:
+            problems.append(f"{name}: request outside the book: {r.request.url}")
+            r.abort()
+
+    page.route("**/*", route)
+    page.on("console", lambda m: m.type == "error" and problems.append(
+        f"{name}: console error: {m.text}"))
+    page.on("pageerror", lambda err: problems.append(f"{name}: script error: {err}"))
+    page.on("response", lambda r: r.status >= 400 and problems.append(
+        f"{name}: HTTP {r.status} for {r.url}"))
+    page.goto(base + name, wait_until="networkidle", timeout=TIMEOUT_MS)
+    page.wait_for_load_state("networkidle", timeout=TIMEOUT_MS)   # after a redirect
+    page.evaluate(MATH_DONE_JS)
+    return page
+
+
+def math_problems(page, name: str) -> list[str]:
+    """Math that is not typeset, MathJax errors and raw TeX delimiters in the visible text."""
+    state, found = page.evaluate(MATH_STATE_JS), []
+    if state["math"] and not state["typeset"]:
+        found.append(f"{name}: {state['math']} math elements but none typeset")
+    if state["errors"]:
+        found.append(f"{name}: {state['errors']} MathJax errors")
+    raw = [d for d in RAW_TEX if d in state["text"]]
+    if raw:
+        found.append(f"{name}: raw TeX {' '.join(raw)} in the visible text")
+    return found
+
+
+def check_page(browser, base: str, name: str, screenshot: Path | None = None) -> list[str]:
+    """Every problem of one page: requests, console, math and images."""
+    problems: list[str] = []
+    page = open_page(browser, base, name, problems)
+    problems += math_problems(page, name)
+    problems += [f"{name}: image does not load: {src}" for src in page.evaluate(BROKEN_IMAGES_JS)]
+    if screenshot:
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(screenshot), full_page=True)
+    page.context.close()
+    return problems
+
+
+def check_search(browser, base: str, word: str) -> list[str]:
+    """``search.html?q=word`` lists at least one page."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    name = f"search.html?q={word}"
+    problems: list[str] = []
+    page = open_page(browser, base, name, problems)
+    try:
+        page.wait_for_function(
+            "() => document.querySelector('#search-results h2')?.innerText === 'Search Results'",
+            timeout=TIMEOUT_MS)
+    except PlaywrightTimeout:
+        problems.append(f"{name}: the search did not finish")
+    hits = page.eval_on_selector_all("#search-results ul.search li a",
+                                     "links => links.map(a => a.getAttribute('href'))")
+    if not hits:
+        problems.append(f"{name}: the search found no page")
+    page.context.close()
+    return problems
+
+
+def check_site(html_dir: str | Path, search_word: str,
+               screenshots: Mapping[str, Path] | None = None) -> list[str]:
+    """Open every page of ``html_dir`` in Chromium; the problems found (empty when all is well).
+
+    ``screenshots`` maps pages to PNG files written after the page is checked."""
+    html_dir, screenshots = Path(html_dir), dict(screenshots or {})
+    problems: list[str] = []
+    with serve(html_dir) as base, chromium() as browser:
+        for name in html_pages(html_dir):
+            problems += check_page(browser, base, name, screenshots.get(name))
+        problems += check_search(browser, base, search_word)
+    return problems
+
+
+# ----------------------------------------------------------------------------- reading the files
+class _AssetParser(HTMLParser):
+    """Collects the ``src`` of scripts and the ``href`` of stylesheets."""
+
+    def __init__(self):
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "script" and attrs.get("src"):
+            self.urls.append(attrs["src"])
+        rel = (attrs.get("rel") or "").lower().split()
+        if tag == "link" and "stylesheet" in rel and attrs.get("href"):
+            self.urls.append(attrs["href"])
+
+
+def remote_assets(html_dir: str | Path) -> list[str]:
+    """Every ``<script src>`` or ``<link rel=stylesheet href>`` with an http(s) URL."""
+    html_dir, found = Path(html_dir), []
+    for path in sorted(html_dir.rglob("*.html")):
+        parser = _AssetParser()
+        parser.feed(path.read_text(errors="replace"))
+        found += [f"{path.relative_to(html_dir)}: {url}" for url in parser.urls
+                  if urlsplit(url.strip()).scheme in ("http", "https")
+                  or url.strip().startswith("//")]
+    return found
+
+
+def path_leaks(html_dir: str | Path, paths: list[str | Path]) -> list[str]:
+    """Every file of ``html_dir`` that contains one of the absolute ``paths``."""
+    html_dir = Path(html_dir)
+    needles = sorted({str(p) for p in paths} | {str(Path(p).resolve()) for p in paths})
+    found = []
+    for path in sorted(p for p in html_dir.rglob("*") if p.is_file()):
+        text = path.read_bytes().decode("utf-8", errors="ignore")
+        found += [f"{path.relative_to(html_dir)}: {n}" for n in needles if n in text]
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python tests/sitecheck.py [HTML_DIR] [SEARCH_WORD]``: check a built book (``_build/html``
+    by default), print its problems and write screenshots of its landing page next to it."""
+    args = sys.argv[1:] if argv is None else argv
+    html_dir = Path(args[0] if args else "_build/html")
+    shot = html_dir.parent / "screenshots" / "landing.png"
+    problems = check_site(html_dir, args[1] if len(args) > 1 else "Langevin", {"index.html": shot})
+    print("\n".join(problems) or f"no problems; screenshot: {shot}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

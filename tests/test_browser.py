@@ -1,0 +1,98 @@
+"""The built book in a real browser (Debian's Chromium, driven by Playwright), without a network.
+
+Every page of the tiny book must load nothing from outside the build folder, show typeset math,
+load every image and log no console error, and the search page must find a word of a chapter.
+A deliberately broken copy of the book shows that the checks catch each of these problems.
+"""
+import shutil
+import sys
+
+import pytest
+
+from bookutil import REPO
+from sitecheck import check_site, path_leaks, remote_assets
+
+pytestmark = pytest.mark.slow
+
+SEARCH_WORD = "Langevin"                     # in book/intro.md
+SCREENSHOTS = {"index.html": "landing.png", "book/methods.html": "methods.png",
+               "book/runs/tiny/01_train.html": "01_train.png"}
+REMOTE_SCRIPT = "https://cdn.example.org/lib.js"
+
+
+def screenshot_paths():
+    """Where the screenshots of :data:`SCREENSHOTS` go: the repository's
+    ``_build/screenshots/tiny-book/`` (pytest's temporary folders do not last)."""
+    folder = REPO / "_build" / "screenshots" / "tiny-book"
+    return {page: folder / png for page, png in SCREENSHOTS.items()}
+
+
+def test_every_page_works_offline(tiny_html):
+    shots = screenshot_paths()
+    problems = check_site(tiny_html, SEARCH_WORD, shots)
+    assert problems == [], "\n".join(problems)
+    assert all(p.stat().st_size > 10_000 for p in shots.values())
+    print(f"screenshots: {sorted(str(p) for p in shots.values())}")
+
+
+def test_no_remote_script_or_stylesheet(tiny_html):
+    assert remote_assets(tiny_html) == []
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "absolute output folder in the papermill parameters cell (out_dir, given by "
+    "punl/runner.py) of book/runs/*/0*.html and _sources/book/runs/*/0*.ipynb (whose papermill "
+    "metadata also holds the template and output paths), and in 'Tables were written to' of "
+    "book/runs/*/index.html (punl/book.py, for an output folder outside the working directory)"))
+def test_no_absolute_path_of_the_build(tiny_html):
+    root = tiny_html.parent.parent
+    assert path_leaks(tiny_html, [root, REPO, sys.prefix]) == []
+
+
+# ------------------------------------------------------------------------------- a broken copy
+def insert_before_body_end(page, html: str) -> None:
+    """Insert ``html`` at the end of the body of ``page``."""
+    text = page.read_text()
+    page.write_text(text.replace("</body>", html + "\n</body>", 1))
+
+
+def drop_mathjax(page) -> None:
+    """Remove the MathJax script of ``page``, as if its source could not be reached."""
+    lines = page.read_text().splitlines(keepends=True)
+    page.write_text("".join(line for line in lines if "mathjax/tex-chtml.js" not in line))
+
+
+@pytest.fixture
+def broken_html(tiny_html, tmp_path):
+    """A copy of the tiny book with one instance of every problem the checks look for."""
+    html = shutil.copytree(tiny_html, tmp_path / "html")
+    insert_before_body_end(html / "book/intro.html",
+                           f'<img src="missing.png" alt="missing">\n'
+                           f'<script src="{REMOTE_SCRIPT}"></script>\n'
+                           f'<script>console.error("broken on purpose")</script>')
+    insert_before_body_end(html / "book/reproduce.html", f"<p>built in {tmp_path}</p>")
+    drop_mathjax(html / "book/methods.html")
+    (html / "raw.html").write_text('<!DOCTYPE html><html><head><title>raw</title></head><body>'
+                                   '<p>Raw <span class="math">\\(x^2\\)</span></p></body></html>')
+    (html / "searchindex.js").unlink()
+    return html
+
+
+def assert_reported(problems, page: str, *fragments: str) -> None:
+    """One of ``problems`` names ``page`` and holds every fragment."""
+    hits = [p for p in problems if p.startswith(page) and all(f in p for f in fragments)]
+    assert hits, f"nothing reported for {page} {fragments}; reported:\n" + "\n".join(problems)
+
+
+def test_checks_catch_a_broken_page(broken_html, tmp_path):
+    problems = check_site(broken_html, SEARCH_WORD)
+    assert_reported(problems, "book/intro.html", "image does not load", "missing.png")
+    assert_reported(problems, "book/intro.html", "request outside the book", REMOTE_SCRIPT)
+    assert_reported(problems, "book/intro.html", "console error", "broken on purpose")
+    assert_reported(problems, "book/methods.html", "none typeset")
+    assert_reported(problems, "book/methods.html", "raw TeX")
+    assert_reported(problems, "raw.html", "none typeset")
+    assert_reported(problems, "raw.html", "raw TeX \\(")
+    assert_reported(problems, f"search.html?q={SEARCH_WORD}", "found no page")
+    assert f"book/intro.html: {REMOTE_SCRIPT}" in remote_assets(broken_html)
+    assert f"book/reproduce.html: {tmp_path}" in path_leaks(broken_html, [tmp_path])
