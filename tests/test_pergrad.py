@@ -173,6 +173,14 @@ def test_clipped_gradient_sums_one_pass_per_model(monkeypatch):
     _assert_sums_equal(got, *_loop_clipped_sums(nets, x, y, weights, clip), weights)
 
 
+def test_stacking_choice_is_timed_once_and_cached():
+    nets, params, x, y, weights = _stacked_models_and_batch("cnn", 2)
+    twin = pergrad._twin(nets[0])
+    twin.stacking.clear()
+    choice = pergrad._stacking_measured_faster(nets[0], twin, params, x, y, weights, 1.0)
+    assert isinstance(choice, bool) and list(twin.stacking.values()) == [choice]
+
+
 @pytest.mark.parametrize("rule", sorted(CONV_WEIGHT_RULES))
 @pytest.mark.parametrize("layout", sorted(pergrad.CONV_STACK_LAYOUTS))
 @pytest.mark.parametrize("models", [1, 2])
