@@ -23,7 +23,8 @@ layer's input a, one backward pass gives b, and each layer's share of ||g_i||^2 
 The same pass serves S models of one architecture at once (parameters stacked along a leading
 dimension): a copy of the model whose parameterised layers take stacked parameters runs on the
 S * B (model, example) rows; linear layers are batched products over the models, convolutions
-are one grouped convolution or one convolution per model (timed once per shape). The weight
+are one grouped convolution or one convolution per model (timed once per shape), and on the CPU
+a model with convolutions takes one such pass per model (measured faster there). The weight
 gradient of a layer is linear in b, so the sum of clipped gradients ``sum_i c_i g_i`` needs no
 second backward pass: it is the layer's weight gradient with b scaled row by row by c_i, or the
 c-weighted sum of per-example gradients a rule already formed (:func:`clipped_gradient_sums`).
@@ -331,7 +332,8 @@ def _check_conv_supported(layer: nn.Conv2d) -> None:
         raise _Unsupported
 
 
-def _groupnorm_example_grads(x_hat: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _groupnorm_example_grads(x_hat: torch.Tensor,
+                             b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-example GroupNorm gradients ``(sum_l b_i x_hat_i, sum_l b_i)``, each [B, C]."""
     return (b * x_hat).flatten(2).sum(2), b.flatten(2).sum(2)
 
@@ -420,7 +422,8 @@ class _StackedLinear(_StackedLayer):
     def summed(self, rec, b, coef, kept):
         """``sum_i coef_i b_i^T a_i`` and ``sum_i coef_i b_i`` per model (bmm over models)."""
         models = self.tape.models
-        bc = (b.reshape(models, coef.shape[1], -1) * coef.unsqueeze(2)).view(models, -1, b.shape[-1])
+        bc = b.reshape(models, coef.shape[1], -1) * coef.unsqueeze(2)
+        bc = bc.view(models, -1, b.shape[-1])
         a3 = rec.a.reshape(models, -1, rec.a.shape[-1])
         return self.named(torch.bmm(bc.transpose(1, 2), a3), bc.sum(1))
 
@@ -482,7 +485,8 @@ def conv2d_stack_layout(layer: nn.Conv2d, a: torch.Tensor, weight: torch.Tensor,
                 torch.autograd.grad(out, probe, out.detach())
 
         with torch.enable_grad():
-            times = {layout: _seconds(lambda: run(layout), a.device) for layout in CONV_STACK_LAYOUTS}
+            times = {layout: _seconds(lambda: run(layout), a.device)
+                     for layout in CONV_STACK_LAYOUTS}
         _CONV_LAYOUT_CHOICE[key] = min(times, key=times.get)
     return _CONV_LAYOUT_CHOICE[key]
 
@@ -500,7 +504,9 @@ class _StackedConv2d(_StackedLayer):
 
     def _rows(self, rec: _Record, t: torch.Tensor) -> torch.Tensor:
         """One row per (model, example) or (example, model): [N, C, H, W]."""
-        return t.reshape(-1, t.shape[1] // self.tape.models, *t.shape[2:]) if rec.example_major else t
+        if not rec.example_major:
+            return t
+        return t.reshape(-1, t.shape[1] // self.tape.models, *t.shape[2:])
 
     def _by_model(self, rec: _Record, rows: torch.Tensor) -> torch.Tensor:
         """[N, ...] rows -> [S, B, ...]."""
@@ -612,7 +618,10 @@ def _build_twin(model: nn.Module) -> _Twin | None:
     if (not owners or any(True for _ in model.buffers())
             or any(type(m) not in STACKED_LAYERS or type(m) not in NORM_RULES for _, m in owners)):
         return None
-    module, tape, layers = copy.deepcopy(model), _Tape(), []
+    try:
+        module, tape, layers = copy.deepcopy(model), _Tape(), []
+    except (TypeError, RuntimeError):  # a model that cannot be copied keeps the vmap path
+        return None
     try:
         for name, _ in owners:
             spec = module.get_submodule(name)
@@ -694,7 +703,8 @@ class ClippedSums:
     n_clipped: torch.Tensor
 
 
-def _clip_coefficients(norms: torch.Tensor, weights: torch.Tensor, clip: float | None) -> torch.Tensor:
+def _clip_coefficients(norms: torch.Tensor, weights: torch.Tensor,
+                       clip: float | None) -> torch.Tensor:
     """``w_sj min(1, C / ||g_sj||)`` (``w_sj`` without clipping), in the dtype of the norms."""
     weights = weights.to(norms.dtype)
     if clip is None:
@@ -787,8 +797,9 @@ def clipped_gradient_sums(model: nn.Module, params: Params, x: torch.Tensor, y: 
         raise ValueError(f"x, y, weights: expected [S, B, ...], [S, B], [S, B]; got "
                          f"{tuple(x.shape)}, {tuple(y.shape)}, {tuple(weights.shape)}")
     if y.shape[1] == 0:
-        return ClippedSums(x.new_zeros(y.shape), {k: torch.zeros_like(v) for k, v in params.items()},
-                           _count_clipped(x.new_zeros(y.shape), weights, None))
+        norms = x.new_zeros(y.shape)
+        return ClippedSums(norms, {k: torch.zeros_like(v) for k, v in params.items()},
+                           _count_clipped(norms, weights, None))
     if supports_layer_norms(model):
         try:
             return _clipped_sums_by_layers(model, params, x, y, weights, clip)

@@ -214,7 +214,8 @@ def test_clipped_gradient_sums_of_an_empty_batch_are_zero():
     nets, params, x, y, weights = _stacked_models_and_batch("cnn", 2)
     got = clipped_gradient_sums(nets[0], params, x[:, :0], y[:, :0], weights[:, :0], 1.0)
     assert got.norms.shape == (2, 0) and got.n_clipped.tolist() == [0, 0]
-    assert all(got.summed[k].shape == v.shape and not got.summed[k].any() for k, v in params.items())
+    for k, v in params.items():
+        assert got.summed[k].shape == v.shape and not got.summed[k].any()
 
 
 def test_clipped_gradient_sums_name_bad_shapes():
@@ -232,7 +233,8 @@ def _loop_conv_weight_sq(layer, a, b):
         layer.zero_grad()
         (layer(a[i:i + 1]) * b[i:i + 1]).sum().backward()
         weight_sq.append(layer.weight.grad.pow(2).sum())
-        bias_sq.append(layer.bias.grad.pow(2).sum() if layer.bias is not None else 0 * weight_sq[-1])
+        no_bias = torch.zeros((), dtype=a.dtype)
+        bias_sq.append(layer.bias.grad.pow(2).sum() if layer.bias is not None else no_bias)
     return torch.stack(weight_sq), torch.stack(bias_sq)
 
 
