@@ -165,10 +165,9 @@ def norm_rule(layer_type: type):
 
 @norm_rule(nn.Linear)
 def _linear_sq_norm(layer: nn.Linear, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    if a.dim() == 2:
-        b_sq = torch.linalg.vecdot(b, b)
-        a_sq = torch.linalg.vecdot(a, a)
-        return (a_sq + 1) * b_sq if layer.bias is not None else a_sq * b_sq
+    if a.dim() == 2:  # (||a_i||^2 + 1) ||b_i||^2 with a bias
+        a_sq, b_sq = torch.linalg.vecdot(a, a), torch.linalg.vecdot(b, b)
+        return torch.addcmul(b_sq, a_sq, b_sq) if layer.bias is not None else a_sq.mul_(b_sq)
     # sequence inputs: per-example weight gradient sum_t b_t a_t^T
     sq = torch.einsum("b...o,b...i->boi", b, a).flatten(1).pow(2).sum(1)
     bias_sq = b.flatten(1, -2).sum(1).pow(2).sum(1)
@@ -687,8 +686,16 @@ def _layer_norms(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Ten
     records, douts, logits = _layer_pass(model, {k: v.unsqueeze(0) for k, v in params.items()},
                                          x.unsqueeze(0), y.unsqueeze(0))
     with torch.no_grad():
-        sq = sum(r.layer.example_sq_norms(r, b, False)[0] for r, b in zip(records, douts))
-    return sq[0].clamp_min(0).sqrt(), logits[0]
+        sq = _total(r.layer.example_sq_norms(r, b, False)[0] for r, b in zip(records, douts))
+        return sq.reshape(-1).clamp_min_(0).sqrt_(), logits[0]
+
+
+def _total(tensors: Iterator[torch.Tensor]) -> torch.Tensor:
+    """The sum of the tensors, accumulated in place into the first (a fresh result)."""
+    total = next(tensors)
+    for t in tensors:
+        total += t
+    return total
 
 
 # ---------------------------------------------------------------- clipped gradient sums
@@ -723,7 +730,7 @@ def _clipped_sums_stacked(model, params, x, y, weights, clip) -> ClippedSums:
     records, douts, _ = _layer_pass(model, params, x, y)
     with torch.no_grad():
         parts = [r.layer.example_sq_norms(r, b, True) for r, b in zip(records, douts)]
-        norms = sum(sq for sq, _ in parts).clamp_min(0).sqrt()
+        norms = _total(sq for sq, _ in parts).clamp_min_(0).sqrt_()
         coef = _clip_coefficients(norms, weights, clip)
         summed: Params = {}
         for r, b, (_, kept) in zip(records, douts, parts):
