@@ -34,6 +34,7 @@ Models with any other parameterised layer fall back to ``vmap(grad)``.
 from __future__ import annotations
 
 import copy
+import math
 import threading
 import time
 import weakref
@@ -331,17 +332,30 @@ def _check_conv_supported(layer: nn.Conv2d) -> None:
         raise _Unsupported
 
 
-def _groupnorm_example_grads(x_hat: torch.Tensor,
+def _groupnorm(a: torch.Tensor, groups: int, eps: float, weight=None, bias=None):
+    """(group norm of a with the optional affine map, per-(example, group) mean, 1 / std)."""
+    return torch.native_group_norm(a, weight, bias, a.shape[0], a.shape[1],
+                                   math.prod(a.shape[2:]), groups, eps)
+
+
+def _groupnorm_example_grads(a: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor,
                              b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-example GroupNorm gradients ``(sum_l b_i x_hat_i, sum_l b_i)``, each [B, C]."""
-    return (b * x_hat).flatten(2).sum(2), b.flatten(2).sum(2)
+    """Per-example GroupNorm gradients ``(sum_l b_i x_hat_i, sum_l b_i)``, each [B, C], in one
+    pass over a and b: the weight and bias gradients of a group norm with the B examples folded
+    into the channels (one example of B C channels in B G groups, same mean and 1 / std)."""
+    n, c, length = a.shape[0], a.shape[1], math.prod(a.shape[2:])
+    _, gw, gb = torch.ops.aten.native_group_norm_backward(
+        b.reshape(1, n * c, length), a.reshape(1, n * c, length), mean.reshape(1, -1),
+        rstd.reshape(1, -1), None, 1, n * c, length, mean.numel(), [False, True, True])
+    return gw.view(n, c), gb.view(n, c)
 
 
 @norm_rule(nn.GroupNorm)
 def _groupnorm_sq_norm(layer: nn.GroupNorm, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if not layer.affine:
         return a.new_zeros(len(a))
-    gw, gb = _groupnorm_example_grads(F.group_norm(a, layer.num_groups, eps=layer.eps), b)
+    _, mean, rstd = _groupnorm(a, layer.num_groups, layer.eps)
+    gw, gb = _groupnorm_example_grads(a, mean, rstd, b)
     return gw.pow(2).sum(1) + gb.pow(2).sum(1)
 
 
@@ -364,6 +378,7 @@ class _Record:
     out: torch.Tensor      # the layer's output, whose gradient b the backward pass returns
     version: int           # out._version when recorded: later in-place changes are refused
     example_major: bool    # rows of a and out ordered (example, model) rather than (model, example)
+    saved: tuple           # more forward results the layer's rules read
 
 
 class _StackedLayer(nn.Module):
@@ -388,10 +403,12 @@ class _StackedLayer(nn.Module):
     def bias(self) -> torch.Tensor | None:
         return None if self.bias_name is None else self.tape.params[self.bias_name]
 
-    def record(self, a: torch.Tensor, out: torch.Tensor, example_major: bool = False) -> None:
+    def record(self, a: torch.Tensor, out: torch.Tensor, example_major: bool = False,
+               saved: tuple = ()) -> None:
         if not out.requires_grad:  # the first layer: no backward pass into the input
             out.requires_grad_()
-        self.tape.records.append(_Record(self, a.detach(), out, out._version, example_major))
+        self.tape.records.append(_Record(self, a.detach(), out, out._version, example_major,
+                                         saved))
 
     def named(self, weight: torch.Tensor, bias: torch.Tensor | None) -> Params:
         out = {self.weight_name: weight}
@@ -558,19 +575,24 @@ class _StackedConv2d(_StackedLayer):
 
 
 class _StackedGroupNorm(_StackedLayer):
-    """``out = x_hat * weight_s + bias_s`` with x_hat the group-normalised input; records x_hat."""
+    """``out = x_hat * weight_s + bias_s`` with x_hat the group-normalised input (one fused
+    operation for one model); records the input and the groups' mean and 1 / std."""
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
-        models, channels = self.tape.models, a.shape[1]
-        x_hat = F.group_norm(a, self.spec.num_groups, eps=self.spec.eps)
-        shape = (models, 1, channels) + (1,) * (a.dim() - 2)
-        out = torch.addcmul(self.bias().view(shape), x_hat.view(models, -1, *a.shape[1:]),
-                            self.weight().view(shape)).view(a.shape)
-        self.record(x_hat, out)
+        models, channels, spec = self.tape.models, a.shape[1], self.spec
+        weight, bias = self.weight(), self.bias()
+        if models == 1:
+            out, mean, rstd = _groupnorm(a, spec.num_groups, spec.eps, weight[0], bias[0])
+        else:
+            x_hat, mean, rstd = _groupnorm(a, spec.num_groups, spec.eps)
+            shape = (models, 1, channels) + (1,) * (a.dim() - 2)
+            out = torch.addcmul(bias.view(shape), x_hat.view(models, -1, *a.shape[1:]),
+                                weight.view(shape)).view(a.shape)
+        self.record(a, out, saved=(mean.detach(), rstd.detach()))
         return out
 
     def example_sq_norms(self, rec, b, for_sums):
-        gw, gb = _groupnorm_example_grads(rec.a, b)
+        gw, gb = _groupnorm_example_grads(rec.a, *rec.saved, b)
         sq = gw.pow(2).sum(1) + gb.pow(2).sum(1)
         return sq.view(self.tape.models, -1), (gw, gb)
 
