@@ -34,6 +34,7 @@ Models with any other parameterised layer fall back to ``vmap(grad)``.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import threading
 import time
@@ -386,9 +387,10 @@ class _StackedLayer(nn.Module):
     (model, example): row s B + i belongs to example i of model s.
 
     Subclasses give ``forward`` (calling ``record``), ``example_sq_norms(rec, b, for_sums) ->
-    ([S, B], kept)`` (``kept``: what ``summed`` can reuse when ``for_sums``) and
-    ``summed(rec, b, coef, kept) -> {name: [S, *shape]}``, the latter being
-    ``sum_i coef[s, i] g_si`` restricted to the layer's parameters."""
+    ([S, B], kept)`` with b the gradient of the summed loss with respect to the recorded output
+    (``kept``: what ``summed`` needs when ``for_sums``, else None) and ``summed(rec, coef, kept)
+    -> {name: [S, *shape]}``, the latter being ``sum_i coef[s, i] g_si`` restricted to the
+    layer's parameters."""
 
     def __init__(self, spec: nn.Module, prefix: str, tape: _Tape):
         super().__init__()
@@ -433,14 +435,15 @@ class _StackedLinear(_StackedLayer):
         return out
 
     def example_sq_norms(self, rec, b, for_sums):
-        return _linear_sq_norm(self.spec, rec.a, b).view(self.tape.models, -1), None
+        sq = _linear_sq_norm(self.spec, rec.a, b).view(self.tape.models, -1)
+        return sq, ((rec.a, b) if for_sums else None)
 
-    def summed(self, rec, b, coef, kept):
+    def summed(self, rec, coef, kept):
         """``sum_i coef_i b_i^T a_i`` and ``sum_i coef_i b_i`` per model (bmm over models)."""
-        models = self.tape.models
+        (a, b), models = kept, self.tape.models
         bc = b.reshape(models, coef.shape[1], -1) * coef.unsqueeze(2)
         bc = bc.view(models, -1, b.shape[-1])
-        a3 = rec.a.reshape(models, -1, rec.a.shape[-1])
+        a3 = a.reshape(models, -1, a.shape[-1])
         return self.named(torch.bmm(bc.transpose(1, 2), a3), bc.sum(1))
 
 
@@ -533,7 +536,8 @@ class _StackedConv2d(_StackedLayer):
 
     def example_sq_norms(self, rec, b, for_sums):
         """``||G_i||^2`` by the timed rule, plus ``||sum_l b_i[:, l]||^2`` with a bias; keeps
-        the per-example bias gradients and, from the grouped rule, the weight gradients."""
+        the per-example bias gradients and either the per-example weight gradients (grouped
+        rule) or a and b."""
         a_rows, b_rows = self._rows(rec, rec.a), self._rows(rec, b)
         rule = conv2d_weight_rule(self.spec, a_rows, b_rows, with_sums=for_sums)
         weight_grads = bias_grads = None
@@ -545,24 +549,28 @@ class _StackedConv2d(_StackedLayer):
         if self.bias_name is not None:
             bias_grads = b_rows.flatten(2).sum(2)
             sq = sq + bias_grads.pow(2).sum(1)
-        return self._by_model(rec, sq), (weight_grads, bias_grads)
+        if not for_sums:
+            return self._by_model(rec, sq), None
+        inputs = (rec.a, b) if weight_grads is None else None
+        return self._by_model(rec, sq), (weight_grads, bias_grads, inputs)
 
-    def summed(self, rec, b, coef, kept):
+    def summed(self, rec, coef, kept):
         """Per model, ``sum_i coef_i G_i``: the weighted per-example gradients when the grouped
         rule formed them, otherwise a backward-weight convolution of ``coef * b``."""
-        weight_grads, bias_grads = kept
+        weight_grads, bias_grads, inputs = kept
         models, spec = self.tape.models, self.spec
         weight_shape = (models, *spec.weight.shape)
         bias = None if bias_grads is None else self._weighted(rec, bias_grads, coef)
         if weight_grads is not None:
             return self.named(self._weighted(rec, weight_grads, coef).view(weight_shape), bias)
+        a, b = inputs
         b_rows = self._rows(rec, b)
         bc = (b_rows.view(len(b_rows), -1) * self._by_model_inverse(rec, coef)).view(b.shape)
         if rec.example_major:
-            weight = _conv2d_weight_sum(spec, rec.a, bc, models)
+            weight = _conv2d_weight_sum(spec, a, bc, models)
         else:
             weight = torch.stack([_conv2d_weight_sum(spec, a_s, b_s, 1) for a_s, b_s in
-                                  zip(_split_models(rec.a, models), _split_models(bc, models))])
+                                  zip(_split_models(a, models), _split_models(bc, models))])
         return self.named(weight.view(weight_shape), bias)
 
     def _by_model_inverse(self, rec: _Record, coef: torch.Tensor) -> torch.Tensor:
@@ -594,9 +602,9 @@ class _StackedGroupNorm(_StackedLayer):
     def example_sq_norms(self, rec, b, for_sums):
         gw, gb = _groupnorm_example_grads(rec.a, *rec.saved, b)
         sq = gw.pow(2).sum(1) + gb.pow(2).sum(1)
-        return sq.view(self.tape.models, -1), (gw, gb)
+        return sq.view(self.tape.models, -1), ((gw, gb) if for_sums else None)
 
-    def summed(self, rec, b, coef, kept):
+    def summed(self, rec, coef, kept):
         models = self.tape.models
         gw, gb = (torch.einsum("sic,si->sc", g.view(models, -1, g.shape[1]), coef) for g in kept)
         return self.named(gw, gb)
@@ -669,11 +677,14 @@ def supports_layer_norms(model: nn.Module) -> bool:
     return _twin(model) is not None
 
 
-def _layer_pass(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor):
+def _layer_pass(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
+                for_sums: bool) -> tuple[list[tuple[_Record, torch.Tensor, object]], torch.Tensor]:
     """One forward pass of S stacked models (params [S, ...], x [S, B, ...], y [S, B]) and one
     backward pass of ``sum_{s,i} l_si`` to every layer output.
 
-    Returns (records, b per record, logits [S, B, classes])."""
+    Each layer's ``example_sq_norms`` runs as soon as the backward pass reaches its output (a
+    gradient hook), so that its input and output gradient are freed as in an ordinary backward
+    pass. Returns ([(record, ||g_si[layer]||^2 [S, B], kept)], logits [S, B, classes])."""
     twin = _twin(model)
     if twin is None:
         raise _Unsupported
@@ -685,14 +696,52 @@ def _layer_pass(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tens
     tape.params = {k: v.detach() for k, v in params.items()}
     try:
         with torch.enable_grad():
-            logits = twin.module(x.reshape(models * batch, *x.shape[2:]))
+            logits = twin.module(x.detach().reshape(models * batch, *x.shape[2:]))
             total = F.cross_entropy(logits, y.reshape(-1), reduction="sum")
-            records = tape.records
-            _check_records(records, twin.layers)
-            douts = torch.autograd.grad(total, [r.out for r in records])
+        records = tape.records
+        _check_records(records, twin.layers)
+        results = _backward_with_rules(total, records, for_sums)
     finally:
         tape.params, tape.records = {}, []
-    return records, douts, logits.detach().view(models, batch, logits.shape[-1])
+    return [(r, *results[id(r)]) for r in records], logits.detach().view(models, batch, -1)
+
+
+STREAM_MIN_ELEMENTS = 1 << 20  # layer outputs at least this large (in all): rules run in hooks
+
+
+def _backward_with_rules(total: torch.Tensor, records: list[_Record], for_sums: bool) -> dict:
+    """{id(record): example_sq_norms(record, b, for_sums)} from one backward pass of ``total``.
+
+    Small outputs: their gradients all at once, then the rules. Large ones (``STREAM_MIN_
+    ELEMENTS``): the first layers' outputs are autograd leaves (no input or parameter requires a
+    gradient); the backward pass runs to them, and hooks on every other output apply the rules
+    on the way, which frees each b (and a) as an ordinary backward pass would."""
+    if sum(r.out.numel() for r in records) < STREAM_MIN_ELEMENTS:
+        grads = torch.autograd.grad(total, [r.out for r in records])
+        with torch.no_grad():
+            return {id(r): r.layer.example_sq_norms(r, b, for_sums)
+                    for r, b in zip(records, grads)}
+    results: dict[int, tuple] = {}
+
+    @torch.no_grad()
+    def rules(rec: _Record, b: torch.Tensor) -> None:
+        results[id(rec)] = rec.layer.example_sq_norms(rec, b, for_sums)
+        rec.a, rec.saved = None, ()
+
+    leaves = [r for r in records if r.out.is_leaf]
+    handles = [r.out.register_hook(functools.partial(rules, r))
+               for r in records if not r.out.is_leaf]
+    try:
+        grads = torch.autograd.grad(total, [r.out for r in leaves], allow_unused=True)
+    finally:
+        for h in handles:
+            h.remove()
+    for r, b in zip(leaves, grads):
+        if b is not None:
+            rules(r, b)
+    if len(results) != len(records):  # a layer output the loss does not depend on
+        raise _Unsupported
+    return results
 
 
 def _check_records(records: list[_Record], layers: list[_StackedLayer]) -> None:
@@ -705,10 +754,10 @@ def _check_records(records: list[_Record], layers: list[_StackedLayer]) -> None:
 
 def _layer_norms(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor):
     """(||g_i||, logits) of one model on one chunk by the per-layer identities."""
-    records, douts, logits = _layer_pass(model, {k: v.unsqueeze(0) for k, v in params.items()},
-                                         x.unsqueeze(0), y.unsqueeze(0))
+    parts, logits = _layer_pass(model, {k: v.unsqueeze(0) for k, v in params.items()},
+                                x.unsqueeze(0), y.unsqueeze(0), False)
     with torch.no_grad():
-        sq = _total(r.layer.example_sq_norms(r, b, False)[0] for r, b in zip(records, douts))
+        sq = _total(sq for _, sq, _ in parts)
         return sq.reshape(-1).clamp_min_(0).sqrt_(), logits[0]
 
 
@@ -749,14 +798,13 @@ def _count_clipped(norms: torch.Tensor, weights: torch.Tensor, clip: float | Non
 
 def _clipped_sums_stacked(model, params, x, y, weights, clip) -> ClippedSums:
     """All S models in one pass."""
-    records, douts, _ = _layer_pass(model, params, x, y)
+    parts, _ = _layer_pass(model, params, x, y, True)
     with torch.no_grad():
-        parts = [r.layer.example_sq_norms(r, b, True) for r, b in zip(records, douts)]
-        norms = _total(sq for sq, _ in parts).clamp_min_(0).sqrt_()
+        norms = _total(sq for _, sq, _ in parts).clamp_min_(0).sqrt_()
         coef = _clip_coefficients(norms, weights, clip)
         summed: Params = {}
-        for r, b, (_, kept) in zip(records, douts, parts):
-            summed.update(r.layer.summed(r, b, coef, kept))
+        for rec, _, kept in parts:
+            summed.update(rec.layer.summed(rec, coef, kept))
     return ClippedSums(norms, {k: summed[k] for k in params}, _count_clipped(norms, weights, clip))
 
 

@@ -150,6 +150,19 @@ def test_clipped_gradient_sums_match_loop(name, models, clipping, monkeypatch):
 
 
 @pytest.mark.parametrize("name", MODELS)
+def test_rules_applied_during_the_backward_pass_match_loop(name, monkeypatch):
+    monkeypatch.setattr(pergrad, "STREAM_MIN_ELEMENTS", 0)  # every output through a hook
+    monkeypatch.setattr(pergrad, "_stacking_pays", lambda *args: True)
+    nets, params, x, y, weights = _stacked_models_and_batch(name, 2)
+    clip = _binding_clip(nets, x, y, weights)
+    got = clipped_gradient_sums(nets[0], params, x, y, weights, clip)
+    _assert_sums_equal(got, *_loop_clipped_sums(nets, x, y, weights, clip), weights)
+    torch.testing.assert_close(per_example_grad_norms(nets[1], x[1], y[1], method="layers"),
+                               per_example_grad_norms(nets[1], x[1], y[1], method="vmap"),
+                               rtol=1e-8, atol=0)
+
+
+@pytest.mark.parametrize("name", MODELS)
 def test_clipped_gradient_sums_do_not_depend_on_stacked_models(name, monkeypatch):
     monkeypatch.setattr(pergrad, "_stacking_pays", lambda *args: True)
     nets, params, x, y, weights = _stacked_models_and_batch(name, 3)
