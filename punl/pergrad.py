@@ -18,7 +18,8 @@ layer's input a, one backward pass gives b, and each layer's share of ||g_i||^2 
   convolution, and the Gram form ``sum_{l,l'} (U_i^T U_i)_{ll'} (b_i^T b_i)_{ll'}``), timed once
   per layer configuration, shapes, dtype and device; bias ``||sum_l b_i[:, l]||^2``;
 - GroupNorm: ``sum_l b_i x_hat_i`` (weight) and ``sum_l b_i`` (bias) per channel, with x_hat the
-  normalised input.
+  normalised input, in one pass: the affine gradients of one group norm with the examples
+  folded into the channels.
 
 The same pass serves S models of one architecture at once (parameters stacked along a leading
 dimension): a copy of the model whose parameterised layers take stacked parameters runs on the
@@ -375,11 +376,11 @@ class _Tape(threading.local):
 @dataclass
 class _Record:
     layer: "_StackedLayer"
-    a: torch.Tensor        # what the layer's gradient rules read (its input, x_hat for GroupNorm)
+    a: torch.Tensor        # the layer's input (its rows as in ``example_major``)
     out: torch.Tensor      # the layer's output, whose gradient b the backward pass returns
     version: int           # out._version when recorded: later in-place changes are refused
     example_major: bool    # rows of a and out ordered (example, model) rather than (model, example)
-    saved: tuple           # more forward results the layer's rules read
+    saved: tuple           # more forward results the layer's rules read (GroupNorm: mean, 1/std)
 
 
 class _StackedLayer(nn.Module):
