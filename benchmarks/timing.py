@@ -19,6 +19,17 @@ def best_time(fn: Callable[[], object], reps: int, rounds: int = 3) -> float:
     return best
 
 
+def interleaved_best_times(candidates: dict[str, tuple[Callable[[], object], int]],
+                           rounds: int = 3) -> dict[str, float]:
+    """``best_time`` of every (fn, reps) candidate with the rounds interleaved: round r of every
+    candidate runs before round r + 1 of any, so a burst of background load hits them alike."""
+    best = {k: float("inf") for k in candidates}
+    for _ in range(rounds):
+        for k, (fn, reps) in candidates.items():
+            best[k] = min(best[k], best_time(fn, reps, rounds=1))
+    return best
+
+
 def _fmt(value) -> str:
     return f"{value:,.3f}" if isinstance(value, float) else str(value)
 

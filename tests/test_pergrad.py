@@ -150,6 +150,19 @@ def test_clipped_gradient_sums_match_loop(name, models, clipping, monkeypatch):
 
 
 @pytest.mark.parametrize("name", MODELS)
+def test_rules_applied_during_the_backward_pass_match_loop(name, monkeypatch):
+    monkeypatch.setattr(pergrad, "STREAM_MIN_ELEMENTS", 0)  # every output through a hook
+    monkeypatch.setattr(pergrad, "_stacking_pays", lambda *args: True)
+    nets, params, x, y, weights = _stacked_models_and_batch(name, 2)
+    clip = _binding_clip(nets, x, y, weights)
+    got = clipped_gradient_sums(nets[0], params, x, y, weights, clip)
+    _assert_sums_equal(got, *_loop_clipped_sums(nets, x, y, weights, clip), weights)
+    torch.testing.assert_close(per_example_grad_norms(nets[1], x[1], y[1], method="layers"),
+                               per_example_grad_norms(nets[1], x[1], y[1], method="vmap"),
+                               rtol=1e-8, atol=0)
+
+
+@pytest.mark.parametrize("name", MODELS)
 def test_clipped_gradient_sums_do_not_depend_on_stacked_models(name, monkeypatch):
     monkeypatch.setattr(pergrad, "_stacking_pays", lambda *args: True)
     nets, params, x, y, weights = _stacked_models_and_batch(name, 3)
@@ -171,6 +184,14 @@ def test_clipped_gradient_sums_one_pass_per_model(monkeypatch):
     clip = _binding_clip(nets, x, y, weights)
     got = clipped_gradient_sums(nets[0], params, x, y, weights, clip)
     _assert_sums_equal(got, *_loop_clipped_sums(nets, x, y, weights, clip), weights)
+
+
+def test_stacking_choice_is_timed_once_and_cached():
+    nets, params, x, y, weights = _stacked_models_and_batch("cnn", 2)
+    twin = pergrad._twin(nets[0])
+    twin.stacking.clear()
+    choice = pergrad._stacking_measured_faster(nets[0], twin, params, x, y, weights, 1.0)
+    assert isinstance(choice, bool) and list(twin.stacking.values()) == [choice]
 
 
 @pytest.mark.parametrize("rule", sorted(CONV_WEIGHT_RULES))
@@ -206,7 +227,8 @@ def test_clipped_gradient_sums_of_an_empty_batch_are_zero():
     nets, params, x, y, weights = _stacked_models_and_batch("cnn", 2)
     got = clipped_gradient_sums(nets[0], params, x[:, :0], y[:, :0], weights[:, :0], 1.0)
     assert got.norms.shape == (2, 0) and got.n_clipped.tolist() == [0, 0]
-    assert all(got.summed[k].shape == v.shape and not got.summed[k].any() for k, v in params.items())
+    for k, v in params.items():
+        assert got.summed[k].shape == v.shape and not got.summed[k].any()
 
 
 def test_clipped_gradient_sums_name_bad_shapes():
@@ -224,7 +246,8 @@ def _loop_conv_weight_sq(layer, a, b):
         layer.zero_grad()
         (layer(a[i:i + 1]) * b[i:i + 1]).sum().backward()
         weight_sq.append(layer.weight.grad.pow(2).sum())
-        bias_sq.append(layer.bias.grad.pow(2).sum() if layer.bias is not None else 0 * weight_sq[-1])
+        no_bias = torch.zeros((), dtype=a.dtype)
+        bias_sq.append(layer.bias.grad.pow(2).sum() if layer.bias is not None else no_bias)
     return torch.stack(weight_sq), torch.stack(bias_sq)
 
 
