@@ -1,8 +1,8 @@
 """One forget group of digits-quick: retraining and every method's trajectories, all models of
 the group together (the engine) against one model at a time (the previous loop).
 
-The group's models are those of :func:`punl.unlearn.unlearn_group`: M retrained models plus the
-barrier partners from scratch (T steps), then per method R unlearned + M retrained + 2 partner
+The group's models are those of :func:`punl.unlearn.unlearn_group`: M independent and R coupled
+retrained models from scratch (T steps), then per method R unlearned + R coupled + M independent
 trajectories of K steps. Evaluation and the attack are not timed here."""
 from __future__ import annotations
 
@@ -14,27 +14,27 @@ from punl.groups import ForgetGroup
 from punl.pipeline import load_data
 from punl.recipe import from_scratch, init_model, initial_params, run_seeds, total_steps
 from punl.sgd import Member, run_steps
-from punl.unlearn import retrain_seeds_for
+from punl.unlearn import GroupSplit, coupled_replay, independent_seeds
 
 from .legacy import legacy_run
 from .timing import best_time, print_rows
 
 
 def group_populations(cfg, data):
-    """(rule, steps, members) of every population one group runs."""
+    """(rule, steps, members) of every population one group runs: the M independent and the R
+    coupled retrained models from scratch, then per method R unlearned + R coupled + M
+    independent trajectories."""
     rng = np.random.default_rng(0)
     forget = np.sort(rng.choice(data.n_train, cfg.group_size, replace=False))
-    group = ForgetGroup(cfg.primary_score, "q0", forget, 0.0)
-    retain = group.retain_indices(data.n_train)
-    named = retrain_seeds_for(cfg, group)        # M reference models and two partners
-    seeds = list(dict.fromkeys(named.values()))  # each distinct pair trained once
-    populations = [(training_rule(cfg), total_steps(cfg, data.n_train),
-                    [from_scratch(cfg, data, s, retain) for s in seeds])]
+    split = GroupSplit.of(cfg, data, ForgetGroup(cfg.primary_score, "q0", forget, 0.0))
+    retrained = ([from_scratch(cfg, data, s, split.retain) for s in independent_seeds(split)]
+                 + [coupled_replay(cfg, data, r, forget) for r in range(cfg.runs)])
+    populations = [(training_rule(cfg), total_steps(cfg, data.n_train), retrained)]
     starts = [initial_params(cfg, data, run_seeds(cfg, r)[0]) for r in range(cfg.runs)]
-    starts += [initial_params(cfg, data, s[0]) for s in named.values()]
+    starts += [m.start for m in retrained]
     for method in cfg.methods:
         populations.append((METHODS[method](cfg), cfg.unlearn_steps,
-                            [Member(p, 1000 + i, retain) for i, p in enumerate(starts)]))
+                            [Member(p, 1000 + i, split.retain) for i, p in enumerate(starts)]))
     return populations
 
 

@@ -1,18 +1,24 @@
-"""The tables the book shows: fits, correlations, hardest-m comparisons, utility.
+"""The tables the book shows, derived from the stages' tables.
 
-- log fit:    steps ~ a * log(b * P + 1), least squares over a > 0, b > 0 (b on a log scale)
-- line fit:   steps ~ c + d * P
-- both with R^2 = 1 - SS_res / SS_tot; Spearman rho between every metric and steps-to-unlearn.
+Training and scores: accuracy, clipping, the extreme points, the label-noise control. Unlearning:
+the ``steps`` table (each group's status and steps to unlearn at every level and design, and its
+divergence response fit; :func:`group_steps`), the fits of steps and of the response against the
+privacy loss (:mod:`punl.fits`), the disagreement groups and the partial correlation of claim 3,
+the controlled barriers of claim 4, the per-point fractions against their null, and utility.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
+from scipy import stats
 
-from .groups import class_composition
+from . import fits
 from .ledger import Ledger
-from .tables import CLAIMS, UnlearnTables
+from .mia import group_status, steps_to_unlearn
+from .tables import STEPS, UnlearnTables
+
+#: Levels at which verdicts are read (the configured one is the main choice).
+LEVELS = (0.01, 0.05, 0.1)
 
 
 # ---------------------------------------------------------------------------------- training
@@ -52,95 +58,7 @@ def distribution_summary(values: pd.Series) -> pd.Series:
                       "points tied at the maximum": int((values == values.max()).sum())})
 
 
-# ---------------------------------------------------------------------------------- unlearning
-def _r2(y: np.ndarray, pred: np.ndarray) -> float:
-    ss_tot = np.sum((y - y.mean()) ** 2)
-    return float(1 - np.sum((y - pred) ** 2) / ss_tot) if ss_tot > 0 else float("nan")
-
-
-def log_model(p, a, b):
-    return a * np.log1p(b * p)
-
-
-def fit_log(p: np.ndarray, steps: np.ndarray) -> dict[str, float]:
-    """Fit steps = a log(b P + 1); returns a, b, r2 (NaN when fewer than 3 points)."""
-    p, steps = np.asarray(p, float), np.asarray(steps, float)
-    if len(p) < 3 or np.ptp(p) == 0:
-        return {"a": np.nan, "b": np.nan, "r2": np.nan}
-    scale = 1.0 / np.median(p[p > 0]) if np.any(p > 0) else 1.0
-
-    def sse(theta):
-        return np.sum((steps - log_model(p, np.exp(theta[0]), np.exp(theta[1]))) ** 2)
-
-    starts = [(np.log(max(steps.max(), 1e-3) / np.log1p(s * scale * p.max())), np.log(s * scale))
-              for s in (0.01, 0.1, 1, 10, 100)]
-    best = min((optimize.minimize(sse, x0, method="Nelder-Mead",
-                                  options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 4000})
-                for x0 in starts), key=lambda r: r.fun)
-    a, b = np.exp(best.x)
-    return {"a": float(a), "b": float(b), "r2": _r2(steps, log_model(p, a, b))}
-
-
-def fit_line(p: np.ndarray, steps: np.ndarray) -> dict[str, float]:
-    """Least-squares line steps = intercept + slope * P, with R^2."""
-    p, steps = np.asarray(p, float), np.asarray(steps, float)
-    if len(p) < 3 or np.ptp(p) == 0:
-        return {"intercept": np.nan, "slope": np.nan, "r2": np.nan}
-    res = stats.linregress(p, steps)
-    return {"intercept": float(res.intercept), "slope": float(res.slope), "r2": float(res.rvalue ** 2)}
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    rho = stats.spearmanr(x, y).statistic
-    return float(rho) if np.isfinite(rho) else float("nan")
-
-
-def group_fits(steps: pd.DataFrame, score: str, method: str) -> dict[str, float]:
-    """Log and line fits of steps-to-unlearn against the group's median score (quantile groups)."""
-    rows = steps[(steps.score == score) & (steps.method == method) & steps.group.str.match(r"q\d")]
-    x, y = rows.group_score_median.to_numpy(), rows.steps_to_unlearn.to_numpy()
-    log, line = fit_log(x, y), fit_line(x, y)
-    return {"score": score, "method": method, "log_a": log["a"], "log_b": log["b"],
-            "log_r2": log["r2"], "line_slope": line["slope"], "line_r2": line["r2"],
-            "spearman": spearman(x, y) if len(x) > 2 else np.nan, "groups": len(x)}
-
-
-def point_correlations(steps_points: pd.DataFrame, scores: pd.DataFrame,
-                       metrics: list[str]) -> pd.DataFrame:
-    """Spearman rho between each metric and per-point steps-to-unlearn, per method."""
-    merged = steps_points.merge(scores, on="index")
-    return pd.DataFrame([{"method": m, "metric": c,
-                          "spearman": spearman(g[c].to_numpy(), g.steps_to_unlearn.to_numpy()),
-                          "points": len(g)}
-                         for m, g in merged.groupby("method") for c in metrics])
-
-
-def hardest_m(steps: pd.DataFrame, main: str) -> pd.DataFrame:
-    """Steps-to-unlearn and mean MIA accuracy over the checkpoints of the top-m group of every
-    score, side by side per method (claim 3); columns (measure, method), rows sorted by the
-    method ``main``."""
-    top = steps[steps.group == "top"]
-    table = top.pivot_table(index="score", columns="method",
-                            values=["steps_to_unlearn", "mean_mia_acc"])
-    return table.sort_values(by=[("steps_to_unlearn", main), ("mean_mia_acc", main)],
-                             ascending=False)
-
-
-def method_fits(steps: pd.DataFrame, score: str, methods: list[str]) -> pd.DataFrame:
-    """:func:`group_fits` for every method, one row each."""
-    return pd.DataFrame([group_fits(steps, score, m) for m in methods])
-
-
-def point_summary(steps_points: pd.DataFrame, score: str) -> pd.DataFrame:
-    """Per method and group of ``score``: points, median steps to unlearn, censored fraction and
-    the mean Gaussian-fit test accuracy at the first and last checkpoint."""
-    return steps_points[steps_points.score == score].groupby(["method", "group"]).agg(
-        points=("index", "size"), median_steps=("steps_to_unlearn", "median"),
-        censored_fraction=("censored", "mean"),
-        gaussian_fit_accuracy_step0=("distinguishability_step0", "mean"),
-        gaussian_fit_accuracy_final=("distinguishability_final", "mean"))
-
-
+# ------------------------------------------------------------------------------ label noise
 def label_noise_control(scores: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """Flipped against clean points for each score column: the two means and a one-sided
     Mann-Whitney U test of 'flipped points score higher' (empty without both kinds)."""
@@ -163,130 +81,249 @@ def flipped_share_of_top(scores: pd.DataFrame, column: str, fraction: float = 0.
     return float(scores.flipped.astype(bool)[top].mean())
 
 
-def group_composition(groups, scores: pd.DataFrame) -> pd.DataFrame:
-    """Per forget group: its median score, number of classes, largest class share and how many
-    of its points are flipped."""
-    labels, flipped = scores["label"].to_numpy(), scores["flipped"].to_numpy()
+
+# ---------------------------------------------------------------------------- steps table
+def _status_and_steps(steps: np.ndarray, adjusted_p: np.ndarray, level: float):
+    distinguishable = adjusted_p <= level
+    k, censored = steps_to_unlearn(steps, distinguishable)
+    return group_status(distinguishable), int(k), bool(censored)
+
+
+def group_steps(tables: UnlearnTables, levels=LEVELS) -> pd.DataFrame:
+    """The ``steps`` table: for every group, method, design and level, the group's status and
+    steps to unlearn (distinguishable: adjusted p <= level), and the fit
+    E(k) = A exp(-c k) + floor of its excess divergence E = D - (the null's mean at the same
+    checkpoint), with the steps at which the fit reaches the null's 95% quantile (the median
+    over checkpoints of q95 - mean)."""
+    meta = tables.groups.set_index(["score", "group"])
     rows = []
-    for g in groups:
-        counts = class_composition(g, labels).values()
-        rows.append({"score": g.score, "group": g.label, "median score": g.score_median,
-                     "classes": len(counts), "largest class share": max(counts) / len(g.indices),
-                     "flipped": int(flipped[g.indices].sum())})
+    for (score, group, method, design), a in tables.attack.groupby(
+            ["score", "group", "method", "design"], sort=False):
+        a = a.sort_values("step")
+        k = a.step.to_numpy()
+        excess = (a.divergence - a.divergence_null_mean).to_numpy()
+        fit = fits.fit_decay(k, excess)
+        target = float(np.median(a.divergence_null_q95 - a.divergence_null_mean))
+        info = meta.loc[(score, group)]
+        for level in levels:
+            status, steps, censored = _status_and_steps(k, a.adjusted_p.to_numpy(), level)
+            rows.append({"score": score, "group": group, "kind": info.kind, "method": method,
+                         "level": level, "design": design,
+                         "group_score_median": info.group_score_median, "status": status,
+                         "steps_to_unlearn": steps, "censored": censored,
+                         "mia_acc_step0": float(a.mia_acc.iloc[0]),
+                         "adjusted_p_step0": float(a.adjusted_p.iloc[0]),
+                         "response_amplitude": fit.amplitude, "response_rate": fit.rate,
+                         "response_floor": fit.floor, "steps_to_null_q95": fit.steps_to(target)})
+    return STEPS.frame(rows)
+
+
+def select(steps: pd.DataFrame, method: str, level: float, design: str = "all",
+           kind: str | None = "quantile") -> pd.DataFrame:
+    """The rows of the ``steps`` table for one method, level and design (and kind of group)."""
+    rows = steps[(steps.method == method) & (steps.level == level) & (steps.design == design)]
+    return rows if kind is None else rows[rows.kind == kind]
+
+
+def with_score(rows: pd.DataFrame, points: pd.DataFrame, scores: pd.DataFrame,
+               column: str) -> pd.DataFrame:
+    """``rows`` with ``p``: each group's median of the scores column ``column`` over its points
+    (as listed in the ``points`` table); the group's median at another order of the privacy
+    loss, for instance."""
+    members = points.drop_duplicates(["score", "group", "index"])
+    values = scores.set_index("index")[column]
+    medians = members.assign(v=values.loc[members["index"]].to_numpy()).groupby(
+        ["score", "group"]).v.median()
+    return rows.assign(p=[float(medians[(s, g)]) for s, g in zip(rows.score, rows.group)])
+
+
+# ------------------------------------------------------------------------------ claim 2, 5
+def steps_fits(rows: pd.DataFrame, checkpoints: np.ndarray) -> dict[str, float]:
+    """Censoring-aware fits of steps against ``p`` (log and line), and Spearman's rho."""
+    intervals = fits.StepIntervals.from_steps(rows.steps_to_unlearn, rows.censored,
+                                              rows.status == "never distinguishable", checkpoints)
+    log = fits.fit_log_censored(rows.p.to_numpy(), intervals)
+    line = fits.fit_line_censored(rows.p.to_numpy(), intervals)
+    rho, p_value = fits.spearman(rows.p, rows.steps_to_unlearn)
+    return {"log_a": log["a"], "log_b": log["b"], "log_likelihood_log": log["log_likelihood"],
+            "line_slope": line["slope"], "log_likelihood_line": line["log_likelihood"],
+            "spearman": rho, "spearman_p": p_value, "groups": len(rows),
+            "never_distinguishable": int((rows.status == "never distinguishable").sum()),
+            "censored": int(rows.censored.sum())}
+
+
+def responding_curves(attack: pd.DataFrame, method: str, design: str = "all"):
+    """Checkpoints and the excess divergence curves of every group (of any kind) whose step-0
+    divergence exceeds its null's 95% quantile."""
+    curves, k = [], None
+    a = attack[(attack.method == method) & (attack.design == design)]
+    for _, g in a.groupby(["score", "group"], sort=False):
+        g = g.sort_values("step")
+        if g.divergence.iloc[0] > g.divergence_null_q95.iloc[0]:
+            curves.append((g.divergence - g.divergence_null_mean).to_numpy())
+            k = g.step.to_numpy()
+    return k, curves
+
+
+def response_summary(rows: pd.DataFrame, attack: pd.DataFrame) -> dict[str, float]:
+    """How the response amplitude A scales with ``p`` over the groups of ``rows`` (Spearman,
+    slope of log A on log P) and whether one decay rate fits every group of the method that
+    responds (step-0 divergence above its null's 95% quantile; quantile groups or not)."""
+    rho, p_value = fits.spearman(rows.p, rows.response_amplitude)
+    slope = fits.log_log_slope(rows.p, rows.response_amplitude)
+    method, design = rows.method.iloc[0], rows.design.iloc[0]
+    k, curves = responding_curves(attack, method, design)
+    shared = fits.shared_rate_test(k, curves) if len(curves) >= 2 else \
+        {"shared_rate": np.nan, "f": np.nan, "p_value": np.nan}
+    return {"spearman": rho, "spearman_p": p_value, "log_log_slope": slope["slope"],
+            "slope_low": slope["low"], "slope_high": slope["high"],
+            "responding_groups": len(curves), "shared_rate": shared["shared_rate"],
+            "shared_rate_p": shared["p_value"]}
+
+
+# ---------------------------------------------------------------------------------- claim 3
+def disagreement_comparison(tables: UnlearnTables, steps: pd.DataFrame, primary: str,
+                            baselines: list[str], method: str, level: float,
+                            design: str = "all") -> pd.DataFrame:
+    """Per baseline b: the step-0 attack accuracy, divergence and steps of the group where the
+    privacy loss ranks points above b (``p_over_b``) and of the reverse group (``b_over_p``);
+    the accuracy difference with a 95% interval from the two groups' bootstrap intervals; and
+    which group is the harder one (``tie`` when the interval holds 0)."""
+    a0 = tables.attack[(tables.attack.step == 0) & (tables.attack.method == method)
+                       & (tables.attack.design == design) & (tables.attack.score == primary)]
+    a0 = a0.set_index("group")
+    st = select(steps, method, level, design, kind=None).set_index("group")
+    rows = []
+    for b in baselines:
+        p_side, b_side = f"p_over_{b}", f"{b}_over_p"
+        if p_side not in a0.index or b_side not in a0.index:
+            continue
+        diff = a0.mia_acc[p_side] - a0.mia_acc[b_side]
+        se = np.hypot(*[(a0.mia_ci_high[g] - a0.mia_ci_low[g]) / (2 * 1.96) for g in (p_side, b_side)])
+        low, high = diff - 1.96 * se, diff + 1.96 * se
+        rows.append({"baseline": b, "acc_p_over": a0.mia_acc[p_side],
+                     "acc_baseline_over": a0.mia_acc[b_side], "difference": diff, "low": low,
+                     "high": high, "divergence_p_over": a0.divergence[p_side],
+                     "divergence_baseline_over": a0.divergence[b_side],
+                     "steps_p_over": st.steps_to_unlearn[p_side],
+                     "steps_baseline_over": st.steps_to_unlearn[b_side],
+                     "harder": "privacy loss" if low > 0 else b if high < 0 else "tie"})
     return pd.DataFrame(rows)
 
 
-def step0_barriers(barriers: pd.DataFrame, steps: pd.DataFrame, score: str,
-                   main: str) -> pd.DataFrame:
-    """Step-0 barrier, loss gap and distance per group and partner of ``score`` with the group's
-    median score and steps to unlearn (method ``main``)."""
-    summary = barrier_summary(barriers)
-    s0 = summary[(summary.step == 0) & (summary.score == score) & (summary.method == main)]
-    cols = ["group", "group_score_median", "steps_to_unlearn"]
-    return s0.merge(steps[(steps.score == score) & (steps.method == main)][cols], on="group")
+def point_response(tables: UnlearnTables, method: str, step: int = 0) -> pd.DataFrame:
+    """Each point of the quantile groups with its Gaussian-fit KL divergence at ``step``."""
+    quantile = tables.groups[tables.groups.kind == "quantile"][["score", "group"]]
+    pts = tables.points[(tables.points.method == method) & (tables.points.step == step)]
+    return pts.merge(quantile, on=["score", "group"])[["index", "group", "flipped", "kl"]]
 
 
-def barrier_correlations(step0: pd.DataFrame) -> pd.DataFrame:
-    """Spearman rho of barrier, loss gap and distance with the group median score, per partner."""
-    cols = ["barrier", "loss_gap", "distance"]
-    return pd.DataFrame({partner: {c: spearman(g.group_score_median, g[c]) for c in cols}
-                         for partner, g in step0.groupby("partner")}).T
+def partial_correlations(response: pd.DataFrame, scores: pd.DataFrame, primary: str,
+                         baselines: list[str], rng: np.random.Generator,
+                         n_boot: int = 300) -> pd.DataFrame:
+    """Per baseline b: the partial Spearman correlation of each point's divergence with the
+    privacy loss given b, and of the divergence with b given the privacy loss, with bootstrap
+    intervals over points."""
+    merged = response.merge(scores, on="index")
+    rows = []
+    for b in baselines:
+        cols = [merged[c].to_numpy() for c in ("kl", primary, b)]
+
+        def given(idx, x=1, z=2):
+            return fits.partial_spearman(cols[0][idx], cols[x][idx], cols[z][idx])
+
+        every = np.arange(len(merged))
+        lo, hi = fits.bootstrap_interval(given, len(merged), n_boot, rng)
+        blo, bhi = fits.bootstrap_interval(lambda i: given(i, 2, 1), len(merged), n_boot, rng)
+        rows.append({"baseline": b, "points": len(merged), "p_given_baseline": given(every),
+                     "low": lo, "high": hi, "baseline_given_p": given(every, 2, 1),
+                     "baseline_low": blo, "baseline_high": bhi})
+    return pd.DataFrame(rows)
 
 
+def hardest_m(steps: pd.DataFrame, method: str, level: float) -> pd.DataFrame:
+    """The top-m group of every score: status, steps, step-0 attack accuracy and response
+    amplitude (design ``all``)."""
+    top = select(steps, method, level, "all", kind="top")
+    cols = ["score", "status", "steps_to_unlearn", "mia_acc_step0", "response_amplitude"]
+    return top[cols].set_index("score").sort_values(["steps_to_unlearn", "mia_acc_step0"],
+                                                    ascending=False)
+
+
+# ---------------------------------------------------------------------------------- claim 4
+def controlled_barriers(barriers: pd.DataFrame, method: str, step: int = 0) -> pd.DataFrame:
+    """Per pair: the barrier on the forget points minus the barrier on their class-matched
+    control points along the same path, for clean and flipped points apart, with the loss gap
+    and distance beside."""
+    b = barriers[(barriers.method == method) & (barriers.step == step)]
+    b = b.assign(side=b.subset.str.split("-").str[0], points=b.subset.str.split("-").str[1])
+    keys = ["score", "group", "partner", "pair", "points"]
+    wide = b.pivot_table(index=keys, columns="side", values=["barrier", "loss_gap"]).dropna()
+    dist = b.groupby(keys).distance.first()
+    out = pd.DataFrame({"barrier_forget": wide["barrier"]["forget"],
+                        "barrier_control": wide["barrier"]["control"],
+                        "loss_gap_forget": wide["loss_gap"]["forget"]}).join(dist)
+    out["controlled_barrier"] = out.barrier_forget - out.barrier_control
+    return out.reset_index()
+
+
+def barrier_by_group(controlled: pd.DataFrame, groups: pd.DataFrame) -> pd.DataFrame:
+    """Mean over pairs of the controlled barrier, loss gap and distance, per group, partner and
+    kind of point, with the group's kind and median score."""
+    mean = controlled.groupby(["score", "group", "partner", "points"]).agg(
+        controlled_barrier=("controlled_barrier", "mean"), barrier_forget=("barrier_forget", "mean"),
+        loss_gap=("loss_gap_forget", "mean"), distance=("distance", "mean"),
+        pairs=("pair", "size")).reset_index()
+    return mean.merge(groups[["score", "group", "kind", "group_score_median"]],
+                      on=["score", "group"])
+
+
+def barrier_trend(controlled: pd.DataFrame, groups: pd.DataFrame, p: dict, partner: str,
+                  points: str, rng: np.random.Generator, n_boot: int = 300) -> dict[str, float]:
+    """Spearman's rho between each quantile group's ``p`` and its mean controlled barrier (over
+    pairs), with a bootstrap interval over pairs (resampled jointly across groups)."""
+    quantile = set(groups[groups.kind == "quantile"].group)
+    c = controlled[(controlled.partner == partner) & (controlled.points == points)
+                   & controlled.group.isin(quantile)]
+    if c.empty:
+        return {"spearman": np.nan, "low": np.nan, "high": np.nan, "groups": 0}
+    table = c.pivot_table(index="pair", columns="group", values="controlled_barrier")
+    x = np.array([p[g] for g in table.columns])
+
+    def rho(idx):
+        return fits.spearman(x, table.to_numpy()[idx].mean(0))[0]
+
+    lo, hi = fits.bootstrap_interval(rho, len(table), n_boot, rng)
+    return {"spearman": rho(np.arange(len(table))), "low": lo, "high": hi,
+            "groups": table.shape[1]}
+
+
+# ------------------------------------------------------------------------------- per point
+def point_fractions(tables: UnlearnTables, level: float, checkpoints: np.ndarray,
+                    budget: int) -> pd.DataFrame:
+    """Per group and method: the share of its points at step 0, unlearned within K/10 and
+    censored by the per-point criterion (Welch's p < level at a checkpoint is distinguishable),
+    beside the step-0 and censored shares of the same criterion under relabelled models."""
+    rows = []
+    for (score, group, method), pts in tables.points.groupby(["score", "group", "method"],
+                                                              sort=False):
+        p = pts.pivot_table(index="step", columns="index", values="welch_p").sort_index()
+        steps, censored = steps_to_unlearn(p.index.to_numpy(), p.to_numpy() < level)
+        null = tables.point_null[(tables.point_null.score == score)
+                                 & (tables.point_null.group == group)
+                                 & (tables.point_null.method == method)
+                                 & np.isclose(tables.point_null.level, level)]
+        rows.append({"score": score, "group": group, "method": method,
+                     "step0_fraction": float((steps == 0).mean()),
+                     "quick_fraction": float((steps <= budget / 10).mean()),
+                     "censored_fraction": float(censored.mean()),
+                     "null_step0_fraction": float(null.step0_fraction.iloc[0]),
+                     "null_censored_fraction": float(null.censored_fraction.iloc[0])})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------- utility
 def utility(unlearning: pd.DataFrame) -> pd.DataFrame:
     """Mean forget / retain / test accuracy per method, model kind and step."""
     cols = ["forget_acc", "retain_acc", "test_acc"]
     return unlearning.groupby(["method", "model", "step"])[cols].mean().reset_index()
-
-
-def barrier_summary(barriers: pd.DataFrame) -> pd.DataFrame:
-    """One row per (score, group, method, partner, step): barrier, loss gap, distance."""
-    keys = ["score", "group", "method", "partner", "pair", "step"]
-    return barriers.groupby(keys)[["barrier", "loss_gap", "distance"]].first().reset_index()
-
-
-def _verdict(ok: bool | None) -> str:
-    return "inconclusive" if ok is None else ("supported" if ok else "not supported")
-
-
-def _hardest_claim(top: pd.DataFrame, primary: str) -> dict:
-    """Claim 3: steps of the top-m by privacy loss against the top-m of every baseline. A tie
-    (for instance all censored at K) is decided by the mean MIA accuracy over the checkpoints,
-    and stays inconclusive when the difference is within the groups' mean bootstrap
-    half-width."""
-    others = top.drop(primary, errors="ignore")
-    row = {"claim": "3. the hardest-m by privacy loss take longer than the hardest-m by any baseline",
-           "measure": "top-m by privacy loss vs best baseline: steps; mean MIA accuracy",
-           "value": "n/a", "verdict": _verdict(None)}
-    if primary not in top.index or others.empty:
-        return row
-    p, best = top.loc[primary], others.loc[others.steps_to_unlearn.idxmax()]
-    row["value"] = (f"{p.steps_to_unlearn} vs {best.steps_to_unlearn} ({best.name}); "
-                    f"{p.mean_mia_acc:.3f} vs {others.mean_mia_acc.max():.3f}")
-    if p.steps_to_unlearn != best.steps_to_unlearn:
-        row["verdict"] = _verdict(bool(p.steps_to_unlearn > others.steps_to_unlearn.max()))
-        return row
-    rival = others.loc[others.mean_mia_acc.idxmax()]
-    tolerance = max(p.mean_mia_ci_halfwidth, rival.mean_mia_ci_halfwidth)
-    gap = p.mean_mia_acc - rival.mean_mia_acc
-    row["verdict"] = _verdict(None if abs(gap) <= tolerance else bool(gap > 0))
-    return row
-
-
-def claims_table(tables: UnlearnTables, primary: str, budget: int, main: str,
-                 methods: list[str]) -> pd.DataFrame:
-    """Each claim of the study, the number that tests it and a plain verdict; claims 1-4 use
-    the method ``main``, claim 5 every other method."""
-    steps, steps_points, barriers = tables.steps, tables.steps_points, tables.barriers
-    rows = [_quick_claim(steps_points, primary, main, budget)]
-    rows.append(_log_claim(group_fits(steps, primary, main)))
-    top = steps[(steps.group == "top") & (steps.method == main)].set_index("score")
-    rows.append(_hardest_claim(top, primary))
-    rows.append(_barrier_claim(barriers, steps, primary, main))
-    rows += [_method_claim(group_fits(steps, primary, other), other)
-             for other in methods if other != main]
-    return CLAIMS.frame(rows)
-
-
-def _quick_claim(steps_points: pd.DataFrame, primary: str, main: str, budget: int) -> dict:
-    """Claim 1: supported when at least half of the points are unlearned within K/10 steps and
-    some are censored at K."""
-    pts = steps_points[(steps_points.method == main) & (steps_points.score == primary)]
-    quick = float((pts.steps_to_unlearn <= budget / 10).mean()) if len(pts) else np.nan
-    never = float(pts.censored.mean()) if len(pts) else np.nan
-    return {"claim": "1. most points unlearn in few steps, a few need ~retraining effort",
-            "measure": f"fraction of points unlearned within K/10 steps; censored at K ({main})",
-            "value": f"{quick:.2f}; {never:.2f}",
-            "verdict": _verdict(None if np.isnan(quick) else bool(quick >= 0.5 and never > 0))}
-
-
-def _log_claim(fit: dict) -> dict:
-    """Claim 2: supported when steps rise with P (Spearman > 0) and the log fit explains at
-    least as much variance as a line."""
-    ok = None if np.isnan(fit["log_r2"]) else \
-        bool(fit["spearman"] > 0 and fit["log_r2"] >= fit["line_r2"])
-    return {"claim": "2. steps grow like a*log(b*P + 1) in the privacy loss P",
-            "measure": "Spearman rho (group median P vs steps); R^2 log fit vs line fit",
-            "value": f"{fit['spearman']:.2f}; {fit['log_r2']:.2f} vs {fit['line_r2']:.2f}",
-            "verdict": _verdict(ok)}
-
-
-def _barrier_claim(barriers: pd.DataFrame, steps: pd.DataFrame, primary: str, main: str) -> dict:
-    """Claim 4: supported when the step-0 barrier to the independent partner rises with the
-    group's median P (Spearman > 0 over at least three groups)."""
-    b = barrier_summary(barriers)
-    b = b[(b.score == primary) & (b.step == 0) & (b.method == main) & (b.partner == "independent")]
-    b = b.merge(steps[(steps.method == main) & (steps.score == primary)][["group", "group_score_median"]],
-                on="group")
-    rho = spearman(b.group_score_median, b.barrier) if len(b) > 2 else np.nan
-    return {"claim": "4. harder points sit behind higher loss barriers",
-            "measure": "Spearman rho (group median P vs barrier, independent retrained partner)",
-            "value": f"{rho:.2f}", "verdict": _verdict(None if np.isnan(rho) else bool(rho > 0))}
-
-
-def _method_claim(fit: dict, method: str) -> dict:
-    """Claim 5 for one method: supported when its steps rise with P (Spearman > 0)."""
-    return {"claim": f"5. the trend holds for {method}",
-            "measure": "Spearman rho (group median P vs steps)",
-            "value": f"{fit['spearman']:.2f}",
-            "verdict": _verdict(None if np.isnan(fit["spearman"]) else bool(fit["spearman"] > 0))}

@@ -27,6 +27,14 @@ def path_losses(model: nn.Module, a: Params, b: Params, x: torch.Tensor, y: torc
     return many_losses(model, interpolate(a, b, lambdas), x, y).mean(-1).double().cpu().numpy()
 
 
+def pair_path_losses(model: nn.Module, starts: list[Params], ends: list[Params], x: torch.Tensor,
+                     y: torch.Tensor, lambdas: np.ndarray) -> np.ndarray:
+    """L_S(lambda) along the path of every (start, end) pair, evaluated together: [pairs, L]."""
+    models = [m for a, b in zip(starts, ends) for m in interpolate(a, b, lambdas)]
+    losses = many_losses(model, models, x, y).mean(-1).double().cpu().numpy()
+    return losses.reshape(len(starts), len(lambdas))
+
+
 def barrier_height(lambdas: np.ndarray, losses: np.ndarray) -> float:
     """max over interior grid points of L(lambda) minus the chord between the endpoints."""
     lambdas, losses = np.asarray(lambdas, float), np.asarray(losses, float)

@@ -64,15 +64,18 @@ def cmd_score(args) -> int:
 
 
 def cmd_unlearn(args) -> int:
-    from .analysis import hardest_m
+    from .analysis import select
     from .pipeline import publish
     config, out, store = _stage_inputs(args)
     publish(config, store, out)
-    steps = pd.read_parquet(out / "steps.parquet")
-    cols = ["score", "group", "method", "group_score_median", "steps_to_unlearn", "censored"]
+    steps = select(pd.read_parquet(out / "steps.parquet"), config.primary_method, config.level,
+                   kind=None)
+    cols = ["score", "group", "group_score_median", "status", "steps_to_unlearn",
+            "mia_acc_step0"]
+    print(f"{config.primary_method}, level {config.level}:")
     print(steps[cols].to_string(index=False))
-    print("\nhardest-m by each score (steps to unlearn):\n"
-          + hardest_m(steps, config.primary_method).to_string())
+    claims = pd.read_parquet(out / "claims.parquet")
+    print("\n" + claims[["claim", "verdict", "fragile"]].to_string(index=False))
     print(f"\ntables under {out}")
     return 0
 

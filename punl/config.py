@@ -102,6 +102,16 @@ def _records_per_epoch(v, config):
     return None if v is None else _positive(v, config)
 
 
+def _coupled(v, config):
+    if v and config.runs < 2:
+        return "a paired reference needs runs >= 2"
+    return None
+
+
+def _level(v, _):
+    return None if 0 < v < 0.5 else "must lie in (0, 0.5)"
+
+
 def _orders(v, _):
     return None if v and all(a > 1 and math.isfinite(a) for a in v) else \
         "every order must be a finite number > 1"
@@ -178,11 +188,12 @@ class Config:
     n_checkpoints: int = setting(8, "unlearn", _at_least(2))  # log-spaced checkpoints in [0, K]
     unlearn_lr: float | None = setting(None, "unlearn", _optional(_positive, "same as lr"))
     l1_penalty: float = setting(1e-4, "unlearn", _non_negative)
-    retrain_seeds: int = setting(2, "unlearn", _at_least(1))  # M retrained models per group
-    coupled: bool = setting(True, "unlearn")   # retrained models share the original's init seed
-    tau: float = setting(0.05, "unlearn", lambda v, _: None if 0 <= v < 0.5 else
-                         "must lie in [0, 0.5)")  # unlearned when MIA accuracy <= 0.5 + tau
+    retrain_seeds: int = setting(2, "unlearn", _at_least(2))  # M independent retrained models
+    coupled: bool = setting(False, "unlearn", _coupled)  # MIA reference: coupled replays (paired)
+    level: float = setting(0.05, "unlearn", _level)  # distinguishable: adjusted p <= level
+    n_permutations: int = setting(300, "unlearn", _at_least(20))  # relabellings of the null
     n_bootstrap: int = setting(200, "unlearn", _at_least(1))
+    utility_points: int | None = setting(None, "unlearn", _optional(_at_least(1), "all points"))
     barrier_points: int = setting(11, "unlearn", _at_least(3))  # lambda grid for loss barriers
 
     def __post_init__(self):

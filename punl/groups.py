@@ -6,7 +6,9 @@ Points are ranked by the score, ties broken by the unclipped average gradient no
   m points drawn from its bin, class-stratified (each class contributes in proportion to its
   share of the bin);
 - ``bottom`` / ``top``: the m lowest / highest ranked points;
-- ``random``: m points drawn class-stratified from the whole training set.
+- ``random``: m points drawn class-stratified from the whole training set;
+- ``p_over_<b>`` / ``<b>_over_p``: the m points on which the privacy loss and baseline b
+  disagree most, one way and the other, class-stratified (:func:`disagreement_groups`).
 
 Each group draws from its own random stream, so rebuilding one group reproduces it exactly.
 """
@@ -62,13 +64,8 @@ def ranking(scores: pd.DataFrame, score: str) -> np.ndarray:
 def stratified_sample(candidates: np.ndarray, labels: np.ndarray, m: int,
                       rng: np.random.Generator) -> np.ndarray:
     """m points from ``candidates``, each class in proportion to its share (largest remainder)."""
-    classes, counts = np.unique(labels[candidates], return_counts=True)
-    quota = counts * m / counts.sum()
-    take = np.floor(quota).astype(int)
-    for i in np.argsort(-(quota - take))[: m - take.sum()]:
-        take[i] += 1
     picked = [rng.choice(candidates[labels[candidates] == c], size=t, replace=False)
-              for c, t in zip(classes, take) if t > 0]
+              for c, t in _quotas(labels[candidates], m).items() if t > 0]
     return np.sort(np.concatenate(picked))
 
 
@@ -98,6 +95,43 @@ def make_groups(scores: pd.DataFrame, score: str, n_groups: int, m: int, seed: i
         add("random", stratified_sample(np.arange(n), labels, m, np.random.default_rng(
             stream_seed(seed, score, "random"))))
     return groups
+
+
+def _quotas(labels: np.ndarray, m: int) -> dict[int, int]:
+    """m split over the classes in proportion to their shares (largest remainder)."""
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = counts * m / counts.sum()
+    take = np.floor(quota).astype(int)
+    for i in np.argsort(-(quota - take))[: m - take.sum()]:
+        take[i] += 1
+    return dict(zip(classes.tolist(), take.tolist()))
+
+
+def disagreement_groups(scores: pd.DataFrame, primary: str, baseline: str,
+                        m: int) -> list[ForgetGroup]:
+    """The m points whose rank by ``primary`` most exceeds their rank by ``baseline``
+    (``p_over_<baseline>``: high privacy loss, low baseline) and the m with the reverse
+    (``<baseline>_over_p``), class-stratified: each class gives its share of m, its points
+    with the largest (smallest) rank gap. Ranks are fractions in [0, 1) of :func:`ranking`;
+    both groups are labelled with ``primary`` as their score."""
+    n = len(scores)
+    if 2 * m > n:
+        raise ValueError(f"group_size: two disagreement groups of {m} exceed the {n} points")
+    rank = {s: np.empty(n) for s in (primary, baseline)}
+    for s in rank:
+        rank[s][ranking(scores, s)] = np.arange(n) / n
+    gap = rank[primary] - rank[baseline]
+    labels = scores["label"].to_numpy()
+    high, low = [], []
+    for c, take in _quotas(labels, m).items():
+        members = np.flatnonzero(labels == c)
+        order = members[np.lexsort((members, gap[members]))]
+        high.append(order[len(order) - take:])
+        low.append(order[:take])
+    values = scores[primary].to_numpy()
+    return [ForgetGroup(primary, label, np.sort(np.concatenate(idx)),
+                        float(np.median(values[np.concatenate(idx)])))
+            for label, idx in ((f"p_over_{baseline}", high), (f"{baseline}_over_p", low))]
 
 
 def class_composition(group: ForgetGroup, labels: np.ndarray) -> dict[int, int]:

@@ -1,4 +1,4 @@
-"""Membership inference against retrained models: is a forget group still distinguishable?
+"""Membership inference against retrained models, calibrated against a permutation null.
 
 The statistic is LiRA's logit-scaled confidence (Carlini et al. 2022), in log space:
 
@@ -8,16 +8,39 @@ Values are centered per example: phi'(x) = phi(x) - mean_m phi_m^ret(x) over the
 (leave-one-out for a retrained model's own value), since points differ far more from one another
 than one point does between the unlearned and the retrained models.
 
-Group level: the accuracy of a threshold attack telling unlearned from retrained centered values,
-with the threshold (and its direction) fitted on one half of the points and scored on the other
-(and vice versa), so two samples of one distribution score ~0.5; balanced accuracy
-(TPR + TNR) / 2; a bootstrap interval over points. Example level (U-LiRA style): Gaussian fits of
-phi under unlearned and retrained models per point, their Welch t statistic, and the accuracy of
-the optimal test between the two fitted Gaussians, 1/2 + TV(N_u, N_r)/2.
+**Group attack.** The balanced accuracy (TPR + TNR) / 2 of a threshold on centered values that
+tells unlearned from retrained models, with the threshold (and its direction) fitted on one half
+of the points and scored on the other (and vice versa, averaged), so that two samples of one
+distribution score about 0.5; a bootstrap interval over points.
+
+**Null at the same design.** Under the hypothesis that unlearned and retrained models are draws
+of one distribution, the model labels are exchangeable. Relabelling the same models at random
+(``n_permutations`` times; recentering each time) gives the statistic's null distribution at the
+very numbers of models and points of the test, and the permutation p-value
+p = (1 + #{null >= observed}) / (1 + n_permutations).
+
+**Repeated looks.** A group is tested at every checkpoint. The single-step min-p adjustment
+(Westfall and Young 1993) uses the same relabellings at every checkpoint: with p*_jk the p-value
+relabelling j would have at checkpoint k, the adjusted p-value of checkpoint k is the share of
+relabellings with min_k p*_jk <= p_k. Declaring "distinguishable" where the adjusted p-value is
+at most the level keeps the chance of any false declaration over all checkpoints, for a group
+that is never distinguishable, at most the level.
+
+**Response.** Beside the attack: the mean over the group's points of the Kullback-Leibler
+divergence between Gaussians fitted to phi under unlearned and under retrained models,
+
+    KL(N(mu_u, s_u^2) || N(mu_r, s_r^2)) = log(s_r / s_u) + (s_u^2 + (mu_u - mu_r)^2) / (2 s_r^2) - 1/2,
+
+with its null distribution under the same relabellings (its floor: what 16 vs 16 models show of
+two identical distributions).
+
+**Per point.** Welch's t-test of a point's phi under the two kinds of model, and the accuracy
+1/2 + TV/2 of the optimal test between the two fitted Gaussians.
 """
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -32,68 +55,170 @@ def lira_phi(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def centered(unlearned: np.ndarray, retrained: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Center [models, points] phi arrays by each point's retrained mean (leave-one-out for the
-    retrained models themselves)."""
-    m = retrained.shape[0]
+    """Center [..., models, points] phi arrays by each point's retrained mean (leave-one-out
+    for the retrained models themselves)."""
+    m = retrained.shape[-2]
     if m < 2:
         raise ValueError("retrain_seeds: centering needs at least 2 retrained models")
-    total = retrained.sum(0, keepdims=True)
+    total = retrained.sum(-2, keepdims=True)
     return unlearned - total / m, retrained - (total - retrained) / (m - 1)
 
 
-def _best_threshold(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
-    """Threshold and sign maximising the balanced accuracy of 'sign * (v - t) > 0 means a'."""
-    values = np.concatenate([a, b])
-    is_a = np.concatenate([np.ones(len(a)), np.zeros(len(b))])
-    order = np.argsort(values, kind="stable")
-    v, lab = values[order], is_a[order]
-    # predicting 'a' for values > cut: TPR = (#a above), TNR = (#b at or below)
-    a_above = len(a) - np.concatenate([[0], np.cumsum(lab)])
-    b_below = np.concatenate([[0], np.cumsum(1 - lab)])
-    acc_up = 0.5 * (a_above / len(a) + b_below / len(b))
-    cuts = np.concatenate([[v[0] - 1], (v[:-1] + v[1:]) / 2, [v[-1] + 1]])
-    best_up, best_down = np.argmax(acc_up), np.argmax(1 - acc_up)
-    if acc_up[best_up] >= 1 - acc_up[best_down]:
-        return float(cuts[best_up]), 1
-    return float(cuts[best_down]), -1
+def _best_thresholds(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of [P, na] and [P, nb]: the threshold and sign maximising the balanced accuracy
+    of 'sign * (v - t) > 0 means a'."""
+    values = np.concatenate([a, b], axis=1)
+    is_a = np.concatenate([np.ones_like(a), np.zeros_like(b)], axis=1)
+    order = np.argsort(values, axis=1)      # ties have probability 0 for continuous phi
+    v, lab = np.take_along_axis(values, order, 1), np.take_along_axis(is_a, order, 1)
+    zero = np.zeros((len(v), 1))
+    # predicting 'a' for values > cut: TPR = #a above / na, TNR = #b at or below / nb
+    a_above = a.shape[1] - np.concatenate([zero, np.cumsum(lab, 1)], 1)
+    b_below = np.concatenate([zero, np.cumsum(1 - lab, 1)], 1)
+    acc_up = 0.5 * (a_above / a.shape[1] + b_below / b.shape[1])
+    cuts = np.concatenate([v[:, :1] - 1, (v[:, :-1] + v[:, 1:]) / 2, v[:, -1:] + 1], axis=1)
+    up, down = acc_up.argmax(1), acc_up.argmin(1)
+    rows = np.arange(len(v))
+    use_up = acc_up[rows, up] >= 1 - acc_up[rows, down]
+    return np.where(use_up, cuts[rows, up], cuts[rows, down]), np.where(use_up, 1.0, -1.0)
 
 
-def _balanced_accuracy(a: np.ndarray, b: np.ndarray, t: float, sign: int) -> float:
-    return 0.5 * (np.mean(sign * (a - t) > 0) + np.mean(sign * (b - t) <= 0))
+def _balanced_accuracy(a, b, t, sign) -> np.ndarray:
+    t, sign = t[:, None], sign[:, None]
+    return 0.5 * ((sign * (a - t) > 0).mean(1) + (sign * (b - t) <= 0).mean(1))
 
 
-def split_attack_accuracy(a: np.ndarray, b: np.ndarray, fold: np.ndarray) -> float:
-    """Held-out balanced accuracy of the threshold attack on [models, points] arrays ``a`` vs
-    ``b``: fit on the points with ``fold`` False, score on True, and the reverse; averaged."""
+def split_attack_accuracy(a: np.ndarray, b: np.ndarray, fold: np.ndarray) -> np.ndarray:
+    """Held-out balanced accuracy of the threshold attack, a vs b: [..., models, points]
+    arrays (leading dimensions batched). Fit on the points with ``fold`` False, score on True,
+    and the reverse; averaged. Returns the leading shape (a float for 2-D input)."""
+    lead = a.shape[:-2]
+    a2, b2 = a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:])
     accs = []
     for train in (~fold, fold):
         test = ~train
         if not train.any() or not test.any():
             continue
-        t, s = _best_threshold(a[:, train].ravel(), b[:, train].ravel())
-        accs.append(_balanced_accuracy(a[:, test].ravel(), b[:, test].ravel(), t, s))
-    return float(np.mean(accs))
+        flat = lambda x, cols: x[:, :, cols].reshape(len(x), -1)  # noqa: E731
+        t, s = _best_thresholds(flat(a2, train), flat(b2, train))
+        accs.append(_balanced_accuracy(flat(a2, test), flat(b2, test), t, s))
+    out = np.mean(accs, axis=0).reshape(lead)
+    return float(out) if out.ndim == 0 else out
 
 
-def group_attack(unlearned: np.ndarray, retrained: np.ndarray, n_bootstrap: int,
-                 rng: np.random.Generator, level: float = 0.95) -> dict[str, float]:
-    """Group-level MIA on phi arrays [models, points]: accuracy, bootstrap interval over points,
-    and the null accuracy (one half of the retrained models against the other)."""
-    u, r = centered(unlearned, retrained)
-    n = u.shape[1]
-    fold = rng.permutation(n) < n // 2
-    acc = split_attack_accuracy(u, r, fold)
-    boots = []
-    for _ in range(n_bootstrap):
-        pick = rng.integers(0, n, n)
-        boots.append(split_attack_accuracy(u[:, pick], r[:, pick], fold))
-    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
-    half = retrained.shape[0] // 2
-    null = np.nan
-    if half >= 2 and retrained.shape[0] - half >= 2:
-        ra, rb = centered(retrained[:half], retrained[half:])
-        null = split_attack_accuracy(ra, rb, fold)
-    return {"mia_acc": acc, "mia_ci_low": float(lo), "mia_ci_high": float(hi), "mia_null": null}
+def attack_accuracy(phi: np.ndarray, labels: np.ndarray, fold: np.ndarray) -> np.ndarray:
+    """The group attack on phi [..., models, points] with the models of ``labels`` [R, models]
+    (True: unlearned) as the unlearned side, one accuracy per labelling: [R, ...]."""
+    n_u = int(labels[0].sum())
+    order = np.argsort(~labels, axis=1, kind="stable")            # unlearned first
+    arranged = np.moveaxis(phi[..., order, :], -3, 0)            # [R, ..., models, points]
+    u, r = centered(arranged[..., :n_u, :], arranged[..., n_u:, :])
+    return split_attack_accuracy(u, r, fold)
+
+
+def gaussian_kl(unlearned: np.ndarray, retrained: np.ndarray) -> np.ndarray:
+    """KL(N(mu_u, s_u^2) || N(mu_r, s_r^2)) per point of [..., models, points] arrays."""
+    mu_u, mu_r = unlearned.mean(-2), retrained.mean(-2)
+    var_u = unlearned.var(-2, ddof=1) + 1e-12
+    var_r = retrained.var(-2, ddof=1) + 1e-12
+    return 0.5 * np.log(var_r / var_u) + (var_u + (mu_u - mu_r) ** 2) / (2 * var_r) - 0.5
+
+
+def mean_kl(phi: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Mean over points of :func:`gaussian_kl` for each labelling: [R, ...]."""
+    n_u = int(labels[0].sum())
+    order = np.argsort(~labels, axis=1, kind="stable")
+    arranged = np.moveaxis(phi[..., order, :], -3, 0)
+    return gaussian_kl(arranged[..., :n_u, :], arranged[..., n_u:, :]).mean(-1)
+
+
+def relabellings(n_unlearned: int, n_retrained: int, n: int, rng: np.random.Generator,
+                 pairs: bool = False) -> np.ndarray:
+    """[n, models] bool: random labellings with ``n_unlearned`` True. ``pairs``: model i and
+    model n_unlearned + i form a pair (a coupled design), and each labelling swaps a random
+    subset of pairs."""
+    models = n_unlearned + n_retrained
+    if pairs:
+        if n_unlearned != n_retrained:
+            raise ValueError("retrain_seeds: a paired design needs as many retrained models as runs")
+        swap = rng.random((n, n_unlearned)) < 0.5
+        return np.concatenate([~swap, swap], axis=1)
+    keys = rng.random((n, models))
+    ranks = np.argsort(np.argsort(keys, axis=1), axis=1)
+    return ranks < n_unlearned
+
+
+def permutation_p_values(observed: np.ndarray, null: np.ndarray) -> np.ndarray:
+    """p_k = (1 + #{j: null_jk >= observed_k}) / (1 + n) for [checkpoints] and [n, checkpoints]."""
+    return (1 + (null >= observed[None]).sum(0)) / (1 + len(null))
+
+
+def min_p_adjusted(observed: np.ndarray, null: np.ndarray) -> np.ndarray:
+    """Single-step min-p adjusted p-values over checkpoints (module docstring)."""
+    n = len(null)
+    # p*_jk: the p-value relabelling j would have at checkpoint k (against the others)
+    ranks = (null[None, :, :] >= null[:, None, :]).sum(1)            # [n, checkpoints]
+    min_p = (ranks / n).min(1)                                       # [n]
+    p = permutation_p_values(observed, null)
+    return (1 + (min_p[:, None] <= p[None, :]).sum(0)) / (1 + n)
+
+
+@dataclass(frozen=True)
+class AttackTrack:
+    """The group attack at every checkpoint, with its null and adjustments (arrays [C])."""
+
+    accuracy: np.ndarray
+    ci_low: np.ndarray
+    ci_high: np.ndarray
+    null_mean: np.ndarray
+    null_q95: np.ndarray
+    p_value: np.ndarray
+    adjusted_p: np.ndarray
+    divergence: np.ndarray
+    divergence_null_mean: np.ndarray
+    divergence_null_q95: np.ndarray
+
+
+def attack_track(phi: np.ndarray, n_unlearned: int, rng: np.random.Generator,
+                 n_permutations: int, n_bootstrap: int, paired: bool = False,
+                 level: float = 0.95) -> AttackTrack:
+    """The attack on phi [checkpoints, models, points] (the first ``n_unlearned`` models are
+    the unlearned ones) at every checkpoint, against ``n_permutations`` relabellings shared by
+    all checkpoints, with a bootstrap interval over points."""
+    models, points = phi.shape[1:]
+    fold = rng.permutation(points) < points // 2
+    truth = (np.arange(models) < n_unlearned)[None]
+    observed = attack_accuracy(phi, truth, fold)[0]                          # [C]
+    labels = relabellings(n_unlearned, models - n_unlearned, n_permutations, rng, paired)
+    null = attack_accuracy(phi, labels, fold)                                # [n, C]
+    picks = rng.integers(0, points, (n_bootstrap, points))
+    boots = np.stack([attack_accuracy(phi[:, :, pick], truth, fold)[0] for pick in picks])
+    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    kl, kl_null = mean_kl(phi, truth)[0], mean_kl(phi, labels)
+    return AttackTrack(observed, lo, hi, null.mean(0), np.quantile(null, 0.95, axis=0),
+                       permutation_p_values(observed, null), min_p_adjusted(observed, null),
+                       kl, kl_null.mean(0), np.quantile(kl_null, 0.95, axis=0))
+
+
+def welch_p_values(phi: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Two-sided Welch p-value per point: phi [..., models, points], labels [R, models] ->
+    [R, ..., points] (identical samples read as p = 1)."""
+    n_u = int(labels[0].sum())
+    order = np.argsort(~labels, axis=1, kind="stable")
+    arranged = np.moveaxis(phi[..., order, :], -3, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = stats.ttest_ind(arranged[..., :n_u, :], arranged[..., n_u:, :], axis=-2,
+                              equal_var=False)
+    return np.nan_to_num(res.pvalue, nan=1.0)
+
+
+def welch_t(unlearned: np.ndarray, retrained: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Welch's t statistic and two-sided p-value per point, unlearned vs retrained phi."""
+    with warnings.catch_warnings():  # identical samples: t is undefined, read as p = 1
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = stats.ttest_ind(unlearned, retrained, axis=0, equal_var=False)
+    return np.nan_to_num(res.statistic), np.nan_to_num(res.pvalue, nan=1.0)
 
 
 def gaussian_fit_accuracy(unlearned: np.ndarray, retrained: np.ndarray, grid: int = 2001) -> np.ndarray:
@@ -110,14 +235,6 @@ def gaussian_fit_accuracy(unlearned: np.ndarray, retrained: np.ndarray, grid: in
     return 0.5 + 0.5 * np.clip(tv, 0, 1)
 
 
-def welch_t(unlearned: np.ndarray, retrained: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Welch's t statistic and two-sided p-value per point, unlearned vs retrained phi."""
-    with warnings.catch_warnings():  # identical samples: t is undefined, read as p = 1
-        warnings.simplefilter("ignore", RuntimeWarning)
-        res = stats.ttest_ind(unlearned, retrained, axis=0, equal_var=False)
-    return np.nan_to_num(res.statistic), np.nan_to_num(res.pvalue, nan=1.0)
-
-
 def steps_to_unlearn(steps: np.ndarray, distinguishable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """First checkpoint from which ``distinguishable`` stays False to the end of the budget.
 
@@ -130,3 +247,12 @@ def steps_to_unlearn(steps: np.ndarray, distinguishable: np.ndarray) -> tuple[np
     first = np.argmax(suffix_clean, axis=0)
     out = np.asarray(steps)[first]
     return np.where(censored, steps[-1], out), censored
+
+
+def group_status(distinguishable: np.ndarray) -> str:
+    """``never distinguishable`` (at no checkpoint), ``censored`` (still at the last one) or
+    ``unlearned`` (distinguishable at some checkpoint, and not from some later one on)."""
+    d = np.asarray(distinguishable, dtype=bool)
+    if not d.any():
+        return "never distinguishable"
+    return "censored" if d[-1] else "unlearned"

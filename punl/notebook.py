@@ -15,7 +15,7 @@ import pandas as pd
 from .config import Config, load_config
 from .data import Dataset
 from .pipeline import (TrainedRuns, claims, ensure_scored, ensure_trained, ensure_unlearned,
-                       load_data, run_folder)
+                       load_data, run_folder, study)
 from .store import ArtifactStore
 from .tables import UnlearnTables
 
@@ -56,8 +56,17 @@ class RunView:
         return ensure_unlearned(self.config, self.store, self.data, progress=False)
 
     @cached_property
+    def study(self):
+        """The tables, the derived ``steps`` table and the settings the claims read."""
+        return study(self.config, self.tables, self.scores, self.data.n_train)
+
+    @property
+    def steps(self) -> pd.DataFrame:
+        return self.study.steps
+
+    @cached_property
     def claims(self) -> pd.DataFrame:
-        return claims(self.config, self.tables)
+        return claims(self.study)
 
 
 def open_run(config: str, overrides: list[str] | None = None,

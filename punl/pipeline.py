@@ -174,23 +174,34 @@ def ensure_unlearned(config: Config, store: ArtifactStore, data: Dataset | None 
     return tables
 
 
-def claims(config: Config, tables: UnlearnTables) -> pd.DataFrame:
-    """The claims table of a run (see :func:`punl.analysis.claims_table`)."""
-    from .analysis import claims_table
-    return CLAIMS.check(claims_table(tables, config.primary_score, config.unlearn_steps,
-                                     config.primary_method, list(config.methods)))
+def study(config: Config, tables: UnlearnTables, scores: pd.DataFrame, n_train: int):
+    """What the claims read: the tables, the derived ``steps`` table and the settings."""
+    from .analysis import group_steps
+    from .claims import Study
+    from .recipe import total_steps
+    return Study(tables, group_steps(tables), scores, config.primary_score,
+                 config.primary_method, tuple(config.methods), tuple(config.baseline_scores),
+                 config.unlearn_steps, total_steps(config, n_train), config.level, config.seed)
+
+
+def claims(study_) -> pd.DataFrame:
+    """The claims table of a run (see :func:`punl.claims.claims_table`)."""
+    from .claims import claims_table
+    return CLAIMS.check(claims_table(study_))
 
 
 def publish(config: Config, store: ArtifactStore, out_dir: str | Path,
             progress: bool = True) -> dict[str, Path]:
     """Compute every stage (reusing what exists) and write the run's published tables into
-    ``out_dir``: ``scores``, the four unlearning tables and ``claims``. Returns their paths."""
+    ``out_dir``: ``scores``, the unlearning tables, ``steps`` and ``claims``. Returns their
+    paths."""
     from .store import atomic_write_parquet
     out = Path(out_dir)
     data = load_data(config)
     tables = ensure_unlearned(config, store, data, progress)
-    frames = {"scores": ensure_scored(config, store, data, progress), **dict(tables.items()),
-              "claims": claims(config, tables)}
+    scores = ensure_scored(config, store, data, progress)
+    s = study(config, tables, scores, data.n_train)
+    frames = {"scores": scores, **dict(tables.items()), "steps": s.steps, "claims": claims(s)}
     paths = {}
     for name, frame in frames.items():
         paths[name] = out / f"{name}.parquet"

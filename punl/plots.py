@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .analysis import barrier_summary, fit_line, log_model
 from .ledger import Ledger
 
 
@@ -127,61 +126,129 @@ def correlation_heatmap(rho: pd.DataFrame) -> plt.Figure:
 
 
 # ------------------------------------------------------------------------------ unlearning
-def mia_curves(unlearning: pd.DataFrame, score: str, methods: list[str],
-               threshold: float) -> plt.Figure:
-    """Held-out MIA accuracy with its bootstrap band against the step, per group of ``score``,
-    one panel per method; the dashed line is the unlearning threshold."""
-    mia = (unlearning[(unlearning.model == "unlearned") & (unlearning.score == score)]
-           .groupby(["method", "group", "step"])[["mia_acc", "mia_ci_low", "mia_ci_high"]]
-           .first().reset_index())
-    fig, axes = plt.subplots(1, len(methods), figsize=(5.5 * len(methods), 3.8), sharey=True,
+STATUS_MARKERS = {"unlearned": dict(marker="o", facecolors="C0", edgecolors="C0"),
+                  "censored": dict(marker="o", facecolors="none", edgecolors="C0"),
+                  "never distinguishable": dict(marker="x", color="C0")}
+
+
+def attack_curves(attack: pd.DataFrame, groups: list[str], methods: list[str],
+                  level: float) -> plt.Figure:
+    """Held-out attack accuracy against the step for ``groups`` (design ``all``), one panel per
+    method: the bootstrap band, filled markers where the group is distinguishable (adjusted p
+    <= level), and the permutation null's mean and 95% quantile (grey, dashed)."""
+    fig, axes = plt.subplots(1, len(methods), figsize=(5.6 * len(methods), 4), sharey=True,
                              squeeze=False)
-    palette = _palette(sorted(mia.group.unique()))
+    palette = _palette(groups)
+    a = attack[(attack.design == "all") & attack.group.isin(groups)]
     for ax, method in zip(axes[0], methods):
-        for group, g in mia[mia.method == method].groupby("group"):
-            ax.fill_between(g.step + 1, g.mia_ci_low, g.mia_ci_high, color=palette[group],
-                            alpha=0.12)
-            ax.plot(g.step + 1, g.mia_acc, marker="o", ms=3, color=palette[group], label=group)
-        ax.axhline(threshold, ls="--", c="k", lw=1)
+        m = a[a.method == method]
+        for group in groups:
+            g = m[m.group == group].sort_values("step")
+            if g.empty:
+                continue
+            x, colour = g.step + 1, palette[group]
+            ax.fill_between(x, g.mia_ci_low, g.mia_ci_high, color=colour, alpha=0.12)
+            ax.plot(x, g.mia_acc, color=colour, lw=1, label=group)
+            hit = g.adjusted_p <= level
+            ax.scatter(x[hit], g.mia_acc[hit], color=colour, s=18)
+            ax.scatter(x[~hit], g.mia_acc[~hit], facecolors="none", edgecolors=colour, s=18)
+        null = m.groupby("step")[["null_mean", "null_q95"]].mean()
+        ax.plot(null.index + 1, null.null_mean, color="grey", lw=1, ls=":")
+        ax.plot(null.index + 1, null.null_q95, color="grey", lw=1, ls="--",
+                label="null: mean, 95%")
         ax.set(xscale="log", title=method, xlabel="unlearning step k + 1",
-               ylabel="MIA accuracy (held-out)")
-    axes[0][-1].legend(title="group", bbox_to_anchor=(1.02, 1), loc="upper left")
+               ylabel="attack accuracy (held-out)")
+    axes[0][-1].legend(title="group", bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
+    fig.tight_layout()
     return fig
 
 
-def steps_against_score(steps: pd.DataFrame, fits: pd.DataFrame, score: str) -> plt.Figure:
-    """Per method: each quantile group's steps to unlearn against its median score (open
-    markers: censored at K) with the fitted log and line curves of ``fits``."""
-    fig, axes = plt.subplots(1, len(fits), figsize=(5 * len(fits), 3.6), squeeze=False)
-    for ax, (_, fit) in zip(axes[0], fits.iterrows()):
-        g = steps[(steps.score == score) & (steps.method == fit.method)
-                  & steps.group.str.match(r"q\d")]
-        for censored in (False, True):
-            part = g[g.censored == censored]
-            ax.scatter(part.group_score_median, part.steps_to_unlearn, edgecolors="C0",
-                       facecolors="none" if censored else "C0",
-                       label="censored" if censored else "unlearned")
-        if np.isfinite(fit.log_a):
-            p = np.geomspace(g.group_score_median.min(), g.group_score_median.max(), 200)
-            ax.plot(p, log_model(p, fit.log_a, fit.log_b),
-                    label=f"a log(bP+1), R2={fit.log_r2:.2f}")
-            line = fit_line(g.group_score_median, g.steps_to_unlearn)
-            ax.plot(p, line["intercept"] + line["slope"] * p, ls=":",
-                    label=f"line, R2={fit.line_r2:.2f}")
-        ax.set(title=fit.method, xlabel=f"group median {score} (log scale)",
-               ylabel="steps to unlearn", xscale="log")
-        ax.legend(fontsize=8)
+def steps_against_score(rows: pd.DataFrame, fitted: dict, budget: int, score: str) -> plt.Figure:
+    """Per method: each quantile group's steps to unlearn against ``p`` (filled: unlearned,
+    open: censored at K, x: never distinguishable) with the censoring-aware fits of the log
+    law and of a line (``fitted[method]`` from :func:`punl.analysis.steps_fits`)."""
+    methods = list(fitted)
+    fig, axes = plt.subplots(1, len(methods), figsize=(5.2 * len(methods), 3.8), squeeze=False)
+    for ax, method in zip(axes[0], methods):
+        g = rows[rows.method == method]
+        for status, style in STATUS_MARKERS.items():
+            part = g[g.status == status]
+            ax.scatter(part.p, part.steps_to_unlearn, label=status, **style)
+        f = fitted[method]
+        if np.isfinite(f["log_a"]) and len(g):
+            p = np.geomspace(max(g.p.min(), 1e-12), g.p.max(), 200)
+            ax.plot(p, f["log_a"] * np.log1p(f["log_b"] * p), color="C1",
+                    label=f"a log(bP+1), loglik {f['log_likelihood_log']:.1f}")
+        ax.axhline(budget, color="grey", lw=0.8, ls=":")
+        ax.set(title=method, xlabel=f"group median {score} (log scale)", xscale="log",
+               ylabel="steps to unlearn")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
     return fig
 
 
-def hardest_m_bars(hard: pd.DataFrame) -> plt.Figure:
-    """Steps to unlearn and mean MIA accuracy of the top-m group of every score, per method."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3), sharey=True)
-    hard["steps_to_unlearn"].plot.barh(ax=axes[0])
-    axes[0].set_xlabel("steps to unlearn (top-m group)")
-    hard["mean_mia_acc"].plot.barh(ax=axes[1], legend=False)
-    axes[1].set_xlabel("mean MIA accuracy over checkpoints")
-    axes[1].set_xlim(0.45, None)
+def response_curves(attack: pd.DataFrame, rows: pd.DataFrame, method: str) -> plt.Figure:
+    """The mean Gaussian-fit KL divergence of each quantile group against the step (points),
+    its fit A exp(-ck) + floor (lines) and the null's 95% quantile (grey band, mean over
+    groups)."""
+    from .fits import exp_decay
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    palette = _palette(list(rows.group))
+    a = attack[(attack.method == method) & (attack.design == "all")]
+    for row in rows.itertuples():
+        g = a[a.group == row.group].sort_values("step")
+        colour = palette[row.group]
+        ax.scatter(g.step + 1, g.divergence, color=colour, s=14)
+        k = np.geomspace(1, g.step.max() + 1, 200) - 1
+        ax.plot(k + 1, exp_decay(k, row.response_amplitude, row.response_rate,
+                                 row.response_floor), color=colour, lw=1, label=row.group)
+    null = a[a.group.isin(rows.group)].groupby("step").divergence_null_q95.mean()
+    ax.fill_between(null.index + 1, 0, null, color="grey", alpha=0.2, label="null 95%")
+    ax.set(xscale="log", yscale="symlog", xlabel="unlearning step k + 1",
+           ylabel="mean KL divergence (unlearned || retrained)", title=method)
+    ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def amplitude_against_score(rows: pd.DataFrame, score: str) -> plt.Figure:
+    """The response amplitude A of each quantile group against its ``p``, per method, log-log."""
+    fig, ax = plt.subplots(figsize=(5.6, 4))
+    for method, g in rows.groupby("method", sort=False):
+        positive = g[g.response_amplitude > 0]
+        ax.plot(positive.p, positive.response_amplitude, marker="o", label=method)
+    ax.set(xscale="log", yscale="log", xlabel=f"group median {score} (log scale)",
+           ylabel="response amplitude A", title="Amplitude of the divergence response")
+    ax.legend()
+    return fig
+
+
+def point_fraction_bars(fractions: pd.DataFrame) -> plt.Figure:
+    """Per group: the share of points at step 0 and censored by the per-point criterion,
+    against the same shares under relabelled models (the floor)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
+    for ax, what in zip(axes, ("step0_fraction", "censored_fraction")):
+        x = np.arange(len(fractions))
+        ax.bar(x - 0.2, fractions[what], width=0.4, label="measured")
+        ax.bar(x + 0.2, fractions[f"null_{what}"], width=0.4, color="grey", label="null floor")
+        ax.set_xticks(x, fractions.group, rotation=90, fontsize=8)
+        ax.set(title=what.replace("_", " "), ylabel="share of points")
+    axes[0].legend()
+    fig.tight_layout()
+    return fig
+
+
+def disagreement_bars(comparison: pd.DataFrame) -> plt.Figure:
+    """Step-0 attack accuracy of the two disagreement groups of every baseline."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    x = np.arange(len(comparison))
+    ax.bar(x - 0.2, comparison.acc_p_over, width=0.4, label="ranked high by P")
+    ax.bar(x + 0.2, comparison.acc_baseline_over, width=0.4, label="ranked high by the baseline")
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.set_xticks(x, comparison.baseline)
+    ax.set(ylabel="attack accuracy at step 0", ylim=(0.4, None),
+           title="Where P and a baseline disagree")
+    ax.legend(fontsize=8)
     return fig
 
 
@@ -196,29 +263,39 @@ def utility_curves(util: pd.DataFrame) -> sns.FacetGrid:
 
 
 # -------------------------------------------------------------------------------- barriers
-def path_losses_figure(barriers: pd.DataFrame, score: str, method: str) -> sns.FacetGrid:
-    """Loss along the path from the original to its retrained partner (step 0), one curve per
-    group of ``score``, one panel per partner."""
-    b0 = barriers[(barriers.step == 0) & (barriers.score == score) & (barriers.method == method)]
-    return sns.relplot(b0, x="lambda", y="loss", hue="group", col="partner", kind="line",
-                       marker="o", height=3.3)
+def path_losses_figure(paths: pd.DataFrame, method: str, step: int = 0) -> sns.FacetGrid:
+    """Mean loss (over model pairs) along the path from the unlearned (at step 0: the
+    original) model to its partner, per group, on forget and control points; one panel per
+    partner and kind of point."""
+    p = paths[(paths.method == method) & (paths.step == step)]
+    p = p.assign(side=p.subset.str.split("-").str[0], points=p.subset.str.split("-").str[1])
+    return sns.relplot(p, x="lambda", y="loss", hue="group", style="side", col="partner",
+                       row="points", kind="line", height=3.0, aspect=1.2)
 
 
-def barrier_scatter(step0: pd.DataFrame, score: str) -> plt.Figure:
-    """Barrier, loss gap and parameter distance at step 0 against the group's median score."""
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
-    for ax, col in zip(axes, ["barrier", "loss_gap", "distance"]):
-        sns.scatterplot(step0, x="group_score_median", y=col, hue="partner", ax=ax)
+def controlled_barrier_figure(by_group: pd.DataFrame, score: str) -> plt.Figure:
+    """Per quantile group: the controlled barrier (forget minus control), the loss gap and the
+    parameter distance against the group's median score, per partner and kind of point."""
+    q = by_group[by_group.kind == "quantile"]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    for ax, col in zip(axes, ["controlled_barrier", "loss_gap", "distance"]):
+        sns.lineplot(q, x="group_score_median", y=col, hue="partner", style="points",
+                     marker="o", ax=ax)
         ax.set(xscale="log", xlabel=f"group median {score} (log scale)")
+    axes[0].axhline(0, color="grey", lw=0.8, ls=":")
     fig.tight_layout()
     return fig
 
 
-def barrier_trajectories(barriers: pd.DataFrame, score: str) -> sns.FacetGrid:
-    """The barrier between the model after k unlearning steps and its age-matched partner."""
-    traj = barrier_summary(barriers)
-    traj = traj[traj.score == score].assign(**{"step + 1": lambda t: t.step + 1})
-    grid = sns.relplot(traj, x="step + 1", y="barrier", hue="group", style="partner",
-                       col="method", kind="line", height=3.3)
+def barrier_trajectories(barriers: pd.DataFrame, method: str) -> sns.FacetGrid:
+    """The mean controlled barrier (forget minus control, clean points) between the model
+    after k unlearning steps and its age-matched partner, per group."""
+    from .analysis import controlled_barriers
+    steps = sorted(barriers.step.unique())
+    frames = [controlled_barriers(barriers, method, k).assign(step=k) for k in steps]
+    c = pd.concat(frames, ignore_index=True)
+    c = c[c.points == "clean"].assign(**{"step + 1": lambda t: t.step + 1})
+    grid = sns.relplot(c, x="step + 1", y="controlled_barrier", hue="group", col="partner",
+                       kind="line", errorbar=None, height=3.3)
     grid.set(xscale="log")
     return grid

@@ -60,38 +60,66 @@ def scores_spec(orders, shadow_models: int) -> TableSpec:
 
 
 # --------------------------------------------------------------------------------- unlearning
+GROUPS = TableSpec("groups", (
+    "score", "group", "kind", "group_size", "group_score_median", "flipped", "classes",
+    "largest_class_share"),
+    "one forget group: how it was cut (kind: quantile, top, bottom, random, disagreement), its "
+    "median score and its composition")
 UNLEARNING = TableSpec("unlearning", (
-    "score", "group", "method", "model", "seed", "step", "forget_acc", "retain_acc", "test_acc",
-    "mia_acc", "mia_ci_low", "mia_ci_high", "mia_null"),
-    "one model (unlearned or age-matched retrained) of one group and method at one checkpoint, "
-    "with the group attack at that checkpoint")
-STEPS = TableSpec("steps", (
-    "score", "group", "method", "group_score_median", "group_size", "steps_to_unlearn",
-    "censored", "mia_acc_step0", "mia_null_step0", "mean_mia_acc", "mean_mia_ci_halfwidth"),
-    "one forget group and method: its steps to unlearn at the group level")
-STEPS_POINTS = TableSpec("steps_points", (
-    "index", "score", "group", "method", "steps_to_unlearn", "censored",
-    "distinguishability_step0", "distinguishability_final"),
-    "one point of one forget group and method: its steps to unlearn at the example level")
+    "score", "group", "method", "model", "seed", "step", "forget_acc", "retain_acc", "test_acc"),
+    "one model (unlearned, independent retrained or coupled retrained) of one group and method "
+    "at one checkpoint: its accuracies")
+ATTACK = TableSpec("attack", (
+    "score", "group", "method", "design", "step", "n_unlearned", "n_reference", "mia_acc",
+    "mia_ci_low", "mia_ci_high", "null_mean", "null_q95", "p_value", "adjusted_p", "divergence",
+    "divergence_null_mean", "divergence_null_q95"),
+    "the group attack of one group and method at one checkpoint, at one design (all models, or "
+    "half of each kind), with its permutation null, its p-value adjusted over checkpoints, and "
+    "the mean Gaussian-fit KL divergence with its null")
+POINTS = TableSpec("points", (
+    "index", "score", "group", "method", "step", "flipped", "welch_p", "kl"),
+    "one point of one group and method at one checkpoint: Welch's p-value and the Gaussian-fit "
+    "KL divergence between its phi under unlearned and reference retrained models")
+POINT_NULL = TableSpec("point_null", (
+    "score", "group", "method", "level", "step0_fraction", "censored_fraction"),
+    "one group and method at one level: the share of its points at step 0 and censored that the "
+    "per-point criterion gives under relabelled models (the floor of the per-point fractions)")
 BARRIERS = TableSpec("barriers", (
-    "score", "group", "method", "pair", "partner", "step", "barrier", "loss_gap", "distance",
-    "lambda", "loss"),
-    "one point of the linear path between an unlearned (or original) model and a retrained one")
-CLAIMS = TableSpec("claims", ("claim", "measure", "value", "verdict"),
-                   "one claim of the study, the number that tests it and the verdict")
+    "score", "group", "method", "partner", "pair", "step", "subset", "barrier", "loss_gap",
+    "distance"),
+    "one pair (unlearned model, retrained partner) of one group and method at one checkpoint, on "
+    "one subset (forget or class-matched control points, clean or flipped)")
+PATHS = TableSpec("paths", (
+    "score", "group", "method", "partner", "step", "subset", "lambda", "loss"),
+    "the loss along the linear path at one lambda, averaged over the pairs, at the first and last "
+    "checkpoint")
+STEPS = TableSpec("steps", (
+    "score", "group", "kind", "method", "level", "design", "group_score_median", "status",
+    "steps_to_unlearn", "censored", "mia_acc_step0", "adjusted_p_step0", "response_amplitude",
+    "response_rate", "response_floor", "steps_to_null_q95"),
+    "one group and method at one level and design: its status (never distinguishable, "
+    "unlearned, censored), its steps to unlearn, and the fit D(k) = A exp(-c k) + floor of its "
+    "divergence response")
+CLAIMS = TableSpec("claims", ("claim", "measure", "value", "interval", "verdict", "neighbours",
+                              "fragile"),
+                   "one claim of the study: the number that tests it, its interval, the verdict, "
+                   "the verdicts under neighbouring analysis choices and whether any differs")
 
 
 @dataclass(frozen=True)
 class UnlearnTables:
-    """The four tables of the unlearning stage (see their specs above)."""
+    """The tables of the unlearning stage (see their specs above)."""
 
+    groups: pd.DataFrame
     unlearning: pd.DataFrame
-    steps: pd.DataFrame
-    steps_points: pd.DataFrame
+    attack: pd.DataFrame
+    points: pd.DataFrame
+    point_null: pd.DataFrame
     barriers: pd.DataFrame
+    paths: pd.DataFrame
 
-    SPECS = {"unlearning": UNLEARNING, "steps": STEPS, "steps_points": STEPS_POINTS,
-             "barriers": BARRIERS}
+    SPECS = {"groups": GROUPS, "unlearning": UNLEARNING, "attack": ATTACK, "points": POINTS,
+             "point_null": POINT_NULL, "barriers": BARRIERS, "paths": PATHS}
 
     def __post_init__(self):
         for name, spec in self.SPECS.items():

@@ -1,11 +1,21 @@
 """Unlearning forget groups: run each method on the retain set, attack, measure barriers.
 
-For a forget group F (retain set R = D \\ F), every method of :mod:`punl.methods` runs from each
-original model on R, with parameters kept at log-spaced checkpoints k. The reference is
-age-matched: retrained models (trained from scratch on R with the training recipe) continued for
-the same k steps of the same method. At each checkpoint the group attack of :mod:`punl.mia`
-tells the unlearned models from the retrained ones, the example-level test does so per point, and
-loss barriers (:mod:`punl.barriers`) are measured between unlearned and retrained partners.
+For a forget group F (retain set R = D \\ F) and every method of :mod:`punl.methods`, one
+population of models runs K steps of the method on R (:mod:`punl.sgd`), kept at log-spaced
+checkpoints k:
+
+- the R *unlearned* models, from each original run's final parameters;
+- the R *coupled* partners, from each original run replayed without F (same initialisation,
+  the same Poisson draws over the N indices with F's entries dropped, the same noise); the
+  continuation of coupled partner r shares its batches and noise with unlearned model r;
+- the M *independent* retrained models, trained from scratch on R with their own seeds.
+
+The reference of the membership attack is age-matched: at checkpoint k the unlearned models
+(original + k steps) are compared with retrained models continued for the same k steps of the
+same method (the independent ones; with ``coupled: true`` the coupled ones, as a paired design).
+The attack, its permutation null and the divergence response are in :mod:`punl.mia`; loss
+barriers between each unlearned model and its partners, on F and on class-matched control
+points, in :mod:`punl.barriers`.
 """
 from __future__ import annotations
 
@@ -17,38 +27,29 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .barriers import barrier_height, param_distance, path_losses
+from .barriers import barrier_height, pair_path_losses, param_distance
 from .config import Config
 from .data import Dataset
-from .groups import ForgetGroup, make_groups, stream_seed
+from .groups import ForgetGroup, class_composition, disagreement_groups, make_groups, stream_seed
 from .methods import METHODS
-from .mia import gaussian_fit_accuracy, group_attack, lira_phi, steps_to_unlearn, welch_t
+from .mia import attack_track, gaussian_kl, lira_phi, relabellings, steps_to_unlearn, welch_p_values
 from .multimodel import many_accuracy, many_logits
 from .pergrad import Params
-from .recipe import fit_from_scratch, init_model, run_seeds
+from .recipe import fit, from_scratch, init_model, run_seeds
 from .sgd import Member, run_members
-from .tables import BARRIERS, STEPS, STEPS_POINTS, UNLEARNING, UnlearnTables
+from .tables import (ATTACK, BARRIERS, GROUPS, PATHS, POINT_NULL, POINTS, UNLEARNING,
+                     UnlearnTables)
 
-POINT_TEST_LEVEL = 0.05  # a point stays distinguishable while Welch's test rejects at this level
-PARTNERS = ("coupled", "independent")
+#: Levels at which the per-point null fractions are reported (the configured level among them).
+POINT_LEVELS = (0.01, 0.05, 0.1)
+#: Pairs of each partner kind whose barriers are measured (the first this many runs).
+MAX_BARRIER_PAIRS = 16
 
 
 def checkpoint_steps(budget: int, n: int) -> np.ndarray:
     """0 and about n - 1 log-spaced steps in [1, budget], deduplicated, ending at budget."""
     spaced = np.unique(np.round(np.geomspace(1, budget, max(n - 1, 1))).astype(int))
     return np.concatenate([[0], spaced])
-
-
-def retrain_seeds_for(config: Config, group: ForgetGroup) -> dict[str, tuple[int, int]]:
-    """Seeds of the retrained models: ``ret{m}`` for the MIA reference (coupled: run m's seeds),
-    plus the barrier partners ``coupled`` (run 0's seeds) and ``independent``."""
-    def independent(m):
-        return (stream_seed(config.seed, "retrain-init", group.score, group.label, m),
-                stream_seed(config.seed, "retrain-noise", group.score, group.label, m))
-    seeds = {f"ret{m}": run_seeds(config, m) if config.coupled and m < config.runs
-             else independent(m) for m in range(config.retrain_seeds)}
-    seeds["coupled"], seeds["independent"] = run_seeds(config, 0), independent(0)
-    return seeds
 
 
 @dataclass(frozen=True)
@@ -59,170 +60,279 @@ class GroupSplit:
     data: Dataset
     group: ForgetGroup
     model: nn.Module
-    retain: torch.Tensor
-    forget: torch.Tensor
+    retain: np.ndarray
     checkpoints: np.ndarray
 
     @classmethod
     def of(cls, config: Config, data: Dataset, group: ForgetGroup) -> "GroupSplit":
-        device = data.x_train.device
         return cls(config, data, group, init_model(config, data, 0),
-                   torch.as_tensor(group.retain_indices(data.n_train), device=device),
-                   torch.as_tensor(group.indices, device=device),
+                   group.retain_indices(data.n_train),
                    checkpoint_steps(config.unlearn_steps, config.n_checkpoints))
 
-    @property
-    def forget_xy(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.data.x_train[self.forget], self.data.y_train[self.forget]
+    def xy(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(np.asarray(indices), device=self.data.x_train.device)
+        return self.data.x_train[idx], self.data.y_train[idx]
 
-    @property
-    def retain_xy(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.data.x_train[self.retain], self.data.y_train[self.retain]
+    def seed(self, *labels) -> int:
+        return stream_seed(self.config.seed, self.group.score, self.group.label, *labels)
 
     def labels(self, method: str) -> dict:
         return {"score": self.group.score, "group": self.group.label, "method": method}
 
 
+# ------------------------------------------------------------------------------- retraining
+def independent_seeds(split: GroupSplit) -> list[tuple[int, int]]:
+    """(init, noise) seeds of the M independent retrained models."""
+    return [(split.seed("retrain-init", m), split.seed("retrain-noise", m))
+            for m in range(split.config.retrain_seeds)]
+
+
+def coupled_replay(config: Config, data: Dataset, run: int, forget: np.ndarray) -> Member:
+    """Training run ``run`` replayed without ``forget``: its initialisation, its seed, its
+    frame of all N points and its rate B / N, with F's entries dropped from every batch."""
+    return from_scratch(config, data, run_seeds(config, run), np.arange(data.n_train),
+                        excluded=forget, rate=config.batch_size / data.n_train)
+
+
+def retrain(split: GroupSplit) -> dict[str, list[Params]]:
+    """The group's retrained models from scratch, trained together: ``independent`` (M) and
+    ``coupled`` (one replay per original run)."""
+    config, data = split.config, split.data
+    independent = [from_scratch(config, data, s, split.retain) for s in independent_seeds(split)]
+    coupled = [coupled_replay(config, data, r, split.group.indices) for r in range(config.runs)]
+    fitted = fit(config, data, independent + coupled)
+    return {"independent": fitted[: len(independent)], "coupled": fitted[len(independent):]}
+
+
 @dataclass(frozen=True)
 class MethodTrajectories:
-    """One method's parameters at every checkpoint: ``unlearned[r][c]`` from original run r,
-    ``retrained[m][c]`` from retrained model m, ``partners[name][c]`` for the barrier partners."""
+    """One method's parameters at every checkpoint, ``[model][checkpoint]`` per kind."""
 
     method: str
     unlearned: list[list[Params]]
-    retrained: list[list[Params]]
-    partners: dict[str, list[Params]]
+    coupled: list[list[Params]]
+    independent: list[list[Params]]
+    paired: bool = False          # the attack's reference: coupled (paired) or independent
+
+    @property
+    def reference(self) -> list[list[Params]]:
+        return self.coupled if self.paired else self.independent
 
 
 def run_method(split: GroupSplit, method: str, originals: list[Params],
-               retrained: dict[str, Params]) -> MethodTrajectories:
-    """Run ``method`` on the retain set from every original and every retrained model, all
-    together (one population; each trajectory has its own stream)."""
-    config, group = split.config, split.group
-    retain = split.retain.cpu().numpy()
+               retrained: dict[str, list[Params]]) -> MethodTrajectories:
+    """Run ``method`` on the retain set from every original and retrained model, together;
+    unlearned model r and coupled partner r share one stream (batches and noise)."""
+    def member(start, *labels):
+        return Member(start, split.seed(method, *labels), split.retain)
 
-    def member(label, start, i):
-        return Member(start, stream_seed(config.seed, group.score, group.label, method, label, i),
-                      retain)
-
-    members = ([member("unlearn", p, r) for r, p in enumerate(originals)]
-               + [member("retrain", retrained[f"ret{m}"], m) for m in range(config.retrain_seeds)]
-               + [member(k, retrained[k], 0) for k in PARTNERS])
+    members = ([member(p, "pair", r) for r, p in enumerate(originals)]
+               + [member(p, "pair", r) for r, p in enumerate(retrained["coupled"])]
+               + [member(p, "retrain", m) for m, p in enumerate(retrained["independent"])])
     paths = run_members(split.model, members, split.data.x_train, split.data.y_train,
-                        METHODS[method](config), split.checkpoints)
-    n_u, n_r = len(originals), config.retrain_seeds
-    return MethodTrajectories(method, unlearned=paths[:n_u], retrained=paths[n_u:n_u + n_r],
-                              partners=dict(zip(PARTNERS, paths[n_u + n_r:])))
-
-
-def retrain(config: Config, data: Dataset, group: ForgetGroup) -> dict[str, Params]:
-    """The retrained models of ``group`` by name (see :func:`retrain_seeds_for`), each distinct
-    pair of seeds trained once."""
-    seeds = retrain_seeds_for(config, group)
-    unique = list(dict.fromkeys(seeds.values()))
-    fitted = dict(zip(unique, fit_from_scratch(config, data, group.retain_indices(data.n_train),
-                                               unique)))
-    return {name: fitted[s] for name, s in seeds.items()}
+                        METHODS[method](split.config), split.checkpoints)
+    r = len(originals)
+    return MethodTrajectories(method, paths[:r], paths[r:2 * r], paths[2 * r:],
+                              paired=split.config.coupled)
 
 
 def unlearn_group(config: Config, data: Dataset, originals: list[Params], group: ForgetGroup,
                   methods=None) -> UnlearnTables:
-    """Unlearn ``group`` with every method; MIA against age-matched retrained models; barriers."""
+    """Unlearn ``group`` with every method: attack against age-matched retrained models,
+    per-point tests, utility and barriers."""
     split = GroupSplit.of(config, data, group)
     originals = [{k: v.to(data.x_train.device) for k, v in p.items()} for p in originals]
-    retrained = retrain(config, data, group)
-    parts = []
-    for method in methods or config.methods:
-        trajectories = run_method(split, method, originals, retrained)
-        unlearning, steps, points = evaluate_method(split, trajectories)
-        parts.append(UnlearnTables(unlearning, steps, points,
-                                   barrier_rows(split, trajectories)))
-    return UnlearnTables.concat(parts)
+    retrained = retrain(split)
+    parts = [method_tables(split, run_method(split, m, originals, retrained))
+             for m in methods or config.methods]
+    tables = UnlearnTables.concat(parts)
+    return UnlearnTables(**{**dict(tables.items()), "groups": group_rows(split)})
 
 
-# ------------------------------------------------------------------------------- membership
-def _accuracies(split: GroupSplit, models: list[Params]) -> dict[str, np.ndarray]:
-    sets = {"forget_acc": split.forget_xy, "retain_acc": split.retain_xy,
-            "test_acc": (split.data.x_test, split.data.y_test)}
-    return {name: many_accuracy(split.model, models, x, y).cpu().numpy()
-            for name, (x, y) in sets.items()}
+def method_tables(split: GroupSplit, traj: MethodTrajectories) -> UnlearnTables:
+    phi = forget_phi(split, traj)
+    attack, points, point_null = attack_tables(split, traj, phi)
+    barriers, paths = barrier_tables(split, traj)
+    return UnlearnTables(GROUPS.frame([]), utility_table(split, traj), attack, points,
+                         point_null, barriers, paths)
 
 
-def evaluate_method(split: GroupSplit, traj: MethodTrajectories):
-    """The ``unlearning``, ``steps`` and ``steps_points`` tables of one method on one group."""
-    config, group = split.config, split.group
-    rng = np.random.default_rng(stream_seed(config.seed, group.score, group.label, traj.method,
-                                            "mia"))
-    x_f, y_f = split.forget_xy
-    n_u = len(traj.unlearned)
-    labels = split.labels(traj.method)
-    attacks, point_distinct, fit_accuracy, rows = [], [], [], []
+def group_rows(split: GroupSplit):
+    """The ``groups`` table's row of this group."""
+    group, data = split.group, split.data
+    counts = class_composition(group, data.y_train.cpu().numpy()).values()
+    kind = ("quantile" if group.label[0] == "q" and group.label[1:].isdigit() else
+            "disagreement" if "_over_" in group.label else group.label)
+    return GROUPS.frame([{
+        "score": group.score, "group": group.label, "kind": kind,
+        "group_size": len(group.indices), "group_score_median": group.score_median,
+        "flipped": int(data.flipped.cpu().numpy()[group.indices].sum()),
+        "classes": len(counts), "largest_class_share": max(counts) / len(group.indices)}])
+
+
+# ------------------------------------------------------------------------------ evaluation
+def forget_phi(split: GroupSplit, traj: MethodTrajectories) -> np.ndarray:
+    """LiRA's phi of every forget point under the unlearned and then the reference models at
+    every checkpoint: [checkpoints, models, points]."""
+    x_f, y_f = split.xy(split.group.indices)
+    models = traj.unlearned + traj.reference
+    return np.stack([lira_phi(many_logits(split.model, [m[c] for m in models], x_f),
+                              y_f).double().cpu().numpy()
+                     for c in range(len(split.checkpoints))])
+
+
+def _half(n: int) -> int:
+    return max(2, n // 2)
+
+
+def attack_tables(split: GroupSplit, traj: MethodTrajectories, phi: np.ndarray):
+    """The ``attack`` (all models and half of each kind), ``points`` and ``point_null`` tables."""
+    config, labels = split.config, split.labels(traj.method)
+    n_u, n_r = len(traj.unlearned), phi.shape[1] - len(traj.unlearned)
+    rng = np.random.default_rng(split.seed(traj.method, "attack"))
+    rows = []
+    designs = {"all": (n_u, n_r), "half": (_half(n_u), _half(n_r))}
+    for design, (u, r) in designs.items():
+        if design == "half" and (u, r) == (n_u, n_r):
+            continue
+        keep = np.r_[np.arange(u), n_u + np.arange(r)]
+        track = attack_track(phi[:, keep], u, rng, config.n_permutations, config.n_bootstrap,
+                             paired=traj.paired)
+        for c, k in enumerate(split.checkpoints):
+            rows.append({**labels, "design": design, "step": int(k), "n_unlearned": u,
+                         "n_reference": r, "mia_acc": track.accuracy[c],
+                         "mia_ci_low": track.ci_low[c], "mia_ci_high": track.ci_high[c],
+                         "null_mean": track.null_mean[c], "null_q95": track.null_q95[c],
+                         "p_value": track.p_value[c], "adjusted_p": track.adjusted_p[c],
+                         "divergence": track.divergence[c],
+                         "divergence_null_mean": track.divergence_null_mean[c],
+                         "divergence_null_q95": track.divergence_null_q95[c]})
+    return ATTACK.frame(rows), point_table(split, labels, phi, n_u), \
+        point_null_table(split, labels, phi, n_u, rng, traj.paired)
+
+
+def point_table(split: GroupSplit, labels: dict, phi: np.ndarray, n_u: int):
+    """Per point and checkpoint: Welch's p-value and the Gaussian-fit KL divergence."""
+    truth = (np.arange(phi.shape[1]) < n_u)[None]
+    p = welch_p_values(phi, truth)[0]                                      # [C, points]
+    kl = gaussian_kl(phi[:, :n_u], phi[:, n_u:])                          # [C, points]
+    flipped = split.data.flipped.cpu().numpy()
+    return POINTS.frame([{"index": int(i), **labels, "step": int(k), "flipped": bool(flipped[i]),
+                          "welch_p": float(p[c, j]), "kl": float(kl[c, j])}
+                         for c, k in enumerate(split.checkpoints)
+                         for j, i in enumerate(split.group.indices)])
+
+
+def point_null_table(split: GroupSplit, labels: dict, phi: np.ndarray, n_u: int,
+                     rng: np.random.Generator, paired: bool):
+    """The per-point criterion (Welch at a level, staying below it to the end) under
+    relabelled models: the mean share of points at step 0 and censored, per level."""
+    n = min(split.config.n_permutations, 200)
+    relabelled = relabellings(n_u, phi.shape[1] - n_u, n, rng, paired)
+    p = welch_p_values(phi, relabelled)                                   # [n, C, points]
+    rows = []
+    for level in sorted({*POINT_LEVELS, split.config.level}):
+        steps, censored = steps_to_unlearn(split.checkpoints, np.moveaxis(p < level, 0, 1))
+        rows.append({**labels, "level": level, "step0_fraction": float((steps == 0).mean()),
+                     "censored_fraction": float(censored.mean())})
+    return POINT_NULL.frame(rows)
+
+
+def utility_table(split: GroupSplit, traj: MethodTrajectories):
+    """Forget, retain and test accuracy of every model at every checkpoint."""
+    config, data = split.config, split.data
+    rng = np.random.default_rng(split.seed("utility"))
+    retain, test = split.retain, np.arange(len(data.y_test))
+    if config.utility_points is not None:
+        retain = np.sort(rng.choice(retain, min(len(retain), config.utility_points), False))
+        test = np.sort(rng.choice(test, min(len(test), config.utility_points), False))
+    sets = {"forget_acc": split.xy(split.group.indices), "retain_acc": split.xy(retain),
+            "test_acc": (data.x_test[torch.as_tensor(test, device=data.x_test.device)],
+                         data.y_test[torch.as_tensor(test, device=data.y_test.device)])}
+    kinds = {"unlearned": traj.unlearned, "coupled": traj.coupled,
+             "independent": traj.independent}
+    rows = []
     for c, k in enumerate(split.checkpoints):
-        models = [t[c] for t in traj.unlearned] + [t[c] for t in traj.retrained]
-        phi = lira_phi(many_logits(split.model, models, x_f), y_f).double().cpu().numpy()
-        attack = group_attack(phi[:n_u], phi[n_u:], config.n_bootstrap, rng)
-        attacks.append(attack)
-        point_distinct.append(welch_t(phi[:n_u], phi[n_u:])[1] < POINT_TEST_LEVEL)
-        fit_accuracy.append(gaussian_fit_accuracy(phi[:n_u], phi[n_u:]))
-        accs = _accuracies(split, models)
-        for i in range(len(models)):
-            kind, seed = ("unlearned", i) if i < n_u else ("retrained", i - n_u)
-            rows.append({**labels, "model": kind, "seed": seed, "step": int(k),
-                         **{a: float(v[i]) for a, v in accs.items()}, **attack})
-    return (UNLEARNING.frame(rows), STEPS.frame([_steps_row(split, labels, attacks)]),
-            STEPS_POINTS.frame(_point_rows(split, labels, point_distinct, fit_accuracy)))
-
-
-def _steps_row(split: GroupSplit, labels: dict, attacks: list[dict]) -> dict:
-    group_distinct = np.array([a["mia_acc"] > 0.5 + split.config.tau for a in attacks])
-    steps, censored = steps_to_unlearn(split.checkpoints, group_distinct)
-    return {**labels, "group_score_median": split.group.score_median,
-            "group_size": len(split.forget), "steps_to_unlearn": int(steps),
-            "censored": bool(censored), "mia_acc_step0": attacks[0]["mia_acc"],
-            "mia_null_step0": attacks[0]["mia_null"],
-            "mean_mia_acc": float(np.mean([a["mia_acc"] for a in attacks])),
-            "mean_mia_ci_halfwidth": float(np.mean(
-                [(a["mia_ci_high"] - a["mia_ci_low"]) / 2 for a in attacks]))}
-
-
-def _point_rows(split: GroupSplit, labels: dict, point_distinct: list, fit_accuracy: list):
-    steps, censored = steps_to_unlearn(split.checkpoints, np.array(point_distinct))
-    return [{"index": int(idx), **labels, "steps_to_unlearn": int(steps[i]),
-             "censored": bool(censored[i]),
-             "distinguishability_step0": float(fit_accuracy[0][i]),
-             "distinguishability_final": float(fit_accuracy[-1][i])}
-            for i, idx in enumerate(split.group.indices)]
+        models = [(kind, s, path[c]) for kind, paths in kinds.items()
+                  for s, path in enumerate(paths)]
+        accs = {name: many_accuracy(split.model, [m for _, _, m in models], x, y).cpu().numpy()
+                for name, (x, y) in sets.items()}
+        rows += [{**split.labels(traj.method), "model": kind, "seed": s, "step": int(k),
+                  **{a: float(v[i]) for a, v in accs.items()}}
+                 for i, (kind, s, _) in enumerate(models)]
+    return UNLEARNING.frame(rows)
 
 
 # ---------------------------------------------------------------------------------- barriers
-def barrier_rows(split: GroupSplit, traj: MethodTrajectories):
-    """The ``barriers`` table: loss along the path from the first unlearned trajectory to each
-    partner, at every checkpoint (step 0: original to retrained)."""
+def control_points(split: GroupSplit) -> np.ndarray:
+    """For every forget point, a retained point with the same training label and the same
+    flipped status (the same label alone when none is left), drawn without replacement."""
+    rng = np.random.default_rng(split.seed("control"))
+    y = split.data.y_train.cpu().numpy()
+    flipped = split.data.flipped.cpu().numpy()
+    pool = set(split.retain.tolist())
+    out = []
+    for i in split.group.indices:
+        same = [j for j in pool if y[j] == y[i] and flipped[j] == flipped[i]]
+        same = same or [j for j in pool if y[j] == y[i]] or list(pool)
+        pick = int(rng.choice(same))
+        pool.discard(pick)
+        out.append(pick)
+    return np.array(out)
+
+
+def barrier_subsets(split: GroupSplit) -> dict[str, np.ndarray]:
+    """Forget and control points, each split into clean and flipped ones (empty ones left out)."""
+    flipped = split.data.flipped.cpu().numpy()
+    forget, control = split.group.indices, control_points(split)
+    out = {}
+    for name, idx in (("forget", forget), ("control", control)):
+        for kind, keep in (("clean", ~flipped[forget]), ("flipped", flipped[forget])):
+            if keep.any():
+                out[f"{name}-{kind}"] = idx[keep]
+    return out
+
+
+def barrier_tables(split: GroupSplit, traj: MethodTrajectories):
+    """Barriers between unlearned model r and its coupled partner r, and between unlearned
+    model r and independent model r, on every subset at every checkpoint; and the mean loss
+    along the paths at the first and last checkpoint."""
     lambdas = np.linspace(0, 1, split.config.barrier_points)
-    x_f, y_f = split.forget_xy
-    unlearned, rows = traj.unlearned[0], []
-    for partner, path in traj.partners.items():
+    subsets = {name: split.xy(idx) for name, idx in barrier_subsets(split).items()}
+    partners = {"coupled": traj.coupled, "independent": traj.independent}
+    labels = split.labels(traj.method)
+    rows, curves = [], []
+    last = len(split.checkpoints) - 1
+    for partner, paths in partners.items():
+        pairs = min(len(paths), len(traj.unlearned), MAX_BARRIER_PAIRS)
         for c, k in enumerate(split.checkpoints):
-            losses = path_losses(split.model, unlearned[c], path[c], x_f, y_f, lambdas)
-            common = {**split.labels(traj.method),
-                      "pair": "original-retrained" if k == 0 else "unlearned-retrained",
-                      "partner": partner, "step": int(k), "barrier": barrier_height(lambdas, losses),
-                      "loss_gap": float(losses[0] - losses[-1]),
-                      "distance": param_distance(unlearned[c], path[c])}
-            rows += [dict(common, **{"lambda": float(lam), "loss": float(v)})
-                     for lam, v in zip(lambdas, losses)]
-    return BARRIERS.frame(rows)
+            for subset, (x, y) in subsets.items():
+                losses = pair_path_losses(split.model, [t[c] for t in traj.unlearned[:pairs]],
+                                          [t[c] for t in paths[:pairs]], x, y, lambdas)
+                for r in range(pairs):
+                    rows.append({**labels, "partner": partner, "pair": r, "step": int(k),
+                                 "subset": subset, "barrier": barrier_height(lambdas, losses[r]),
+                                 "loss_gap": float(losses[r, 0] - losses[r, -1]),
+                                 "distance": param_distance(traj.unlearned[r][c], paths[r][c])})
+                if c in (0, last):
+                    curves += [{**labels, "partner": partner, "step": int(k), "subset": subset,
+                                "lambda": float(lam), "loss": float(v)}
+                               for lam, v in zip(lambdas, losses.mean(0))]
+    return BARRIERS.frame(rows), PATHS.frame(curves)
 
 
 # ------------------------------------------------------------------------------ all groups
 def forget_groups(config: Config, scores) -> list[ForgetGroup]:
     """Every forget group of the configuration: quantile, bottom, top and random groups of the
-    primary score and the top group of every baseline score."""
+    primary score, the top group of every baseline score, and the two disagreement groups of
+    the primary score with every baseline score."""
     groups = make_groups(scores, config.primary_score, config.n_groups, config.group_size,
                          config.seed, ("quantile", "bottom", "top", "random"))
     for score in config.baseline_scores:
         groups += make_groups(scores, score, config.n_groups, config.group_size, config.seed,
                               ("top",))
+    for score in config.baseline_scores:
+        groups += disagreement_groups(scores, config.primary_score, score, config.group_size)
     return groups
 
 

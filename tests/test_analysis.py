@@ -5,95 +5,101 @@ import pandas as pd
 import pytest
 
 from punl import analysis
-from punl.tables import BARRIERS, STEPS, STEPS_POINTS, UNLEARNING, UnlearnTables
 
-P = "privacy_loss_a8"
+from synthetic import Truth, make_study
 
-
-def _steps(medians, steps, method="sgld", censored=None, score=P):
-    rows = []
-    for i, (p, k) in enumerate(zip(medians, steps)):
-        rows.append({"score": score, "group": f"q{i}", "method": method, "group_score_median": p,
-                     "group_size": 10, "steps_to_unlearn": k,
-                     "censored": bool(censored[i]) if censored is not None else False,
-                     "mia_acc_step0": 0.6, "mia_null_step0": 0.5, "mean_mia_acc": 0.55,
-                     "mean_mia_ci_halfwidth": 0.02})
-    return STEPS.frame(rows)
+from punl.claims import Choice, claims_table
 
 
-def _points(steps, censored, method="sgld"):
-    return STEPS_POINTS.frame([{"index": i, "score": P, "group": "q0", "method": method,
-                                "steps_to_unlearn": k, "censored": c,
-                                "distinguishability_step0": 0.6, "distinguishability_final": 0.5}
-                               for i, (k, c) in enumerate(zip(steps, censored))])
+def _verdicts(truth: Truth) -> dict[str, str]:
+    table = claims_table(make_study(truth))
+    return dict(zip(table.claim.str.split(".").str[0], table.verdict))
 
 
-def _barriers(groups, heights):
-    rows = []
-    for g, h in zip(groups, heights):
-        for lam, loss in ((0.0, 1.0), (0.5, 1.0 + h), (1.0, 1.0)):
-            rows.append({"score": P, "group": g, "method": "sgld", "pair": "original-retrained",
-                         "partner": "independent", "step": 0, "barrier": h, "loss_gap": 0.0,
-                         "distance": 1.0, "lambda": lam, "loss": loss})
-    return BARRIERS.frame(rows)
+def _verdict(truth: Truth, claim: str, level: float = 0.05) -> str:
+    from punl import claims
+    study = make_study(truth)
+    fn = {"1": claims.claim_quick, "2": claims.claim_log, "2b": claims.claim_shape,
+          "3": claims.claim_metrics, "4": claims.claim_barriers}[claim]
+    return fn(study, Choice(level, "all", "privacy_loss_a8"))["verdict"]
 
 
-def _tables(steps, points, barriers):
-    return UnlearnTables(UNLEARNING.frame([]), steps, points, barriers)
+def test_the_synthetic_truth_gives_every_claim_supported():
+    assert set(_verdicts(Truth()).values()) == {"supported"}
 
 
-def _verdicts(tables, methods=("sgld",)):
-    table = analysis.claims_table(tables, P, budget=100, main="sgld", methods=list(methods))
-    return dict(zip(table.claim.str[:1], table.verdict))
+def test_claim_1_verdicts():
+    assert _verdict(Truth(), "1") == "supported"
+    slow = Truth(steps=[128] * 10)                                  # every group needs long
+    assert _verdict(slow, "1") == "not supported"
+    easy_top = Truth(top_steps=4)                                   # nothing needs long
+    assert _verdict(easy_top, "1") == "not supported"
+    nothing = Truth(steps=[0] * 10, top_steps=0)                     # nothing to unlearn
+    assert _verdict(nothing, "1") == "inconclusive"
 
 
-MEDIANS = [0.1, 0.3, 1, 3, 10, 30]
-LOG_STEPS = [int(round(20 * np.log1p(2 * p))) for p in MEDIANS]   # log-shaped, rising
+def test_claim_2_verdicts():
+    assert _verdict(Truth(), "2") == "supported"
+    falling = Truth(steps=[128, 64, 32, 16, 8, 4, 2, 1, 0, 0])
+    assert _verdict(falling, "2") == "not supported"
+    flat = Truth(steps=[4] * 10)                                    # no variation: no rho
+    assert _verdict(flat, "2") == "inconclusive"
+    linear = Truth(medians=list(np.linspace(1, 1000, 10)),
+                   steps=[1, 16, 32, 64, 64, 128, 128, 128, 128, 128])
+    assert _verdict(linear, "2") in ("supported", "not supported")
 
 
-def test_claim_1_needs_a_quick_majority_and_some_censored_points():
-    steps = _steps(MEDIANS, LOG_STEPS)
-    bar = _barriers([f"q{i}" for i in range(6)], [0.1] * 6)
-    quick = _points([0, 5, 8, 9, 100, 3], [False] * 4 + [True, False])
-    assert _verdicts(_tables(steps, quick, bar))["1"] == "supported"
-    slow = _points([50, 60, 70, 5, 100, 3], [False] * 4 + [True, False])
-    assert _verdicts(_tables(steps, slow, bar))["1"] == "not supported"
-    never_censored = _points([0, 5, 8, 9, 1, 3], [False] * 6)
-    assert _verdicts(_tables(steps, never_censored, bar))["1"] == "not supported"
-    assert _verdicts(_tables(steps, _points([], []), bar))["1"] == "inconclusive"
+def test_claim_2b_verdicts():
+    assert _verdict(Truth(), "2b") == "supported"
+    shrinking = Truth(amplitude=list(0.05 * np.geomspace(1000, 0.1, 10) ** 0.4))
+    assert _verdict(shrinking, "2b") == "not supported"
+    rates_differ = Truth(rate=list(np.geomspace(0.005, 1.0, 10)))
+    assert _verdict(rates_differ, "2b") == "not supported"
 
 
-def test_claim_2_compares_the_log_fit_with_a_line():
-    bar = _barriers([f"q{i}" for i in range(6)], [0.1] * 6)
-    pts = _points([0], [False])
-    assert _verdicts(_tables(_steps(MEDIANS, LOG_STEPS), pts, bar))["2"] == "supported"
-    linear = [int(3 * p) for p in MEDIANS]          # a straight line in P: the line fits better
-    assert _verdicts(_tables(_steps(MEDIANS, linear), pts, bar))["2"] == "not supported"
-    falling = LOG_STEPS[::-1]
-    assert _verdicts(_tables(_steps(MEDIANS, falling), pts, bar))["2"] == "not supported"
-    assert _verdicts(_tables(_steps(MEDIANS[:2], LOG_STEPS[:2]), pts, bar))["2"] == "inconclusive"
+def test_claim_3_verdicts():
+    assert _verdict(Truth(), "3") == "supported"
+    reverse = Truth(disagree={"avg_grad_norm": (0.70, 0.55), "el2n": (0.55, 0.70)})
+    assert _verdict(reverse, "3") == "not supported"
+    tie = Truth(disagree={"avg_grad_norm": (0.60, 0.60), "el2n": (0.70, 0.55)})
+    assert _verdict(tie, "3") == "inconclusive"
 
 
-def test_claim_4_needs_barriers_rising_with_privacy_loss():
-    steps, pts = _steps(MEDIANS, LOG_STEPS), _points([0], [False])
-    groups = [f"q{i}" for i in range(6)]
-    assert _verdicts(_tables(steps, pts, _barriers(groups, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])))["4"] \
-        == "supported"
-    assert _verdicts(_tables(steps, pts, _barriers(groups, [0.6, 0.5, 0.4, 0.3, 0.2, 0.1])))["4"] \
-        == "not supported"
-    assert _verdicts(_tables(steps, pts, _barriers(groups[:2], [0.1, 0.2])))["4"] == "inconclusive"
+def test_claim_4_verdicts():
+    assert _verdict(Truth(), "4") == "supported"
+    assert _verdict(Truth(barrier=list(np.linspace(0.5, 0.0, 10))), "4") == "not supported"
+    noisy = Truth(barrier=list(np.linspace(0.0, 0.05, 10)), barrier_noise=0.5)
+    assert _verdict(noisy, "4") in ("inconclusive", "not supported")
 
 
-def test_claim_5_is_decided_per_other_method():
-    steps = pd.concat([_steps(MEDIANS, LOG_STEPS), _steps(MEDIANS, LOG_STEPS[::-1], "finetune"),
-                       _steps(MEDIANS, LOG_STEPS, "l1_sparse")], ignore_index=True)
-    table = analysis.claims_table(_tables(steps, _points([0], [False]),
-                                          _barriers(["q0", "q1", "q2"], [0.1] * 3)),
-                                  P, budget=100, main="sgld",
-                                  methods=["sgld", "finetune", "l1_sparse"])
-    five = table[table.claim.str.startswith("5.")].set_index("claim").verdict
-    assert five.to_dict() == {"5. the trend holds for finetune": "not supported",
-                              "5. the trend holds for l1_sparse": "supported"}
+def test_claim_5_per_other_method():
+    shrinking = list(0.05 * np.geomspace(1000, 0.1, 10) ** 0.4)
+    truth = Truth(methods=("sgld", "finetune", "l1_sparse"),
+                  method_amplitude={"l1_sparse": shrinking})
+    verdicts = _verdicts(truth)
+    table = claims_table(make_study(truth))
+    five = dict(zip(table.claim, table.verdict))
+    assert five["5. the trend holds for finetune"] == "supported"
+    assert five["5. the trend holds for l1_sparse"] == "not supported"
+    assert verdicts["1"] == "supported"
+
+
+def test_a_verdict_that_changes_with_the_level_is_fragile():
+    from punl.claims import neighbours
+    study = make_study(Truth())
+    labels = [c.label for c in neighbours(study, Choice(0.05, "all", "privacy_loss_a8"))]
+    assert labels == ["level 0.01", "level 0.1", "half the models", "alpha 4", "alpha 16"]
+    table = claims_table(study)
+    assert not table.fragile.any()
+    # a study whose attack p-values sit between 0.01 and 0.05: distinguishable at 0.05 only
+    edge = make_study(Truth())
+    edge.tables.attack.loc[edge.tables.attack.adjusted_p < 0.05, "adjusted_p"] = 0.03
+    from punl.analysis import group_steps
+    from dataclasses import replace
+    edge = replace(edge, steps=group_steps(edge.tables))
+    table = claims_table(edge).set_index(table.columns[0])
+    assert table.loc[table.index[0], "fragile"]          # claim 1 is lost at level 0.01
+    assert "level 0.01: inconclusive" in table.loc[table.index[0], "neighbours"]
 
 
 def test_label_noise_control_detects_higher_scores_of_flipped_points():
@@ -106,25 +112,6 @@ def test_label_noise_control_detects_higher_scores_of_flipped_points():
     assert control.loc["a", "mean flipped"] > control.loc["a", "mean clean"] + 2
     assert analysis.flipped_share_of_top(scores, "a") > 0.7
     assert analysis.label_noise_control(scores.assign(flipped=False), ["a"]).empty
-
-
-def test_group_composition_counts_classes_and_flipped_points():
-    from punl.groups import ForgetGroup
-    scores = pd.DataFrame({"label": [0, 0, 1, 2, 2, 2], "flipped": [1, 0, 0, 1, 1, 0]})
-    group = ForgetGroup(P, "top", np.array([0, 3, 4, 5]), 2.0)
-    row = analysis.group_composition([group], scores).iloc[0]
-    assert (row.classes, row["largest class share"], row.flipped) == (2, 0.75, 3)
-
-
-def test_barrier_correlations_per_partner():
-    step0 = pd.DataFrame({"partner": ["coupled"] * 4 + ["independent"] * 4,
-                          "group_score_median": [1, 2, 3, 4] * 2,
-                          "barrier": [1, 2, 3, 4, 4, 3, 2, 1], "loss_gap": [0, 0, 1, 1] * 2,
-                          "distance": [1, 2, 3, 4] * 2})
-    rho = analysis.barrier_correlations(step0)
-    assert rho.loc["coupled", "barrier"] == pytest.approx(1)
-    assert rho.loc["independent", "barrier"] == pytest.approx(-1)
-    assert rho.loc["independent", "distance"] == pytest.approx(1)
 
 
 def test_clipping_summary_and_final_accuracy(tiny_config):

@@ -17,7 +17,8 @@ ORDER = [
     "catalog", "methods", "tables", "config", "parallel",
     "data", "models", "pergrad", "multimodel", "sgd", "recipe", "ledger", "train",
     "privacy", "metrics", "mia", "groups", "shadow", "scores", "barriers", "unlearn",
-    "analysis", "plots", "store", "pipeline", "notebook", "plan", "book", "runner", "sweep",
+    "fits", "analysis", "claims", "plots", "store", "pipeline", "notebook", "plan", "book",
+    "runner", "sweep",
     "cli",
 ]
 
@@ -86,7 +87,7 @@ def _changed(field: dataclasses.Field):
         return "privacy_loss_a4"
     if field.name == "baseline_scores":
         return ("el2n",)
-    if field.name in ("n_train", "chunk_size", "unlearn_lr"):
+    if field.name in ("n_train", "chunk_size", "unlearn_lr", "utility_points"):
         return 100 if field.name != "unlearn_lr" else 0.05
     if field.name == "shadow_models":
         return 4

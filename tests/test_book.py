@@ -6,6 +6,8 @@ import nbformat
 import pandas as pd
 import pytest
 
+from pathlib import Path
+
 from bookutil import NOTEBOOKS, REPO, TINY, make_book_root, make_notebooks_dir
 from punl.book import generate_toc, toc_data
 from punl.config import ConfigError
@@ -47,7 +49,8 @@ def test_run_executes_notebooks_and_writes_tables(book):
     assert record["notebooks"] == book["second"]["notebooks"]
     scores = pd.read_parquet(root / "runs/tiny/scores.parquet")
     assert len(scores) == 200 and {"privacy_loss_a8", "avg_grad_norm", "flipped"} <= set(scores)
-    for table in ("unlearning", "steps", "steps_points", "barriers", "claims"):
+    for table in ("groups", "unlearning", "attack", "points", "point_null", "barriers", "paths",
+                  "steps", "claims"):
         assert len(pd.read_parquet(root / f"runs/tiny/{table}.parquet")) > 0, table
     for name in (*NOTEBOOKS, "index.md"):
         assert (root / "book/runs/tiny" / name).exists(), name

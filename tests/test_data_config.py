@@ -76,7 +76,8 @@ def test_models_have_no_batchnorm_and_run(name, shape):
 @pytest.mark.parametrize("key,value", [
     ("dataset", "imagenet"), ("model", "vgg"), ("lr", 0), ("lr", -0.1), ("sigma", -1),
     ("record_every", 0), ("label_noise", 1.0), ("label_noise", -0.1), ("runs", 0),
-    ("batch_size", 0), ("orders", [1.0, 2.0]), ("methods", ["magic"]), ("tau", 0.5)])
+    ("batch_size", 0), ("orders", [1.0, 2.0]), ("methods", ["magic"]), ("level", 0.5),
+    ("n_permutations", 5), ("retrain_seeds", 1)])
 def test_each_invalid_parameter_is_named(key, value):
     with pytest.raises(ConfigError, match=f"^{key}:"):
         make_config({key: value})
@@ -104,7 +105,7 @@ def test_overrides_are_typed():
 
 def test_stage_keys_change_only_downstream():
     a = Config()
-    b = a.replace(tau=0.1)
+    b = a.replace(level=0.1)
     assert a.stage_key("train") == b.stage_key("train") and a.stage_key("score") == b.stage_key("score")
     assert a.stage_key("unlearn") != b.stage_key("unlearn")
     c = a.replace(lr=0.2)

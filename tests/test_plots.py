@@ -4,6 +4,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from punl import analysis, plots  # noqa: E402
@@ -16,7 +17,7 @@ def run(tmp_path_factory):
     cfg = Config(name="plots", n_train=150, runs=2, epochs=2, batch_size=32, width=8,
                  record_every=5, label_noise=0.1, n_groups=2, group_size=5, unlearn_steps=4,
                  n_checkpoints=3, retrain_seeds=2, n_bootstrap=5, barrier_points=3, clip=10.0,
-                 baseline_scores=("avg_grad_norm",))
+                 baseline_scores=("avg_grad_norm",), n_permutations=20)
     return RunView(cfg, tmp_path_factory.mktemp("plots"))
 
 
@@ -49,15 +50,31 @@ def test_score_figures(run):
 
 
 def test_unlearning_figures(run):
-    tables, cfg = run.tables, run.config
-    fig = plots.mia_curves(tables.unlearning, run.primary_score, list(cfg.methods), 0.55)
+    tables, cfg, steps = run.tables, run.config, run.steps
+    q = [g for g in tables.groups.group if g.startswith("q")]
+    fig = plots.attack_curves(tables.attack, q, list(cfg.methods), cfg.level)
     assert [ax.get_title() for ax in fig.axes] == list(cfg.methods)
     assert fig.axes[0].get_xscale() == "log"
-    fits = analysis.method_fits(tables.steps, run.primary_score, list(cfg.methods))
-    fig = plots.steps_against_score(tables.steps, fits, run.primary_score)
-    assert _labels(fig)[0] == (f"group median {run.primary_score} (log scale)", "steps to unlearn")
-    fig = plots.hardest_m_bars(analysis.hardest_m(tables.steps, run.primary_method))
+    assert any(line.get_linestyle() == "--" for line in fig.axes[0].lines)   # the null's 95%
+    rows = {m: analysis.with_score(analysis.select(steps, m, cfg.level), tables.points,
+                                   run.scores, run.primary_score) for m in cfg.methods}
+    fitted = {m: analysis.steps_fits(r, tables.attack.step.unique()) for m, r in rows.items()}
+    fig = plots.steps_against_score(pd.concat(rows.values()), fitted, cfg.unlearn_steps,
+                                    run.primary_score)
+    assert fig.axes[0].get_ylabel() == "steps to unlearn"
+    fig = plots.response_curves(tables.attack, rows[run.primary_method], run.primary_method)
+    assert fig.axes[0].get_xscale() == "log" and len(fig.axes[0].lines) == len(q)
+    fig = plots.amplitude_against_score(pd.concat(rows.values()), run.primary_score)
+    assert fig.axes[0].get_yscale() == "log"
+    fractions = analysis.point_fractions(tables, cfg.level, tables.attack.step.unique(),
+                                         cfg.unlearn_steps)
+    fig = plots.point_fraction_bars(fractions)
     assert len(fig.axes) == 2
+    comparison = analysis.disagreement_comparison(tables, steps, run.primary_score,
+                                                  list(cfg.baseline_scores), run.primary_method,
+                                                  cfg.level)
+    fig = plots.disagreement_bars(comparison)
+    assert len(fig.axes[0].patches) == 2 * len(comparison)
     grid = plots.utility_curves(analysis.utility(tables.unlearning))
     assert len(grid.axes.flat) == len(cfg.methods)
     plt.close("all")
@@ -65,13 +82,15 @@ def test_unlearning_figures(run):
 
 def test_barrier_figures(run):
     tables = run.tables
-    grid = plots.path_losses_figure(tables.barriers, run.primary_score, run.primary_method)
-    assert len(grid.axes.flat) == 2                       # coupled and independent partners
-    step0 = analysis.step0_barriers(tables.barriers, tables.steps, run.primary_score,
-                                    run.primary_method)
-    fig = plots.barrier_scatter(step0, run.primary_score)
-    assert [ax.get_ylabel() for ax in fig.axes[:3]] == ["barrier", "loss_gap", "distance"]
-    grid = plots.barrier_trajectories(tables.barriers, run.primary_score)
+    grid = plots.path_losses_figure(tables.paths, run.primary_method)
+    assert {ax.get_title().split("|")[-1].strip() for ax in grid.axes.flat} >= \
+        {"partner = coupled", "partner = independent"}
+    controlled = analysis.controlled_barriers(tables.barriers, run.primary_method)
+    fig = plots.controlled_barrier_figure(analysis.barrier_by_group(controlled, tables.groups),
+                                          run.primary_score)
+    assert [ax.get_ylabel() for ax in fig.axes[:3]] == ["controlled_barrier", "loss_gap",
+                                                        "distance"]
+    grid = plots.barrier_trajectories(tables.barriers, run.primary_method)
     assert grid.axes.flat[0].get_xscale() == "log"
     plt.close("all")
 

@@ -4,12 +4,9 @@ import pandas as pd
 import pytest
 import torch
 
-from punl.analysis import fit_line, fit_log, log_model
 from punl.barriers import barrier_height, path_losses
 from punl.multimodel import looped_logits, many_logits, stack_params, stacked_logits
 from punl.groups import make_groups
-from punl.mia import (centered, gaussian_fit_accuracy, group_attack, lira_phi,
-                      split_attack_accuracy, steps_to_unlearn)
 
 
 def _scores(n=200, seed=0):
@@ -35,6 +32,26 @@ def test_groups_partition_and_retain_set_excludes_forget_points():
     assert all(np.array_equal(a.indices, b.indices) for a, b in zip(groups, again))
 
 
+def test_disagreement_groups_take_the_largest_rank_gaps_both_ways_within_classes():
+    from punl.groups import disagreement_groups, ranking
+    s = _scores()
+    s["avg_grad_norm"] = s["privacy_loss_a8"].rank() + np.where(np.arange(200) < 10, 150.5, 0)
+    p_over, b_over = disagreement_groups(s, "privacy_loss_a8", "avg_grad_norm", 20)
+    assert (p_over.label, b_over.label) == ("p_over_avg_grad_norm", "avg_grad_norm_over_p")
+    rank = {c: np.argsort(ranking(s, c)) for c in ("privacy_loss_a8", "avg_grad_norm")}
+    gap = (rank["privacy_loss_a8"] - rank["avg_grad_norm"]) / 200
+    labels = s["label"].to_numpy()
+    assert set(range(10)) <= set(b_over.indices)                 # the shifted points
+    for group, sign in ((p_over, 1), (b_over, -1)):
+        counts = np.bincount(labels[group.indices], minlength=4)
+        assert np.abs(counts - 20 * np.bincount(labels, minlength=4) / 200).max() < 1
+        for c in range(4):                                        # the extremes of each class
+            inside = group.indices[labels[group.indices] == c]
+            outside = np.setdiff1d(np.flatnonzero(labels == c), group.indices)
+            assert (sign * gap[inside]).min() >= (sign * gap[outside]).max() - 1e-12
+    assert not set(p_over.indices) & set(b_over.indices)
+
+
 def test_ties_are_broken_by_the_unclipped_norm():
     s = _scores()
     s["privacy_loss_a8"] = 1.0  # every point ties
@@ -45,59 +62,6 @@ def test_ties_are_broken_by_the_unclipped_norm():
 def test_group_too_large_is_named():
     with pytest.raises(ValueError, match="group_size"):
         make_groups(_scores(50), "privacy_loss_a8", n_groups=5, m=20, seed=0)
-
-
-def test_lira_phi_is_stable_and_exact():
-    logits = torch.tensor([[2.0, 0.5, -1.0], [300.0, 0.0, -300.0]], dtype=torch.float64)
-    y = torch.tensor([0, 0])
-    p = torch.softmax(logits[0], 0)[0]
-    assert float(lira_phi(logits, y)[0]) == pytest.approx(float(torch.log(p / (1 - p))), rel=1e-12)
-    assert float(lira_phi(logits, y)[1]) == pytest.approx(300.0, rel=1e-9)  # p = 1 in float64
-
-
-def test_attack_is_chance_on_one_distribution_and_high_on_separated_ones():
-    rng = np.random.default_rng(0)
-    same = [group_attack(rng.normal(size=(8, 50)), rng.normal(size=(8, 50)), 20, rng)["mia_acc"]
-            for _ in range(20)]
-    assert abs(np.mean(same) - 0.5) < 0.03
-    base = rng.normal(size=50) * 5  # points differ a lot from one another
-    far = group_attack(base + 6 + rng.normal(size=(8, 50)), base + rng.normal(size=(8, 50)), 20, rng)
-    assert far["mia_acc"] > 0.9 and far["mia_ci_low"] > 0.8
-
-
-def test_centering_is_what_reveals_a_small_shift():
-    rng = np.random.default_rng(1)
-    base = rng.normal(size=60) * 10
-    u, r = base + 1 + rng.normal(size=(8, 60)) * 0.5, base + rng.normal(size=(8, 60)) * 0.5
-    fold = rng.permutation(60) < 30
-    assert split_attack_accuracy(u, r, fold) < 0.65             # pooled raw values hide it
-    cu, cr = centered(u, r)
-    assert split_attack_accuracy(cu, cr, fold) > 0.8             # centered values show it
-
-
-def test_bootstrap_interval_covers_the_truth_near_its_nominal_rate():
-    rng = np.random.default_rng(2)
-    truth, covered, trials = 0.5, 0, 60
-    for _ in range(trials):
-        a = group_attack(rng.normal(size=(6, 40)), rng.normal(size=(6, 40)), 100, rng)
-        covered += a["mia_ci_low"] <= truth <= a["mia_ci_high"]
-    assert covered / trials >= 0.8
-
-
-def test_gaussian_fit_accuracy():
-    rng = np.random.default_rng(3)
-    far = gaussian_fit_accuracy(rng.normal(5, 1, (50, 4)), rng.normal(0, 1, (50, 4)))
-    assert np.all(far > 0.95)
-    same = gaussian_fit_accuracy(rng.normal(0, 1, (2000, 4)), rng.normal(0, 1, (2000, 4)))
-    assert np.all(same < 0.56)
-
-
-def test_steps_to_unlearn_requires_staying_below_and_censors():
-    steps = np.array([0, 1, 3, 10])
-    d = np.array([[True, True, True], [False, True, True], [True, False, True], [False, False, True]])
-    got, cens = steps_to_unlearn(steps, d)
-    # point 0 dips at step 1 but is distinguishable again at 3: it counts from step 10
-    assert got.tolist() == [10, 3, 10] and cens.tolist() == [False, False, True]
 
 
 def test_barrier_zero_for_identical_models_positive_on_a_nonconvex_toy():
@@ -118,15 +82,6 @@ def test_barrier_zero_for_identical_models_positive_on_a_nonconvex_toy():
     assert barrier_height(lam, path_losses(model, scale, b, x, y, lam)) > 0.01
     with pytest.raises(ValueError, match="lambdas"):
         barrier_height(np.array([0.0, 1.0]), np.array([1.0, 1.0]))
-
-
-def test_log_fit_recovers_known_parameters():
-    rng = np.random.default_rng(4)
-    p = np.geomspace(0.1, 1000, 40)
-    steps = log_model(p, 12.0, 0.3) + rng.normal(0, 0.05, len(p))
-    fit = fit_log(p, steps)
-    assert fit["a"] == pytest.approx(12.0, rel=0.02) and fit["b"] == pytest.approx(0.3, rel=0.05)
-    assert fit["r2"] > 0.999 and fit_line(p, steps)["r2"] < fit["r2"]
 
 
 def test_stacked_evaluation_equals_one_by_one():
@@ -190,42 +145,61 @@ def test_retraining_and_unlearning_never_sample_a_forget_point(tiny_config, monk
     for f in frames:
         sampled = set(f.index[f.joinable].tolist())
         assert sampled and not sampled & set(group.indices.tolist())
-    assert len(tables.steps_points) == 10 and len(tables.steps) == 1
+    assert len(tables.points[tables.points.step == 0]) == 10 and len(tables.groups) == 1
 
 
 def test_end_to_end_unlearning_tables(tiny_config, tmp_path):
+    from punl.analysis import group_steps
     from punl.pipeline import ensure_unlearned
     from punl.store import ArtifactStore
-    cfg = tiny_config.replace(baseline_scores=("avg_grad_norm",), n_groups=2, retrain_seeds=4)
-    t = dict(ensure_unlearned(cfg, ArtifactStore(tmp_path), progress=False).items())
-    assert {"score", "group", "method", "seed", "step", "forget_acc", "retain_acc", "test_acc",
-            "mia_acc", "mia_ci_low", "mia_ci_high"} <= set(t["unlearning"].columns)
-    assert set(t["steps"].group) == {"q0", "q1", "bottom", "top", "random"}
-    assert set(t["steps"].score) == {"privacy_loss_a8", "avg_grad_norm"}
-    assert t["steps"].steps_to_unlearn.between(0, cfg.unlearn_steps).all()
-    # censored groups sit at the budget K; a group unlearned exactly at K is not censored
-    assert (t["steps"][t["steps"].censored].steps_to_unlearn == cfg.unlearn_steps).all()
-    assert {"original-retrained", "unlearned-retrained"} == set(t["barriers"].pair)
-    assert set(t["barriers"].partner) == {"coupled", "independent"}
-    points = t["steps_points"]
-    assert points[["distinguishability_step0", "distinguishability_final"]].stack().between(0.5, 1).all()
+    cfg = tiny_config.replace(baseline_scores=("avg_grad_norm",), n_groups=2, retrain_seeds=4,
+                              n_permutations=40)
+    tables = ensure_unlearned(cfg, ArtifactStore(tmp_path), progress=False)
+    t = dict(tables.items())
+    expected = {"q0", "q1", "bottom", "top", "random", "p_over_avg_grad_norm",
+                "avg_grad_norm_over_p"}
+    assert set(t["groups"].group) == expected and len(t["groups"]) == len(expected) + 1
+    assert set(t["groups"].kind) == {"quantile", "bottom", "top", "random", "disagreement"}
+    assert set(t["attack"].design) == {"all", "half"}
+    assert t["attack"][["p_value", "adjusted_p"]].stack().between(0, 1).all()
+    assert (t["attack"].adjusted_p >= t["attack"].p_value - 1e-12).all()
+    assert set(t["unlearning"].model) == {"unlearned", "coupled", "independent"}
     assert t["unlearning"][["forget_acc", "retain_acc", "test_acc"]].stack().between(0, 1).all()
+    assert set(t["barriers"].partner) == {"coupled", "independent"}
+    assert {s.split("-")[0] for s in t["barriers"].subset} == {"forget", "control"}
+    per_point = t["points"].groupby(["score", "group", "method", "step"]).size()
+    assert (per_point == cfg.group_size).all()
+    steps = group_steps(tables)
+    assert steps.steps_to_unlearn.between(0, cfg.unlearn_steps).all()
+    # censored groups sit at the budget K; a group unlearned exactly at K is not censored
+    assert (steps[steps.censored].steps_to_unlearn == cfg.unlearn_steps).all()
+    assert set(steps.status) <= {"never distinguishable", "unlearned", "censored"}
+    never = steps[steps.status == "never distinguishable"]
+    assert (never.steps_to_unlearn == 0).all()
 
 
-def test_hardest_m_claim_breaks_ties_by_mean_mia_accuracy():
-    from punl.analysis import _hardest_claim
-    top = pd.DataFrame({"steps_to_unlearn": [400, 400, 100], "mean_mia_acc": [0.7, 0.65, 0.55],
-                        "mean_mia_ci_halfwidth": [0.02, 0.02, 0.02]},
-                       index=pd.Index(["privacy_loss_a8", "el2n", "avg_grad_norm"], name="score"))
-    assert _hardest_claim(top, "privacy_loss_a8")["verdict"] == "supported"
-    top.loc["el2n", "mean_mia_acc"] = 0.69  # within the bootstrap half-width: no verdict
-    assert _hardest_claim(top, "privacy_loss_a8")["verdict"] == "inconclusive"
-    top.loc["el2n", "mean_mia_acc"] = 0.75
-    assert _hardest_claim(top, "privacy_loss_a8")["verdict"] == "not supported"
-    top.loc["privacy_loss_a8", "steps_to_unlearn"] = 50
-    assert _hardest_claim(top, "privacy_loss_a8")["verdict"] == "not supported"
-    assert _hardest_claim(top.drop(["el2n", "avg_grad_norm"]), "privacy_loss_a8")["verdict"] == \
-        "inconclusive"
+def test_coupled_partner_replays_the_original_run(tiny_config):
+    """With F empty the coupled replay is the original run; with F non-empty it stays far
+    closer to the original than an independent retrained model does."""
+    from punl.barriers import param_distance
+    from punl.pipeline import load_data
+    from punl.recipe import fit, from_scratch, run_seeds
+    from punl.train import train
+    from punl.unlearn import coupled_replay
+    cfg = tiny_config.replace(runs=2, epochs=3)
+    data = load_data(cfg)
+    runs, _ = train(cfg, data, progress=False)
+    empty = fit(cfg, data, [coupled_replay(cfg, data, r, np.array([], int)) for r in (1, 0)])
+    for replay, run in zip(empty, (runs[1], runs[0])):
+        for k in replay:
+            torch.testing.assert_close(replay[k].cpu(), run.final[k], rtol=1e-5, atol=1e-6)
+    forget = np.arange(0, 300, 30)                  # ten points
+    coupled = fit(cfg, data, [coupled_replay(cfg, data, 0, forget)])[0]
+    retain = np.setdiff1d(np.arange(data.n_train), forget)
+    independent = fit(cfg, data, [from_scratch(cfg, data, (99, 98), retain)])[0]
+    original = {k: v.to(data.x_train.device) for k, v in runs[0].final.items()}
+    near, far = param_distance(coupled, original), param_distance(independent, original)
+    assert near < 0.35 * far, (near, far)
 
 
 def test_parallel_groups_give_the_same_tables(tiny_config):

@@ -1,0 +1,302 @@
+"""Each claim of the study: the number that tests it, its interval, a verdict, and the verdicts
+under neighbouring analysis choices.
+
+An analysis *choice* is the level at which a group is called distinguishable (adjusted p <= level),
+the design of the attack (all models, or half of each kind) and the order alpha of the privacy
+loss P the groups are placed by. The main choice is the configuration's level, all models and
+the primary score; its neighbours are the other levels of :data:`punl.analysis.LEVELS`, half the
+models, and the orders alpha / 2 and 2 alpha. A claim whose verdict changes under a neighbour
+is reported as fragile.
+
+Verdict rules (each claim's function states its own):
+
+1. Most points unlearn in few steps, a few need close to retraining effort.
+2. Steps grow like a log(bP + 1): the thresholded steps rise with P and the log law fits them
+   at least as well as a line (censoring-aware likelihoods).
+2b. The bound's shape: the response amplitude A grows with P and one decay rate fits the
+   groups.
+3. P picks out the hard points better than each baseline: on the points where their ranks
+   disagree most, the group P ranks high is the harder one.
+4. Harder points sit behind higher loss barriers: the barrier on the forget points minus the
+   barrier on class-matched control points rises with P.
+5. The trends hold for the other methods: their response amplitudes rise with P.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from . import analysis
+from .fits import spearman
+from .tables import CLAIMS, UnlearnTables
+
+SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
+SIGNIFICANCE = 0.05  # two-sided level of the correlation tests inside the verdict rules
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One analysis choice: level, attack design and the scores column that places groups."""
+
+    level: float
+    design: str
+    p_column: str
+    label: str = "main"
+
+
+@dataclass(frozen=True)
+class Study:
+    """What the verdicts read: the stage's tables, the derived steps table and the settings."""
+
+    tables: UnlearnTables
+    steps: pd.DataFrame
+    scores: pd.DataFrame
+    primary_score: str
+    primary_method: str
+    methods: tuple[str, ...]
+    baselines: tuple[str, ...]
+    budget: int
+    training_steps: int
+    level: float = 0.05
+    seed: int = 0
+
+    @property
+    def checkpoints(self) -> np.ndarray:
+        return np.sort(self.tables.attack.step.unique())
+
+    def quantiles(self, method: str, choice: Choice) -> pd.DataFrame:
+        rows = analysis.select(self.steps, method, choice.level, choice.design)
+        return analysis.with_score(rows, self.tables.points, self.scores, choice.p_column)
+
+    def rng(self, *labels) -> np.random.Generator:
+        from .groups import stream_seed
+        return np.random.default_rng(stream_seed(self.seed, "claims", *labels))
+
+
+def depends_on(*names: str):
+    """Mark a claim with the fields of :class:`Choice` its result depends on; neighbours that
+    differ only elsewhere reuse its result."""
+    def mark(fn):
+        fn.depends_on = names
+        return fn
+    return mark
+
+
+def _verdict(ok: bool | None) -> str:
+    return INCONCLUSIVE if ok is None else SUPPORTED if ok else NOT_SUPPORTED
+
+
+def _fmt(x: float, digits: int = 2) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
+
+
+# ------------------------------------------------------------------------------------ claims
+@depends_on("level", "design")
+def claim_quick(study: Study, choice: Choice) -> dict:
+    """Claim 1 over the quantile groups of the main method. Supported when at least half of the
+    quantile groups are unlearned within K/10 steps (a group never distinguishable counts as
+    unlearned at step 0, and their number is stated) and the top-m group needs at least T/2
+    steps (T the training steps) or is censored; inconclusive when neither the quantile groups
+    nor the top group are distinguishable at step 0 (nothing to unlearn at this design)."""
+    q = study.quantiles(study.primary_method, choice)
+    top = analysis.select(study.steps, study.primary_method, choice.level, choice.design, "top")
+    top = top[top.score == study.primary_score]
+    if q.empty or top.empty:
+        return {"value": "n/a", "interval": "", "verdict": INCONCLUSIVE}
+    quick = float((q.steps_to_unlearn <= study.budget / 10).mean())
+    never = int((q.status == "never distinguishable").sum())
+    top = top.iloc[0]
+    hard = bool(top.censored or top.steps_to_unlearn >= study.training_steps / 2)
+    measurable = (q.adjusted_p_step0 <= choice.level).any() or top.adjusted_p_step0 <= choice.level
+    pts = analysis.point_fractions(study.tables, choice.level, study.checkpoints, study.budget)
+    pts = pts[(pts.method == study.primary_method) & pts.group.isin(q.group)]
+    return {"value": f"{quick:.2f} of quantile groups within K/10 ({never} of {len(q)} never "
+                     f"distinguishable); top group {top.status}, {top.steps_to_unlearn} steps",
+            "interval": f"points: step 0 {pts.step0_fraction.mean():.2f} (null "
+                        f"{pts.null_step0_fraction.mean():.2f}), censored "
+                        f"{pts.censored_fraction.mean():.2f} (null "
+                        f"{pts.null_censored_fraction.mean():.2f})",
+            "verdict": _verdict(None if not measurable else quick >= 0.5 and hard)}
+
+
+@depends_on("level", "design", "p_column")
+def claim_log(study: Study, choice: Choice) -> dict:
+    """Claim 2. Supported when Spearman's rho between the quantile groups' P and their steps
+    is positive and significant and the log law's likelihood is at least the line's; not
+    supported when rho <= 0 or the line fits better; inconclusive otherwise (no variation in
+    the steps, or rho not significant)."""
+    q = study.quantiles(study.primary_method, choice)
+    if len(q) < 3:
+        return {"value": "n/a", "interval": "", "verdict": INCONCLUSIVE}
+    f = analysis.steps_fits(q, study.checkpoints)
+    rho, p = f["spearman"], f["spearman_p"]
+    ok = None
+    if np.isfinite(rho):
+        if rho <= 0 or f["log_likelihood_log"] < f["log_likelihood_line"]:
+            ok = False
+        elif p < SIGNIFICANCE:
+            ok = True
+    return {"value": f"rho {_fmt(rho)} (p {_fmt(p, 3)}); log-likelihood log law "
+                     f"{_fmt(f['log_likelihood_log'], 1)} vs line {_fmt(f['log_likelihood_line'], 1)}",
+            "interval": f"{f['never_distinguishable']} never distinguishable, {f['censored']} "
+                        f"censored of {f['groups']} groups",
+            "verdict": _verdict(ok)}
+
+
+def _response(study: Study, method: str, choice: Choice) -> dict:
+    q = study.quantiles(method, choice)
+    return analysis.response_summary(q, study.tables.attack) if len(q) >= 3 else {}
+
+
+@depends_on("design", "p_column")
+def claim_shape(study: Study, choice: Choice) -> dict:
+    """Claim 2b. Supported when the response amplitude rises with P (rho > 0, significant) and a
+    shared decay rate is not rejected (F-test p >= 0.05 over the responding groups); not
+    supported when rho <= 0 or the rates differ (p < 0.05); inconclusive otherwise."""
+    r = _response(study, study.primary_method, choice)
+    if not r or not np.isfinite(r["spearman"]):
+        return {"value": "n/a", "interval": "", "verdict": INCONCLUSIVE}
+    rates_differ = np.isfinite(r["shared_rate_p"]) and r["shared_rate_p"] < SIGNIFICANCE
+    ok = None
+    if r["spearman"] <= 0 or rates_differ:
+        ok = False
+    elif r["spearman_p"] < SIGNIFICANCE and np.isfinite(r["shared_rate_p"]):
+        ok = True
+    return {"value": f"rho(A, P) {_fmt(r['spearman'])} (p {_fmt(r['spearman_p'], 3)}); shared "
+                     f"rate {_fmt(r['shared_rate'], 3)}, F-test p {_fmt(r['shared_rate_p'], 3)} "
+                     f"over {r['responding_groups']} responding groups",
+            "interval": f"slope of log A on log P {_fmt(r['log_log_slope'])} "
+                        f"[{_fmt(r['slope_low'])}, {_fmt(r['slope_high'])}]",
+            "verdict": _verdict(ok)}
+
+
+@depends_on("design", "p_column")
+def claim_metrics(study: Study, choice: Choice) -> dict:
+    """Claim 3. For every baseline, the disagreement groups' step-0 attack accuracies are
+    compared (difference with a 95% interval). Supported when the group P ranks higher is the
+    harder one for every baseline; not supported when for some baseline the other group is;
+    inconclusive otherwise. The per-point partial correlations are reported beside."""
+    d = analysis.disagreement_comparison(study.tables, study.steps, study.primary_score,
+                                         list(study.baselines), study.primary_method,
+                                         choice.level, choice.design)
+    if d.empty:
+        return {"value": "n/a", "interval": "", "verdict": INCONCLUSIVE}
+    partial = analysis.partial_correlations(
+        analysis.point_response(study.tables, study.primary_method), study.scores,
+        choice.p_column, list(d.baseline), study.rng("partial", choice.p_column), n_boot=200)
+    value = "; ".join(f"vs {r.baseline}: {_fmt(r.difference, 3)} [{_fmt(r.low, 3)}, "
+                      f"{_fmt(r.high, 3)}]" for r in d.itertuples())
+    interval = "; ".join(f"partial rho(D, P | {r.baseline}) {_fmt(r.p_given_baseline)} "
+                         f"[{_fmt(r.low)}, {_fmt(r.high)}]" for r in partial.itertuples())
+    ok = False if (d.harder.isin(d.baseline)).any() else \
+        True if (d.harder == "privacy loss").all() else None
+    return {"value": value, "interval": interval, "verdict": _verdict(ok)}
+
+
+@depends_on("p_column")
+def claim_barriers(study: Study, choice: Choice) -> dict:
+    """Claim 4 on clean points at step 0 with the independent partner. Supported when Spearman's
+    rho between the quantile groups' P and their mean controlled barrier has a bootstrap
+    interval (over model pairs) above 0; not supported when rho <= 0; inconclusive otherwise."""
+    controlled = analysis.controlled_barriers(study.tables.barriers, study.primary_method)
+    q = study.quantiles(study.primary_method, choice)
+    p = dict(zip(q.group, q.p))
+    trends = {(partner, points): analysis.barrier_trend(
+        controlled, study.tables.groups, p, partner, points, study.rng("barrier", partner, points))
+        for partner in ("independent", "coupled") for points in ("clean", "flipped")}
+    main = trends[("independent", "clean")]
+    if not np.isfinite(main["spearman"]):
+        return {"value": "n/a", "interval": "", "verdict": INCONCLUSIVE}
+    ok = False if main["spearman"] <= 0 else True if main["low"] > 0 else None
+    others = "; ".join(f"{partner}, {points}: {_fmt(t['spearman'])} [{_fmt(t['low'])}, "
+                       f"{_fmt(t['high'])}]" for (partner, points), t in trends.items()
+                       if (partner, points) != ("independent", "clean") and t["groups"])
+    return {"value": f"rho(P, controlled barrier) {_fmt(main['spearman'])} over "
+                     f"{main['groups']} groups (independent partner, clean points)",
+            "interval": f"[{_fmt(main['low'])}, {_fmt(main['high'])}]; {others}",
+            "verdict": _verdict(ok)}
+
+
+def claim_method(method: str) -> Callable[[Study, Choice], dict]:
+    @depends_on("design", "p_column")
+    def claim(study: Study, choice: Choice) -> dict:
+        """Claim 5 for one method. Supported when its response amplitude rises with P (rho > 0,
+        significant); not supported when rho <= 0; inconclusive otherwise."""
+        r = _response(study, method, choice)
+        q = study.quantiles(method, choice)
+        steps_rho = spearman(q.p, q.steps_to_unlearn)[0] if len(q) >= 3 else float("nan")
+        if not r or not np.isfinite(r["spearman"]):
+            return {"value": "n/a", "interval": "", "verdict": INCONCLUSIVE}
+        ok = False if r["spearman"] <= 0 else True if r["spearman_p"] < SIGNIFICANCE else None
+        return {"value": f"rho(A, P) {_fmt(r['spearman'])} (p {_fmt(r['spearman_p'], 3)}); "
+                         f"rho(steps, P) {_fmt(steps_rho)}",
+                "interval": f"slope of log A on log P {_fmt(r['log_log_slope'])} "
+                            f"[{_fmt(r['slope_low'])}, {_fmt(r['slope_high'])}]",
+                "verdict": _verdict(ok)}
+    return claim
+
+
+CLAIMS_TESTED = {
+    "1. most points unlearn in few steps, a few need ~retraining effort": (
+        "share of quantile groups unlearned within K/10 steps; the top-m group's steps",
+        claim_quick),
+    "2. steps grow like a*log(b*P + 1) in the privacy loss P": (
+        "Spearman rho of steps with P over quantile groups; censored log-likelihoods, log law "
+        "vs line", claim_log),
+    "2b. the response amplitude grows with P at a shared decay rate (the bound's shape)": (
+        "Spearman rho of A with P in D(k) = A exp(-ck) + floor; F-test of one shared rate",
+        claim_shape),
+    "3. P picks out the hard points better than the baseline metrics": (
+        "step-0 attack accuracy, group ranked high by P minus group ranked high by the "
+        "baseline, on the points where they disagree most", claim_metrics),
+    "4. harder points sit behind higher loss barriers (against a control)": (
+        "Spearman rho of P with the barrier on F minus the barrier on class-matched control "
+        "points, mean over model pairs", claim_barriers),
+}
+METHOD_MEASURE = "Spearman rho of the response amplitude A with P over quantile groups"
+
+
+# ------------------------------------------------------------------------------ neighbours
+def neighbours(study: Study, main: Choice, levels=analysis.LEVELS) -> list[Choice]:
+    """The main choice's neighbours: the other levels, half the models, orders alpha/2, 2 alpha."""
+    out = [replace(main, level=lv, label=f"level {lv:g}") for lv in levels if lv != main.level]
+    if (study.tables.attack.design == "half").any():
+        out.append(replace(main, design="half", label="half the models"))
+    prefix = "privacy_loss_a"
+    if main.p_column.startswith(prefix):
+        alpha = float(main.p_column.removeprefix(prefix))
+        for other in (alpha / 2, alpha * 2):
+            column = f"{prefix}{other:g}"
+            if column in study.scores:
+                out.append(replace(main, p_column=column, label=f"alpha {other:g}"))
+    return out
+
+
+def claims_table(study: Study) -> pd.DataFrame:
+    """Every claim under the main choice (the study's level, all models, the primary score) with
+    the verdicts of its neighbours; fragile when any neighbour's verdict differs."""
+    main = Choice(study.level, "all", study.primary_score)
+    tested = dict(CLAIMS_TESTED)
+    for method in study.methods:
+        if method != study.primary_method:
+            tested[f"5. the trend holds for {method}"] = (METHOD_MEASURE, claim_method(method))
+    rows = []
+    for claim, (measure, test) in tested.items():
+        cache: dict = {}
+
+        def run(choice: Choice) -> dict:
+            key = tuple(getattr(choice, f) for f in test.depends_on)
+            if key not in cache:
+                cache[key] = test(study, choice)
+            return cache[key]
+
+        result = run(main)
+        others = {c.label: run(c)["verdict"] for c in neighbours(study, main)}
+        rows.append({"claim": claim, "measure": measure,
+                     **{k: result[k] for k in ("value", "interval", "verdict")},
+                     "neighbours": "; ".join(f"{k}: {v}" for k, v in others.items()),
+                     "fragile": any(v != result["verdict"] for v in others.values())})
+    return CLAIMS.frame(rows)

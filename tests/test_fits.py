@@ -1,0 +1,93 @@
+"""The fits behind the claims, on synthetic data with a known truth."""
+import numpy as np
+import pytest
+
+from punl import fits
+
+
+def test_censored_log_fit_recovers_a_known_law_and_beats_a_line():
+    rng = np.random.default_rng(0)
+    p = np.geomspace(0.1, 1000, 60)
+    truth = fits.log_model(p, 40.0, 0.5)
+    steps = truth + rng.normal(0, 3, len(p))
+    checkpoints = np.array([0, 1, 2, 4, 8, 16, 32, 64, 128, 200])
+    budget = 200
+    # thresholded as the pipeline does: the first checkpoint at or above the true step
+    j = np.searchsorted(checkpoints, np.clip(steps, 0, None))
+    censored = steps > budget
+    observed = checkpoints[np.minimum(j, len(checkpoints) - 1)]
+    never = observed == 0
+    y = fits.StepIntervals.from_steps(observed, censored, never, checkpoints)
+    assert (y.lo <= np.maximum(steps, 0) + 1e-9).all()
+    assert (np.maximum(steps, 0)[~censored] <= y.hi[~censored] + 1e-9).all()
+    log, line = fits.fit_log_censored(p, y), fits.fit_line_censored(p, y)
+    assert log["a"] == pytest.approx(40, rel=0.15) and log["b"] == pytest.approx(0.5, rel=0.5)
+    assert log["log_likelihood"] > line["log_likelihood"] + 10
+
+
+def test_censored_fit_on_a_line_prefers_the_line():
+    rng = np.random.default_rng(1)
+    p = np.linspace(1, 100, 50)
+    steps = 2 * p + rng.normal(0, 2, len(p))
+    y = fits.StepIntervals(steps, steps)                       # exactly observed
+    assert fits.fit_line_censored(p, y)["slope"] == pytest.approx(2, rel=0.05)
+    assert fits.fit_line_censored(p, y)["log_likelihood"] > \
+        fits.fit_log_censored(p, y)["log_likelihood"]
+
+
+def test_ignoring_censoring_biases_the_fit_and_the_likelihood_does_not():
+    p = np.geomspace(1, 1e4, 40)
+    truth = fits.log_model(p, 30.0, 1.0)
+    budget = 150.0
+    censored = truth > budget
+    y = fits.StepIntervals(np.minimum(truth, budget), np.where(censored, np.inf, truth))
+    aware = fits.fit_log_censored(p, y)
+    naive = fits.fit_log_censored(p, fits.StepIntervals(y.lo, y.lo))  # censored read as K
+    assert abs(aware["a"] - 30) < abs(naive["a"] - 30)
+
+
+def test_decay_fit_and_the_steps_it_predicts():
+    k = np.array([0, 1, 2, 4, 8, 16, 32, 64, 128, 256], float)
+    d = fits.exp_decay(k, 2.0, 0.05, 0.1)
+    fit = fits.fit_decay(k, d)
+    assert (fit.amplitude, fit.rate, fit.floor) == pytest.approx((2.0, 0.05, 0.1), rel=1e-3)
+    assert fit.steps_to(0.6) == pytest.approx(np.log(2.0 / 0.5) / 0.05, rel=1e-3)
+    assert fit.steps_to(0.05) == np.inf and fit.steps_to(3.0) == 0.0
+
+
+def test_shared_rate_test_accepts_one_rate_and_rejects_two():
+    rng = np.random.default_rng(2)
+    k = np.array([0, 1, 2, 4, 8, 16, 32, 64, 128, 256], float)
+    noise = lambda: rng.normal(0, 0.01, len(k))  # noqa: E731
+    same = [fits.exp_decay(k, a, 0.05, 0.1) + noise() for a in (0.5, 1.0, 2.0, 4.0)]
+    shared = fits.shared_rate_test(k, same)
+    assert shared["shared_rate"] == pytest.approx(0.05, rel=0.1) and shared["p_value"] > 0.05
+    differ = [fits.exp_decay(k, 2.0, c, 0.1) + noise() for c in (0.5, 0.05, 0.005, 0.2)]
+    assert fits.shared_rate_test(k, differ)["p_value"] < 1e-3
+
+
+def test_shared_rate_test_holds_its_level_when_the_rate_is_shared():
+    rng = np.random.default_rng(4)
+    k = np.array([0, 1, 2, 4, 8, 16, 32, 64, 128, 256], float)
+    p = [fits.shared_rate_test(k, [fits.exp_decay(k, a, 0.05, 0.1) + rng.normal(0, 0.01, len(k))
+                                   for a in np.geomspace(0.05, 1, 8)])["p_value"]
+         for _ in range(150)]
+    rate, se = np.mean(np.array(p) < 0.05), np.sqrt(0.05 * 0.95 / 150)
+    assert rate <= 0.05 + 2.5 * se
+
+
+def test_partial_spearman_separates_a_real_predictor_from_its_correlate():
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=2000)
+    x = z + 0.3 * rng.normal(size=2000)          # x and z correlate strongly
+    y = x + 0.3 * rng.normal(size=2000)          # y depends on x only
+    assert fits.partial_spearman(y, x, z) > 0.5
+    assert abs(fits.partial_spearman(y, z, x)) < 0.1
+
+
+def test_log_log_slope_and_spearman():
+    p = np.geomspace(1, 100, 10)
+    slope = fits.log_log_slope(p, 3 * p ** 0.7)
+    assert slope["slope"] == pytest.approx(0.7) and slope["low"] <= 0.7 <= slope["high"]
+    assert fits.spearman([1, 2, 3, 4], [1, 2, 3, 5])[0] == pytest.approx(1.0)
+    assert np.isnan(fits.spearman([1, 2, 3], [1, 1, 1])[0])
