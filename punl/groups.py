@@ -54,11 +54,14 @@ class ForgetGroup:
 
 
 def ranking(scores: pd.DataFrame, score: str) -> np.ndarray:
-    """Point indices from lowest to highest score, ties broken by the unclipped gradient norm."""
+    """Point indices from lowest to highest score, ties broken by the unclipped gradient norm;
+    points without a value (a memorisation estimate with no shadow model on one side) rank
+    lowest."""
     if score not in scores.columns:
         raise ValueError(f"primary_score: {score!r} is not a column of the scores table; "
                          f"choose from {list(scores.columns)}")
-    return np.lexsort((scores[TIE_BREAK].to_numpy(), scores[score].to_numpy()))
+    values = np.nan_to_num(scores[score].to_numpy(dtype=float), nan=-np.inf)  # no estimate: lowest
+    return np.lexsort((scores[TIE_BREAK].to_numpy(), values))
 
 
 def stratified_sample(candidates: np.ndarray, labels: np.ndarray, m: int,
