@@ -3,10 +3,15 @@
 Layout: ``ROOT/<stage>-<key>/`` holds the stage's files and, written last, ``_complete.json``:
 the provenance record (configuration, seed, package versions, git commit, wall time, machine)
 plus each file's size and SHA-256. A stage folder counts as complete only when that record
-exists and every file it lists is present with the recorded size and digest; anything else is
-partial (for example a run killed midway) and is recomputed with a warning. Every file is
-written to a temporary name in the same folder and renamed into place, so a reader never sees
-half a file.
+is well formed, names the stage's key and its required files, and every file it lists is
+present with the recorded size and digest; anything else is partial (a run killed midway) or
+corrupt, and is recomputed with a :class:`RecomputeWarning`.
+
+Resume caches inside a stage folder (one entry per finished training run or forget group) are
+verified the same way: :meth:`StageDir.save_entry` writes an entry's files and then a small
+manifest of their digests, and :meth:`StageDir.load_entry` returns the files only when every
+digest matches. Every file is written to a temporary name in the same folder and renamed into
+place, so a reader never sees half a file.
 """
 from __future__ import annotations
 
@@ -33,7 +38,11 @@ COMPLETE = "_complete.json"
 
 
 class CorruptArtifact(RuntimeError):
-    """An artifact that exists but cannot be read back."""
+    """An artifact that exists but cannot be read back, or does not match its digest."""
+
+
+class RecomputeWarning(UserWarning):
+    """A stage or a cached entry was found partial or corrupt and is being recomputed."""
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -64,6 +73,30 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def file_meta(path: Path) -> dict[str, Any]:
+    """``{"size": bytes, "sha256": hex}`` of a file."""
+    return {"size": path.stat().st_size, "sha256": _sha256(path)}
+
+
+def matches(path: Path, meta: Any) -> bool:
+    """Whether ``path`` exists with the size and SHA-256 recorded in ``meta`` (False for a
+    malformed ``meta``)."""
+    if not (isinstance(meta, dict) and isinstance(meta.get("size"), int)
+            and isinstance(meta.get("sha256"), str)):
+        return False
+    try:
+        return path.stat().st_size == meta["size"] and _sha256(path) == meta["sha256"]
+    except OSError:
+        return False
+
+
+def is_plain_name(name: Any) -> bool:
+    """A relative path inside a folder: no absolute path, no ``..``, no empty part."""
+    if not isinstance(name, str) or not name or name.startswith("/"):
+        return False
+    return all(part not in ("", ".", "..") for part in name.split("/"))
 
 
 def git_commit() -> str | None:
@@ -130,6 +163,21 @@ class StageDir:
         except Exception as err:  # noqa: BLE001
             raise CorruptArtifact(f"artifact {self.file(name)} cannot be read: {err}") from err
 
+    def torch_from_bytes(self, name: str, data: bytes) -> Any:
+        """``torch.load`` (weights only) of bytes read from ``name``."""
+        try:
+            return torch.load(io.BytesIO(data), weights_only=True)
+        except Exception as err:  # noqa: BLE001
+            raise CorruptArtifact(f"artifact {self.file(name)} cannot be read: {err}") from err
+
+    def parquet_from_bytes(self, name: str, data: bytes):
+        """A DataFrame from parquet bytes read from ``name``."""
+        import pandas as pd
+        try:
+            return pd.read_parquet(io.BytesIO(data))
+        except Exception as err:  # noqa: BLE001
+            raise CorruptArtifact(f"artifact {self.file(name)} cannot be read: {err}") from err
+
     def load_json(self, name: str) -> Any:
         return json.loads(self.file(name).read_text())
 
@@ -138,26 +186,67 @@ class StageDir:
         return pd.read_parquet(self.file(name))
 
     # -- completeness
-    def is_complete(self) -> bool:
-        record = self.file(COMPLETE)
-        if not record.exists():
-            return False
+    def record_files(self, key: str | None = None, required: tuple[str, ...] = ()) -> dict | None:
+        """The ``files`` of a well-formed provenance record naming ``key`` and listing every
+        ``required`` file; None when the record is missing, unreadable or malformed."""
         try:
-            files = json.loads(record.read_text())["files"]
-        except (ValueError, KeyError):
-            return False
-        for name, meta in files.items():
-            p = self.file(name)
-            if not p.exists() or p.stat().st_size != meta["size"] or _sha256(p) != meta["sha256"]:
-                return False
-        return True
+            record = json.loads(self.file(COMPLETE).read_text())
+        except (OSError, ValueError):
+            return None
+        files = record.get("files") if isinstance(record, dict) else None
+        if not isinstance(files, dict) or not files or not all(map(is_plain_name, files)):
+            return None
+        if key is not None and record.get("key") != key:
+            return None
+        return files if set(required) <= set(files) else None
+
+    def is_complete(self, key: str | None = None, required: tuple[str, ...] = ()) -> bool:
+        """True when the record is well formed (see :meth:`record_files`) and every file it
+        lists is present with its recorded size and SHA-256."""
+        files = self.record_files(key, required)
+        return files is not None and all(matches(self.file(n), m) for n, m in files.items())
+
+    def invalidate(self) -> None:
+        """Remove the provenance record, so the folder counts as partial."""
+        self.file(COMPLETE).unlink(missing_ok=True)
 
     def mark_complete(self, record: dict[str, Any]) -> None:
         names = sorted(p.name for p in self.path.iterdir()
                        if p.is_file() and p.name != COMPLETE and not p.name.startswith("."))
-        record = dict(record, files={n: {"size": self.file(n).stat().st_size,
-                                         "sha256": _sha256(self.file(n))} for n in names})
+        record = dict(record, files={n: file_meta(self.file(n)) for n in names})
         self.save_json(COMPLETE, record)
+
+    # -- verified resume-cache entries
+    def save_entry(self, manifest: str, files: dict[str, bytes]) -> None:
+        """Write ``files`` (name -> bytes, names relative to the stage folder), then the JSON
+        ``manifest`` of their sizes and digests: an entry without its manifest is not used."""
+        for name, data in files.items():
+            self.save_bytes(name, data)
+        self.save_json(manifest, {name: {"size": len(data),
+                                         "sha256": hashlib.sha256(data).hexdigest()}
+                                  for name, data in files.items()})
+
+    def load_entry(self, manifest: str) -> dict[str, bytes] | None:
+        """The files of a cached entry, each checked against its manifest digest. None when the
+        entry was never written; :class:`CorruptArtifact` when anything does not match."""
+        if not self.file(manifest).exists():
+            return None
+        try:
+            listed = json.loads(self.file(manifest).read_text())
+        except (OSError, ValueError) as err:
+            raise CorruptArtifact(f"manifest {self.file(manifest)} unreadable ({err})") from None
+        if not isinstance(listed, dict) or not listed or not all(map(is_plain_name, listed)):
+            raise CorruptArtifact(f"manifest {self.file(manifest)} is malformed")
+        out = {}
+        for name, meta in listed.items():
+            try:
+                data = self.file(name).read_bytes()
+            except OSError as err:
+                raise CorruptArtifact(f"{self.file(name)} unreadable ({err.strerror})") from None
+            if not isinstance(meta, dict) or hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+                raise CorruptArtifact(f"{self.file(name)} does not match its recorded SHA-256")
+            out[name] = data
+        return out
 
     def provenance(self) -> dict[str, Any]:
         return self.load_json(COMPLETE)
@@ -176,12 +265,13 @@ class ArtifactStore:
     def producing(self, config: Config, stage: str):
         """Yield the stage folder to write into; on success write the provenance record last.
 
-        A folder left partial by an earlier run is reported and overwritten file by file."""
+        A folder left partial by an earlier run is reported and overwritten file by file (its
+        verified resume-cache entries are kept)."""
         sd = self.stage(config, stage)
-        if sd.path.exists() and not sd.is_complete():
+        if sd.path.exists() and any(sd.path.iterdir()):
             warnings.warn(f"{stage}: artifact folder {sd.path} is partial or corrupt; recomputing",
-                          stacklevel=3)
-            sd.file(COMPLETE).unlink(missing_ok=True)
+                          RecomputeWarning, stacklevel=3)
+        sd.invalidate()
         sd.path.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         yield sd
