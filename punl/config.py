@@ -81,6 +81,14 @@ def _simple_name(v, _):
     return "must be a simple name (letters, digits, '.', '_', '-'; no '/' or '..')"
 
 
+def check_name(field: str, value: str) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a simple name (a folder name that stays
+    inside its parent folder)."""
+    message = _simple_name(value, None) if isinstance(value, str) else "must be a string"
+    if message:
+        raise ConfigError(f"{field}: {message} (got {value!r})")
+
+
 def _device(v, _):
     return None if re.fullmatch(r"cpu|auto|cuda(:\d+)?", v) else "expected cpu, cuda, cuda:N or auto"
 
@@ -254,6 +262,15 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         return str(value)
     except (TypeError, ValueError, OverflowError) as err:
         raise ConfigError(f"{name}: cannot read {value!r} as {text} ({err})") from None
+
+
+def typed_value(name: str, value: Any) -> Any:
+    """``value`` as field ``name`` reads it (``.1`` and ``0.1`` give the same float); an
+    unknown field or a value it cannot take raises ConfigError."""
+    hints = get_type_hints(Config)
+    if name not in hints:
+        raise ConfigError(f"unknown key {name!r}; valid keys: {', '.join(valid_keys())}")
+    return _coerce(name, value, hints[name])
 
 
 def make_config(values: dict[str, Any]) -> Config:
