@@ -282,6 +282,14 @@ def make_config(values: dict[str, Any]) -> Config:
     return Config(**{k: _coerce(k, v, hints[k]) for k, v in values.items()})
 
 
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error as one line: ``line 2, column 1: expected ',' or ']'...``."""
+    mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
+    if mark is not None and problem:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return " ".join(str(err).split())
+
+
 def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
     """``["lr=0.05", "orders=[2,8]"]`` -> ``{"lr": 0.05, "orders": [2, 8]}`` (values are YAML)."""
     out = {}
@@ -292,7 +300,8 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
         try:
             out[key.strip()] = yaml.safe_load(raw)
         except yaml.YAMLError as err:
-            raise ConfigError(f"--set {key.strip()}: cannot read {raw!r} as YAML ({err})") from None
+            raise ConfigError(f"--set {key.strip()}: cannot read {raw!r} as YAML "
+                              f"({yaml_problem(err)})") from None
     return out
 
 
@@ -312,7 +321,8 @@ def read_yaml(p: Path) -> dict[str, Any]:
     try:
         values = yaml.safe_load(p.read_text())
     except yaml.YAMLError as err:
-        raise ConfigError(f"config: {p} is not valid YAML ({err})") from None
+        raise ConfigError(f"config: {p} is not valid YAML ({yaml_problem(err)}); fix that "
+                          "line") from None
     except OSError as err:
         raise ConfigError(f"config: cannot read {p} ({err.strerror})") from None
     if values is None:

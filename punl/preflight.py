@@ -19,8 +19,10 @@ folder is created.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -121,8 +123,8 @@ def check_workers(workers: int) -> None:
 
 
 def check_scheduler(address: str, timeout: float) -> None:
-    """A dask scheduler address that parses and answers within ``timeout`` seconds
-    (``local`` needs nothing)."""
+    """A dask scheduler address that parses and answers the dask handshake within ``timeout``
+    seconds (``local`` needs nothing)."""
     if address == "local":
         return
     from distributed.comm.addressing import parse_address, parse_host_port
@@ -134,12 +136,23 @@ def check_scheduler(address: str, timeout: float) -> None:
     if scheme not in DASK_SCHEMES:
         raise ConfigError(f"--scheduler: unknown scheme {scheme!r} in {address!r}; give "
                           f"tcp://HOST:PORT or local")
-    if scheme == "ucx":
-        return
     try:
-        socket.create_connection((host, port), timeout=timeout).close()
-    except OSError as err:
-        reason = err.strerror or str(err) or type(err).__name__
-        raise ConfigError(f"--scheduler: cannot reach {address} within {timeout:g} s "
-                          f"({reason}); start `dask scheduler` there, or use --scheduler "
-                          "local") from None
+        if scheme != "ucx":
+            socket.create_connection((host, port), timeout=timeout).close()
+        with ThreadPoolExecutor(1) as thread:    # its own event loop, whatever the caller runs
+            thread.submit(asyncio.run, _handshake(address, timeout)).result()
+    except Exception as err:  # noqa: BLE001 - whatever answers, it is not a usable scheduler
+        reason = getattr(err, "strerror", None) or str(err)[:80] or type(err).__name__
+        raise ConfigError(f"--scheduler: no dask scheduler answers at {address} within "
+                          f"{timeout:g} s ({reason}); start `dask scheduler` there, or use "
+                          "--scheduler local") from None
+
+
+async def _handshake(address: str, timeout: float) -> None:
+    from distributed.comm import connect
+
+    async def connect_and_close():
+        comm = await connect(address, timeout=timeout)
+        await comm.close()
+
+    await asyncio.wait_for(connect_and_close(), timeout)
