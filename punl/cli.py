@@ -177,12 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def show_recompute_warnings() -> None:
     """Print every :class:`~punl.store.RecomputeWarning` as one line on stderr."""
+    from tqdm import tqdm
+
     from .store import RecomputeWarning
     shown = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, RecomputeWarning):
-            print(f"punl: warning: {message}", file=sys.stderr, flush=True)
+        if issubclass(category, RecomputeWarning):   # on its own line, above progress bars
+            tqdm.write(f"punl: warning: {message}", file=sys.stderr)
         else:
             shown(message, category, filename, lineno, file, line)
 
@@ -202,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"punl: configuration error: {err}", file=sys.stderr)
         return 2
     except Diverged as err:
-        print(f"punl: training diverged: {err}", file=sys.stderr)
+        print(f"punl: {err}", file=sys.stderr)
         return 1
 
 

@@ -113,15 +113,13 @@ def stage_complete(config: Config, store: ArtifactStore, stage: str) -> bool:
 
 def reuse(config: Config, store: ArtifactStore, stage: str, load: Callable[[StageDir], Any]):
     """``load`` of the stage folder when it verifies; None when it must be computed (a folder
-    that verifies but does not load loses its record, with a warning)."""
+    that verifies but does not load loses its record, so that computing it warns)."""
     if not stage_complete(config, store, stage):
         return None
     sd = store.stage(config, stage)
     try:
         return load(sd)
-    except (CorruptArtifact, ValueError, KeyError, TypeError) as err:
-        warnings.warn(f"{stage}: artifact folder {sd.path} does not load ({err}); recomputing",
-                      RecomputeWarning, stacklevel=3)
+    except (CorruptArtifact, ValueError, KeyError, TypeError):
         sd.invalidate()
         return None
 
@@ -303,8 +301,13 @@ def claims(config: Config, tables: UnlearnTables) -> pd.DataFrame:
 def run_tables(config: Config, store: ArtifactStore, through: str = "unlearn",
                progress: bool = True) -> dict[str, pd.DataFrame]:
     """Compute the stages up to ``through`` (``score`` or ``unlearn``), reusing what verifies,
-    and return the run's tables: ``scores``, then the four unlearning tables and ``claims``."""
+    and return the run's tables: ``scores``, then the four unlearning tables and ``claims``.
+
+    Every stage is checked here, the training stage included, so that whatever must be
+    recomputed is recomputed now (with its warnings on the terminal), not later inside a
+    notebook."""
     data = load_data(config)
+    ensure_trained(config, store, data, progress)
     if through == "score":
         return {"scores": ensure_scored(config, store, data, progress)}
     tables = ensure_unlearned(config, store, data, progress)

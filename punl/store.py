@@ -268,7 +268,7 @@ class ArtifactStore:
         A folder left partial by an earlier run is reported and overwritten file by file (its
         verified resume-cache entries are kept)."""
         sd = self.stage(config, stage)
-        if sd.path.exists() and any(sd.path.iterdir()):
+        if sd.path.exists():
             warnings.warn(f"{stage}: artifact folder {sd.path} is partial or corrupt; recomputing",
                           RecomputeWarning, stacklevel=3)
         sd.invalidate()
