@@ -101,6 +101,9 @@ def test_rerun_reuses_artifacts(book):
 @pytest.mark.slow
 def test_book_builds_without_warnings_and_shows_figures(book):
     root, run = book["root"], f"book/runs/{book['chapter'].name}"
+    staged = root / "book/runs/.staging-killed"   # a run stopped by a full disk mid-notebook
+    staged.mkdir()
+    (staged / "01_train.ipynb").write_text('{"cells": [')
     generate_toc(root)
     html = build_book(root)
     pages = {"book/intro": 0, "book/methods": 0, "book/reproduce": 0, f"{run}/index": 0,

@@ -1,5 +1,6 @@
 """Every bad input stops the command before any work: exit code 2, one line naming the field
 and the fix, no traceback, nothing created."""
+import re
 import socket
 import subprocess
 import sys
@@ -206,3 +207,15 @@ def test_size_checks_name_the_bound():
     check_accounting(cfg.replace(sigma=1e-3), 1000)
     with pytest.raises(ConfigError, match="^sigma: 1e-170 is too small"):
         check_accounting(cfg.replace(sigma=1e-170), 1000)
+
+
+def test_a_diverging_run_stops_with_one_line_and_is_never_marked_complete(workdir, capsys):
+    """A finite but absurd lr cannot be refused before training; the non-finite result is."""
+    argv = ["train", "digits-quick", "--set", "n_train=120", "--set", "runs=1", "--set",
+            "epochs=1", "--set", "width=8", "--set", "batch_size=32", "--set", "lr=1e300",
+            "--out", "out"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"^punl: lr: training run 0 diverged .*; lower lr$", err.strip(), re.M), err
+    assert "Traceback" not in err
+    assert not list((workdir / "out/artifacts").glob("train-*/_complete.json"))
