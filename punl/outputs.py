@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .store import atomic_write_bytes, file_meta, matches
+from .store import atomic_write_bytes, matches
 
 LOCK = ".lock"
 PUBLISHED = "published"
@@ -221,8 +221,3 @@ def read_published(out_dir: str | Path, table: str):
     if not matches(path, (record.get("tables") or {}).get(name)):
         return None
     return pd.read_parquet(path)
-
-
-def folder_digests(folder: Path) -> dict[str, dict]:
-    """Size and SHA-256 of every file directly in ``folder``."""
-    return {p.name: file_meta(p) for p in sorted(folder.iterdir()) if p.is_file()}

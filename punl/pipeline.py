@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import RUNTIME, Config, stage_fields
+from .config import RUNTIME, STAGES, Config, stage_fields
 from .data import Dataset, load_dataset
 from .ledger import Ledger
 from .pergrad import Params
@@ -318,7 +318,6 @@ def run_tables(config: Config, store: ArtifactStore, through: str = "unlearn",
 def run_record(config: Config, command: str, **extra) -> dict[str, Any]:
     """What ``run.json`` says about a run besides its tables: command, configuration, stage
     keys, time and machine."""
-    from .config import STAGES
     return {"command": command, "config": config.to_dict(),
             "stage_keys": {s: config.stage_key(s) for s in STAGES},
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": platform.node(),
