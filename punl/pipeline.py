@@ -12,7 +12,6 @@ tables through the output contract of :mod:`punl.outputs` (staged, then swapped 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import platform
@@ -124,43 +123,32 @@ def reuse(config: Config, store: ArtifactStore, stage: str, load: Callable[[Stag
         return None
 
 
-def _cache_warning(stage: str, what: str, problem: str) -> None:
-    warnings.warn(f"{stage}: cached {what} {problem}; recomputing it", RecomputeWarning,
-                  stacklevel=3)
+def _cache_warning(stage: str, what: str, err: Exception) -> None:
+    warnings.warn(f"{stage}: cached {what} does not verify ({err}); recomputing it",
+                  RecomputeWarning, stacklevel=3)
 
 
 class RunCache:
-    """Each finished training run under ``runs/run<r>.pt`` of the training stage folder with
-    its digest in ``runs/run<r>.json``, so that a training stage interrupted midway resumes
-    from the runs it had finished; an entry that does not verify is retrained."""
+    """Each finished training run under ``runs/run<r>.pt`` of the training stage folder, so that
+    a training stage interrupted midway resumes from the runs it had finished; a run whose file
+    does not match its digest is retrained."""
 
     def __init__(self, sd: StageDir):
         self.sd = sd
 
-    @staticmethod
-    def names(run: int) -> tuple[str, str]:
-        """(the run's file, its manifest)."""
-        return f"runs/run{run}.pt", f"runs/run{run}.json"
-
     def load(self, run: int):
         from .train import RunResult
-        data_name, manifest = self.names(run)
+        name = f"runs/run{run}.pt"
+        if not self.sd.file(name).exists():
+            return None
         try:
-            files = self.sd.load_entry(manifest)
-            if files is None:
-                if self.sd.file(data_name).exists():
-                    _cache_warning("train", f"run {run}", "has no digest record")
-                return None
-            return RunResult.from_state(self.sd.torch_from_bytes(data_name, files[data_name]))
+            return RunResult.from_state(self.sd.load_torch(name))
         except (CorruptArtifact, KeyError, TypeError, AttributeError) as err:
-            _cache_warning("train", f"run {run}", f"does not verify ({err})")
+            _cache_warning("train", f"run {run}", err)
             return None
 
     def save(self, run: int, result) -> None:
-        data_name, manifest = self.names(run)
-        buf = io.BytesIO()
-        torch.save(result.to_state(), buf)
-        self.sd.save_entry(manifest, {data_name: buf.getvalue()})
+        self.sd.save_torch(f"runs/run{run}.pt", result.to_state())
 
 
 def check_converged(config: Config, runs: list, ledger: Ledger) -> None:
@@ -227,44 +215,29 @@ def ensure_scored(config: Config, store: ArtifactStore, data: Dataset | None = N
 
 
 class GroupCache:
-    """Each finished forget group's tables under ``groups/`` of the unlearning stage folder with
-    their digests in ``groups/<score>__<group>.json``, so that a run interrupted midway resumes
-    from the groups it had finished; an entry that does not verify is recomputed."""
+    """Each finished forget group's tables under ``groups/`` of the unlearning stage folder, so
+    that a run interrupted midway resumes from the groups it had finished; a group whose files
+    do not match their digests is recomputed."""
 
     def __init__(self, sd: StageDir):
         self.sd = sd
 
-    @staticmethod
-    def names(group) -> tuple[dict[str, str], str]:
-        """({table: file}, manifest) of a group's entry."""
-        stem = f"groups/{group.score}__{group.label}"
-        return {t: f"{stem}__{t}.parquet" for t in UnlearnTables.SPECS}, f"{stem}.json"
+    def _name(self, group, table: str) -> str:
+        return f"groups/{group.score}__{group.label}__{table}.parquet"
 
     def load(self, group) -> UnlearnTables | None:
-        names, manifest = self.names(group)
-        what = f"group {group.score}/{group.label}"
+        names = {t: self._name(group, t) for t in UnlearnTables.SPECS}
+        if not all(self.sd.file(n).exists() for n in names.values()):
+            return None
         try:
-            files = self.sd.load_entry(manifest)
-            if files is None:
-                if any(self.sd.file(n).exists() for n in names.values()):
-                    _cache_warning("unlearn", what, "has no digest record")
-                return None
-            return UnlearnTables(**{t: self.sd.parquet_from_bytes(n, files[n])
-                                    for t, n in names.items()})
-        except (CorruptArtifact, KeyError, ValueError) as err:
-            _cache_warning("unlearn", what, f"does not verify ({err})")
+            return UnlearnTables(**{t: self.sd.load_parquet(n) for t, n in names.items()})
+        except (CorruptArtifact, ValueError) as err:
+            _cache_warning("unlearn", f"group {group.score}/{group.label}", err)
             return None
 
     def save(self, group, tables: UnlearnTables) -> None:
-        names, manifest = self.names(group)
-        self.sd.save_entry(manifest, {names[t]: _parquet_bytes(frame)
-                                      for t, frame in tables.items()})
-
-
-def _parquet_bytes(frame: pd.DataFrame) -> bytes:
-    buf = io.BytesIO()
-    frame.to_parquet(buf, index=False)
-    return buf.getvalue()
+        for t, frame in tables.items():
+            self.sd.save_parquet(self._name(group, t), frame)
 
 
 def load_unlearned(sd: StageDir) -> UnlearnTables:

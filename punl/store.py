@@ -7,11 +7,12 @@ is well formed, names the stage's key and its required files, and every file it 
 present with the recorded size and digest; anything else is partial (a run killed midway) or
 corrupt, and is recomputed with a :class:`RecomputeWarning`.
 
-Resume caches inside a stage folder (one entry per finished training run or forget group) are
-verified the same way: :meth:`StageDir.save_entry` writes an entry's files and then a small
-manifest of their digests, and :meth:`StageDir.load_entry` returns the files only when every
-digest matches. Every file is written to a temporary name in the same folder and renamed into
-place, so a reader never sees half a file.
+Every file a :class:`StageDir` writes also gets its digest, in a hidden ``.<name>.sha256`` beside
+it, and every file it reads is checked before use: against that digest, or for a stage's own
+files against the record. So the resume caches inside a stage folder (finished training runs,
+finished forget groups) are never reused unverified; a mismatch, a missing digest or an
+unreadable file raises :class:`CorruptArtifact`. Every file is written to a temporary name in
+the same folder and renamed into place, so a reader never sees half a file.
 """
 from __future__ import annotations
 
@@ -126,7 +127,7 @@ def provenance(config: Config, stage: str, wall_time: float) -> dict[str, Any]:
 
 
 class StageDir:
-    """One stage's artifact folder: typed atomic writers and readers."""
+    """One stage's artifact folder: typed atomic writers and verifying readers."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -134,56 +135,75 @@ class StageDir:
     def file(self, name: str) -> Path:
         return self.path / name
 
+    def digest_file(self, name: str) -> Path:
+        """Where the digest of file ``name`` is kept: ``.<name>.sha256`` beside it."""
+        path = self.file(name)
+        return path.with_name(f".{path.name}.sha256")
+
     # -- writers
     def save_bytes(self, name: str, data: bytes) -> None:
+        """Write ``name`` atomically, then its digest."""
         atomic_write_bytes(self.file(name), data)
+        meta = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        atomic_write_bytes(self.digest_file(name), json.dumps(meta).encode())
 
     def save_torch(self, name: str, obj: Any) -> None:
         buf = io.BytesIO()
         torch.save(obj, buf)
-        atomic_write_bytes(self.file(name), buf.getvalue())
+        self.save_bytes(name, buf.getvalue())
 
     def save_json(self, name: str, obj: Any) -> None:
         atomic_write_bytes(self.file(name), json.dumps(obj, indent=2, default=str).encode())
 
     def save_parquet(self, name: str, frame) -> None:
-        atomic_write_parquet(self.file(name), frame)
+        buf = io.BytesIO()
+        frame.to_parquet(buf, index=False)
+        self.save_bytes(name, buf.getvalue())
 
     # -- readers
-    def load_npz(self, name: str) -> dict[str, np.ndarray]:
+    def read_verified(self, name: str) -> bytes:
+        """The bytes of ``name`` once they match its digest (its own, or the record's for a
+        stage file); :class:`CorruptArtifact` otherwise."""
         try:
-            with np.load(self.file(name)) as z:
-                return {k: z[k] for k in z.files}
+            data = self.file(name).read_bytes()
+        except OSError as err:
+            raise CorruptArtifact(f"{self.file(name)} unreadable ({err.strerror})") from None
+        meta = self._recorded_meta(name)
+        if meta is None:
+            raise CorruptArtifact(f"{self.file(name)} has no digest record")
+        if len(data) != meta.get("size") or hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+            raise CorruptArtifact(f"{self.file(name)} does not match its recorded SHA-256")
+        return data
+
+    def _recorded_meta(self, name: str) -> dict | None:
+        try:
+            meta = json.loads(self.digest_file(name).read_text())
+        except (OSError, ValueError):
+            meta = (self.record_files() or {}).get(name)
+        return meta if isinstance(meta, dict) else None
+
+    def _parse(self, name: str, parse):
+        data = self.read_verified(name)
+        try:
+            return parse(io.BytesIO(data))
         except Exception as err:  # noqa: BLE001 - any read failure means a corrupt artifact
             raise CorruptArtifact(f"artifact {self.file(name)} cannot be read: {err}") from err
 
+    def load_npz(self, name: str) -> dict[str, np.ndarray]:
+        def parse(buf):
+            with np.load(buf) as z:
+                return {k: z[k] for k in z.files}
+        return self._parse(name, parse)
+
     def load_torch(self, name: str) -> Any:
-        try:
-            return torch.load(self.file(name), weights_only=True)
-        except Exception as err:  # noqa: BLE001
-            raise CorruptArtifact(f"artifact {self.file(name)} cannot be read: {err}") from err
-
-    def torch_from_bytes(self, name: str, data: bytes) -> Any:
-        """``torch.load`` (weights only) of bytes read from ``name``."""
-        try:
-            return torch.load(io.BytesIO(data), weights_only=True)
-        except Exception as err:  # noqa: BLE001
-            raise CorruptArtifact(f"artifact {self.file(name)} cannot be read: {err}") from err
-
-    def parquet_from_bytes(self, name: str, data: bytes):
-        """A DataFrame from parquet bytes read from ``name``."""
-        import pandas as pd
-        try:
-            return pd.read_parquet(io.BytesIO(data))
-        except Exception as err:  # noqa: BLE001
-            raise CorruptArtifact(f"artifact {self.file(name)} cannot be read: {err}") from err
+        return self._parse(name, lambda buf: torch.load(buf, weights_only=True))
 
     def load_json(self, name: str) -> Any:
         return json.loads(self.file(name).read_text())
 
     def load_parquet(self, name: str):
         import pandas as pd
-        return pd.read_parquet(self.file(name))
+        return self._parse(name, pd.read_parquet)
 
     # -- completeness
     def record_files(self, key: str | None = None, required: tuple[str, ...] = ()) -> dict | None:
@@ -215,38 +235,6 @@ class StageDir:
                        if p.is_file() and p.name != COMPLETE and not p.name.startswith("."))
         record = dict(record, files={n: file_meta(self.file(n)) for n in names})
         self.save_json(COMPLETE, record)
-
-    # -- verified resume-cache entries
-    def save_entry(self, manifest: str, files: dict[str, bytes]) -> None:
-        """Write ``files`` (name -> bytes, names relative to the stage folder), then the JSON
-        ``manifest`` of their sizes and digests: an entry without its manifest is not used."""
-        for name, data in files.items():
-            self.save_bytes(name, data)
-        self.save_json(manifest, {name: {"size": len(data),
-                                         "sha256": hashlib.sha256(data).hexdigest()}
-                                  for name, data in files.items()})
-
-    def load_entry(self, manifest: str) -> dict[str, bytes] | None:
-        """The files of a cached entry, each checked against its manifest digest. None when the
-        entry was never written; :class:`CorruptArtifact` when anything does not match."""
-        if not self.file(manifest).exists():
-            return None
-        try:
-            listed = json.loads(self.file(manifest).read_text())
-        except (OSError, ValueError) as err:
-            raise CorruptArtifact(f"manifest {self.file(manifest)} unreadable ({err})") from None
-        if not isinstance(listed, dict) or not listed or not all(map(is_plain_name, listed)):
-            raise CorruptArtifact(f"manifest {self.file(manifest)} is malformed")
-        out = {}
-        for name, meta in listed.items():
-            try:
-                data = self.file(name).read_bytes()
-            except OSError as err:
-                raise CorruptArtifact(f"{self.file(name)} unreadable ({err.strerror})") from None
-            if not isinstance(meta, dict) or hashlib.sha256(data).hexdigest() != meta.get("sha256"):
-                raise CorruptArtifact(f"{self.file(name)} does not match its recorded SHA-256")
-            out[name] = data
-        return out
 
     def provenance(self) -> dict[str, Any]:
         return self.load_json(COMPLETE)

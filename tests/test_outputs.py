@@ -70,18 +70,31 @@ def test_published_tables_are_read_only_when_they_match_run_json(tmp_path):
     assert read_published(tmp_path, "steps") is None
 
 
-def test_cache_entries_are_verified(tmp_path):
+def test_every_file_a_stage_folder_writes_is_verified_when_read(tmp_path):
     sd = StageDir(tmp_path)
-    sd.save_entry("runs/run0.json", {"runs/run0.pt": b"0123456789"})
-    assert sd.load_entry("runs/run0.json") == {"runs/run0.pt": b"0123456789"}
-    assert sd.load_entry("runs/run1.json") is None
+    sd.save_bytes("runs/run0.pt", b"0123456789")
+    assert sd.read_verified("runs/run0.pt") == b"0123456789"
+    assert sd.digest_file("runs/run0.pt") == tmp_path / "runs/.run0.pt.sha256"
     sd.file("runs/run0.pt").write_bytes(b"0123456780")
     with pytest.raises(CorruptArtifact, match="SHA-256"):
-        sd.load_entry("runs/run0.json")
-    for manifest in ("{", "[]", "{}", '{"../x": {}}'):
-        sd.file("runs/run0.json").write_text(manifest)
+        sd.read_verified("runs/run0.pt")
+    for digest in ("{", "[]", "{}", '{"size": 10}'):
+        sd.digest_file("runs/run0.pt").write_text(digest)
         with pytest.raises(CorruptArtifact):
-            sd.load_entry("runs/run0.json")
+            sd.read_verified("runs/run0.pt")
+    sd.digest_file("runs/run0.pt").unlink()
+    with pytest.raises(CorruptArtifact, match="no digest record"):
+        sd.read_verified("runs/run0.pt")
+    with pytest.raises(CorruptArtifact, match="unreadable"):
+        sd.read_verified("runs/run1.pt")
+
+
+def test_a_stage_file_without_its_own_digest_is_checked_against_the_record(tmp_path):
+    sd = StageDir(tmp_path)
+    sd.save_bytes("ledger.npz", b"ledger")
+    sd.mark_complete({"key": "k"})
+    sd.digest_file("ledger.npz").unlink()          # a folder written before digests beside files
+    assert sd.read_verified("ledger.npz") == b"ledger"
 
 
 @pytest.mark.parametrize("record", ['{"files": {}, "key": "k"}', '{"files": [], "key": "k"}',
