@@ -95,37 +95,45 @@ def run_config(config: str | Path, overrides: list[str] | None = None,
     finds, raises :class:`~punl.config.ConfigError` before any folder is created; a failing
     cell raises :class:`NotebookError` and leaves the published outputs as they were (the
     failed attempt stays in ``<out_dir>/.staging`` and the chapter's staging folder)."""
-    from tqdm import tqdm
     plan = RunPlan.make(config, overrides, out_dir, book_dir, notebooks_dir)
-    cfg = plan.config
+    check_run(plan)
+    with output_lock(plan.out_dir):
+        return _run_locked(plan, progress)
+
+
+def check_run(plan: RunPlan) -> None:
+    """Every check before a run: its folders and :func:`~punl.preflight.preflight`."""
     check_folder(plan.out_dir, "--out")
     check_folder(plan.chapter_dir.parent, "--book-dir")
-    preflight(cfg, "unlearn")
-    with output_lock(plan.out_dir):
-        store = ArtifactStore(plan.out_dir / "artifacts")
-        publication, chapter = Publication(plan.out_dir), chapter_staging(plan.chapter_dir)
-        publication.begin()
-        chapter.begin()
-        record = run_record(cfg, "run", plan=plan.to_dict(), notebooks={}, failed=None)
-        before, start = stage_status(cfg, store), time.perf_counter()
-        notebooks = plan.notebook_runs(into=chapter.staging)
-        try:
-            record["tables"] = publication.write_tables(run_tables(cfg, store, "unlearn",
-                                                                  progress))
-            for nb in tqdm(notebooks, desc=f"{plan.name}: notebooks", unit="notebook",
-                           disable=not progress):
-                record["notebooks"][nb.template.name] = round(execute_notebook(nb, progress), 2)
-        except NotebookError as err:
-            record["failed"] = {"notebook": err.notebook, "cell": err.cell_index, "error": str(err)}
-            _finish_record(record, cfg, store, before, time.perf_counter() - start)
-            publication.write_record(record)   # the failed attempt, kept in <out>/.staging
-            raise
+    preflight(plan.config, "unlearn")
+
+
+def _run_locked(plan: RunPlan, progress: bool) -> dict[str, Any]:
+    """The run itself, under the output folder's lock: stage, execute, then publish."""
+    from tqdm import tqdm
+    cfg = plan.config
+    store = ArtifactStore(plan.out_dir / "artifacts")
+    publication, chapter = Publication(plan.out_dir), chapter_staging(plan.chapter_dir)
+    publication.begin()
+    chapter.begin()
+    record = run_record(cfg, "run", plan=plan.to_dict(), notebooks={}, failed=None)
+    before, start = stage_status(cfg, store), time.perf_counter()
+    try:
+        record["tables"] = publication.write_tables(run_tables(cfg, store, "unlearn", progress))
+        for nb in tqdm(plan.notebook_runs(into=chapter.staging), desc=f"{plan.name}: notebooks",
+                       unit="notebook", disable=not progress):
+            record["notebooks"][nb.template.name] = round(execute_notebook(nb, progress), 2)
+    except NotebookError as err:
+        record["failed"] = {"notebook": err.notebook, "cell": err.cell_index, "error": str(err)}
         _finish_record(record, cfg, store, before, time.perf_counter() - start)
-        publication.write_record(record)
-        write_json(chapter.staging / RUN_RECORD, record)
-        write_run_chapter(plan, record, chapter.staging)
-        publication.commit()
-        chapter.commit()
+        publication.write_record(record)   # the failed attempt, kept in <out>/.staging
+        raise
+    _finish_record(record, cfg, store, before, time.perf_counter() - start)
+    publication.write_record(record)
+    write_json(chapter.staging / RUN_RECORD, record)
+    write_run_chapter(plan, record, chapter.staging)
+    publication.commit()
+    chapter.commit()
     return record
 
 

@@ -35,7 +35,8 @@ def test_swap_in_replaces_the_folder_whole(tmp_path, monkeypatch, can_exchange):
     (target / "only-old.txt").write_text("x")
     swap_in(folder_with(tmp_path / ".staging", "new"), target)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["published"]
-    assert [p.name for p in target.iterdir()] == ["a.txt"] and (target / "a.txt").read_text() == "new"
+    assert [p.name for p in target.iterdir()] == ["a.txt"]
+    assert (target / "a.txt").read_text() == "new"
 
 
 def test_a_swap_cut_between_its_renames_recovers_the_old_folder(tmp_path):
