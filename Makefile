@@ -1,11 +1,12 @@
 # The two set-up commands of the README: `make book` (the main job) and `make test-all` (every
-# test, as CI runs it). `make test` is the fast suite (no notebook execution or book build).
+# test, as CI runs it). `make test` is the fast suite (no notebook execution or book build, no
+# fault injection: those tests are marked slow); `make test-faults` runs the fault-injection suite.
 # Each creates the virtual environment it needs on first use.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: book test test-all bench clean
+.PHONY: book test test-all test-faults bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +20,9 @@ book: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m "not slow"
+
+test-faults: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -m faults
 
 test-all: $(VENV)/.installed
 	$(BIN)/python -m pytest -q

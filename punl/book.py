@@ -1,8 +1,9 @@
 """The book: run chapters, the table of contents and the HTML build (jupyter-book 1.x).
 
-Layout under the book root: ``book/intro.md``, ``book/methods.md``, one chapter per executed run
-in ``book/runs/<name>/`` (``index.md`` plus its notebooks in name order), one per sweep in
-``book/sweeps/<name>/index.md``, and ``book/reproduce.md``. :func:`generate_toc` writes
+Layout under the book root: ``book/intro.md``, ``book/methods.md``, one chapter per completed
+run in ``book/runs/<run>/`` (``index.md`` plus its notebooks in name order; hidden folders such
+as a run's staging folder are not chapters), one per sweep in ``book/sweeps/<name>/index.md``,
+and ``book/reproduce.md``. :func:`generate_toc` writes
 ``_toc.yml`` from what exists; :func:`build_book` runs ``jupyter-book build`` with warnings as
 errors.
 """
@@ -77,23 +78,27 @@ def _file_rows(record: dict) -> list[dict]:
             for name, meta in record.get("files", {}).items()]
 
 
-def run_chapter_text(config: Config, out_dir: Path, run: dict) -> str:
-    """The markdown of ``book/runs/<name>/index.md``: configuration, what ran, provenance."""
+def chapter_title(name: str, changed: dict[str, Any]) -> str:
+    """``Run `digits-quick-1a2b3c4d` (sigma=0.3, label_noise=0.05)``: the run and what it
+    changed in its configuration file."""
+    what = ", ".join(f"{k}={md_cell(v)}" for k, v in changed.items())
+    return f"Run `{name}`" + (f" ({what})" if what else "")
+
+
+def run_chapter_text(config: Config, out_dir: Path, run: dict, name: str | None = None,
+                     changed: dict[str, Any] | None = None) -> str:
+    """The markdown of ``book/runs/<run>/index.md``: configuration, what ran, provenance."""
     notebooks = [{"notebook": n, "wall time (s)": s} for n, s in run["notebooks"].items()]
     stages = [{"stage": s, "artifacts": how, "key": run["stage_keys"][s]}
               for s, how in run["stages"].items()]
     plan = run["plan"]
     overrides = ", ".join(f"`{o}`" for o in plan["overrides"]) or "none"
     config_rows = [{"field": f"`{k}`", "value": v} for k, v in config.to_dict().items()]
-    failed = run.get("failed")
-    warning = (f"```{{warning}}\nThis run stopped in notebook `{failed['notebook']}`, cell "
-               f"{failed['cell']}; the notebooks after it were not executed.\n```\n\n"
-               f"```text\n{failed['error']}\n```\n\n" if failed else "")
     return (
-        f"# Run `{config.name}`\n\n{warning}"
+        f"# {chapter_title(name or config.name, changed or {})}\n\n"
         f"This chapter holds the executed notebooks of configuration `{config.name}` "
         f"(source `{Path(plan['config_source']).name}`, overrides: {overrides}). "
-        f"Tables were written to `{display_path(out_dir)}`.\n\n"
+        f"Tables were published to `{display_path(out_dir / 'published')}`.\n\n"
         f"## Configuration\n\n{md_table(config_rows)}\n"
         f"## What ran\n\nFinished {run['finished_at']} on `{run['machine']}` in "
         f"{run['wall_time_s']:.1f} s.\n\n{md_table(notebooks)}\n{md_table(stages)}\n"
@@ -101,10 +106,12 @@ def run_chapter_text(config: Config, out_dir: Path, run: dict) -> str:
         f"{_provenance_section(config, out_dir)}")
 
 
-def write_run_chapter(plan: RunPlan, record: dict) -> Path:
-    """Write ``index.md`` into the plan's chapter folder from the run's record."""
-    path = plan.chapter_dir / "index.md"
-    atomic_write_bytes(path, run_chapter_text(plan.config, plan.out_dir, record).encode())
+def write_run_chapter(plan: RunPlan, record: dict, folder: Path | None = None) -> Path:
+    """Write ``index.md`` from the run's record into ``folder`` (the chapter's staging folder;
+    the chapter folder itself by default)."""
+    path = Path(folder or plan.chapter_dir) / "index.md"
+    text = run_chapter_text(plan.config, plan.out_dir, record, plan.name, plan.changed_fields())
+    atomic_write_bytes(path, text.encode())
     return path
 
 
@@ -114,10 +121,12 @@ def _doc(path: Path, root: Path) -> str:
 
 
 def run_chapters(root: Path) -> list[dict]:
-    """One chapter per ``book/runs/<name>/`` holding a run plan and an ``index.md``: the index,
-    then the plan's executed notebooks in the plan's order."""
+    """One chapter per ``book/runs/<run>/`` holding a run plan and an ``index.md``: the index,
+    then the plan's executed notebooks in the plan's order. Hidden folders are skipped."""
     chapters = []
     for folder in sorted((root / "book" / "runs").glob("*/")):
+        if folder.name.startswith("."):
+            continue
         plan = read_plan(folder)
         if plan is None or not (folder / "index.md").exists():
             continue
@@ -137,7 +146,8 @@ def toc_data(root: Path) -> dict:
     runs = run_chapters(root)
     if runs:
         parts.append({"caption": "Experiments", "chapters": runs})
-    sweeps = [{"file": _doc(p, root)} for p in sorted(book.glob("sweeps/*/index.md"))]
+    sweeps = [{"file": _doc(p, root)} for p in sorted(book.glob("sweeps/*/index.md"))
+              if not p.parent.name.startswith(".")]
     if sweeps:
         parts.append({"caption": "Sweeps", "chapters": sweeps})
     parts.append({"caption": "Reproducing", "chapters": [{"file": "book/reproduce"}]})

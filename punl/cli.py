@@ -1,12 +1,17 @@
 """Command line: ``punl train|score|unlearn|run|sweep|book``; one Config flows through every stage.
 
-Every subcommand is defined here; the modules it calls hold no argument parsing.
+Every subcommand is defined here; the modules it calls hold no argument parsing. Everything that
+can be checked before work starts is (:mod:`punl.preflight`): a problem ends the command with one
+line naming the field and the fix, exit code 2, and nothing created. Stages recomputed because
+their artifacts were partial or corrupt say so on the terminal.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -23,20 +28,30 @@ def add_config_args(p: argparse.ArgumentParser, out_default: str = "runs/<name>"
                    help=f"output folder for tables and artifacts (default: {out_default})")
 
 
-def _stage_inputs(args):
-    """(config, output folder, artifact store) of a stage command; the folder is created."""
+@contextmanager
+def stage_inputs(args, through: str):
+    """(config, output folder, artifact store) of a stage command running the stages up to
+    ``through``: checked first (:func:`~punl.preflight.preflight`), then the output folder is
+    created and locked for the command's duration."""
+    from .outputs import output_lock
     from .pipeline import run_folder
+    from .preflight import check_folder, preflight
     from .store import ArtifactStore
     config = load_config(args.config, args.overrides)
-    out = run_folder(config, args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    return config, out, ArtifactStore(out / "artifacts")
+    out = check_folder(run_folder(config, args.out, load_config(args.config)), "--out")
+    preflight(config, through)
+    with output_lock(out):
+        yield config, out, ArtifactStore(out / "artifacts")
 
 
 # ------------------------------------------------------------------------------------ stages
 def cmd_train(args) -> int:
+    with stage_inputs(args, "train") as (config, _, store):
+        return _train(config, store)
+
+
+def _train(config, store) -> int:
     from .pipeline import ensure_trained
-    config, _, store = _stage_inputs(args)
     start = time.perf_counter()
     runs = ensure_trained(config, store)
     ledger = runs.ledger
@@ -51,32 +66,31 @@ def cmd_train(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from .pipeline import ensure_scored
+    from .pipeline import publish
     from .scores import spearman_matrix
-    from .store import atomic_write_parquet
-    config, out, store = _stage_inputs(args)
-    scores = ensure_scored(config, store)
-    atomic_write_parquet(out / "scores.parquet", scores)
+    with stage_inputs(args, "score") as (config, out, store):
+        published = publish(config, store, out, through="score")
+    scores = pd.read_parquet(published / "scores.parquet")
     print(scores.describe().T.to_string())
     print("\nSpearman correlations:\n" + spearman_matrix(scores).round(2).to_string())
-    print(f"\nscores: {out / 'scores.parquet'}")
+    print(f"\nscores: {published / 'scores.parquet'}")
     return 0
 
 
 def cmd_unlearn(args) -> int:
     from .analysis import select
     from .pipeline import publish
-    config, out, store = _stage_inputs(args)
-    publish(config, store, out)
-    steps = select(pd.read_parquet(out / "steps.parquet"), config.primary_method, config.level,
-                   kind=None)
+    with stage_inputs(args, "unlearn") as (config, out, store):
+        published = publish(config, store, out)
+    steps = select(pd.read_parquet(published / "steps.parquet"), config.primary_method,
+                   config.level, kind=None)
     cols = ["score", "group", "group_score_median", "status", "steps_to_unlearn",
             "mia_acc_step0"]
     print(f"{config.primary_method}, level {config.level}:")
     print(steps[cols].to_string(index=False))
-    claims = pd.read_parquet(out / "claims.parquet")
+    claims = pd.read_parquet(published / "claims.parquet")
     print("\n" + claims[["claim", "verdict", "fragile"]].to_string(index=False))
-    print(f"\ntables under {out}")
+    print(f"\ntables under {published}")
     return 0
 
 
@@ -89,14 +103,15 @@ def cmd_run(args) -> int:
         record = run_config(args.config, args.overrides, args.out, book_dir=args.book_dir,
                             progress=not args.quiet)
     except NotebookError as err:
-        print(f"punl: {err}", file=sys.stderr)
+        print(f"punl: {err}; the published tables and chapter are unchanged", file=sys.stderr)
         return 1
-    finally:
-        if Path("_config.yml").exists():   # at the book root: keep _toc.yml in step with book/
-            generate_toc(".")
+    if Path("_config.yml").exists():   # at the book root: keep _toc.yml in step with book/
+        generate_toc(".")
     for name, seconds in record["notebooks"].items():
         print(f"{name}: {seconds:.1f} s")
-    print(f"stages: {record['stages']}; tables and run.json in {record['plan']['out_dir']}")
+    plan = record["plan"]
+    print(f"stages: {record['stages']}; tables and run.json in {plan['out_dir']}/published; "
+          f"chapter {plan['chapter_dir']}")
     return 0
 
 
@@ -106,7 +121,7 @@ def cmd_sweep(args) -> int:
     from .sweep import parse_grid, run_sweep
     table = run_sweep(args.config, parse_grid(args.grid), scheduler=args.scheduler,
                       workers=args.workers, out_root=args.out, overrides=args.overrides,
-                      name=args.name)
+                      name=args.name, scheduler_timeout=args.scheduler_timeout)
     with pd.option_context("display.width", 160, "display.max_colwidth", 60):
         print(table.drop(columns=["overrides"]).to_string(index=False))
     if Path("_config.yml").exists():   # at the book root: add the sweep chapter to _toc.yml
@@ -151,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one swept field and its values as YAML (repeatable: cartesian product)")
     p.add_argument("--scheduler", default="local",
                    help="'local' (process pool) or a dask scheduler address, e.g. tcp://host:8786")
+    p.add_argument("--scheduler-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="how long a dask scheduler may take to answer (default 10)")
     p.add_argument("--workers", type=int, default=2, help="local worker processes")
     p.add_argument("--name", default=None, help="sweep name (default: <config>-<swept keys>)")
     p.set_defaults(func=cmd_sweep)
@@ -161,14 +178,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def show_recompute_warnings() -> None:
+    """Print every :class:`~punl.store.RecomputeWarning` as one line on stderr."""
+    from tqdm import tqdm
+
+    from .store import RecomputeWarning
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, RecomputeWarning):   # on its own line, above progress bars
+            tqdm.write(f"punl: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.simplefilter("always", RecomputeWarning)
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .data import DatasetUnavailable
+    from .pipeline import Diverged
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            show_recompute_warnings()
+            return args.func(args)
     except (ConfigError, DatasetUnavailable) as err:
         print(f"punl: configuration error: {err}", file=sys.stderr)
         return 2
+    except Diverged as err:
+        print(f"punl: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -81,6 +81,14 @@ def _simple_name(v, _):
     return "must be a simple name (letters, digits, '.', '_', '-'; no '/' or '..')"
 
 
+def check_name(field: str, value: str) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a simple name (a folder name that stays
+    inside its parent folder)."""
+    message = _simple_name(value, None) if isinstance(value, str) else "must be a string"
+    if message:
+        raise ConfigError(f"{field}: {message} (got {value!r})")
+
+
 def _device(v, _):
     return None if re.fullmatch(r"cpu|auto|cuda(:\d+)?", v) else "expected cpu, cuda, cuda:N or auto"
 
@@ -282,6 +290,15 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         raise ConfigError(f"{name}: cannot read {value!r} as {text} ({err})") from None
 
 
+def typed_value(name: str, value: Any) -> Any:
+    """``value`` as field ``name`` reads it (``.1`` and ``0.1`` give the same float); an
+    unknown field or a value it cannot take raises ConfigError."""
+    hints = get_type_hints(Config)
+    if name not in hints:
+        raise ConfigError(f"unknown key {name!r}; valid keys: {', '.join(valid_keys())}")
+    return _coerce(name, value, hints[name])
+
+
 def make_config(values: dict[str, Any]) -> Config:
     """Build a validated Config from a plain dict; unknown keys are an error listing valid ones."""
     unknown = sorted(set(values) - set(valid_keys()))
@@ -289,6 +306,14 @@ def make_config(values: dict[str, Any]) -> Config:
         raise ConfigError(f"unknown key(s) {unknown}; valid keys: {', '.join(valid_keys())}")
     hints = get_type_hints(Config)
     return Config(**{k: _coerce(k, v, hints[k]) for k, v in values.items()})
+
+
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error as one line: ``line 2, column 1: expected ',' or ']'...``."""
+    mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
+    if mark is not None and problem:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return " ".join(str(err).split())
 
 
 def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
@@ -301,7 +326,8 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
         try:
             out[key.strip()] = yaml.safe_load(raw)
         except yaml.YAMLError as err:
-            raise ConfigError(f"--set {key.strip()}: cannot read {raw!r} as YAML ({err})") from None
+            raise ConfigError(f"--set {key.strip()}: cannot read {raw!r} as YAML "
+                              f"({yaml_problem(err)})") from None
     return out
 
 
@@ -321,7 +347,8 @@ def read_yaml(p: Path) -> dict[str, Any]:
     try:
         values = yaml.safe_load(p.read_text())
     except yaml.YAMLError as err:
-        raise ConfigError(f"config: {p} is not valid YAML ({err})") from None
+        raise ConfigError(f"config: {p} is not valid YAML ({yaml_problem(err)}); fix that "
+                          "line") from None
     except OSError as err:
         raise ConfigError(f"config: cannot read {p} ({err.strerror})") from None
     if values is None:

@@ -10,6 +10,7 @@ local ``data_root``, never downloaded), and ``synthetic`` (a Gaussian mixture wi
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -159,25 +160,47 @@ _HOW_TO_GET = {
 }
 
 
-def _load_torchvision(name: str, root: str):
-    """Read a torchvision dataset from ``root`` without downloading; return uint8-scaled floats."""
+TORCHVISION = ("mnist", "svhn", "cifar10")
+
+
+def _torchvision_split(name: str, root: str, train: bool):
+    """One split of a torchvision dataset read from ``root`` (never downloaded), or
+    :class:`DatasetUnavailable` saying how to get it."""
     import torchvision.datasets as tvd
     try:
         if name == "svhn":
-            tr, te = tvd.SVHN(root, split="train"), tvd.SVHN(root, split="test")
-            xs = [torch.as_tensor(d.data, dtype=torch.float32) / 255 for d in (tr, te)]
-            ys = [torch.as_tensor(d.labels, dtype=torch.long) for d in (tr, te)]
-        elif name == "cifar10":
-            tr, te = tvd.CIFAR10(root, train=True), tvd.CIFAR10(root, train=False)
-            xs = [torch.as_tensor(d.data, dtype=torch.float32).permute(0, 3, 1, 2) / 255
-                  for d in (tr, te)]
-            ys = [torch.as_tensor(d.targets, dtype=torch.long) for d in (tr, te)]
-        else:
-            tr, te = tvd.MNIST(root, train=True), tvd.MNIST(root, train=False)
-            xs = [d.data.float().unsqueeze(1) / 255 for d in (tr, te)]
-            ys = [d.targets.long() for d in (tr, te)]
-    except RuntimeError as err:
+            return tvd.SVHN(root, split="train" if train else "test")
+        if name == "cifar10":
+            return tvd.CIFAR10(root, train=train)
+        return tvd.MNIST(root, train=train)
+    except (RuntimeError, OSError) as err:
         raise DatasetUnavailable(
             f"dataset: {name!r} not found under data_root={root!r} ({err}). This project never "
             f"downloads; obtain it with {_HOW_TO_GET[name]} and point data_root at it.") from err
+
+
+def _load_torchvision(name: str, root: str):
+    """Read a torchvision dataset from ``root`` without downloading; return uint8-scaled floats."""
+    tr, te = _torchvision_split(name, root, True), _torchvision_split(name, root, False)
+    if name == "svhn":
+        xs = [torch.as_tensor(d.data, dtype=torch.float32) / 255 for d in (tr, te)]
+        ys = [torch.as_tensor(d.labels, dtype=torch.long) for d in (tr, te)]
+    elif name == "cifar10":
+        xs = [torch.as_tensor(d.data, dtype=torch.float32).permute(0, 3, 1, 2) / 255
+              for d in (tr, te)]
+        ys = [torch.as_tensor(d.targets, dtype=torch.long) for d in (tr, te)]
+    else:
+        xs = [d.data.float().unsqueeze(1) / 255 for d in (tr, te)]
+        ys = [d.targets.long() for d in (tr, te)]
     return xs[0], ys[0], xs[1], ys[1], 10
+
+
+@functools.lru_cache(maxsize=32)
+def available_training_points(name: str, data_root: str = "data", test_fraction: float = 0.2,
+                              seed: int = 0) -> int:
+    """How many training points ``name`` offers before ``n_train`` subsampling. Reads the
+    training split's files (:class:`DatasetUnavailable` when they are missing); a bad split
+    raises ValueError."""
+    if name in TORCHVISION:
+        return len(_torchvision_split(name, data_root, True))
+    return load_dataset(name, seed=seed, test_fraction=test_fraction, data_root=data_root).n_train

@@ -75,4 +75,4 @@ def open_run(config: str, overrides: list[str] | None = None,
     from .plots import set_style
     cfg = load_config(config, overrides)
     set_style()
-    return RunView(cfg, run_folder(cfg, out_dir))
+    return RunView(cfg, run_folder(cfg, out_dir, load_config(config)))

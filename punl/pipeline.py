@@ -1,29 +1,86 @@
-"""The stages in order, each reusing its artifacts when they exist and are complete.
+"""The stages in order, each reusing its artifacts only when they verify.
 
     config -> data -> train (ledger.npz, models.pt) -> score (scores.parquet) -> unlearn (tables)
-           -> publish (the run's tables and claims in its output folder)
+           -> the run's tables (scores, the four unlearning tables, claims)
+
+A stage folder is reused when its record verifies (:meth:`~punl.store.StageDir.is_complete`)
+and its files load; otherwise the stage is recomputed with a
+:class:`~punl.store.RecomputeWarning`, resuming from the entries of its resume cache (finished
+training runs, finished forget groups) whose digests match. :func:`publish` writes a run's
+tables through the output contract of :mod:`punl.outputs` (staged, then swapped in whole).
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import platform
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 import torch
 
-from .config import Config, ConfigError
+from .config import RUNTIME, STAGES, Config, stage_fields
 from .data import Dataset, load_dataset
 from .ledger import Ledger
 from .pergrad import Params
+from .preflight import check_accounting, check_groups, check_training
 from .recipe import resolve_device
-from .store import ArtifactStore, CorruptArtifact, StageDir
+from .store import ArtifactStore, CorruptArtifact, RecomputeWarning, StageDir
 from .tables import CLAIMS, UnlearnTables
 
+# The files each stage's record must list (resume caches come on top).
+STAGE_FILES = {"train": ("ledger.npz", "models.pt"), "score": ("scores.parquet",),
+               "unlearn": tuple(spec.filename for spec in UnlearnTables.SPECS.values())}
 
-def run_folder(config: Config, out_dir: str | Path | None = None) -> Path:
-    """Where a run's tables and artifacts go: ``out_dir``, or ``runs/<config.name>``."""
-    return Path(out_dir) if out_dir else Path("runs") / config.name
+
+class Diverged(RuntimeError):
+    """Training produced non-finite parameters or ledger values; the message names the fix."""
+
+
+# ------------------------------------------------------------------------------- run identity
+def overridden_fields(config: Config, base: Config) -> dict[str, Any]:
+    """The fields, other than runtime ones, where ``config`` differs from ``base`` (the
+    configuration file alone): what makes a run differ in its results."""
+    runtime, ours, theirs = set(stage_fields(RUNTIME)), config.to_dict(), base.to_dict()
+    return {k: v for k, v in ours.items() if k not in runtime and v != theirs[k]}
+
+
+def _path_text(path: str | Path) -> str:
+    """A folder as text: relative to the working directory when below it, else absolute."""
+    rel = os.path.relpath(Path(path).resolve(), Path.cwd())
+    return str(Path(path).resolve()) if rel.startswith("..") else rel
+
+
+def run_name(config: Config, base: Config | None = None,
+             out_dir: str | Path | None = None) -> str:
+    """The name of a run: ``config.name`` for the configuration file as it is with its default
+    output folder, else ``<name>-<8 hex>`` from the changed fields and the output folder, so
+    runs with different results or outputs never share a name (equal values spelled
+    differently give the same name)."""
+    identity = overridden_fields(config, base or config)
+    default = Path("runs") / _short_name(config, identity)
+    if out_dir is not None and Path(out_dir).resolve() != default.resolve():
+        identity["out"] = _path_text(out_dir)
+    return _short_name(config, identity)
+
+
+def _short_name(config: Config, identity: dict[str, Any]) -> str:
+    if not identity:
+        return config.name
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{config.name}-{digest}"
+
+
+def run_folder(config: Config, out_dir: str | Path | None = None,
+               base: Config | None = None) -> Path:
+    """Where a run's tables and artifacts go: ``out_dir``, or ``runs/<run_name>``."""
+    return Path(out_dir) if out_dir else Path("runs") / run_name(config, base)
 
 
 def apply_runtime(config: Config) -> None:
@@ -42,10 +99,33 @@ def load_data(config: Config) -> Dataset:
 
 
 def check_feasible(config: Config, data: Dataset) -> None:
-    """Checks that need the data's size, made before any training."""
-    if config.batch_size > data.n_train:
-        raise ConfigError(f"batch_size: {config.batch_size} exceeds the {data.n_train} "
-                          f"training points (q = B / N must be <= 1)")
+    """The size checks of :mod:`punl.preflight` for every stage, against loaded data."""
+    check_training(config, data.n_train)
+    check_accounting(config, data.n_train)
+    check_groups(config, data.n_train)
+
+
+def stage_complete(config: Config, store: ArtifactStore, stage: str) -> bool:
+    """Whether ``stage`` has a folder whose record and files verify."""
+    return store.stage(config, stage).is_complete(config.stage_key(stage), STAGE_FILES[stage])
+
+
+def reuse(config: Config, store: ArtifactStore, stage: str, load: Callable[[StageDir], Any]):
+    """``load`` of the stage folder when it verifies; None when it must be computed (a folder
+    that verifies but does not load loses its record, so that computing it warns)."""
+    if not stage_complete(config, store, stage):
+        return None
+    sd = store.stage(config, stage)
+    try:
+        return load(sd)
+    except (CorruptArtifact, ValueError, KeyError, TypeError):
+        sd.invalidate()
+        return None
+
+
+def _cache_warning(stage: str, what: str, err: Exception) -> None:
+    warnings.warn(f"{stage}: cached {what} does not verify ({err}); recomputing it",
+                  RecomputeWarning, stacklevel=3)
 
 
 class TrainingSnapshots:
@@ -62,9 +142,8 @@ class TrainingSnapshots:
             return None
         try:
             return self.sd.load_torch(self.NAME)
-        except CorruptArtifact as err:
-            warnings.warn(f"train: snapshot unreadable ({err}); training from the start",
-                          stacklevel=2)
+        except (CorruptArtifact, KeyError, TypeError, AttributeError) as err:
+            _cache_warning("train", "snapshot", err)
             return None
 
     def save(self, state: dict) -> None:
@@ -72,6 +151,19 @@ class TrainingSnapshots:
 
     def clear(self) -> None:
         self.sd.file(self.NAME).unlink(missing_ok=True)
+
+
+def check_converged(config: Config, runs: list, ledger: Ledger) -> None:
+    """Raise :class:`Diverged` when a run ends with non-finite parameters or the ledger holds
+    non-finite norms or losses, so such a run is never marked complete."""
+    for r, run in enumerate(runs):
+        if not all(torch.isfinite(v).all() for v in run.final.values()):
+            raise Diverged(f"lr: training run {r} diverged to non-finite parameters "
+                           f"(lr = {config.lr}, clip = {config.clip}); lower lr")
+    for name in ("grad_norm", "loss"):
+        if not np.isfinite(getattr(ledger, name)).all():
+            raise Diverged(f"lr: the ledger's {name} holds non-finite values "
+                           f"(lr = {config.lr}, clip = {config.clip}); lower lr")
 
 
 @dataclass(frozen=True)
@@ -94,19 +186,20 @@ def ensure_trained(config: Config, store: ArtifactStore, data: Dataset | None = 
     """Train the R runs of ``config`` unless a complete training artifact already exists."""
     apply_runtime(config)
     from .train import train
-    sd = store.stage(config, "train")
-    if sd.is_complete():  # every file present with its recorded SHA-256
-        return TrainedRuns.load(sd)
+    found = reuse(config, store, "train", TrainedRuns.load)
+    if found is not None:
+        return found
     data = load_data(config) if data is None else data
-    check_feasible(config, data)
+    check_training(config, data.n_train)
     with store.producing(config, "train") as out:
         snapshots = TrainingSnapshots(out)
         runs, ledger = train(config, data, progress=progress, snapshots=snapshots)
+        check_converged(config, runs, ledger)
         out.save_bytes("ledger.npz", ledger.to_bytes())
         out.save_torch("models.pt", {"init": [r.init for r in runs],
                                      "final": [r.final for r in runs]})
         snapshots.clear()
-    return TrainedRuns.load(sd)
+    return TrainedRuns.load(store.stage(config, "train"))
 
 
 def ensure_scored(config: Config, store: ArtifactStore, data: Dataset | None = None,
@@ -114,20 +207,21 @@ def ensure_scored(config: Config, store: ArtifactStore, data: Dataset | None = N
     """The scores table of ``config`` (``scores.parquet``), training first when needed."""
     apply_runtime(config)
     from .scores import score_table
-    sd = store.stage(config, "score")
-    if sd.is_complete():
-        return sd.load_parquet("scores.parquet")
+    found = reuse(config, store, "score", lambda sd: sd.load_parquet("scores.parquet"))
+    if found is not None:
+        return found
     data = load_data(config) if data is None else data
+    check_accounting(config, data.n_train)
     trained = ensure_trained(config, store, data, progress)
     with store.producing(config, "score") as out:
         out.save_parquet("scores.parquet", score_table(config, data, trained.ledger, trained.final))
-    return sd.load_parquet("scores.parquet")
+    return store.stage(config, "score").load_parquet("scores.parquet")
 
 
 class GroupCache:
     """Each finished forget group's tables under ``groups/`` of the unlearning stage folder, so
-    that a run interrupted midway resumes from the groups it had finished (files are written
-    atomically: one that exists is whole)."""
+    that a run interrupted midway resumes from the groups it had finished; a group whose files
+    do not match their digests is recomputed."""
 
     def __init__(self, sd: StageDir):
         self.sd = sd
@@ -141,9 +235,8 @@ class GroupCache:
             return None
         try:
             return UnlearnTables(**{t: self.sd.load_parquet(n) for t, n in names.items()})
-        except (OSError, ValueError) as err:
-            warnings.warn(f"unlearn: cached group {group.score}/{group.label} unreadable ({err}); "
-                          "recomputing", stacklevel=2)
+        except (CorruptArtifact, ValueError) as err:
+            _cache_warning("unlearn", f"group {group.score}/{group.label}", err)
             return None
 
     def save(self, group, tables: UnlearnTables) -> None:
@@ -161,10 +254,11 @@ def ensure_unlearned(config: Config, store: ArtifactStore, data: Dataset | None 
     """The unlearning tables of ``config``, computing training and scores first when needed."""
     apply_runtime(config)
     from .unlearn import run_unlearning
-    sd = store.stage(config, "unlearn")
-    if sd.is_complete():
-        return load_unlearned(sd)
+    found = reuse(config, store, "unlearn", load_unlearned)
+    if found is not None:
+        return found
     data = load_data(config) if data is None else data
+    check_groups(config, data.n_train)
     scores = ensure_scored(config, store, data, progress)
     trained = ensure_trained(config, store, data, progress)
     with store.producing(config, "unlearn") as out:
@@ -190,20 +284,43 @@ def claims(study_) -> pd.DataFrame:
     return CLAIMS.check(claims_table(study_))
 
 
-def publish(config: Config, store: ArtifactStore, out_dir: str | Path,
-            progress: bool = True) -> dict[str, Path]:
-    """Compute every stage (reusing what exists) and write the run's published tables into
-    ``out_dir``: ``scores``, the unlearning tables, ``steps`` and ``claims``. Returns their
-    paths."""
-    from .store import atomic_write_parquet
-    out = Path(out_dir)
+def run_tables(config: Config, store: ArtifactStore, through: str = "unlearn",
+               progress: bool = True) -> dict[str, pd.DataFrame]:
+    """Compute the stages up to ``through`` (``score`` or ``unlearn``), reusing what verifies,
+    and return the run's tables: ``scores``, then the unlearning tables, ``steps`` and ``claims``.
+
+    Every stage is checked here, the training stage included, so that whatever must be
+    recomputed is recomputed now (with its warnings on the terminal), not later inside a
+    notebook."""
     data = load_data(config)
+    ensure_trained(config, store, data, progress)
+    if through == "score":
+        return {"scores": ensure_scored(config, store, data, progress)}
     tables = ensure_unlearned(config, store, data, progress)
     scores = ensure_scored(config, store, data, progress)
     s = study(config, tables, scores, data.n_train)
-    frames = {"scores": scores, **dict(tables.items()), "steps": s.steps, "claims": claims(s)}
-    paths = {}
-    for name, frame in frames.items():
-        paths[name] = out / f"{name}.parquet"
-        atomic_write_parquet(paths[name], frame)
-    return paths
+    return {"scores": scores, **dict(tables.items()), "steps": s.steps, "claims": claims(s)}
+
+
+def run_record(config: Config, command: str, **extra) -> dict[str, Any]:
+    """What ``run.json`` says about a run besides its tables: command, configuration, stage
+    keys, time and machine."""
+    return {"command": command, "config": config.to_dict(),
+            "stage_keys": {s: config.stage_key(s) for s in STAGES},
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": platform.node(),
+            **extra}
+
+
+def publish(config: Config, store: ArtifactStore, out_dir: str | Path, progress: bool = True,
+            through: str = "unlearn") -> Path:
+    """Compute the stages up to ``through`` and publish the run's tables and ``run.json`` into
+    ``<out_dir>/published`` at once (staged, then swapped in: see :mod:`punl.outputs`).
+
+    The caller holds the output folder's lock. Returns the published folder."""
+    from .outputs import Publication
+    publication = Publication(Path(out_dir))
+    publication.begin()
+    record = run_record(config, through, tables=publication.write_tables(
+        run_tables(config, store, through, progress)))
+    publication.write_record(record)
+    return publication.commit()

@@ -1,9 +1,12 @@
 """A run's plan: which notebook templates execute, with what parameters, into which chapter.
 
-A :class:`RunPlan` describes one configuration's chapter (notebook x configuration). The runner
-(:mod:`punl.runner`) executes its :class:`NotebookRun` s under papermill; the same plan, stored in
-the chapter folder's ``run.json``, gives the chapter's entry in the book's table of contents
-(:mod:`punl.book`).
+A :class:`RunPlan` describes one run's chapter (notebook x configuration). The chapter is named
+after the run (:func:`punl.pipeline.run_name`): the configuration's name alone for the
+configuration file as it is with its default output folder, else the name plus a short digest
+of the changed fields and the output folder, so that runs with different results or outputs
+get different chapters. The runner (:mod:`punl.runner`) executes its :class:`NotebookRun` s
+under papermill into the chapter's staging folder; the same plan, stored in the chapter's
+``run.json``, gives the chapter's entry in the book's table of contents (:mod:`punl.book`).
 """
 from __future__ import annotations
 
@@ -12,10 +15,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .config import Config, load_config
-from .pipeline import run_folder
+from .outputs import RUN_RECORD
+from .pipeline import overridden_fields, run_folder, run_name
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-RUN_RECORD = "run.json"
 
 
 def list_notebooks(notebooks_dir: str | Path | None = None) -> list[Path]:
@@ -54,9 +57,10 @@ class RunPlan:
     @classmethod
     def make(cls, config: str | Path, overrides: list[str] | None, out_dir: str | Path | None,
              book_dir: str | Path, notebooks_dir: str | Path | None = None) -> "RunPlan":
-        cfg = load_config(config, overrides)
+        cfg, base = load_config(config, overrides), load_config(config)
         return cls(config_argument(config), tuple(overrides or ()),
-                   run_folder(cfg, out_dir).resolve(), Path(book_dir).resolve() / cfg.name,
+                   run_folder(cfg, out_dir, base).resolve(),
+                   Path(book_dir).resolve() / run_name(cfg, base, out_dir),
                    tuple(list_notebooks(notebooks_dir)))
 
     @property
@@ -64,12 +68,23 @@ class RunPlan:
         return load_config(self.config_source, list(self.overrides))
 
     @property
+    def name(self) -> str:
+        """The run's name, which is also its chapter folder's."""
+        return self.chapter_dir.name
+
+    def changed_fields(self) -> dict:
+        """The fields where this run differs from its configuration file (runtime ones aside)."""
+        return overridden_fields(self.config, load_config(self.config_source))
+
+    @property
     def parameters(self) -> dict:
         return {"config": self.config_source, "overrides": list(self.overrides),
                 "out_dir": str(self.out_dir)}
 
-    def notebook_runs(self) -> list[NotebookRun]:
-        return [NotebookRun(t, self.chapter_dir / t.name, self.parameters) for t in self.templates]
+    def notebook_runs(self, into: Path | None = None) -> list[NotebookRun]:
+        """The notebooks, executed into ``into`` (the chapter folder by default)."""
+        folder = self.chapter_dir if into is None else Path(into)
+        return [NotebookRun(t, folder / t.name, self.parameters) for t in self.templates]
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -84,8 +99,9 @@ class RunPlan:
 
 
 def read_plan(chapter_dir: Path) -> RunPlan | None:
-    """The plan recorded in a chapter folder's ``run.json`` (None when there is none)."""
-    path = chapter_dir / RUN_RECORD
-    if not path.exists():
+    """The plan recorded in a chapter folder's ``run.json`` (None when there is none or it
+    cannot be read)."""
+    try:
+        return RunPlan.from_dict(json.loads((chapter_dir / RUN_RECORD).read_text())["plan"])
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    return RunPlan.from_dict(json.loads(path.read_text())["plan"])

@@ -1,15 +1,17 @@
-"""One configuration's chapter: compute its stages, publish its tables, execute its notebooks.
+"""One run's chapter: compute its stages, publish its tables, execute its notebooks.
 
-The run follows its :class:`~punl.plan.RunPlan`. ``punl run CONFIG`` computes the stages in the terminal (progress bars,
-warnings), writes the published tables, then executes every notebook under papermill with three
+The run follows its :class:`~punl.plan.RunPlan`. ``punl run CONFIG`` checks everything it can
+first (:mod:`punl.preflight`), takes the output folder's lock, computes the stages in the
+terminal (progress bars, warnings), writes the tables into the output folder's staging folder,
+then executes every notebook under papermill into the chapter's staging folder with three
 parameters: ``config`` (a YAML path or a name in ``configs/``), ``overrides`` (``key=value``
-strings) and ``out_dir``. The notebooks read what the stages computed.
+strings) and ``out_dir``. The notebooks read what the stages computed. Only when every
+notebook has run are the tables (``<out>/published``) and the chapter swapped in, each in one
+step (:mod:`punl.outputs`); a failing or killed run leaves the published ones as they were.
 """
 from __future__ import annotations
 
-import json
 import os
-import platform
 import re
 import time
 import warnings
@@ -18,8 +20,11 @@ from typing import Any
 
 from .book import write_run_chapter
 from .config import STAGES, Config
+from .outputs import Publication, chapter_staging, output_lock, write_json
+from .pipeline import run_record, run_tables, stage_complete
 from .plan import RUN_RECORD, NotebookRun, RunPlan
-from .store import ArtifactStore, atomic_write_bytes
+from .preflight import check_folder, preflight
+from .store import ArtifactStore
 
 # Inside a kernel without ipywidgets, tqdm.auto warns on import; notebooks run with progress off.
 warnings.filterwarnings("ignore", message="IProgress not found")
@@ -54,8 +59,8 @@ def failing_line(source: str, traceback: list[str]) -> str:
 
 
 def stage_status(config: Config, store: ArtifactStore) -> dict[str, bool]:
-    """Whether each stage's artifact folder is complete."""
-    return {s: store.stage(config, s).is_complete() for s in STAGES}
+    """Whether each stage's artifact folder is complete and verifies."""
+    return {s: stage_complete(config, store, s) for s in STAGES}
 
 
 def stage_report(before: dict[str, bool], after: dict[str, bool]) -> dict[str, str]:
@@ -82,47 +87,59 @@ def execute_notebook(run: NotebookRun, progress: bool = True) -> float:
 def run_config(config: str | Path, overrides: list[str] | None = None,
                out_dir: str | Path | None = None, book_dir: str | Path = "book/runs",
                progress: bool = True, notebooks_dir: str | Path | None = None) -> dict[str, Any]:
-    """Validate ``config`` + ``overrides``, compute and publish the tables, then execute every
-    notebook in order.
+    """Validate ``config`` + ``overrides``, compute and stage the tables, execute every notebook
+    in order, then publish tables and chapter.
 
-    Returns the run record also written to ``<out_dir>/run.json`` and the chapter folder. A bad
-    key or value raises :class:`~punl.config.ConfigError` before any work; a failing cell raises
-    :class:`NotebookError` (after recording the failure)."""
-    from tqdm import tqdm
-
-    from .pipeline import publish
+    Returns the run record, written as ``run.json`` into ``<out_dir>/published`` and the
+    chapter folder. A bad key or value, or anything else :func:`~punl.preflight.preflight`
+    finds, raises :class:`~punl.config.ConfigError` before any folder is created; a failing
+    cell raises :class:`NotebookError` and leaves the published outputs as they were (the
+    failed attempt stays in ``<out_dir>/.staging`` and the chapter's staging folder)."""
     plan = RunPlan.make(config, overrides, out_dir, book_dir, notebooks_dir)
+    check_run(plan)
+    with output_lock(plan.out_dir):
+        return _run_locked(plan, progress)
+
+
+def check_run(plan: RunPlan) -> None:
+    """Every check before a run: its folders and :func:`~punl.preflight.preflight`."""
+    check_folder(plan.out_dir, "--out")
+    check_folder(plan.chapter_dir.parent, "--book-dir")
+    preflight(plan.config, "unlearn")
+
+
+def _run_locked(plan: RunPlan, progress: bool) -> dict[str, Any]:
+    """The run itself, under the output folder's lock: stage, execute, then publish."""
+    from tqdm import tqdm
     cfg = plan.config
     store = ArtifactStore(plan.out_dir / "artifacts")
-    record = {"plan": plan.to_dict(), "config": cfg.to_dict(), "notebooks": {}, "failed": None}
+    publication, chapter = Publication(plan.out_dir), chapter_staging(plan.chapter_dir)
+    publication.begin()
+    chapter.begin()
+    record = run_record(cfg, "run", plan=plan.to_dict(), notebooks={}, failed=None)
     before, start = stage_status(cfg, store), time.perf_counter()
-    remove_stale_copies(plan.chapter_dir)
     try:
-        publish(cfg, store, plan.out_dir, progress)
-        for nb in tqdm(plan.notebook_runs(), desc=f"{cfg.name}: notebooks", unit="notebook",
-                       disable=not progress):
+        record["tables"] = publication.write_tables(run_tables(cfg, store, "unlearn", progress))
+        for nb in tqdm(plan.notebook_runs(into=chapter.staging), desc=f"{plan.name}: notebooks",
+                       unit="notebook", disable=not progress):
             record["notebooks"][nb.template.name] = round(execute_notebook(nb, progress), 2)
     except NotebookError as err:
         record["failed"] = {"notebook": err.notebook, "cell": err.cell_index, "error": str(err)}
-        raise
-    finally:
         _finish_record(record, cfg, store, before, time.perf_counter() - start)
-        for folder in (plan.out_dir, plan.chapter_dir):
-            atomic_write_bytes(folder / RUN_RECORD, json.dumps(record, indent=2).encode())
-        write_run_chapter(plan, record)
+        publication.write_record(record)   # the failed attempt, kept in <out>/.staging
+        raise
+    _finish_record(record, cfg, store, before, time.perf_counter() - start)
+    publication.write_record(record)
+    write_json(chapter.staging / RUN_RECORD, record)
+    write_run_chapter(plan, record, chapter.staging)
+    publication.commit()
+    chapter.commit()
     return record
-
-
-def remove_stale_copies(chapter_dir: Path) -> None:
-    """Delete executed notebooks of an earlier run, so the book never mixes two runs."""
-    for old in chapter_dir.glob("0*.ipynb"):
-        old.unlink()
 
 
 def _finish_record(record: dict, cfg: Config, store: ArtifactStore, before: dict[str, bool],
                    seconds: float) -> None:
-    """Add wall time, stage reuse, stage keys, time and machine to a run record."""
+    """Add wall time, stage reuse and the finishing time to a run record."""
     record.update(wall_time_s=round(seconds, 2),
                   stages=stage_report(before, stage_status(cfg, store)),
-                  stage_keys={s: cfg.stage_key(s) for s in STAGES},
-                  finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), machine=platform.node())
+                  finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))

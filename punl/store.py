@@ -3,10 +3,16 @@
 Layout: ``ROOT/<stage>-<key>/`` holds the stage's files and, written last, ``_complete.json``:
 the provenance record (configuration, seed, package versions, git commit, wall time, machine)
 plus each file's size and SHA-256. A stage folder counts as complete only when that record
-exists and every file it lists is present with the recorded size and digest; anything else is
-partial (for example a run killed midway) and is recomputed with a warning. Every file is
-written to a temporary name in the same folder and renamed into place, so a reader never sees
-half a file.
+is well formed, names the stage's key and its required files, and every file it lists is
+present with the recorded size and digest; anything else is partial (a run killed midway) or
+corrupt, and is recomputed with a :class:`RecomputeWarning`.
+
+Every file a :class:`StageDir` writes also gets its digest, in a hidden ``.<name>.sha256`` beside
+it, and every file it reads is checked before use: against that digest, or for a stage's own
+files against the record. So the resume caches inside a stage folder (finished training runs,
+finished forget groups) are never reused unverified; a mismatch, a missing digest or an
+unreadable file raises :class:`CorruptArtifact`. Every file is written to a temporary name in
+the same folder and renamed into place, so a reader never sees half a file.
 """
 from __future__ import annotations
 
@@ -33,7 +39,11 @@ COMPLETE = "_complete.json"
 
 
 class CorruptArtifact(RuntimeError):
-    """An artifact that exists but cannot be read back."""
+    """An artifact that exists but cannot be read back, or does not match its digest."""
+
+
+class RecomputeWarning(UserWarning):
+    """A stage or a cached entry was found partial or corrupt and is being recomputed."""
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -66,6 +76,30 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def file_meta(path: Path) -> dict[str, Any]:
+    """``{"size": bytes, "sha256": hex}`` of a file."""
+    return {"size": path.stat().st_size, "sha256": _sha256(path)}
+
+
+def matches(path: Path, meta: Any) -> bool:
+    """Whether ``path`` exists with the size and SHA-256 recorded in ``meta`` (False for a
+    malformed ``meta``)."""
+    if not (isinstance(meta, dict) and isinstance(meta.get("size"), int)
+            and isinstance(meta.get("sha256"), str)):
+        return False
+    try:
+        return path.stat().st_size == meta["size"] and _sha256(path) == meta["sha256"]
+    except OSError:
+        return False
+
+
+def is_plain_name(name: Any) -> bool:
+    """A relative path inside a folder: no absolute path, no ``..``, no empty part."""
+    if not isinstance(name, str) or not name or name.startswith("/"):
+        return False
+    return all(part not in ("", ".", "..") for part in name.split("/"))
+
+
 def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -93,7 +127,7 @@ def provenance(config: Config, stage: str, wall_time: float) -> dict[str, Any]:
 
 
 class StageDir:
-    """One stage's artifact folder: typed atomic writers and readers."""
+    """One stage's artifact folder: typed atomic writers and verifying readers."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -101,62 +135,105 @@ class StageDir:
     def file(self, name: str) -> Path:
         return self.path / name
 
+    def digest_file(self, name: str) -> Path:
+        """Where the digest of file ``name`` is kept: ``.<name>.sha256`` beside it."""
+        path = self.file(name)
+        return path.with_name(f".{path.name}.sha256")
+
     # -- writers
     def save_bytes(self, name: str, data: bytes) -> None:
+        """Write ``name`` atomically, then its digest."""
         atomic_write_bytes(self.file(name), data)
+        meta = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        atomic_write_bytes(self.digest_file(name), json.dumps(meta).encode())
 
     def save_torch(self, name: str, obj: Any) -> None:
         buf = io.BytesIO()
         torch.save(obj, buf)
-        atomic_write_bytes(self.file(name), buf.getvalue())
+        self.save_bytes(name, buf.getvalue())
 
     def save_json(self, name: str, obj: Any) -> None:
         atomic_write_bytes(self.file(name), json.dumps(obj, indent=2, default=str).encode())
 
     def save_parquet(self, name: str, frame) -> None:
-        atomic_write_parquet(self.file(name), frame)
+        buf = io.BytesIO()
+        frame.to_parquet(buf, index=False)
+        self.save_bytes(name, buf.getvalue())
 
     # -- readers
-    def load_npz(self, name: str) -> dict[str, np.ndarray]:
+    def read_verified(self, name: str) -> bytes:
+        """The bytes of ``name`` once they match its digest (its own, or the record's for a
+        stage file); :class:`CorruptArtifact` otherwise."""
         try:
-            with np.load(self.file(name)) as z:
-                return {k: z[k] for k in z.files}
+            data = self.file(name).read_bytes()
+        except OSError as err:
+            raise CorruptArtifact(f"{self.file(name)} unreadable ({err.strerror})") from None
+        meta = self._recorded_meta(name)
+        if meta is None:
+            raise CorruptArtifact(f"{self.file(name)} has no digest record")
+        if len(data) != meta.get("size") or hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+            raise CorruptArtifact(f"{self.file(name)} does not match its recorded SHA-256")
+        return data
+
+    def _recorded_meta(self, name: str) -> dict | None:
+        try:
+            meta = json.loads(self.digest_file(name).read_text())
+        except (OSError, ValueError):
+            meta = (self.record_files() or {}).get(name)
+        return meta if isinstance(meta, dict) else None
+
+    def _parse(self, name: str, parse):
+        data = self.read_verified(name)
+        try:
+            return parse(io.BytesIO(data))
         except Exception as err:  # noqa: BLE001 - any read failure means a corrupt artifact
             raise CorruptArtifact(f"artifact {self.file(name)} cannot be read: {err}") from err
 
+    def load_npz(self, name: str) -> dict[str, np.ndarray]:
+        def parse(buf):
+            with np.load(buf) as z:
+                return {k: z[k] for k in z.files}
+        return self._parse(name, parse)
+
     def load_torch(self, name: str) -> Any:
-        try:
-            return torch.load(self.file(name), weights_only=True)
-        except Exception as err:  # noqa: BLE001
-            raise CorruptArtifact(f"artifact {self.file(name)} cannot be read: {err}") from err
+        return self._parse(name, lambda buf: torch.load(buf, weights_only=True))
 
     def load_json(self, name: str) -> Any:
         return json.loads(self.file(name).read_text())
 
     def load_parquet(self, name: str):
         import pandas as pd
-        return pd.read_parquet(self.file(name))
+        return self._parse(name, pd.read_parquet)
 
     # -- completeness
-    def is_complete(self) -> bool:
-        record = self.file(COMPLETE)
-        if not record.exists():
-            return False
+    def record_files(self, key: str | None = None, required: tuple[str, ...] = ()) -> dict | None:
+        """The ``files`` of a well-formed provenance record naming ``key`` and listing every
+        ``required`` file; None when the record is missing, unreadable or malformed."""
         try:
-            files = json.loads(record.read_text())["files"]
-        except (ValueError, KeyError):
-            return False
-        for name, meta in files.items():
-            p = self.file(name)
-            if not p.exists() or p.stat().st_size != meta["size"] or _sha256(p) != meta["sha256"]:
-                return False
-        return True
+            record = json.loads(self.file(COMPLETE).read_text())
+        except (OSError, ValueError):
+            return None
+        files = record.get("files") if isinstance(record, dict) else None
+        if not isinstance(files, dict) or not files or not all(map(is_plain_name, files)):
+            return None
+        if key is not None and record.get("key") != key:
+            return None
+        return files if set(required) <= set(files) else None
+
+    def is_complete(self, key: str | None = None, required: tuple[str, ...] = ()) -> bool:
+        """True when the record is well formed (see :meth:`record_files`) and every file it
+        lists is present with its recorded size and SHA-256."""
+        files = self.record_files(key, required)
+        return files is not None and all(matches(self.file(n), m) for n, m in files.items())
+
+    def invalidate(self) -> None:
+        """Remove the provenance record, so the folder counts as partial."""
+        self.file(COMPLETE).unlink(missing_ok=True)
 
     def mark_complete(self, record: dict[str, Any]) -> None:
         names = sorted(p.name for p in self.path.iterdir()
                        if p.is_file() and p.name != COMPLETE and not p.name.startswith("."))
-        record = dict(record, files={n: {"size": self.file(n).stat().st_size,
-                                         "sha256": _sha256(self.file(n))} for n in names})
+        record = dict(record, files={n: file_meta(self.file(n)) for n in names})
         self.save_json(COMPLETE, record)
 
     def provenance(self) -> dict[str, Any]:
@@ -176,12 +253,13 @@ class ArtifactStore:
     def producing(self, config: Config, stage: str):
         """Yield the stage folder to write into; on success write the provenance record last.
 
-        A folder left partial by an earlier run is reported and overwritten file by file."""
+        A folder left partial by an earlier run is reported and overwritten file by file (its
+        verified resume-cache entries are kept)."""
         sd = self.stage(config, stage)
-        if sd.path.exists() and not sd.is_complete():
+        if sd.path.exists():
             warnings.warn(f"{stage}: artifact folder {sd.path} is partial or corrupt; recomputing",
-                          stacklevel=3)
-            sd.file(COMPLETE).unlink(missing_ok=True)
+                          RecomputeWarning, stacklevel=3)
+        sd.invalidate()
         sd.path.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         yield sd

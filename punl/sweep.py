@@ -3,12 +3,16 @@
 ``punl sweep digits-quick --grid label_noise=0,0.1 --grid sigma=0.5,1`` runs the cartesian product
 of the grids. Points go to a :class:`concurrent.futures.Executor`: a local process pool, or a
 ``dask.distributed`` cluster through the client's executor interface when a scheduler address is
-given. Every point is validated before any runs; a point that fails at run time is reported and
-the others carry on. The sweep writes ``sweep.parquet`` (one row per point) and a book chapter
+given. Every point is validated before any runs (configuration, dataset size, the sweep's name,
+workers, the scheduler's address); a point that fails at run time is reported and the others
+carry on. Each point gets its own folder, named injectively from its values (``-1`` and ``1``,
+or ``[2, 8]`` and ``2_8``, never share one; equal values however spelled are one point and may
+be listed once). The sweep writes ``sweep.parquet`` (one row per point) and a book chapter
 ``book/sweeps/<name>/index.md`` with a figure of the scores against the swept values.
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
 import time
@@ -21,11 +25,16 @@ from typing import Any, Iterator
 import pandas as pd
 import yaml
 
-from .config import ConfigError, load_config, valid_keys
-from .plan import config_argument
-from .runner import run_config
+from .config import (ConfigError, check_name, load_config, typed_value, valid_keys,
+                     yaml_problem)
+from .outputs import StagedFolder, output_lock, read_published
 from .parallel import process_pool
-from .store import atomic_write_bytes
+from .plan import config_argument
+from .preflight import check_folder, check_scheduler, check_workers, preflight
+from .runner import run_config
+from .store import atomic_write_bytes, atomic_write_parquet
+
+MAX_NAME = 100
 
 
 # ---------------------------------------------------------------------------------------- grids
@@ -41,7 +50,8 @@ def parse_grid(specs: list[str]) -> dict[str, list]:
         try:
             values = yaml.safe_load(f"[{raw}]")
         except yaml.YAMLError as err:
-            raise ConfigError(f"--grid {key}: cannot read values {raw!r} ({err})") from None
+            raise ConfigError(f"--grid {key}: cannot read values {raw!r} "
+                              f"({yaml_problem(err)})") from None
         if not values:
             raise ConfigError(f"--grid {key}: no values")
         grid[key] = values
@@ -63,9 +73,27 @@ def yaml_text(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
-def _slug(value: Any) -> str:
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def value_slug(value: Any) -> str:
+    """A folder-safe spelling of a grid value, distinct for distinct values: its YAML text when
+    that is letters, digits and single dots (``0.5``, ``cifar10``); else a readable version
+    (``-`` read as ``m``, other characters as ``_``) followed by ``_`` and 8 hex digits of the
+    text (``m1_...`` for ``-1``). Only the second kind holds ``_``, so the two never meet."""
     text = yaml_text(value)
-    return re.sub(r"[^A-Za-z0-9.]+", "_", text.strip().rstrip(".")).strip("_") or "none"
+    if re.fullmatch(r"[A-Za-z0-9.]+", text) and ".." not in text:
+        return text
+    readable = re.sub(r"[^A-Za-z0-9]+", "_", text.replace("-", "m")).strip("_")[:40]
+    return f"{readable}_{_digest(text)}"
+
+
+def point_name(base_name: str, values: dict[str, Any]) -> str:
+    """``<base>-<key>-<slug>-...``, shortened with a digest of the whole when it would pass
+    the 100 characters a name may have."""
+    name = "-".join([base_name] + [f"{k}-{value_slug(v)}" for k, v in values.items()])
+    return name if len(name) <= MAX_NAME else f"{name[:MAX_NAME - 9]}-{_digest(name)}"
 
 
 def grid_points(base_name: str, grid: dict[str, list]) -> list[dict[str, Any]]:
@@ -73,10 +101,24 @@ def grid_points(base_name: str, grid: dict[str, list]) -> list[dict[str, Any]]:
     points = []
     for combo in itertools.product(*grid.values()):
         values = dict(zip(grid, combo))
-        name = "-".join([base_name] + [f"{k}-{_slug(v)}" for k, v in values.items()])
+        name = point_name(base_name, values)
         overrides = [f"{k}={yaml_text(v)}" for k, v in values.items()]
         points.append({"point": name, "values": values, "overrides": overrides + [f"name={name}"]})
+    if len({p["point"] for p in points}) != len(points):
+        raise ConfigError("--grid: two points would share a folder; list each value once")
     return points
+
+
+def check_grid_values(grid: dict[str, list]) -> None:
+    """Raise :class:`ConfigError` when a key lists one value twice (``0.1`` and ``.1``, ``1``
+    and ``1.0`` for a float field): equal values are one point."""
+    for key, values in grid.items():
+        typed = [typed_value(key, v) for v in values]
+        for i, value in enumerate(typed):
+            if typed.index(value) != i:
+                raise ConfigError(f"--grid {key}: the value {yaml_text(values[i])} is listed "
+                                  "twice (equal values, however spelled, are one point); list "
+                                  "each value once")
 
 
 # ---------------------------------------------------------------------------------- one point
@@ -96,14 +138,16 @@ def run_point(config: str, overrides: list[str], out_dir: str, book_dir: str,
 
 
 @contextmanager
-def make_executor(scheduler: str = "local", workers: int = 2) -> Iterator[Executor]:
-    """A local process pool, or the executor of a dask client connected to ``scheduler``."""
+def make_executor(scheduler: str = "local", workers: int = 2,
+                  timeout: float = 10.0) -> Iterator[Executor]:
+    """A local process pool, or the executor of a dask client connected to ``scheduler``
+    (given ``timeout`` seconds to answer)."""
     if scheduler == "local":
         with process_pool(workers) as pool:
             yield pool
         return
     from distributed import Client
-    with Client(scheduler) as client:
+    with Client(scheduler, timeout=timeout) as client:
         yield client.get_executor(pure=False)
 
 
@@ -111,42 +155,61 @@ def make_executor(scheduler: str = "local", workers: int = 2) -> Iterator[Execut
 def run_sweep(config: str, grid: dict[str, list], scheduler: str = "local", workers: int = 2,
               out_root: str | Path | None = None, overrides: list[str] | None = None,
               name: str | None = None, book_root: str | Path = ".",
-              notebooks_dir: str | Path | None = None, progress: bool = True) -> pd.DataFrame:
+              notebooks_dir: str | Path | None = None, progress: bool = True,
+              scheduler_timeout: float = 10.0) -> pd.DataFrame:
     """Run every grid point as its own :func:`~punl.runner.run_config`; return the sweep table.
 
-    All points are validated first (unknown keys, bad values: :class:`ConfigError`, nothing
-    runs). Results are written to ``<out_root>/sweep.parquet`` and the chapter
-    ``<book_root>/book/sweeps/<name>/index.md``."""
+    Everything is checked first (:func:`check_sweep`: nothing runs and no folder is created
+    when anything is wrong). Results are written to ``<out_root>/sweep.parquet`` and the
+    chapter ``<book_root>/book/sweeps/<name>/index.md``, swapped in whole."""
     from tqdm import tqdm
     overrides = list(overrides or [])
-    base, points = validated_points(config, grid, overrides)
+    base, points = validated_points(config, grid, overrides, device=scheduler == "local")
     name = name or "-".join([base.name, *grid])
     out_root = Path(out_root or Path("runs") / "sweeps" / name).resolve()
+    chapter_dir = Path(book_root) / "book" / "sweeps" / name
+    check_sweep(name, out_root, chapter_dir, scheduler, workers, scheduler_timeout)
     config_arg = config_argument(config)
     nb_dir = str(Path(notebooks_dir).resolve()) if notebooks_dir else None
     rows = []
-    with make_executor(scheduler, workers) as pool:
-        futures = {pool.submit(run_point, config_arg, overrides + p["overrides"],
-                               str(out_root / p["point"]), str(out_root / "notebooks"),
-                               nb_dir): p for p in points}
-        for fut in tqdm(as_completed(futures), total=len(futures), desc=f"sweep {name}",
-                        unit="point", disable=not progress):
-            rows.append(_row(futures[fut], fut))
-    order = {p["point"]: i for i, p in enumerate(points)}
-    table = pd.DataFrame(rows).sort_values("point", key=lambda c: c.map(order), ignore_index=True)
-    out_root.mkdir(parents=True, exist_ok=True)
-    table.to_parquet(out_root / "sweep.parquet", index=False)
-    write_sweep_chapter(name, table, grid, out_root, Path(book_root) / "book" / "sweeps" / name)
+    with output_lock(out_root):
+        with make_executor(scheduler, workers, scheduler_timeout) as pool:
+            futures = {pool.submit(run_point, config_arg, overrides + p["overrides"],
+                                   str(out_root / p["point"]), str(out_root / "notebooks"),
+                                   nb_dir): p for p in points}
+            for fut in tqdm(as_completed(futures), total=len(futures), desc=f"sweep {name}",
+                            unit="point", disable=not progress):
+                rows.append(_row(futures[fut], fut))
+        order = {p["point"]: i for i, p in enumerate(points)}
+        table = pd.DataFrame(rows).sort_values("point", key=lambda c: c.map(order),
+                                               ignore_index=True)
+        atomic_write_parquet(out_root / "sweep.parquet", table)
+        write_sweep_chapter(name, table, grid, out_root, chapter_dir)
     return table
 
 
-def validated_points(config: str, grid: dict[str, list], overrides: list[str]):
-    """The base configuration and every grid point, each validated; raises ConfigError first."""
+def check_sweep(name: str, out_root: Path, chapter_dir: Path, scheduler: str, workers: int,
+                timeout: float) -> None:
+    """The sweep's own arguments: a simple name, usable folders, workers, a reachable
+    scheduler."""
+    check_name("--name", name)
+    check_folder(out_root, "--out")
+    check_folder(chapter_dir.parent, "book folder")
+    if scheduler == "local":
+        check_workers(workers)
+    check_scheduler(scheduler, timeout)
+
+
+def validated_points(config: str, grid: dict[str, list], overrides: list[str],
+                     device: bool = True):
+    """The base configuration and every grid point, each validated and preflighted
+    (:func:`~punl.preflight.preflight`); raises ConfigError first."""
     check_grid_keys(grid)
+    check_grid_values(grid)
     base = load_config(config, overrides)
     points = grid_points(base.name, grid)
     for p in points:
-        load_config(config, overrides + p["overrides"])
+        preflight(load_config(config, overrides + p["overrides"]), "unlearn", device=device)
     return base, points
 
 
@@ -163,11 +226,11 @@ def _row(point: dict, future) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- sweep chapter
 def point_summary(out_dir: Path) -> dict[str, float]:
-    """Numbers per point from the tables it wrote (scores.parquet, and steps.parquet if any)."""
+    """Numbers per point from the tables it published (scores, and steps if any), each
+    checked against the digest its run.json records."""
     summary = {}
-    scores_path = out_dir / "scores.parquet"
-    if scores_path.exists():
-        scores = pd.read_parquet(scores_path)
+    scores = read_published(out_dir, "scores")
+    if scores is not None:
         main = "privacy_loss_a8" if "privacy_loss_a8" in scores else \
             [c for c in scores if c.startswith("privacy_loss_a")][0]
         summary["score"] = main
@@ -178,9 +241,8 @@ def point_summary(out_dir: Path) -> dict[str, float]:
                 if mask.any() else float("nan")
         summary["spearman vs avg_grad_norm"] = scores[main].corr(scores["avg_grad_norm"],
                                                                  method="spearman")
-    steps_path = out_dir / "steps.parquet"
-    if steps_path.exists():
-        steps = pd.read_parquet(steps_path)
+    steps = read_published(out_dir, "steps")
+    if steps is not None:
         summary["median steps_to_unlearn"] = steps["steps_to_unlearn"].median()
     return summary
 
@@ -229,10 +291,13 @@ def sweep_figure(summary: pd.DataFrame, grid: dict[str, list], path: Path) -> bo
 
 def write_sweep_chapter(name: str, table: pd.DataFrame, grid: dict[str, list], out_root: Path,
                         chapter_dir: Path) -> Path:
-    """``book/sweeps/<name>/index.md``: what was swept, the figure, the per-point tables."""
+    """``book/sweeps/<name>/index.md``: what was swept, the figure, the per-point tables;
+    written into a staging folder and swapped in whole."""
     from .book import display_path, md_table
+    staged = StagedFolder(chapter_dir, chapter_dir.parent / f".staging-{chapter_dir.name}")
+    folder = staged.begin()
     summary = sweep_summary(table, grid, out_root)
-    has_figure = sweep_figure(summary, grid, chapter_dir / "sweep.png")
+    has_figure = sweep_figure(summary, grid, folder / "sweep.png")
     swept = ", ".join(f"`{k}` in {v}" for k, v in grid.items())
     numbers = summary.round(4).to_dict("records")
     status = table[["point", "status", "wall_s", "error"]].to_dict("records")
@@ -246,6 +311,5 @@ def write_sweep_chapter(name: str, table: pd.DataFrame, grid: dict[str, list], o
             f"configuration; outputs are under `{display_path(out_root)}`.\n\n## Figure\n\n{figure}"
             f"## Numbers per point\n\n{md_table(numbers)}\n"
             f"## Status\n\n{md_table(status)}")
-    path = chapter_dir / "index.md"
-    atomic_write_bytes(path, text.encode())
-    return path
+    atomic_write_bytes(folder / "index.md", text.encode())
+    return staged.commit() / "index.md"

@@ -17,7 +17,8 @@ ORDER = [
     "catalog", "methods", "tables", "config", "parallel",
     "data", "models", "pergrad", "multimodel", "sgd", "recipe", "ledger", "train",
     "privacy", "metrics", "mia", "groups", "shadow", "scores", "barriers", "unlearn",
-    "fits", "analysis", "claims", "plots", "store", "pipeline", "notebook", "plan", "book",
+    "fits", "analysis", "claims", "plots", "store", "outputs", "preflight", "pipeline",
+    "notebook", "plan", "book",
     "runner", "sweep",
     "cli",
 ]

@@ -26,8 +26,9 @@ def book(tiny_run):
     complete = root / "runs/tiny/artifacts" / f"train-{first['stage_keys']['train']}/_complete.json"
     before = (complete.read_bytes(), complete.stat().st_mtime_ns)
     second = run_config("digits-quick", TINY, **kw)
+    chapter = Path(first["plan"]["chapter_dir"])
     return {"root": root, "first": first, "second": second, "complete": complete,
-            "complete_before": before, "kw": kw}
+            "complete_before": before, "kw": kw, "chapter": chapter}
 
 
 def test_templates_have_parameters_cell_and_no_outputs():
@@ -42,20 +43,27 @@ def test_templates_have_parameters_cell_and_no_outputs():
 
 @pytest.mark.slow
 def test_run_executes_notebooks_and_writes_tables(book):
-    root, first = book["root"], book["first"]
+    root, first, chapter = book["root"], book["first"], book["chapter"]
     assert list(first["notebooks"]) == list(NOTEBOOKS)
     assert first["stages"] == {"train": "computed", "score": "computed", "unlearn": "computed"}
-    record = json.loads((root / "runs/tiny/run.json").read_text())
+    published = root / "runs/tiny/published"
+    record = json.loads((published / "run.json").read_text())
     assert record["notebooks"] == book["second"]["notebooks"]
-    scores = pd.read_parquet(root / "runs/tiny/scores.parquet")
+    scores = pd.read_parquet(published / "scores.parquet")
     assert len(scores) == 200 and {"privacy_loss_a8", "avg_grad_norm", "flipped"} <= set(scores)
-    for table in ("groups", "unlearning", "attack", "points", "point_null", "barriers", "paths",
-                  "steps", "claims"):
-        assert len(pd.read_parquet(root / f"runs/tiny/{table}.parquet")) > 0, table
-    for name in (*NOTEBOOKS, "index.md"):
-        assert (root / "book/runs/tiny" / name).exists(), name
-    index = (root / "book/runs/tiny/index.md").read_text()
+    tables = ("groups", "unlearning", "attack", "points", "point_null", "barriers", "paths",
+              "steps", "claims")
+    for table in tables:
+        assert len(pd.read_parquet(published / f"{table}.parquet")) > 0, table
+    assert set(record["tables"]) == {f"{t}.parquet" for t in ("scores", *tables)}
+    # the chapter is named after the run: the name plus a digest of what it changed and where
+    assert chapter.parent == root / "book/runs" and chapter.name.startswith("tiny-")
+    assert sorted(p.name for p in chapter.parent.iterdir()) == [chapter.name]
+    for name in (*NOTEBOOKS, "index.md", "run.json"):
+        assert (chapter / name).exists(), name
+    index = (chapter / "index.md").read_text()
     assert "## Provenance" in index and "Stage `train`" in index and "git_commit" in index
+    assert index.startswith(f"# Run `{chapter.name}` (n_train=200, ")
 
 
 @pytest.mark.slow
@@ -67,17 +75,21 @@ def test_rerun_reuses_artifacts(book):
 
 
 @pytest.mark.slow
-def test_book_builds_without_warnings_and_shows_figures(book, tiny_html):
-    html = tiny_html
-    pages = {"book/intro": 0, "book/methods": 0, "book/reproduce": 0, "book/runs/tiny/index": 0,
-             "book/runs/tiny/01_train": 3, "book/runs/tiny/02_score": 3,
-             "book/runs/tiny/03_unlearn": 4, "book/runs/tiny/04_loss_barriers": 3,
-             "book/runs/tiny/05_summary": 0}
+def test_book_builds_without_warnings_and_shows_figures(book):
+    root, run = book["root"], f"book/runs/{book['chapter'].name}"
+    staged = root / "book/runs/.staging-killed"   # a run stopped by a full disk mid-notebook
+    staged.mkdir()
+    (staged / "01_train.ipynb").write_text('{"cells": [')
+    generate_toc(root)
+    html = build_book(root)
+    pages = {"book/intro": 0, "book/methods": 0, "book/reproduce": 0, f"{run}/index": 0,
+             f"{run}/01_train": 3, f"{run}/02_score": 3, f"{run}/03_unlearn": 4,
+             f"{run}/04_loss_barriers": 3, f"{run}/05_summary": 0}
     for page, figures in pages.items():
         text = (html / f"{page}.html").read_text()
         assert text.count("<img") >= figures, page
     assert "Langevin" in (html / "book/intro.html").read_text()
-    assert "supported" in (html / "book/runs/tiny/05_summary.html").read_text()
+    assert "supported" in (html / f"{run}/05_summary.html").read_text()
 
 
 def test_bad_key_or_value_stops_before_any_notebook(tmp_path):
@@ -106,11 +118,14 @@ def test_failing_cell_names_notebook_cell_and_error(tmp_path):
     assert "01_train.ipynb" in message and f"cell {len(broken.cells)} " in message
     assert "AssertionError" in message and "line 2: assert ratio < 0, 'lr'" in message
     assert info.value.ename == "AssertionError"
-    assert not (tmp_path / "book/broken/02_score.ipynb").exists()
-    record = json.loads((tmp_path / "out/run.json").read_text())
+    # nothing is published: no chapter, no published tables; the attempt stays in staging
+    assert not [p for p in (tmp_path / "book").iterdir() if not p.name.startswith(".")]
+    assert not (tmp_path / "out/published").exists()
+    staged = next((tmp_path / "book").glob(".staging-broken-*"))
+    assert str(staged / "01_train.ipynb") in message
+    assert not (staged / "02_score.ipynb").exists()
+    record = json.loads((tmp_path / "out/.staging/run.json").read_text())
     assert record["failed"]["notebook"] == "01_train.ipynb" and record["notebooks"] == {}
-    assert "This run stopped in notebook `01_train.ipynb`" in (
-        tmp_path / "book/broken/index.md").read_text()
 
 
 def test_missing_dataset_stops_before_any_notebook(tmp_path):

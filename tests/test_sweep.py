@@ -1,6 +1,7 @@
 """Sweeps: grid parsing, validation before anything runs, local and dask execution."""
 import pandas as pd
 import pytest
+import torch
 
 from punl.book import build_book, generate_toc
 from punl.config import ConfigError
@@ -58,19 +59,20 @@ def test_local_sweep_writes_table_and_a_chapter_that_builds(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_dask_sweep_reports_a_broken_point_and_finishes_the_other(tmp_path):
+    """The device is checked where the points run: a cuda point fails on a worker without a
+    GPU and is reported; the other point runs."""
     from distributed import LocalCluster
-    (tmp_path / "empty").mkdir()
-    overrides = BASE + [f"data_root={tmp_path / 'empty'}"]   # cifar10 is not there
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster:
-        table = run_sweep("digits-quick", {"dataset": ["digits", "cifar10"]},
-                          scheduler=cluster.scheduler_address, overrides=overrides,
+        table = run_sweep("digits-quick", {"device": ["cpu", "cuda"]},
+                          scheduler=cluster.scheduler_address, overrides=BASE,
                           out_root=tmp_path / "out", name="data", book_root=tmp_path,
                           progress=False, notebooks_dir=make_notebooks_dir(tmp_path / "nb", FIRST_TWO))
-    status = dict(zip(table.dataset, table.status))
-    assert status == {"digits": "ran", "cifar10": "failed"}
-    error = table.set_index("dataset").error["cifar10"]
-    assert "DatasetUnavailable" in error and "cifar10" in error
-    assert (tmp_path / "out/digits-quick-dataset-digits/scores.parquet").exists()
+    status = dict(zip(table.device, table.status))
+    assert status == {"cpu": "ran", "cuda": "failed"}
+    error = table.set_index("device").error["cuda"]
+    assert "ConfigError" in error and "device" in error
+    assert (tmp_path / "out/digits-quick-device-cpu/published/scores.parquet").exists()
     assert "failed" in (tmp_path / "book/sweeps/data/index.md").read_text()

@@ -1,0 +1,221 @@
+"""Every bad input stops the command before any work: exit code 2, one line naming the field
+and the fix, no traceback, nothing created."""
+import re
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from punl.cli import main
+from punl.config import Config, ConfigError
+from punl.preflight import check_accounting, check_groups, check_training, preflight
+
+REPO = Path(__file__).resolve().parent.parent
+# A tiny digits configuration: N = 200 training points, retain sets of 192.
+SMALL = ["--set", "n_train=200", "--set", "group_size=8", "--set", "n_groups=2",
+         "--set", "runs=1", "--set", "epochs=1"]
+FILES = {"bad.yaml": "a: [1\n", "list.yaml": "- 1\n- 2\n", "scalar.yaml": "3\n",
+         "escape.yaml": "name: /tmp/elsewhere\n", "afile": "not a folder\n"}
+
+
+def sets(*pairs: str) -> list[str]:
+    return [arg for pair in pairs for arg in ("--set", pair)]
+
+
+# (id, command line, the field the message must start with)
+CASES = [
+    # non-finite and out-of-range numbers
+    ("clip-inf", ["train", "digits-quick", *sets("clip=.inf")], "clip"),
+    ("lr-inf", ["train", "digits-quick", *sets("lr=.inf")], "lr"),
+    ("lr-nan", ["train", "digits-quick", *sets("lr=.nan")], "lr"),
+    ("epochs-inf", ["train", "digits-quick", *sets("epochs=.inf")], "epochs"),
+    ("sigma-nan", ["score", "digits-quick", *sets("sigma=.nan")], "sigma"),
+    ("sigma-negative", ["train", "digits-quick", *sets("sigma=-1")], "sigma"),
+    ("delta-one", ["score", "digits-quick", *sets("delta=1")], "delta"),
+    ("orders-one", ["score", "digits-quick", *sets("orders=[1]")], "orders"),
+    ("runs-text", ["train", "digits-quick", *sets("runs=two")], "runs"),
+    ("runs-zero", ["train", "digits-quick", *sets("runs=0")], "runs"),
+    ("workers-zero", ["unlearn", "digits-quick", *sets("workers=0")], "workers"),
+    # the privacy accountant
+    ("sigma-zero-score", ["score", "digits-quick", *SMALL, *sets("sigma=0")], "sigma"),
+    ("sigma-zero-run", ["run", "digits-quick", *SMALL, *sets("sigma=0")], "sigma"),
+    ("sigma-tiny", ["unlearn", "digits-quick", *SMALL, *sets("sigma=1e-300")], "sigma"),
+    # sizes against the data
+    ("n-train-too-large", ["train", "digits-quick", *sets("n_train=5000")], "n_train"),
+    ("n-train-one", ["train", "digits-quick", *sets("n_train=1")], "n_train"),
+    ("batch-above-n", ["train", "digits-quick", *SMALL, *sets("batch_size=201")], "batch_size"),
+    ("batch-q1-retain", ["unlearn", "digits-quick", *SMALL, *sets("batch_size=195")],
+     "batch_size"),
+    ("batch-equals-retain", ["run", "digits-quick", *SMALL, *sets("batch_size=192")],
+     "batch_size"),
+    ("groups-exceed-n", ["unlearn", "digits-quick", *SMALL, *sets("group_size=150")],
+     "group_size"),
+    ("group-is-everything", ["unlearn", "digits-quick", *SMALL,
+                             *sets("group_size=200", "n_groups=1")], "group_size"),
+    ("test-fraction-tiny", ["train", "digits-quick", *sets("test_fraction=0.001")],
+     "test_fraction"),
+    # score columns the scores table will not have
+    ("primary-score-unknown", ["unlearn", "digits-quick", *sets("primary_score=nope")],
+     "primary_score"),
+    ("baseline-needs-shadows", ["unlearn", "digits-quick",
+                                *sets("baseline_scores=[lira_score]")], "baseline_scores"),
+    ("primary-method-absent", ["unlearn", "digits-quick", *sets("primary_method=l1_sparse")],
+     "primary_method"),
+    ("method-unknown", ["unlearn", "digits-quick", *sets("methods=[magic]")], "methods"),
+    # datasets and devices
+    ("dataset-files-missing", ["train", "digits-quick",
+                               *sets("dataset=cifar10", "data_root=empty")], "dataset"),
+    ("dataset-unknown", ["train", "digits-quick", *sets("dataset=imagenet")], "dataset"),
+    ("device-unknown", ["train", "digits-quick", *sets("device=tpu")], "device"),
+    # names that would leave the project
+    ("name-absolute", ["run", "digits-quick", *sets("name=/tmp/elsewhere")], "name"),
+    ("name-parent", ["run", "digits-quick", *sets("name=../elsewhere")], "name"),
+    ("name-nested", ["unlearn", "digits-quick", *sets("name=a/b")], "name"),
+    ("name-in-yaml", ["run", "escape.yaml"], "name"),
+    # configuration files and overrides
+    ("yaml-malformed", ["train", "bad.yaml"], "config"),
+    ("yaml-list", ["train", "list.yaml"], "config"),
+    ("yaml-scalar", ["run", "scalar.yaml"], "config"),
+    ("config-missing", ["train", "no-such-config"], "config"),
+    ("unknown-key", ["train", "digits-quick", *sets("learning_rate=0.1")], "unknown key"),
+    ("set-without-value", ["train", "digits-quick", "--set", "lr"], "--set"),
+    ("set-bad-yaml", ["train", "digits-quick", "--set", "orders=[2,"], "--set orders"),
+    # folders
+    ("out-is-a-file", ["run", "digits-quick", *SMALL, "--out", "afile"], "--out"),
+    ("out-under-a-file", ["unlearn", "digits-quick", *SMALL, "--out", "afile/x"], "--out"),
+    ("book-dir-is-a-file", ["run", "digits-quick", *SMALL, "--book-dir", "afile"],
+     "--book-dir"),
+    # sweeps
+    ("sweep-workers-zero", ["sweep", "digits-quick", *SMALL, "--grid", "sigma=1,2",
+                            "--workers", "0"], "--workers"),
+    ("sweep-workers-negative", ["sweep", "digits-quick", *SMALL, "--grid", "sigma=1,2",
+                                "--workers", "-2"], "--workers"),
+    ("sweep-name-parent", ["sweep", "digits-quick", *SMALL, "--grid", "sigma=1",
+                           "--name", "../elsewhere"], "--name"),
+    ("sweep-name-absolute", ["sweep", "digits-quick", *SMALL, "--grid", "sigma=1",
+                             "--name", "/tmp/elsewhere"], "--name"),
+    ("scheduler-refused", ["sweep", "digits-quick", *SMALL, "--grid", "sigma=1",
+                           "--scheduler", "tcp://127.0.0.1:1", "--scheduler-timeout", "2"],
+     "--scheduler"),
+    ("scheduler-silent", ["sweep", "digits-quick", *SMALL, "--grid", "sigma=1",
+                          "--scheduler", "{silent}", "--scheduler-timeout", "1"], "--scheduler"),
+    ("scheduler-not-dask", ["sweep", "digits-quick", *SMALL, "--grid", "sigma=1",
+                            "--scheduler", "{talker}", "--scheduler-timeout", "1"],
+     "--scheduler"),
+    ("scheduler-no-port", ["sweep", "digits-quick", *SMALL, "--grid", "sigma=1",
+                           "--scheduler", "nonsense"], "--scheduler"),
+    ("scheduler-scheme", ["sweep", "digits-quick", *SMALL, "--grid", "sigma=1",
+                          "--scheduler", "foo://host:1"], "--scheduler"),
+    ("grid-equal-spellings", ["sweep", "digits-quick", *SMALL, "--grid", "lr=0.1,.1"],
+     "--grid lr"),
+    ("grid-int-and-float", ["sweep", "digits-quick", *SMALL, "--grid", "lr=1,1.0"], "--grid lr"),
+    ("grid-name", ["sweep", "digits-quick", *SMALL, "--grid", "name=a,b"], "--grid"),
+    ("grid-unknown-key", ["sweep", "digits-quick", *SMALL, "--grid", "nope=1"], "--grid"),
+    ("grid-no-values", ["sweep", "digits-quick", *SMALL, "--grid", "sigma="], "--grid"),
+    ("grid-bad-yaml", ["sweep", "digits-quick", *SMALL, "--grid", "orders=[2,"], "--grid orders"),
+    ("grid-bad-point", ["sweep", "digits-quick", *SMALL, "--grid", "sigma=0.5,0"], "sigma"),
+    ("grid-point-too-large", ["sweep", "digits-quick", *SMALL, "--grid", "n_train=100,5000"],
+     "n_train"),
+]
+
+
+@pytest.fixture(scope="module")
+def endpoints():
+    """Two local TCP servers that are not dask schedulers: one never answers, one answers
+    with something else."""
+    silent, talker = socket.socket(), socket.socket()
+    for s in (silent, talker):
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+
+    def talk():
+        while True:
+            conn, _ = talker.accept()
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n" * 8)
+
+    threading.Thread(target=talk, daemon=True).start()
+    yield {name: f"tcp://127.0.0.1:{s.getsockname()[1]}"
+           for name, s in (("silent", silent), ("talker", talker))}
+    silent.close()
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """An empty working directory holding only the files the cases name."""
+    for name, text in FILES.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "empty").mkdir()
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def created(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()} - set(FILES) - {"empty"}
+
+
+@pytest.mark.parametrize("argv,field", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_stops_with_one_line_and_creates_nothing(workdir, endpoints, capsys, argv,
+                                                           field):
+    argv = [a.format(**endpoints) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"punl: configuration error: {field}"), lines[0]
+    assert "Traceback" not in err
+    assert created(workdir) == set() and not list((workdir / "empty").iterdir())
+
+
+def test_every_listed_input_is_covered():
+    assert len(CASES) >= 51 and len({c[0] for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "digits-quick", "--set", "sigma=1e-300"],
+    ["sweep", "digits-quick", "--grid", "seed=1", "--workers", "0"],
+    ["train", "bad.yaml"],
+], ids=["run-sigma", "sweep-workers", "train-yaml"])
+def test_the_installed_entry_point_prints_one_line(workdir, argv):
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-m", "punl.cli", *argv], capture_output=True,
+                          text=True, cwd=workdir, env=env, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert created(workdir) == set()
+
+
+def test_train_alone_accepts_sigma_zero_but_scoring_does_not():
+    cfg = Config(n_train=200, sigma=0.0)
+    assert preflight(cfg, "train") == 200
+    with pytest.raises(ConfigError, match="^sigma: 0 adds no noise"):
+        preflight(cfg, "score")
+
+
+def test_size_checks_name_the_bound():
+    cfg = Config(batch_size=64, group_size=20, n_groups=5)
+    check_training(cfg, 64)
+    with pytest.raises(ConfigError, match="^batch_size: 64 exceeds the 63"):
+        check_training(cfg, 63)
+    check_groups(cfg, 100)
+    with pytest.raises(ConfigError, match="^batch_size: .*use batch_size < 64"):
+        check_groups(cfg.replace(n_groups=2), 84)
+    with pytest.raises(ConfigError, match="^group_size: 5 groups of 20 points need 100"):
+        check_groups(cfg, 99)
+    check_accounting(cfg.replace(sigma=1e-3), 1000)
+    with pytest.raises(ConfigError, match="^sigma: 1e-170 is too small"):
+        check_accounting(cfg.replace(sigma=1e-170), 1000)
+
+
+def test_a_diverging_run_stops_with_one_line_and_is_never_marked_complete(workdir, capsys):
+    """A finite but absurd lr cannot be refused before training; the non-finite result is."""
+    argv = ["train", "digits-quick", "--set", "n_train=120", "--set", "runs=1", "--set",
+            "epochs=1", "--set", "width=8", "--set", "batch_size=32", "--set", "lr=1e300",
+            "--out", "out"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"^punl: lr: training run 0 diverged .*; lower lr$", err.strip(), re.M), err
+    assert "Traceback" not in err
+    assert not list((workdir / "out/artifacts").glob("train-*/_complete.json"))
