@@ -51,16 +51,23 @@ def _swap_cut_between_renames() -> None:
     kill_on_call(os, "rename", when=lambda src, dst: str(dst).endswith(".old"), after=True)
 
 
+def _kill_after_a_training_snapshot() -> None:
+    from punl import pipeline, train
+    train.SNAPSHOT_SECONDS = -1.0          # a snapshot after every segment of training
+    kill_on_call(pipeline.TrainingSnapshots, "save", after=True)
+
+
 def _points():
     from punl import outputs, pipeline, runner, scores, store
     return {
-        "train-run": lambda: kill_on_call(pipeline.RunCache, "save", after=True),
+        "train-run": _kill_after_a_training_snapshot,
         "train-models": lambda: kill_on_call(
             store.StageDir, "save_torch", when=lambda self, name, obj: name == "models.pt"),
         "score": lambda: kill_on_call(scores, "score_table"),
         "unlearn-group": lambda: kill_on_call(pipeline.GroupCache, "save", nth=2, after=True),
         "unlearn-tables": lambda: kill_on_call(
-            store.StageDir, "save_parquet", when=lambda self, name, frame: name == "steps.parquet"),
+            store.StageDir, "save_parquet",
+            when=lambda self, name, frame: name == "attack.parquet"),
         "publish-tables": lambda: kill_on_call(outputs, "atomic_write_bytes",
                                                when=_named("steps.parquet", ".staging")),
         "publish-record": lambda: kill_on_call(outputs.Publication, "write_record"),

@@ -9,7 +9,7 @@ import pytest
 from pathlib import Path
 
 from bookutil import NOTEBOOKS, REPO, TINY, make_book_root, make_notebooks_dir
-from punl.book import generate_toc, toc_data
+from punl.book import build_book, generate_toc, toc_data
 from punl.config import ConfigError
 from punl.plan import RunPlan
 from punl.cli import build_parser, cmd_run

@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parent.parent
 DRIVER = Path(__file__).with_name("fault_driver.py")
-FAULT = ["n_train=120", "runs=2", "epochs=1", "record_every=4", "width=8", "batch_size=32",
+FAULT = ["n_train=120", "runs=2", "epochs=5", "record_every=4", "width=8", "batch_size=32",
          "group_size=6", "n_groups=2", "baseline_scores=[avg_grad_norm]", "unlearn_steps=4",
          "n_checkpoints=2", "retrain_seeds=2", "n_bootstrap=10", "barrier_points=3",
          "workers=1", "name=fault"]
@@ -150,13 +150,6 @@ CORRUPTIONS = {
     "stage-file": (lambda s: flip_byte(s["train"] / "ledger.npz"), "train: artifact folder"),
     "stage-file-missing": (lambda s: (s["score"] / "scores.parquet").unlink(),
                            "score: artifact folder"),
-    "run-cache": (lambda s: (flip_byte(s["train"] / "runs/run0.pt"), drop_record(s["train"])),
-                  "train: cached run 0 does not verify"),
-    "run-cache-digest": (lambda s: ((s["train"] / "runs/.run1.pt.sha256").write_text("{"),
-                                    drop_record(s["train"])),
-                         "train: cached run 1 does not verify"),
-    "run-cache-no-digest": (lambda s: ((s["train"] / "runs/.run0.pt.sha256").unlink(),
-                                       drop_record(s["train"])), "no digest record"),
     "group-cache": (lambda s: (flip_byte(first_group_table(s["unlearn"])),
                                drop_record(s["unlearn"])), "unlearn: cached group"),
     "record-empty-files": (lambda s: edit_record(s["train"], files={}), "train: artifact folder"),
@@ -188,6 +181,31 @@ def test_each_corruption_is_detected_and_recomputed(reference, tmp_path, capsys,
         assert any(warning in line for line in found), found
     else:
         assert found == []
+    assert_same(snapshot(out), reference[1])
+
+
+SNAPSHOT_CORRUPTIONS = {
+    "flipped": (lambda f: flip_byte(f / "snapshot.pt"), "train: cached snapshot does not verify"),
+    "digest": (lambda f: (f / ".snapshot.pt.sha256").write_text("{"),
+               "train: cached snapshot does not verify"),
+    "no-digest": (lambda f: (f / ".snapshot.pt.sha256").unlink(), "no digest record"),
+}
+
+
+@pytest.mark.parametrize("kind", SNAPSHOT_CORRUPTIONS)
+def test_a_corrupt_training_snapshot_is_not_resumed_from(reference, tmp_path, kind):
+    """Training killed after a snapshot; the snapshot (the resume cache of the training
+    stage) corrupted: the rerun warns, trains from the start and equals the original."""
+    out = tmp_path / "out"
+    done = drive("train-run", command("unlearn", out), tmp_path)
+    assert done.returncode == KILLED, done.stderr[-3000:]
+    folder = next((out / "artifacts").glob("train-*"))
+    assert (folder / "snapshot.pt").exists()
+    corrupt, warning = SNAPSHOT_CORRUPTIONS[kind]
+    corrupt(folder)
+    done = drive("none", command("unlearn", out), tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert any(warning in line for line in warnings_in(done.stderr)), done.stderr[-3000:]
     assert_same(snapshot(out), reference[1])
 
 
