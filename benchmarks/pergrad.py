@@ -28,9 +28,9 @@ CASES = [("mlp", (1, 8, 8), 64, "MLP on digits (8x8)", 10),
 CLIP = 1.0
 
 
-def _candidates(model_name: str, shape, width: int, batch: int, reps: int):
-    x, y = torch.randn(batch, *shape), torch.randint(0, 10, (batch,))
-    model = build_model(model_name, shape, 10, width)
+def _candidates(model_name: str, shape, width: int, batch: int, reps: int, device: str = "cpu"):
+    x, y = torch.randn(batch, *shape, device=device), torch.randint(0, 10, (batch,), device=device)
+    model = build_model(model_name, shape, 10, width).to(device)
 
     def plain_minibatch_gradient():
         model.zero_grad()
@@ -50,7 +50,7 @@ def _candidates(model_name: str, shape, width: int, batch: int, reps: int):
         from opacus import GradSampleModule
     except ImportError:
         return out
-    gsm = GradSampleModule(build_model(model_name, shape, 10, width))
+    gsm = GradSampleModule(build_model(model_name, shape, 10, width).to(device))
 
     def opacus_norms():
         gsm.zero_grad()
@@ -62,13 +62,14 @@ def _candidates(model_name: str, shape, width: int, batch: int, reps: int):
     return out
 
 
-def bench_pergrad(batch: int = 256, reps: int = 10, rounds: int = 3) -> list[dict]:
+def bench_pergrad(batch: int = 256, reps: int = 10, rounds: int = 3,
+                  device: str = "cpu") -> list[dict]:
     """Examples/s of each way to get per-example gradient norms, and the ratio to the baseline."""
     rows = []
     for name, shape, width, label, scale in CASES:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            candidates = _candidates(name, shape, width, batch, reps * scale)
+            candidates = _candidates(name, shape, width, batch, reps * scale, device)
             times = interleaved_best_times(candidates, rounds)
         base = times["plain minibatch gradient (baseline)"]
         rows += [{"model": label, "method": k, "examples_per_s": batch / t, "ratio": base / t}
@@ -83,16 +84,17 @@ def two_pass_step(model, params, x, y, clip: float):
 
 
 def _step_rows(name: str, shape, width: int, n_models: int, batch: int, reps: int,
-               rounds: int) -> list[dict]:
+               rounds: int, device: str = "cpu") -> list[dict]:
     """Seconds of S two-pass steps one by one and of one clipped_gradient_sums call."""
-    model = build_model(name, shape, 10, width)
+    model = build_model(name, shape, 10, width).to(device)
     params = []
     for s in range(n_models):
         torch.manual_seed(s)
-        params.append(detached_params(build_model(name, shape, 10, width)))
+        params.append(detached_params(build_model(name, shape, 10, width).to(device)))
     stacked = {k: torch.stack([p[k] for p in params]) for k in params[0]}
-    x, y = torch.randn(n_models, batch, *shape), torch.randint(0, 10, (n_models, batch))
-    weights = torch.ones(n_models, batch)
+    x = torch.randn(n_models, batch, *shape, device=device)
+    y = torch.randint(0, 10, (n_models, batch), device=device)
+    weights = torch.ones(n_models, batch, device=device)
     times = interleaved_best_times({
         "two-pass step, one model at a time (baseline)": (
             lambda: [two_pass_step(model, params[s], x[s], y[s], CLIP) for s in range(n_models)],
@@ -106,21 +108,21 @@ def _step_rows(name: str, shape, width: int, n_models: int, batch: int, reps: in
 
 
 def bench_steps(batch: int = 256, stacked_batch: int = 64, n_models: int = 16,
-                reps: int = 10, rounds: int = 3) -> list[dict]:
+                reps: int = 10, rounds: int = 3, device: str = "cpu") -> list[dict]:
     """The one-pass step against the two-pass step: MLP and CNN alone, and S stacked MLPs."""
-    return (_step_rows("mlp", (1, 8, 8), 64, 1, batch, 10 * reps, rounds)
-            + _step_rows("cnn", (3, 32, 32), 32, 1, batch, max(1, reps // 3), rounds)
-            + _step_rows("mlp", (1, 8, 8), 64, n_models, stacked_batch, 5 * reps, rounds))
+    return (_step_rows("mlp", (1, 8, 8), 64, 1, batch, 10 * reps, rounds, device)
+            + _step_rows("cnn", (3, 32, 32), 32, 1, batch, max(1, reps // 3), rounds, device)
+            + _step_rows("mlp", (1, 8, 8), 64, n_models, stacked_batch, 5 * reps, rounds,
+                         device))
 
 
 def main(tiny: bool = False, device: str = "cpu") -> None:
-    if device != "cpu":
-        raise SystemExit("pergrad: measured on the CPU only (Opacus and the loop run there)")
     if tiny:
-        print_rows(bench_pergrad(batch=16, reps=1, rounds=1))
+        print_rows(bench_pergrad(batch=16, reps=1, rounds=1, device=device))
         print()
-        print_rows(bench_steps(batch=16, stacked_batch=8, n_models=2, reps=1, rounds=1))
+        print_rows(bench_steps(batch=16, stacked_batch=8, n_models=2, reps=1, rounds=1,
+                               device=device))
         return
-    print_rows(bench_pergrad())
+    print_rows(bench_pergrad(device=device))
     print()
-    print_rows(bench_steps())
+    print_rows(bench_steps(device=device))

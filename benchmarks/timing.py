@@ -5,6 +5,13 @@ import time
 from typing import Callable
 
 
+def _wait_for_gpu() -> None:
+    """Wait for queued CUDA work, so that a GPU timing counts the kernels and not their launch."""
+    import torch
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def best_time(fn: Callable[[], object], reps: int, rounds: int = 3) -> float:
     """Best of ``rounds`` mean times over ``reps`` calls of ``fn``, after one warm-up call.
 
@@ -12,9 +19,11 @@ def best_time(fn: Callable[[], object], reps: int, rounds: int = 3) -> float:
     fn()
     best = float("inf")
     for _ in range(rounds):
+        _wait_for_gpu()
         start = time.perf_counter()
         for _ in range(reps):
             fn()
+        _wait_for_gpu()
         best = min(best, (time.perf_counter() - start) / reps)
     return best
 

@@ -346,9 +346,11 @@ def _groupnorm_example_grads(a: torch.Tensor, mean: torch.Tensor, rstd: torch.Te
     pass over a and b: the weight and bias gradients of a group norm with the B examples folded
     into the channels (one example of B C channels in B G groups, same mean and 1 / std)."""
     n, c, length = a.shape[0], a.shape[1], math.prod(a.shape[2:])
+    # the affine weight enters only the input gradient (not asked for); CUDA needs a tensor
+    unit_weight = a.new_ones(n * c)
     _, gw, gb = torch.ops.aten.native_group_norm_backward(
         b.reshape(1, n * c, length), a.reshape(1, n * c, length), mean.reshape(1, -1),
-        rstd.reshape(1, -1), None, 1, n * c, length, mean.numel(), [False, True, True])
+        rstd.reshape(1, -1), unit_weight, 1, n * c, length, mean.numel(), [False, True, True])
     return gw.view(n, c), gb.view(n, c)
 
 
