@@ -63,8 +63,9 @@ def scores_spec(orders, shadow_models: int) -> TableSpec:
 GROUPS = TableSpec("groups", (
     "score", "group", "kind", "group_size", "group_score_median", "flipped", "classes",
     "largest_class_share"),
-    "one forget group: how it was cut (kind: quantile, top, bottom, random, disagreement), its "
-    "median score and its composition")
+    "one forget group: how it was cut (kind: quantile, top, bottom, random, disagreement, or a "
+    "held-out request: heldout_random, heldout_mixed, heldout_class), its median score and its "
+    "composition")
 UNLEARNING = TableSpec("unlearning", (
     "score", "group", "method", "model", "seed", "step", "forget_acc", "retain_acc", "test_acc"),
     "one model (unlearned, independent retrained or coupled retrained) of one group and method "
