@@ -134,6 +134,8 @@ def cmd_predict(args) -> int:
     import json
     from .pipeline import published_run
     from .predict import fit_cost_model
+    if args.adaptive:
+        check_adaptive_args(args)
     run = published_run(args.run, args.overrides)
     indices = read_indices(args.indices)
     model = fit_cost_model(run.measured, args.score, args.aggregate, args.method, args.level,
@@ -146,6 +148,16 @@ def cmd_predict(args) -> int:
     if args.adaptive:
         return _adaptive(args, run, indices, prediction)
     return 0
+
+
+def check_adaptive_args(args) -> None:
+    from .predict import RequestError
+    if not args.margin >= 0:
+        raise RequestError(f"--margin: must be >= 0 (got {args.margin})")
+    if not args.growth > 1:
+        raise RequestError(f"--growth: must be > 1 (got {args.growth})")
+    if args.budget is not None and args.budget < 0:
+        raise RequestError(f"--budget: must be >= 0 (got {args.budget})")
 
 
 def _adaptive(args, run, indices, prediction) -> int:
@@ -249,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eps", type=float, default=None, help="predict the steps until the excess "
                    "divergence falls to EPS instead of the attack's verdict")
     p.add_argument("--coverage", type=float, default=0.9, help="of the prediction intervals")
-    p.add_argument("--json", action="store_true", help="print the prediction as JSON")
+    p.add_argument("--json", action="store_true", help="print the prediction as JSON (null: more than "
+                   "the budget)")
     p.add_argument("--adaptive", action="store_true", help="then unlearn the request: run the "
                    "method for the predicted steps plus a margin, check with the attack, and "
                    "continue until it passes or the budget ends")

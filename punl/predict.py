@@ -16,14 +16,15 @@ but the held-out requests (:func:`punl.groups.is_heldout`), which are kept for v
 or median): group G's predictor value is x_G = g({s(i) : i in G}), a request's the same over its
 indices.
 
-**Steps.** A group's measured steps are an interval (:class:`punl.fits.StepIntervals`: never
-distinguishable = 0, unlearned at checkpoint k_j = (k_{j-1}, k_j], censored = (K, inf)). The
-censoring-aware maximum-likelihood fit (:func:`punl.fits.fit_log_censored`) of
+**Steps.** A group's measured steps are an interval (:class:`punl.fits.StepIntervals`):
+unlearned at checkpoint k_j = (k_{j-1}, k_j], censored = (K, inf), and never distinguishable =
+(-inf, 0], latent steps at or below 0 (a Tobit model: counting them as exactly 0 shrinks sigma
+and the intervals). The censoring-aware maximum-likelihood fit
+(:func:`punl.fits.fit_log_censored`) of
 
     steps ~ N(mu(x), sigma^2),   mu(x) = a log(b x + 1)
 
-gives the prediction mu(x) (a never distinguishable group counts as latent steps at or below
-0, a Tobit model), and its (1 - gamma) prediction interval is
+gives the prediction mu(x), and its (1 - gamma) prediction interval is
 
     mu(x) -+ t_{1-gamma/2, n-3} sqrt(s^2 + grad' Cov grad),   grad = d mu / d(log a, log b),
 
@@ -35,9 +36,9 @@ on the run's checkpoints: the first checkpoint at or above it, where a group nee
 steps is declared unlearned. An upper end above the budget K reads "more than K" (inf).
 
 With ``eps``, a group's response is instead the step at which its fitted curve reaches eps,
-log(A / (eps - floor)) / c (:meth:`punl.fits.DecayFit.steps_to`): 0 when it starts below eps,
-censored at K when the step lies beyond the budget or the floor stays above eps; fitted and
-predicted the same way, on integer steps.
+log(A / (eps - floor)) / c (:meth:`punl.fits.DecayFit.steps_to`): at or below 0 when it starts
+below eps, censored at K when the step lies beyond the budget or the floor stays above eps;
+fitted and predicted the same way, on integer steps.
 
 **Amplitude.** log A = u + v log x + N(0, s^2), least squares over the groups with A > 0 and
 x > 0; the interval is exp(u + v log x -+ t_{1-gamma/2, n-2} s sqrt(1 + h(x))), h(x) = 1/n +
@@ -51,8 +52,8 @@ calibration groups' size is noted: the attack's power depends on the number of p
 (:func:`heldout_predictions`, :func:`validation_table`): Spearman's rho of predicted against
 measured steps (censored ones ranked above K) and amplitude; the coverage of the intervals (a
 measured checkpoint m is covered when checkpoint(low) <= m <= checkpoint(high), so a censored
-one when the upper end passes K and a never distinguishable one when the lower end is 0); and
-the mean absolute error in steps: the distance from min(mu, K) to the measured interval
+one when the upper end passes K and a never distinguishable one when the lower end is 0) and
+their mean width min(high, K) - low; and the mean absolute error in steps: the distance from min(mu, K) to the measured interval
 (0 for never distinguishable, [k_{j-1}, k_j] for unlearned at k_j, K for censored, so censored
 values count at K), 0 when the prediction lies inside it.
 
@@ -172,12 +173,14 @@ def step_intervals(groups: pd.DataFrame, checkpoints: np.ndarray) -> fits.StepIn
 
 
 def divergence_steps(groups: pd.DataFrame, eps: float, budget: int) -> fits.StepIntervals:
-    """The step at which each group's fitted excess divergence reaches ``eps``: exact, or
-    censored at K (beyond the budget, or a floor at or above eps)."""
+    """The step at which each group's fitted excess divergence reaches ``eps``: exact; at or
+    below 0 when it starts below eps (as never distinguishable groups); censored at K beyond
+    the budget or when the floor stays at or above eps."""
     k = np.array([DecayFit(a, c, f, 0.0).steps_to(eps) for a, c, f in
                   zip(groups.response_amplitude, groups.response_rate, groups.response_floor)])
     late = ~(k <= budget)
-    return fits.StepIntervals(np.where(late, budget, k), np.where(late, np.inf, k))
+    lo = np.where(late, budget, np.where(k <= 0, -np.inf, k))
+    return fits.StepIntervals(lo, np.where(late, np.inf, k))
 
 
 def measured_checkpoint(status: str, steps: float) -> float:
@@ -363,7 +366,11 @@ class Prediction:
         return "\n".join(lines + [f"note: {n}" for n in self.notes()])
 
     def as_dict(self) -> dict:
-        return {**{k: getattr(self, k) for k in self.__dataclass_fields__},
+        """The fields and notes, with null for a value that is not finite (an upper end of
+        more than the budget, or no amplitude fit), so that it is plain JSON."""
+        def plain(v):
+            return None if isinstance(v, float) and not np.isfinite(v) else v
+        return {**{k: plain(getattr(self, k)) for k in self.__dataclass_fields__},
                 "notes": self.notes()}
 
 

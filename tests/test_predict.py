@@ -272,7 +272,10 @@ def test_predict_command_prints_a_prediction(known_law, tmp_path, capsys):
     (["--indices", "missing/request.txt"], "punl: --indices: no file"),
     (["--indices", "1", "--aggregate", "mode"], "punl: --aggregate"),
     (["--indices", "1", "--set", "sigma=1"], "punl: --set"),
-], ids=["duplicate", "out-of-range", "empty", "not-a-number", "no-file", "aggregate", "set"])
+    (["--indices", "1", "--adaptive", "--margin", "-1"], "punl: --margin"),
+    (["--indices", "1", "--adaptive", "--growth", "1"], "punl: --growth"),
+], ids=["duplicate", "out-of-range", "empty", "not-a-number", "no-file", "aggregate", "set",
+        "margin", "growth"])
 def test_bad_requests_stop_with_one_line(known_law, tmp_path, capsys, argv, message):
     folder = publish_run(tmp_path / "run", known_law)
     assert main(["predict", str(folder), *argv]) == 2
