@@ -351,12 +351,14 @@ class Prediction:
 
     def summary(self) -> str:
         """A few lines a provider reads."""
+        within = np.isfinite(self.steps) and self.steps <= self.budget
         share = (f" ({self.steps / self.training_steps:.0%} of the {self.training_steps} "
-                 f"training steps)" if self.training_steps and np.isfinite(self.steps) else "")
+                 f"training steps)" if self.training_steps and within else "")
+        about = f"about {self.steps:.1f}" if within else f"more than {self.budget}"
         lines = [
             f"request of {self.size} points; predictor: {self.aggregate} of {self.score} = "
             f"{self.x:.4g}, fitted on {self.calibration_groups} measured groups",
-            f"{self.method}, {self.criterion}: about {self.steps:.1f} steps{share}"
+            f"{self.method}, {self.criterion}: {about} steps{share}"
             + (f", checkpoint {self._steps(self.checkpoint)}" if self.on_checkpoints else "")
             + f"; {self.coverage:.0%} interval {self._steps(self.checkpoint_low)} to "
             f"{self._steps(self.checkpoint_high)} steps (budget K = {self.budget})"]
