@@ -13,6 +13,7 @@ import pandas as pd
 from scipy import stats
 
 from . import fits
+from .groups import group_kind, is_heldout
 from .ledger import Ledger
 from .mia import group_status, steps_to_unlearn
 from .tables import STEPS, UnlearnTables
@@ -153,11 +154,13 @@ def steps_fits(rows: pd.DataFrame, checkpoints: np.ndarray) -> dict[str, float]:
 
 
 def responding_curves(attack: pd.DataFrame, method: str, design: str = "all"):
-    """Checkpoints and the excess divergence curves of every group (of any kind) whose step-0
-    divergence exceeds its null's 95% quantile."""
+    """Checkpoints and the excess divergence curves of every group (of any kind but the
+    held-out requests) whose step-0 divergence exceeds its null's 95% quantile."""
     curves, k = [], None
     a = attack[(attack.method == method) & (attack.design == design)]
-    for _, g in a.groupby(["score", "group"], sort=False):
+    for (_, group), g in a.groupby(["score", "group"], sort=False):
+        if is_heldout(group_kind(group)):
+            continue
         g = g.sort_values("step")
         if g.divergence.iloc[0] > g.divergence_null_q95.iloc[0]:
             curves.append((g.divergence - g.divergence_null_mean).to_numpy())

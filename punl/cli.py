@@ -1,4 +1,6 @@
-"""Command line: ``punl train|score|unlearn|run|sweep|book``; one Config flows through every stage.
+"""Command line: ``punl train|score|unlearn|predict|run|sweep|book``, one Config for all.
+
+One configuration flows through every stage.
 
 Every subcommand is defined here; the modules it calls hold no argument parsing. Everything that
 can be checked before work starts is (:mod:`punl.preflight`): a problem ends the command with one
@@ -94,6 +96,93 @@ def cmd_unlearn(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------- predict
+def read_indices(text: str) -> list[int]:
+    """A request's indices from ``--indices``: a file (``.npy``; ``.csv``, its ``index`` column
+    or else its first; else text, indices separated by newlines, commas or spaces) or a comma
+    list such as ``3,17,256``."""
+    import numpy as np
+    from .predict import RequestError
+    path = Path(text)
+    if path.is_file():
+        if path.suffix == ".npy":
+            values = np.load(path, allow_pickle=False).ravel().tolist()
+        elif path.suffix == ".csv":
+            frame = pd.read_csv(path)
+            values = frame["index" if "index" in frame else frame.columns[0]].tolist()
+        else:
+            values = path.read_text().replace(",", " ").split()
+    elif path.suffix in (".npy", ".csv", ".txt") or "/" in text:
+        raise RequestError(f"--indices: no file {text!r}")
+    else:
+        values = [v for v in text.replace(" ", "").split(",") if v]
+    out = []
+    for v in values:
+        try:
+            number = float(v)
+        except (TypeError, ValueError):
+            raise RequestError(f"--indices: {v!r} is not a training index") from None
+        if not number.is_integer():
+            raise RequestError(f"--indices: {v!r} is not a training index")
+        out.append(int(number))
+    return out
+
+
+def cmd_predict(args) -> int:
+    """``punl predict RUN --indices ...``: the predicted cost of a deletion request, from the
+    run's published tables; with ``--adaptive`` the request is then unlearned adaptively."""
+    import json
+    from .pipeline import published_run
+    from .predict import fit_cost_model
+    if args.adaptive:
+        check_adaptive_args(args)
+    run = published_run(args.run, args.overrides)
+    indices = read_indices(args.indices)
+    model = fit_cost_model(run.measured, args.score, args.aggregate, args.method, args.level,
+                           args.eps, args.coverage)
+    prediction = model.predict(run.measured.scores, indices)
+    if args.json:
+        print(json.dumps(prediction.as_dict(), default=float, indent=2))
+    else:
+        print(prediction.summary())
+    if args.adaptive:
+        return _adaptive(args, run, indices, prediction)
+    return 0
+
+
+def check_adaptive_args(args) -> None:
+    from .predict import RequestError
+    if not args.margin >= 0:
+        raise RequestError(f"--margin: must be >= 0 (got {args.margin})")
+    if not args.growth > 1:
+        raise RequestError(f"--growth: must be > 1 (got {args.growth})")
+    if args.budget is not None and args.budget < 0:
+        raise RequestError(f"--budget: must be >= 0 (got {args.budget})")
+
+
+def _adaptive(args, run, indices, prediction) -> int:
+    import math
+    from .adaptive import adaptive_unlearn
+    from .pipeline import TrainedRuns, load_data, reuse
+    from .predict import RequestError
+    from .store import ArtifactStore
+    config = run.config
+    trained = reuse(config, ArtifactStore(run.folder / "artifacts"), "train", TrainedRuns.load)
+    if trained is None:
+        raise RequestError(f"--adaptive: {run.folder / 'artifacts'} holds no verified trained "
+                           f"models of this run; run `punl train` for it first")
+    steps = prediction.steps if math.isfinite(prediction.steps) else config.unlearn_steps
+    first = math.ceil((1 + args.margin) * steps)
+    start = time.perf_counter()
+    result = adaptive_unlearn(config, load_data(config), trained.final, indices,
+                              args.method or config.primary_method, first,
+                              args.budget, args.growth)
+    print(f"\nadaptive: first look at (1 + {args.margin:g}) x {steps:.0f} -> {first} steps")
+    print(result.looks.round(4).to_string(index=False))
+    print(f"{result.summary()}  ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
 # ------------------------------------------------------------------------------ run, sweep
 def cmd_run(args) -> int:
     """``punl run CONFIG [--set k=v ...]``: execute the notebooks and refresh the table of contents."""
@@ -155,6 +244,35 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         add_config_args(p)
         p.set_defaults(func=func)
+    p = sub.add_parser("predict", help="predict what deleting some training points will cost")
+    p.add_argument("run", metavar="RUN",
+                   help="a finished run: its output folder (runs/<name>) or its configuration")
+    p.add_argument("--indices", required=True, metavar="FILE_OR_LIST",
+                   help="the request: a comma list (3,17,256) or a file (.npy, .csv, or one "
+                        "index per line)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="with a configuration as RUN: override one field (repeatable)")
+    p.add_argument("--method", default=None, help="the unlearning method (default: primary)")
+    p.add_argument("--score", default=None,
+                   help="the per-point score predicting (default: the primary score)")
+    p.add_argument("--aggregate", default="mean", help="mean, max or median over the request")
+    p.add_argument("--level", type=float, default=None, help="the attack's level (default: the "
+                   "run's; 0.01, 0.05 and 0.1 are measured)")
+    p.add_argument("--eps", type=float, default=None, help="predict the steps until the excess "
+                   "divergence falls to EPS instead of the attack's verdict")
+    p.add_argument("--coverage", type=float, default=0.9, help="of the prediction intervals")
+    p.add_argument("--json", action="store_true", help="print the prediction as JSON (null: more than "
+                   "the budget)")
+    p.add_argument("--adaptive", action="store_true", help="then unlearn the request: run the "
+                   "method for the predicted steps plus a margin, check with the attack, and "
+                   "continue until it passes or the budget ends")
+    p.add_argument("--margin", type=float, default=0.25, help="first look at (1 + MARGIN) x "
+                   "the predicted steps (default 0.25)")
+    p.add_argument("--growth", type=float, default=2.0, help="each further look at GROWTH x the "
+                   "last (default 2)")
+    p.add_argument("--budget", type=int, default=None, help="the most steps (default: the "
+                   "run's K)")
+    p.set_defaults(func=cmd_predict)
     p = sub.add_parser("run", help="execute the notebooks for one configuration into book/runs/")
     add_config_args(p)
     p.add_argument("--book-dir", default="book/runs", help="where executed notebooks go")
@@ -199,10 +317,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .data import DatasetUnavailable
     from .pipeline import Diverged
+    from .predict import RequestError
     try:
         with warnings.catch_warnings():
             show_recompute_warnings()
             return args.func(args)
+    except RequestError as err:
+        print(f"punl: {err}", file=sys.stderr)
+        return 2
     except (ConfigError, DatasetUnavailable) as err:
         print(f"punl: configuration error: {err}", file=sys.stderr)
         return 2

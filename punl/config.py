@@ -203,6 +203,9 @@ class Config:
     n_bootstrap: int = setting(200, "unlearn", _at_least(1))
     utility_points: int | None = setting(None, "unlearn", _optional(_at_least(1), "all points"))
     barrier_points: int = setting(11, "unlearn", _at_least(3))  # lambda grid for loss barriers
+    # held-out deletion requests of each kind (random, mixed, single-class): unlearned like every
+    # group, never used to fit a prediction or decide a claim; they validate punl.predict
+    heldout_requests: int = setting(0, "unlearn", _at_least(0))
 
     def __post_init__(self):
         for f in fields(self):

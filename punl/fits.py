@@ -77,7 +77,7 @@ def fit_log_censored(p: np.ndarray, y: StepIntervals) -> dict[str, float]:
     p = np.asarray(p, float)
     top = np.nanmax(np.where(np.isinf(y.hi), y.lo, y.hi))
     scale = 1 / np.median(p[p > 0]) if np.any(p > 0) else 1.0
-    spread = max(float(np.std(y.lo)), 1.0)
+    spread = max(float(np.std(np.where(np.isfinite(y.lo), y.lo, 0.0))), 1.0)
 
     def nll(theta):
         a, b, sigma = np.exp(np.clip(theta, -30, 30))

@@ -8,13 +8,19 @@ Points are ranked by the score, ties broken by the unclipped average gradient no
 - ``bottom`` / ``top``: the m lowest / highest ranked points;
 - ``random``: m points drawn class-stratified from the whole training set;
 - ``p_over_<b>`` / ``<b>_over_p``: the m points on which the privacy loss and baseline b
-  disagree most, one way and the other, class-stratified (:func:`disagreement_groups`).
+  disagree most, one way and the other, class-stratified (:func:`disagreement_groups`);
+- held-out deletion requests (:func:`heldout_groups`), unlearned like every group but never used
+  to fit a prediction or decide a claim: ``r0``.. random (class-stratified), ``mix0``.. mixed
+  (mostly points of the lower half of the ranking with a few of its top tenth) and ``cls0``..
+  single-class groups.
 
 Each group draws from its own random stream, so rebuilding one group reproduces it exactly.
 """
 from __future__ import annotations
 
 import hashlib
+import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,6 +141,89 @@ def disagreement_groups(scores: pd.DataFrame, primary: str, baseline: str,
     return [ForgetGroup(primary, label, np.sort(np.concatenate(idx)),
                         float(np.median(values[np.concatenate(idx)])))
             for label, idx in ((f"p_over_{baseline}", high), (f"{baseline}_over_p", low))]
+
+
+# ------------------------------------------------------------------------ held-out requests
+#: The kinds of held-out request, by the prefix of their labels.
+HELDOUT_KINDS = {"r": "heldout_random", "mix": "heldout_mixed", "cls": "heldout_class"}
+#: Share of a mixed request's points taken from the top tenth, cycling over the requests.
+MIXED_HARD_SHARES = (0.04, 0.1, 0.2)
+
+
+def group_kind(label: str) -> str:
+    """The kind of a group from its label: ``quantile`` (q0, q1, ..), ``disagreement``
+    (<a>_over_<b>), a held-out request kind (r0, mix0, cls0, ..; :data:`HELDOUT_KINDS`), or the
+    label itself (bottom, top, random)."""
+    if re.fullmatch(r"q\d+", label):
+        return "quantile"
+    if "_over_" in label:
+        return "disagreement"
+    prefix = re.fullmatch(r"(r|mix|cls)\d+", label)
+    return HELDOUT_KINDS[prefix[1]] if prefix else label
+
+
+def is_heldout(kind: str) -> bool:
+    """Whether a group kind is a held-out request kind."""
+    return kind in HELDOUT_KINDS.values()
+
+
+def hard_count(m: int, j: int) -> int:
+    """The number of top-tenth points in mixed request j of m points: m times the j-th share of
+    :data:`MIXED_HARD_SHARES` (cycling), rounded, at least 1."""
+    return max(1, round(m * MIXED_HARD_SHARES[j % len(MIXED_HARD_SHARES)]))
+
+
+def mixed_fits(n: int, m: int) -> bool:
+    """Whether mixed requests of m points fit n points: the easy part within the lower half of
+    the ranking and the hard part within its top tenth."""
+    most = max(hard_count(m, j) for j in range(len(MIXED_HARD_SHARES)))
+    return m - 1 <= n // 2 and most <= math.ceil(n / 10)
+
+
+def heldout_groups(scores: pd.DataFrame, score: str, n_requests: int, m: int,
+                   seed: int) -> list[ForgetGroup]:
+    """``n_requests`` held-out requests of each kind, m points each, every one from its own
+    stream (labelled with ``score``, by which the mixed ones are cut):
+
+    - ``r{j}``: m points drawn class-stratified from the whole training set;
+    - ``mix{j}``: :func:`hard_count` points from the top tenth of the ranking by ``score`` and
+      the rest from its lower half (a request whose median is low and whose maximum is high);
+    - ``cls{j}``: m points of one class (the classes with at least m points, in an order drawn
+      once, cycling)."""
+    if n_requests <= 0:
+        return []
+    n = len(scores)
+    order = ranking(scores, score)
+    labels = scores["label"].to_numpy()
+    values = scores[score].to_numpy()
+    if not mixed_fits(n, m):
+        raise ValueError(f"group_size: mixed held-out requests of {m} points do not fit the "
+                         f"{n} training points; lower group_size or set heldout_requests: 0")
+    classes, counts = np.unique(labels, return_counts=True)
+    eligible = classes[counts >= m]
+    if not len(eligible):
+        raise ValueError(f"group_size: no class has {m} points for a single-class held-out "
+                         "request; lower group_size or set heldout_requests: 0")
+    class_order = np.random.default_rng(stream_seed(seed, score, "cls")).permutation(eligible)
+    easy, hard = order[: n // 2], order[-math.ceil(n / 10):]
+    groups = []
+
+    def add(label, idx):
+        groups.append(ForgetGroup(score, label, np.sort(idx), float(np.median(values[idx]))))
+
+    for j in range(n_requests):
+        rng = np.random.default_rng(stream_seed(seed, score, f"r{j}"))
+        add(f"r{j}", stratified_sample(np.arange(n), labels, m, rng))
+    for j in range(n_requests):
+        rng = np.random.default_rng(stream_seed(seed, score, f"mix{j}"))
+        h = hard_count(m, j)
+        add(f"mix{j}", np.concatenate([rng.choice(easy, m - h, replace=False),
+                                       rng.choice(hard, h, replace=False)]))
+    for j in range(n_requests):
+        rng = np.random.default_rng(stream_seed(seed, score, f"cls{j}"))
+        members = np.flatnonzero(labels == class_order[j % len(class_order)])
+        add(f"cls{j}", rng.choice(members, m, replace=False))
+    return groups
 
 
 def class_composition(group: ForgetGroup, labels: np.ndarray) -> dict[int, int]:

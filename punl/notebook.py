@@ -15,7 +15,7 @@ import pandas as pd
 from .config import Config, load_config
 from .data import Dataset
 from .pipeline import (TrainedRuns, claims, ensure_scored, ensure_trained, ensure_unlearned,
-                       load_data, run_folder, study)
+                       load_data, predictions, run_folder, study)
 from .store import ArtifactStore
 from .tables import UnlearnTables
 
@@ -67,6 +67,17 @@ class RunView:
     @cached_property
     def claims(self) -> pd.DataFrame:
         return claims(self.study)
+
+    @cached_property
+    def measured(self):
+        """What a prediction reads (:class:`punl.predict.MeasuredRun`)."""
+        from .predict import MeasuredRun
+        return MeasuredRun.of_study(self.study)
+
+    @cached_property
+    def predictions(self) -> dict[str, pd.DataFrame]:
+        """The held-out requests' predictions, their validation and the adaptive rule."""
+        return predictions(self.study)
 
 
 def open_run(config: str, overrides: list[str] | None = None,

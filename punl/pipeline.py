@@ -7,7 +7,8 @@ A stage folder is reused when its record verifies (:meth:`~punl.store.StageDir.i
 and its files load; otherwise the stage is recomputed with a
 :class:`~punl.store.RecomputeWarning`, resuming from the entries of its resume cache (finished
 training runs, finished forget groups) whose digests match. :func:`publish` writes a run's
-tables through the output contract of :mod:`punl.outputs` (staged, then swapped in whole).
+tables through the output contract of :mod:`punl.outputs` (staged, then swapped in whole);
+:func:`published_run` reads them back for :mod:`punl.predict`.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import RUNTIME, STAGES, Config, stage_fields
+from .config import RUNTIME, STAGES, Config, load_config, stage_fields
 from .data import Dataset, load_dataset
 from .ledger import Ledger
 from .pergrad import Params
@@ -284,10 +285,18 @@ def claims(study_) -> pd.DataFrame:
     return CLAIMS.check(claims_table(study_))
 
 
+def predictions(study_) -> dict[str, pd.DataFrame]:
+    """The prediction tables of a run (see :func:`punl.predict.prediction_tables`)."""
+    from .predict import MeasuredRun, prediction_tables
+    return prediction_tables(MeasuredRun.of_study(study_))
+
+
 def run_tables(config: Config, store: ArtifactStore, through: str = "unlearn",
                progress: bool = True) -> dict[str, pd.DataFrame]:
     """Compute the stages up to ``through`` (``score`` or ``unlearn``), reusing what verifies,
-    and return the run's tables: ``scores``, then the unlearning tables, ``steps`` and ``claims``.
+    and return the run's tables: ``scores``, then the unlearning tables, ``steps``, ``claims``
+    and the prediction tables (the held-out requests' predictions, their validation and the
+    adaptive rule on them).
 
     Every stage is checked here, the training stage included, so that whatever must be
     recomputed is recomputed now (with its warnings on the terminal), not later inside a
@@ -299,7 +308,8 @@ def run_tables(config: Config, store: ArtifactStore, through: str = "unlearn",
     tables = ensure_unlearned(config, store, data, progress)
     scores = ensure_scored(config, store, data, progress)
     s = study(config, tables, scores, data.n_train)
-    return {"scores": scores, **dict(tables.items()), "steps": s.steps, "claims": claims(s)}
+    return {"scores": scores, **dict(tables.items()), "steps": s.steps, "claims": claims(s),
+            **predictions(s)}
 
 
 def run_record(config: Config, command: str, **extra) -> dict[str, Any]:
@@ -324,3 +334,52 @@ def publish(config: Config, store: ArtifactStore, out_dir: str | Path, progress:
         run_tables(config, store, through, progress)))
     publication.write_record(record)
     return publication.commit()
+
+
+# ------------------------------------------------------------------------- published runs
+@dataclass(frozen=True)
+class PublishedRun:
+    """A finished run: its configuration, its output folder and what a prediction reads."""
+
+    config: Config
+    folder: Path
+    measured: Any           # punl.predict.MeasuredRun
+
+
+def published_run(run: str | Path, overrides: list[str] | None = None) -> PublishedRun:
+    """A run's published tables, by its output folder (``runs/<name>``, holding
+    ``published/run.json``) or by its configuration (a name or file, with ``overrides``).
+    Nothing is computed: a run without published unlearning tables is an error naming the
+    command that makes them."""
+    from .config import make_config
+    from .outputs import published_dir, published_record, read_published
+    from .predict import MeasuredRun, RequestError
+    from .recipe import total_steps
+    folder = Path(run)
+    if folder.is_dir():
+        if overrides:
+            raise RequestError(f"--set: {folder} is a run's output folder, whose configuration "
+                               "is fixed; give --set with a configuration name or file")
+        record = published_record(folder)
+        if record is None or "config" not in record:
+            raise RequestError(f"RUN: {folder} holds no published run ({published_dir(folder)}/"
+                               "run.json); give a run's output folder or its configuration")
+        config = make_config(record["config"])
+        command = f"punl unlearn {config.name} --out {folder}"
+    elif "/" in str(run) and not folder.is_file():
+        raise RequestError(f"RUN: {run} is neither a run's output folder nor a configuration "
+                           "file")
+    else:
+        config = load_config(run, overrides)
+        folder = run_folder(config, None, load_config(run))
+        command = f"punl unlearn {run}" + "".join(f" --set {o}" for o in overrides or [])
+    tables = {t: read_published(folder, t) for t in ("scores", "steps", "points", "attack")}
+    missing = [t for t, frame in tables.items() if frame is None]
+    if missing:
+        raise RequestError(f"RUN: {folder} has no published unlearning tables "
+                           f"({', '.join(t + '.parquet' for t in missing)} missing or not "
+                           f"matching run.json); run `{command}` first")
+    measured = MeasuredRun(tables["scores"], tables["steps"], tables["points"], tables["attack"],
+                           config.primary_score, config.primary_method, config.level,
+                           total_steps(config, len(tables["scores"])))
+    return PublishedRun(config, folder, measured)

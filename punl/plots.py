@@ -299,3 +299,118 @@ def barrier_trajectories(barriers: pd.DataFrame, method: str) -> sns.FacetGrid:
                        kind="line", errorbar=None, height=3.3)
     grid.set(xscale="log")
     return grid
+
+
+# ------------------------------------------------------------------------------ prediction
+KIND_MARKERS = {"heldout_random": "s", "heldout_mixed": "D", "heldout_class": "^"}
+
+
+def _steps_axis(ax, budget: int) -> None:
+    ax.set_yscale("symlog", linthresh=1)
+    ax.axhline(budget, color="grey", lw=0.8, ls=":")
+
+
+def cost_curves(calibration: pd.DataFrame, curves: pd.DataFrame, heldout: pd.DataFrame,
+                budget: int, score: str) -> plt.Figure:
+    """One panel per aggregation: each calibration group's steps against its predictor value x
+    (filled: unlearned, open: censored at K, x: never distinguishable), the fitted law with its
+    prediction interval (band), and the held-out requests (grey, by kind), which the fit did
+    not see."""
+    aggregations = list(dict.fromkeys(curves.aggregation))
+    fig, axes = plt.subplots(1, len(aggregations), figsize=(5 * len(aggregations), 3.9),
+                             sharey=True, squeeze=False)
+    for ax, how in zip(axes[0], aggregations):
+        c = curves[curves.aggregation == how]
+        ax.fill_between(c.x, c.steps_low, np.minimum(c.steps_high, budget * 1.5), color="C1",
+                        alpha=0.2, label="90% prediction interval")
+        ax.plot(c.x, c.steps, color="C1", label="a log(bx + 1)")
+        g = calibration[calibration.aggregation == how]
+        for status, style in STATUS_MARKERS.items():
+            part = g[g.status == status]
+            ax.scatter(part.x, part.steps_to_unlearn, label=f"calibration: {status}", **style)
+        h = heldout[heldout.aggregation == how]
+        for kind, marker in KIND_MARKERS.items():
+            part = h[h.kind == kind]
+            ax.scatter(part.x, part.measured_steps, marker=marker, color="0.35", s=22,
+                       label=kind.replace("heldout_", "held out: "))
+        _steps_axis(ax, budget)
+        ax.set(xscale="log", title=f"{how} of {score}", xlabel=f"{how} over the group (log)",
+               ylabel="steps to unlearn")
+    axes[0][-1].legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def predicted_against_measured(heldout: pd.DataFrame, score: str, budget: int) -> plt.Figure:
+    """One panel per aggregation of ``score``: each held-out request's predicted steps with its
+    interval (capped at 1.5 K: more than K) against its measured steps (censored at 1.5 K)."""
+    h = heldout[heldout.score == score]
+    aggregations = list(dict.fromkeys(h.aggregation))
+    fig, axes = plt.subplots(1, len(aggregations), figsize=(4.6 * len(aggregations), 4),
+                             sharex=True, sharey=True, squeeze=False)
+    cap = 1.5 * budget
+    for ax, how in zip(axes[0], aggregations):
+        g = h[h.aggregation == how]
+        measured = np.where(g.censored, cap, g.measured_steps)
+        for kind, marker in KIND_MARKERS.items():
+            keep = (g.kind == kind).to_numpy()
+            if not keep.any():
+                continue
+            predicted = np.minimum(g.predicted_steps[keep], cap)
+            ax.errorbar(measured[keep], predicted,
+                        yerr=[predicted - g.steps_low[keep],
+                              np.minimum(g.steps_high[keep], cap) - predicted],
+                        fmt=marker, ms=5, capsize=2, alpha=0.8,
+                        label=kind.replace("heldout_", ""))
+        ax.plot([0, cap], [0, cap], color="grey", lw=0.8, ls="--")
+        ax.set_xscale("symlog", linthresh=1)
+        _steps_axis(ax, budget)
+        ax.axvline(budget, color="grey", lw=0.8, ls=":")
+        ax.set(title=f"{how} of {score}", xlabel="measured steps (censored at 1.5 K)",
+               ylabel="predicted steps, 90% interval")
+    axes[0][-1].legend(title="held-out requests", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def validation_bars(validation: pd.DataFrame, coverage: float = 0.9) -> plt.Figure:
+    """Per predictor (score, aggregation) over all held-out requests: Spearman's rho of
+    predicted and measured steps, the coverage of the intervals (dotted: nominal) and their
+    mean width, and the mean absolute error in steps."""
+    v = validation[validation.requests == "all"]
+    panels = [("steps_spearman", "rank correlation (Spearman)"),
+              ("steps_coverage", "interval coverage"), ("steps_width", "mean interval width"),
+              ("steps_mae", "mean absolute error (steps)")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
+    for ax, (column, title) in zip(axes, panels):
+        sns.barplot(v, x="score", y=column, hue="aggregation", ax=ax)
+        ax.set(title=title, xlabel="", ylabel="")
+        ax.tick_params(axis="x", rotation=30, labelsize=8)
+        if ax is not axes[-1]:
+            ax.get_legend().remove()
+    axes[1].axhline(coverage, color="k", ls=":", lw=1)
+    axes[1].set_ylim(0, 1.05)
+    axes[0].axhline(0, color="k", lw=0.8)
+    fig.tight_layout()
+    return fig
+
+
+def adaptive_against_fixed(fixed: pd.DataFrame, comparison: pd.DataFrame) -> plt.Figure:
+    """Success rate against total steps over the held-out requests: every fixed budget (line,
+    labelled with the budget) and the adaptive rule with each predictor (markers)."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ax.plot(fixed.total_steps, fixed.success, marker="o", color="grey", label="fixed budget")
+    for row in fixed.itertuples():
+        ax.annotate(str(row.budget), (row.total_steps, row.success), fontsize=7,
+                    textcoords="offset points", xytext=(3, -9))
+    markers = dict(zip(comparison.score.unique(), "osD^v<>"))
+    colours = _palette(comparison.aggregation.unique())
+    for row in comparison.itertuples():
+        ax.scatter(row.adaptive_total_steps, row.adaptive_success, marker=markers[row.score],
+                   color=colours[row.aggregation], s=45, label=f"{row.score}, {row.aggregation}")
+    ax.set(xscale="symlog", xlabel="total unlearning steps over the held-out requests",
+           ylabel="share of requests unlearned", ylim=(-0.03, 1.05),
+           title="Adaptive rule against fixed budgets")
+    ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -7,8 +7,9 @@ files are present) and checks, up to the last stage a command runs:
   device;
 - ``score``: ``sigma > 0`` and a finite privacy loss from the accountant (sigma = 0 adds no
   noise, so the per-instance privacy loss is infinite and the scores are undefined);
-- ``unlearn``: the forget groups fit (``n_groups * group_size <= N``) and ``batch_size`` is
-  below the retain set's size N - ``group_size`` (q < 1 when unlearning and retraining).
+- ``unlearn``: the forget groups fit (``n_groups * group_size <= N``, and the mixed held-out
+  requests, :func:`punl.groups.mixed_fits`) and ``batch_size`` is below the retain set's size
+  N - ``group_size`` (q < 1 when unlearning and retraining).
 
 The configuration's own field checks (finite numbers, known names, score columns that the
 scores table will have) run when it is built (:mod:`punl.config`); the command line's own
@@ -96,6 +97,12 @@ def check_groups(config: Config, n: int) -> None:
     if m * groups > n or m >= n:
         raise ConfigError(f"group_size: {groups} groups of {m} points need {m * groups} of the "
                           f"{n} training points; lower group_size or n_groups")
+    if config.heldout_requests:
+        from .groups import mixed_fits
+        if not mixed_fits(n, m):
+            raise ConfigError(f"heldout_requests: mixed requests of {m} points (most of them "
+                              f"from the lower half of the {n} points, a few from the top tenth) "
+                              "do not fit; lower group_size or set heldout_requests: 0")
     retain = n - m
     if config.batch_size >= retain:
         raise ConfigError(f"batch_size: {config.batch_size} is not below the {retain} points of "

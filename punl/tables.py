@@ -63,8 +63,9 @@ def scores_spec(orders, shadow_models: int) -> TableSpec:
 GROUPS = TableSpec("groups", (
     "score", "group", "kind", "group_size", "group_score_median", "flipped", "classes",
     "largest_class_share"),
-    "one forget group: how it was cut (kind: quantile, top, bottom, random, disagreement), its "
-    "median score and its composition")
+    "one forget group: how it was cut (kind: quantile, top, bottom, random, disagreement, or a "
+    "held-out request: heldout_random, heldout_mixed, heldout_class), its median score and its "
+    "composition")
 UNLEARNING = TableSpec("unlearning", (
     "score", "group", "method", "model", "seed", "step", "forget_acc", "retain_acc", "test_acc"),
     "one model (unlearned, independent retrained or coupled retrained) of one group and method "
@@ -104,6 +105,31 @@ CLAIMS = TableSpec("claims", ("claim", "measure", "value", "interval", "verdict"
                               "fragile"),
                    "one claim of the study: the number that tests it, its interval, the verdict, "
                    "the verdicts under neighbouring analysis choices and whether any differs")
+
+# --------------------------------------------------------------------------------- prediction
+HELDOUT_PREDICTIONS = TableSpec("heldout_predictions", (
+    "score", "aggregation", "group", "kind", "group_size", "x", "outside_range", "predicted_steps",
+    "steps_low", "steps_high", "predicted_checkpoint", "checkpoint_low", "checkpoint_high",
+    "status", "measured_steps", "censored", "steps_covered", "steps_error",
+    "predicted_amplitude", "amplitude_low", "amplitude_high", "measured_amplitude",
+    "amplitude_covered"),
+    "one held-out request and one predictor (score and aggregate, fitted on the other groups): "
+    "the predicted steps and amplitude with their intervals (checkpoint_high inf: more than the "
+    "budget), what the request measured, and whether the intervals cover it")
+PREDICTION_VALIDATION = TableSpec("prediction_validation", (
+    "score", "aggregation", "requests", "n_requests", "steps_spearman", "steps_spearman_p",
+    "steps_coverage", "steps_width", "steps_mae", "censored", "outside_range", "amplitude_spearman",
+    "amplitude_coverage", "amplitude_requests"),
+    "one predictor over the held-out requests (requests: all, or one kind): Spearman's rho of "
+    "predicted and measured steps and amplitude, the coverage of the prediction intervals, their "
+    "mean width within the budget and the mean absolute error in steps (censored values counted "
+    "at the budget)")
+ADAPTIVE = TableSpec("adaptive", (
+    "score", "aggregation", "group", "kind", "first_look", "looks", "steps_used", "passed",
+    "measured_steps", "censored", "success"),
+    "one held-out request and one predictor: the adaptive rule on the recorded checkpoints (first "
+    "look at the predicted steps plus a margin, then doubling), where it stopped and whether the "
+    "request was unlearned there")
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ from tqdm import tqdm
 from .barriers import barrier_height, pair_path_losses, param_distance
 from .config import Config
 from .data import Dataset
-from .groups import ForgetGroup, class_composition, disagreement_groups, make_groups, stream_seed
+from .groups import (ForgetGroup, class_composition, disagreement_groups, group_kind,
+                     heldout_groups, make_groups, stream_seed)
 from .methods import METHODS
 from .mia import attack_track, gaussian_kl, lira_phi, relabellings, steps_to_unlearn, welch_p_values
 from .multimodel import many_accuracy, many_logits
@@ -119,16 +120,24 @@ class MethodTrajectories:
         return self.coupled if self.paired else self.independent
 
 
-def run_method(split: GroupSplit, method: str, originals: list[Params],
-               retrained: dict[str, list[Params]]) -> MethodTrajectories:
-    """Run ``method`` on the retain set from every original and retrained model, together;
-    unlearned model r and coupled partner r share one stream (batches and noise)."""
+def method_members(split: GroupSplit, method: str, originals: list[Params],
+                   retrained: dict[str, list[Params]]) -> list[Member]:
+    """The population that runs ``method`` on the retain set: the R originals, then the R
+    coupled partners, then the M independent retrained models; unlearned model r and coupled
+    partner r share one stream (batches and noise)."""
     def member(start, *labels):
         return Member(start, split.seed(method, *labels), split.retain)
 
-    members = ([member(p, "pair", r) for r, p in enumerate(originals)]
-               + [member(p, "pair", r) for r, p in enumerate(retrained["coupled"])]
-               + [member(p, "retrain", m) for m, p in enumerate(retrained["independent"])])
+    return ([member(p, "pair", r) for r, p in enumerate(originals)]
+            + [member(p, "pair", r) for r, p in enumerate(retrained["coupled"])]
+            + [member(p, "retrain", m) for m, p in enumerate(retrained["independent"])])
+
+
+def run_method(split: GroupSplit, method: str, originals: list[Params],
+               retrained: dict[str, list[Params]]) -> MethodTrajectories:
+    """Run ``method`` on the retain set from every original and retrained model, together
+    (:func:`method_members`), keeping every checkpoint."""
+    members = method_members(split, method, originals, retrained)
     paths = run_members(split.model, members, split.data.x_train, split.data.y_train,
                         METHODS[method](split.config), split.checkpoints)
     r = len(originals)
@@ -161,10 +170,8 @@ def group_rows(split: GroupSplit):
     """The ``groups`` table's row of this group."""
     group, data = split.group, split.data
     counts = class_composition(group, data.y_train.cpu().numpy()).values()
-    kind = ("quantile" if group.label[0] == "q" and group.label[1:].isdigit() else
-            "disagreement" if "_over_" in group.label else group.label)
     return GROUPS.frame([{
-        "score": group.score, "group": group.label, "kind": kind,
+        "score": group.score, "group": group.label, "kind": group_kind(group.label),
         "group_size": len(group.indices), "group_score_median": group.score_median,
         "flipped": int(data.flipped.cpu().numpy()[group.indices].sum()),
         "classes": len(counts), "largest_class_share": max(counts) / len(group.indices)}])
@@ -325,7 +332,8 @@ def barrier_tables(split: GroupSplit, traj: MethodTrajectories):
 def forget_groups(config: Config, scores) -> list[ForgetGroup]:
     """Every forget group of the configuration: quantile, bottom, top and random groups of the
     primary score, the top group of every baseline score, and the two disagreement groups of
-    the primary score with every baseline score."""
+    the primary score with every baseline score; then ``heldout_requests`` held-out requests of
+    each kind (:func:`punl.groups.heldout_groups`)."""
     groups = make_groups(scores, config.primary_score, config.n_groups, config.group_size,
                          config.seed, ("quantile", "bottom", "top", "random"))
     for score in config.baseline_scores:
@@ -333,7 +341,8 @@ def forget_groups(config: Config, scores) -> list[ForgetGroup]:
                               ("top",))
     for score in config.baseline_scores:
         groups += disagreement_groups(scores, config.primary_score, score, config.group_size)
-    return groups
+    return groups + heldout_groups(scores, config.primary_score, config.heldout_requests,
+                                   config.group_size, config.seed)
 
 
 def run_unlearning(config: Config, data: Dataset, originals: list[Params], scores,

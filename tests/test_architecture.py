@@ -17,7 +17,7 @@ ORDER = [
     "catalog", "methods", "tables", "config", "parallel",
     "data", "models", "pergrad", "multimodel", "sgd", "recipe", "ledger", "train",
     "privacy", "metrics", "mia", "groups", "shadow", "scores", "barriers", "unlearn",
-    "fits", "analysis", "claims", "plots", "store", "outputs", "preflight", "pipeline",
+    "fits", "analysis", "claims", "predict", "adaptive", "plots", "store", "outputs", "preflight", "pipeline",
     "notebook", "plan", "book",
     "runner", "sweep",
     "cli",

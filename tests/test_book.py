@@ -52,7 +52,7 @@ def test_run_executes_notebooks_and_writes_tables(book):
     scores = pd.read_parquet(published / "scores.parquet")
     assert len(scores) == 200 and {"privacy_loss_a8", "avg_grad_norm", "flipped"} <= set(scores)
     tables = ("groups", "unlearning", "attack", "points", "point_null", "barriers", "paths",
-              "steps", "claims")
+              "steps", "claims", "heldout_predictions", "prediction_validation", "adaptive")
     for table in tables:
         assert len(pd.read_parquet(published / f"{table}.parquet")) > 0, table
     assert set(record["tables"]) == {f"{t}.parquet" for t in ("scores", *tables)}
@@ -84,12 +84,13 @@ def test_book_builds_without_warnings_and_shows_figures(book):
     html = build_book(root)
     pages = {"book/intro": 0, "book/methods": 0, "book/reproduce": 0, f"{run}/index": 0,
              f"{run}/01_train": 3, f"{run}/02_score": 3, f"{run}/03_unlearn": 4,
-             f"{run}/04_loss_barriers": 3, f"{run}/05_summary": 0}
+             f"{run}/04_loss_barriers": 3, f"{run}/05_summary": 0, f"{run}/06_predict": 4}
     for page, figures in pages.items():
         text = (html / f"{page}.html").read_text()
         assert text.count("<img") >= figures, page
     assert "Langevin" in (html / "book/intro.html").read_text()
     assert "supported" in (html / f"{run}/05_summary.html").read_text()
+    assert "measured:" in (html / f"{run}/06_predict.html").read_text()
 
 
 def test_bad_key_or_value_stops_before_any_notebook(tmp_path):

@@ -17,7 +17,7 @@ def run(tmp_path_factory):
     cfg = Config(name="plots", n_train=150, runs=2, epochs=2, batch_size=32, width=8,
                  record_every=5, label_noise=0.1, n_groups=2, group_size=5, unlearn_steps=4,
                  n_checkpoints=3, retrain_seeds=2, n_bootstrap=5, barrier_points=3, clip=10.0,
-                 baseline_scores=("avg_grad_norm",), n_permutations=20)
+                 baseline_scores=("avg_grad_norm",), n_permutations=20, heldout_requests=1)
     return RunView(cfg, tmp_path_factory.mktemp("plots"))
 
 
@@ -92,6 +92,30 @@ def test_barrier_figures(run):
                                                         "distance"]
     grid = plots.barrier_trajectories(tables.barriers, run.primary_method)
     assert grid.axes.flat[0].get_xscale() == "log"
+    plt.close("all")
+
+
+def test_prediction_figures(run):
+    from punl import predict
+    measured, tables, score = run.measured, run.predictions, run.primary_score
+    held = tables["heldout_predictions"]
+    models = {how: predict.fit_cost_model(measured, score, how) for how in predict.AGGREGATES}
+    calibration = pd.concat([predict.calibration_points(measured, score, how) for how in models])
+    curves = pd.concat([predict.prediction_curve(m, m.calibrated_low, m.calibrated_high)
+                        for m in models.values()])
+    fig = plots.cost_curves(calibration, curves, held[held.score == score], measured.budget,
+                            score)
+    assert len(fig.axes) == 3 and fig.axes[0].get_xscale() == "log"
+    assert fig.axes[0].get_ylabel() == "steps to unlearn"
+    fig = plots.predicted_against_measured(held, score, measured.budget)
+    assert len(fig.axes) == 3 and len(fig.axes[0].lines) >= 1
+    fig = plots.validation_bars(tables["prediction_validation"])
+    assert [ax.get_title() for ax in fig.axes][1] == "interval coverage"
+    adaptive = tables["adaptive"]
+    comparison = predict.adaptive_comparison(adaptive, measured.checkpoints)
+    fig = plots.adaptive_against_fixed(predict.fixed_budget_curve(adaptive, measured.checkpoints),
+                                       comparison)
+    assert fig.axes[0].get_ylabel() == "share of requests unlearned"
     plt.close("all")
 
 

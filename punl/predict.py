@@ -1,0 +1,693 @@
+"""Predict what a deletion request will cost, from a finished run's tables, before running it.
+
+A deletion request is a set of training indices. From the run's per-point scores and its
+measured forget groups alone (nothing is trained or unlearned), :func:`predict` returns
+
+- the **steps** until the request is indistinguishable from retraining at the run's criterion
+  (the group attack against its permutation null: adjusted p above the level from then on), or
+  with ``eps`` until the fitted excess divergence falls to eps, with a prediction interval;
+- the **response amplitude** A of the excess divergence D(k) - D_null(k) = A exp(-ck) + floor,
+  with a prediction interval;
+- a flag when the request lies outside the range the run calibrated on.
+
+**Calibration.** The groups measured for one method at one level (design ``all``), every kind
+but the held-out requests (:func:`punl.groups.is_heldout`), which are kept for validation. A
+*predictor* is a per-point score s (a column of the scores table) and an aggregate g (mean, max
+or median): group G's predictor value is x_G = g({s(i) : i in G}), a request's the same over its
+indices.
+
+**Steps.** A group's measured steps are an interval (:class:`punl.fits.StepIntervals`):
+unlearned at checkpoint k_j = (k_{j-1}, k_j], censored = (K, inf), and never distinguishable =
+(-inf, 0], latent steps at or below 0 (a Tobit model: counting them as exactly 0 shrinks sigma
+and the intervals). The censoring-aware maximum-likelihood fit
+(:func:`punl.fits.fit_log_censored`) of
+
+    steps ~ N(mu(x), sigma^2),   mu(x) = a log(b x + 1)
+
+gives the prediction mu(x), and its (1 - gamma) prediction interval is
+
+    mu(x) -+ t_{1-gamma/2, n-3} sqrt(s^2 + grad' Cov grad),   grad = d mu / d(log a, log b),
+
+with s^2 = sigma^2 n / (n - 3) (the maximum-likelihood sigma is biased low), Cov the inverse
+Hessian of the negative log-likelihood in (log a, log b, log sigma) (the delta method;
+directions in which the likelihood is flat are left out) and n the number of calibration
+groups; the lower end is clipped at 0. Under the attack criterion each end is read
+on the run's checkpoints: the first checkpoint at or above it, where a group needing that many
+steps is declared unlearned. An upper end above the budget K reads "more than K" (inf).
+
+With ``eps``, a group's response is instead the step at which its fitted curve reaches eps,
+log(A / (eps - floor)) / c (:meth:`punl.fits.DecayFit.steps_to`): at or below 0 when it starts
+below eps, censored at K when the step lies beyond the budget or the floor stays above eps;
+fitted and predicted the same way, on integer steps.
+
+**Amplitude.** log A = u + v log x + N(0, s^2), least squares over the groups with A > 0 and
+x > 0; the interval is exp(u + v log x -+ t_{1-gamma/2, n-2} s sqrt(1 + h(x))), h(x) = 1/n +
+(log x - mean log x)^2 / S_xx the leverage.
+
+**Range.** A request is outside the calibrated range when x lies below the smallest or above the
+largest calibration group's x (an extrapolation). A request whose size differs from the
+calibration groups' size is noted: the attack's power depends on the number of points.
+
+**Validation.** The held-out requests, predicted from the calibration groups alone
+(:func:`heldout_predictions`, :func:`validation_table`): Spearman's rho of predicted against
+measured steps (censored ones ranked above K) and amplitude; the coverage of the intervals (a
+measured checkpoint m is covered when checkpoint(low) <= m <= checkpoint(high), so a censored
+one when the upper end passes K and a never distinguishable one when the lower end is 0) and
+their mean width min(high, K) - low; and the mean absolute error in steps: the distance from min(mu, K) to the measured interval
+(0 for never distinguishable, [k_{j-1}, k_j] for unlearned at k_j, K for censored, so censored
+values count at K), 0 when the prediction lies inside it.
+
+**Adaptive unlearning, on the recorded checkpoints.** For each held-out request the rule looks
+first at the checkpoint at or above (1 + margin) mu(x), then at the checkpoint at or above
+``growth`` times the last look, until the group is not distinguishable there (adjusted p >
+level) or the budget ends (:func:`adaptive_table`). It succeeds when it stops at or after the
+request's measured steps (a stop during a momentary dip is a failure). A fixed budget k
+succeeds on the requests whose measured steps are at most k; :func:`adaptive_comparison` sets
+the adaptive rule's total steps against the smallest fixed budget with at least its success
+rate. The live rule, which runs the method and the attack, is :mod:`punl.adaptive`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from . import analysis, fits
+from .config import ConfigError
+from .fits import DecayFit
+from .groups import group_kind, is_heldout
+from .tables import ADAPTIVE, HELDOUT_PREDICTIONS, PREDICTION_VALIDATION
+
+AGGREGATES = {"mean": np.mean, "max": np.max, "median": np.median}
+#: The per-point scores compared as predictors (besides the run's primary score).
+BASELINE_PREDICTORS = ("avg_grad_norm", "el2n", "final_loss")
+#: The prediction intervals' nominal coverage.
+COVERAGE = 0.9
+#: The adaptive rule's first look: (1 + margin) times the predicted steps; then growth x the last.
+ADAPTIVE_MARGIN, ADAPTIVE_GROWTH = 0.25, 2.0
+#: The fewest calibration groups a steps fit takes (it has three parameters).
+MIN_GROUPS = 4
+
+
+class RequestError(ConfigError):
+    """A deletion request or a run that cannot be predicted; the message says which and why."""
+
+
+# ------------------------------------------------------------------------------- the run
+@dataclass(frozen=True)
+class MeasuredRun:
+    """What a prediction reads from a finished run: its scores, ``steps``, ``points`` and
+    ``attack`` tables and its settings."""
+
+    scores: pd.DataFrame
+    steps: pd.DataFrame
+    points: pd.DataFrame
+    attack: pd.DataFrame
+    primary_score: str
+    primary_method: str
+    level: float
+    training_steps: int
+
+    @classmethod
+    def of_study(cls, study) -> "MeasuredRun":
+        """From a :class:`punl.claims.Study`."""
+        return cls(study.scores, study.steps, study.tables.points, study.tables.attack,
+                   study.primary_score, study.primary_method, study.level, study.training_steps)
+
+    @property
+    def checkpoints(self) -> np.ndarray:
+        return np.sort(self.attack.step.unique())
+
+    @property
+    def budget(self) -> int:
+        return int(self.checkpoints.max())
+
+    @property
+    def n_train(self) -> int:
+        return len(self.scores)
+
+    def predictors(self) -> list[str]:
+        """The primary score and the baseline predictors the scores table holds."""
+        names = [self.primary_score, *BASELINE_PREDICTORS]
+        return [s for s in dict.fromkeys(names) if s in self.scores.columns]
+
+
+def measured_groups(run: MeasuredRun, method: str, level: float,
+                    design: str = "all") -> pd.DataFrame:
+    """The ``steps`` rows of every group of ``method`` at ``level`` and ``design``, with
+    ``members`` (its training indices, from the ``points`` table) and ``heldout``."""
+    rows = analysis.select(run.steps, method, level, design, kind=None)
+    pts = run.points[(run.points.method == method) & (run.points.step == run.points.step.min())]
+    members = {key: np.sort(g["index"].to_numpy())
+               for key, g in pts.groupby(["score", "group"], sort=False)}
+    rows = rows[[(s, g) in members for s, g in zip(rows.score, rows.group)]]
+    return rows.assign(members=[members[(s, g)] for s, g in zip(rows.score, rows.group)],
+                       heldout=[is_heldout(group_kind(g)) for g in rows.group]).reset_index(drop=True)
+
+
+def aggregate(values: np.ndarray, how: str) -> float:
+    """mean, max or median of a request's scores."""
+    if how not in AGGREGATES:
+        raise RequestError(f"--aggregate: {how!r} is unknown; choose one of "
+                           f"{', '.join(AGGREGATES)}")
+    return float(AGGREGATES[how](np.asarray(values, float)))
+
+
+def group_values(groups: pd.DataFrame, scores: pd.DataFrame, score: str, how: str) -> np.ndarray:
+    """Each group's predictor value: ``how`` of ``score`` over its members."""
+    values = scores.set_index("index")[score]
+    return np.array([aggregate(values.loc[m].to_numpy(), how) for m in groups.members])
+
+
+# ------------------------------------------------------------------------------ responses
+def step_intervals(groups: pd.DataFrame, checkpoints: np.ndarray) -> fits.StepIntervals:
+    """The attack criterion's steps of each group as intervals on the checkpoints, a never
+    distinguishable group's as (-inf, 0]: the latent Gaussian steps of the fit at or below 0
+    (a Tobit model; counting them as exactly 0 would shrink sigma and the intervals)."""
+    y = fits.StepIntervals.from_steps(groups.steps_to_unlearn, groups.censored,
+                                      groups.status == "never distinguishable", checkpoints)
+    never = (groups.status == "never distinguishable").to_numpy()
+    return fits.StepIntervals(np.where(never, -np.inf, y.lo), y.hi)
+
+
+def divergence_steps(groups: pd.DataFrame, eps: float, budget: int) -> fits.StepIntervals:
+    """The step at which each group's fitted excess divergence reaches ``eps``: exact; at or
+    below 0 when it starts below eps (as never distinguishable groups); censored at K beyond
+    the budget or when the floor stays at or above eps."""
+    k = np.array([DecayFit(a, c, f, 0.0).steps_to(eps) for a, c, f in
+                  zip(groups.response_amplitude, groups.response_rate, groups.response_floor)])
+    late = ~(k <= budget)
+    lo = np.where(late, budget, np.where(k <= 0, -np.inf, k))
+    return fits.StepIntervals(lo, np.where(late, np.inf, k))
+
+
+def measured_checkpoint(status: str, steps: float) -> float:
+    """A group's measured steps as a checkpoint value: inf when censored."""
+    return np.inf if status == "censored" else float(steps)
+
+
+def on_grid(k: float, grid: np.ndarray | None, budget: int) -> float:
+    """The first value of ``grid`` at or above k (the next integer without a grid); inf above
+    the budget, 0 at or below 0."""
+    if not np.isfinite(k) or k > budget:
+        return np.inf
+    if k <= 0:
+        return 0.0
+    if grid is None:
+        return float(np.ceil(k - 1e-9))
+    return float(grid[np.searchsorted(grid, k - 1e-9)])
+
+
+# ------------------------------------------------------------------------------ the fits
+def numerical_hessian(f, theta: np.ndarray, h: float = 1e-3) -> np.ndarray:
+    """Central-difference Hessian of a scalar function at ``theta``."""
+    n = len(theta)
+    H = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i, n):
+            e_i, e_j = np.eye(n)[i] * h, np.eye(n)[j] * h
+            H[i, j] = H[j, i] = (f(theta + e_i + e_j) - f(theta + e_i - e_j)
+                                 - f(theta - e_i + e_j) + f(theta - e_i - e_j)) / (4 * h * h)
+    return H
+
+
+def flat_free_inverse(H: np.ndarray, tol: float = 1e-8) -> np.ndarray:
+    """The inverse of a symmetric matrix on its positive eigen-directions (the others, where
+    the likelihood is flat or not at a minimum, are left out)."""
+    w, v = np.linalg.eigh((H + H.T) / 2)
+    keep = w > tol * max(w.max(), 1e-300)
+    return (v[:, keep] / w[keep]) @ v[:, keep].T
+
+
+@dataclass(frozen=True)
+class LogLawFit:
+    """steps ~ N(a log(b x + 1), sigma^2), with the covariance of (log a, log b)."""
+
+    a: float
+    b: float
+    sigma: float
+    cov: np.ndarray
+    groups: int
+
+    def mean(self, x: float) -> float:
+        return float(fits.log_model(x, self.a, self.b))
+
+    def interval(self, x: float, coverage: float = COVERAGE) -> tuple[float, float]:
+        """The prediction interval of the module docstring (lower end clipped at 0)."""
+        mu = self.mean(x)
+        grad = np.array([mu, self.a * self.b * x / (1 + self.b * x)])
+        sd = np.sqrt(self.sigma ** 2 + max(float(grad @ self.cov @ grad), 0.0))
+        half = stats.t.ppf(0.5 + coverage / 2, max(self.groups - 3, 1)) * sd
+        return max(mu - half, 0.0), mu + half
+
+
+def fit_steps(x: np.ndarray, y: fits.StepIntervals) -> LogLawFit:
+    """The censoring-aware fit of the log law and its covariance (module docstring)."""
+    x = np.asarray(x, float)
+    f = fits.fit_log_censored(x, y)
+
+    def nll(theta):
+        a, b, sigma = np.exp(np.clip(theta, -30, 30))
+        return -fits.interval_log_likelihood(fits.log_model(x, a, b), max(sigma, 1e-6), y)
+
+    theta = np.log([f["a"], f["b"], f["sigma"]])
+    cov = flat_free_inverse(numerical_hessian(nll, theta))[:2, :2]
+    sigma = f["sigma"] * np.sqrt(len(x) / max(len(x) - 3, 1))     # the ML estimate's bias
+    return LogLawFit(f["a"], f["b"], sigma, cov, len(x))
+
+
+@dataclass(frozen=True)
+class PowerLawFit:
+    """log A = intercept + slope log x + N(0, sd^2), by least squares."""
+
+    intercept: float
+    slope: float
+    sd: float
+    groups: int
+    log_x_mean: float
+    sxx: float
+
+    def mean(self, x: float) -> float:
+        return float(np.exp(self.intercept + self.slope * np.log(x))) if x > 0 else np.nan
+
+    def interval(self, x: float, coverage: float = COVERAGE) -> tuple[float, float]:
+        if not x > 0:
+            return np.nan, np.nan
+        lx = np.log(x)
+        leverage = 1 / self.groups + (lx - self.log_x_mean) ** 2 / self.sxx
+        half = stats.t.ppf(0.5 + coverage / 2, self.groups - 2) * self.sd * np.sqrt(1 + leverage)
+        centre = self.intercept + self.slope * lx
+        return float(np.exp(centre - half)), float(np.exp(centre + half))
+
+
+def fit_amplitude(x: np.ndarray, amplitude: np.ndarray) -> PowerLawFit | None:
+    """The log-log fit over the groups with A > 0 and x > 0 (None with fewer than 3, or no
+    spread in x)."""
+    x, amplitude = np.asarray(x, float), np.asarray(amplitude, float)
+    keep = (x > 0) & (amplitude > 0) & np.isfinite(amplitude)
+    if keep.sum() < 3 or np.ptp(np.log(x[keep])) == 0:
+        return None
+    lx, la = np.log(x[keep]), np.log(amplitude[keep])
+    res = stats.linregress(lx, la)
+    residual = la - (res.intercept + res.slope * lx)
+    sd = float(np.sqrt((residual ** 2).sum() / max(len(lx) - 2, 1)))
+    return PowerLawFit(float(res.intercept), float(res.slope), sd, len(lx), float(lx.mean()),
+                       float(((lx - lx.mean()) ** 2).sum()))
+
+
+# --------------------------------------------------------------------------- predictions
+@dataclass(frozen=True)
+class Prediction:
+    """The predicted cost of one request (steps in the unlearning method's steps; inf: more
+    than the budget)."""
+
+    score: str
+    aggregate: str
+    method: str
+    criterion: str
+    size: int
+    x: float
+    steps: float
+    steps_low: float
+    steps_high: float
+    checkpoint: float
+    checkpoint_low: float
+    checkpoint_high: float
+    amplitude: float
+    amplitude_low: float
+    amplitude_high: float
+    budget: int
+    training_steps: int
+    coverage: float
+    outside_range: str        # "", "below" or "above" the calibration groups' x
+    calibrated_low: float
+    calibrated_high: float
+    calibration_size: int
+    calibration_groups: int
+
+    def _steps(self, k: float) -> str:
+        return f"more than {self.budget}" if not np.isfinite(k) else f"{k:.0f}"
+
+    @property
+    def on_checkpoints(self) -> bool:
+        """Whether the steps are read on the run's checkpoints (the attack's criterion)."""
+        return self.criterion.startswith("attack")
+
+    def notes(self) -> list[str]:
+        """The reasons to read this prediction with care."""
+        out = []
+        if self.outside_range:
+            out.append(f"outside the calibrated range: {self.aggregate} {self.score} = "
+                       f"{self.x:.4g} lies {self.outside_range} the calibration groups' "
+                       f"{self.calibrated_low:.4g} to {self.calibrated_high:.4g}; the "
+                       "prediction extrapolates")
+        if self.size != self.calibration_size:
+            out.append(f"the request has {self.size} points, the calibration groups "
+                       f"{self.calibration_size}: the attack's power, and so the steps, depend "
+                       "on the number of points")
+        return out
+
+    def summary(self) -> str:
+        """A few lines a provider reads."""
+        within = np.isfinite(self.steps) and self.steps <= self.budget
+        share = (f" ({self.steps / self.training_steps:.0%} of the {self.training_steps} "
+                 f"training steps)" if self.training_steps and within else "")
+        about = f"about {self.steps:.1f}" if within else f"more than {self.budget}"
+        lines = [
+            f"request of {self.size} points; predictor: {self.aggregate} of {self.score} = "
+            f"{self.x:.4g}, fitted on {self.calibration_groups} measured groups",
+            f"{self.method}, {self.criterion}: {about} steps{share}"
+            + (f", checkpoint {self._steps(self.checkpoint)}" if self.on_checkpoints else "")
+            + f"; {self.coverage:.0%} interval {self._steps(self.checkpoint_low)} to "
+            f"{self._steps(self.checkpoint_high)} steps (budget K = {self.budget})"]
+        if np.isfinite(self.amplitude):
+            lines.append(f"response amplitude A = {self.amplitude:.3g}; {self.coverage:.0%} "
+                         f"interval {self.amplitude_low:.3g} to {self.amplitude_high:.3g}")
+        return "\n".join(lines + [f"note: {n}" for n in self.notes()])
+
+    def as_dict(self) -> dict:
+        """The fields and notes, with null for a value that is not finite (an upper end of
+        more than the budget, or no amplitude fit), so that it is plain JSON."""
+        def plain(v):
+            return None if isinstance(v, float) and not np.isfinite(v) else v
+        return {**{k: plain(getattr(self, k)) for k in self.__dataclass_fields__},
+                "notes": self.notes()}
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """A predictor fitted on a run's calibration groups: steps (and amplitude) against x."""
+
+    score: str
+    aggregate: str
+    method: str
+    criterion: str
+    steps_fit: LogLawFit
+    amplitude_fit: PowerLawFit | None
+    grid: np.ndarray | None           # the checkpoints the steps are read on (None: integers)
+    budget: int
+    training_steps: int
+    calibrated_low: float
+    calibrated_high: float
+    calibration_size: int
+    coverage: float = COVERAGE
+
+    def at(self, x: float, size: int | None = None) -> Prediction:
+        """The prediction for a request whose predictor value is x."""
+        mu = self.steps_fit.mean(x)
+        low, high = self.steps_fit.interval(x, self.coverage)
+        amp = self.amplitude_fit
+        a_low, a_high = amp.interval(x, self.coverage) if amp else (np.nan, np.nan)
+        outside = "below" if x < self.calibrated_low else "above" if x > self.calibrated_high \
+            else ""
+        return Prediction(
+            self.score, self.aggregate, self.method, self.criterion,
+            self.calibration_size if size is None else size, float(x), mu, low, high,
+            *(on_grid(k, self.grid, self.budget) for k in (mu, low, high)),
+            amp.mean(x) if amp else np.nan, a_low, a_high, self.budget, self.training_steps,
+            self.coverage, outside, self.calibrated_low, self.calibrated_high,
+            self.calibration_size, self.steps_fit.groups)
+
+    def predict(self, scores: pd.DataFrame, indices) -> Prediction:
+        """The prediction for a request: its indices checked (:func:`check_request`)."""
+        idx = check_request(indices, len(scores))
+        values = scores.set_index("index")[self.score].loc[idx].to_numpy()
+        return self.at(aggregate(values, self.aggregate), len(idx))
+
+
+def fit_cost_model(run: MeasuredRun, score: str | None = None, aggregate: str = "mean",
+                   method: str | None = None, level: float | None = None,
+                   eps: float | None = None, coverage: float = COVERAGE,
+                   groups: pd.DataFrame | None = None) -> CostModel:
+    """Fit a predictor on ``run``'s calibration groups of ``method`` (default the run's main
+    method) at ``level`` (default the run's): steps at the attack criterion, or until the
+    fitted excess divergence reaches ``eps``; and the amplitude."""
+    score, method = score or run.primary_score, method or run.primary_method
+    level = run.level if level is None else level
+    check_choices(run, score, aggregate, method, level, eps, coverage)
+    groups = measured_groups(run, method, level) if groups is None else groups
+    calib = groups[~groups.heldout]
+    if len(calib) < MIN_GROUPS:
+        raise RequestError(f"the run has {len(calib)} measured groups of {method} at level "
+                           f"{level:g}; a prediction needs at least {MIN_GROUPS}")
+    x = group_values(calib, run.scores, score, aggregate)
+    if eps is None:
+        y, grid, criterion = step_intervals(calib, run.checkpoints), run.checkpoints, \
+            f"attack at level {level:g}"
+    else:
+        y, grid, criterion = divergence_steps(calib, eps, run.budget), None, \
+            f"excess divergence down to {eps:g}"
+    sizes = [len(m) for m in calib.members]
+    return CostModel(score, aggregate, method, criterion, fit_steps(x, y),
+                     fit_amplitude(x, calib.response_amplitude.to_numpy()), grid, run.budget,
+                     run.training_steps, float(x.min()), float(x.max()),
+                     int(np.median(sizes)), coverage)
+
+
+def check_choices(run: MeasuredRun, score: str, how: str, method: str, level: float,
+                  eps: float | None, coverage: float) -> None:
+    """Each choice of a prediction names something the run has."""
+    if score not in run.scores.columns or score in ("index", "label", "true_label", "flipped"):
+        raise RequestError(f"--score: {score!r} is not a score column of the run; choose from "
+                           f"{[c for c in run.scores.columns if c not in ('index', 'label', 'true_label', 'flipped')]}")
+    aggregate([0.0], how)
+    if method not in set(run.steps.method):
+        raise RequestError(f"--method: the run did not unlearn with {method!r}; choose from "
+                           f"{sorted(set(run.steps.method))}")
+    levels = sorted(set(run.steps.level))
+    if not np.isclose(levels, level).any():
+        raise RequestError(f"--level: the run's steps are at levels {levels}, not {level:g}")
+    if eps is not None and not (np.isfinite(eps) and eps > 0):
+        raise RequestError(f"--eps: must be a finite number > 0 (got {eps})")
+    if not 0 < coverage < 1:
+        raise RequestError(f"--coverage: must lie in (0, 1) (got {coverage})")
+
+
+def check_request(indices, n: int) -> np.ndarray:
+    """The request's indices as integers, or one :class:`RequestError` naming the problem: an
+    empty request, an index out of range, or an index listed twice."""
+    idx = np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices)
+    if idx.size == 0:
+        raise RequestError("--indices: the request is empty; give at least one training index")
+    if idx.dtype.kind == "f" and np.all(np.isfinite(idx)) and np.all(idx == np.round(idx)):
+        idx = idx.astype(np.int64)
+    if idx.dtype.kind not in "iu" or idx.ndim != 1:
+        raise RequestError("--indices: a request is a list of integer training indices")
+    bad = idx[(idx < 0) | (idx >= n)]
+    if len(bad):
+        raise RequestError(f"--indices: index {bad[0]} is out of range: the run has {n} training "
+                           f"points (indices 0 to {n - 1})")
+    values, counts = np.unique(idx, return_counts=True)
+    if (counts > 1).any():
+        i = int(np.argmax(counts > 1))
+        raise RequestError(f"--indices: index {values[i]} is listed {counts[i]} times; list each "
+                           "point once")
+    return idx.astype(np.int64)
+
+
+def predict(run: MeasuredRun, indices, score: str | None = None, aggregate: str = "mean",
+            method: str | None = None, level: float | None = None, eps: float | None = None,
+            coverage: float = COVERAGE) -> Prediction:
+    """The predicted cost of deleting ``indices`` (module docstring)."""
+    check_request(indices, run.n_train)
+    return fit_cost_model(run, score, aggregate, method, level, eps, coverage).predict(
+        run.scores, indices)
+
+
+def calibration_points(run: MeasuredRun, score: str, how: str, method: str | None = None,
+                       level: float | None = None) -> pd.DataFrame:
+    """Each calibration group's predictor value ``x`` beside its status and steps."""
+    method = method or run.primary_method
+    groups = measured_groups(run, method, run.level if level is None else level)
+    calib = groups[~groups.heldout]
+    return calib[["score", "group", "kind", "status", "steps_to_unlearn", "censored",
+                  "response_amplitude"]].assign(
+        aggregation=how, x=group_values(calib, run.scores, score, how)).reset_index(drop=True)
+
+
+def example_request(run: MeasuredRun, method: str | None = None) -> pd.Series:
+    """A worked example: the held-out mixed request with the highest mean primary score (the
+    most hard points among easy ones); else another held-out request; else a calibration
+    group. Its ``steps`` row with ``members``."""
+    groups = measured_groups(run, method or run.primary_method, run.level)
+    for pool in (groups[groups.kind == "heldout_mixed"], groups[groups.heldout], groups):
+        if len(pool):
+            means = group_values(pool, run.scores, run.primary_score, "mean")
+            return pool.iloc[int(np.argmax(means))]
+    raise RequestError("the run has no measured groups")
+
+
+def prediction_curve(model: CostModel, low: float, high: float, n: int = 120) -> pd.DataFrame:
+    """The prediction and its interval on a log grid of x in [low, high]."""
+    rows = []
+    for x in np.geomspace(max(low, 1e-12), max(high, low * 1.0001, 1e-12), n):
+        p = model.at(x)
+        rows.append({"aggregation": model.aggregate, "x": x, "steps": p.steps,
+                     "steps_low": p.steps_low, "steps_high": p.steps_high,
+                     "amplitude": p.amplitude, "amplitude_low": p.amplitude_low,
+                     "amplitude_high": p.amplitude_high})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- validation
+def heldout_predictions(run: MeasuredRun, method: str | None = None, level: float | None = None,
+                        coverage: float = COVERAGE) -> pd.DataFrame:
+    """Every predictor (score x aggregate) fitted on the calibration groups and applied to every
+    held-out request, beside what the request measured (the ``heldout_predictions`` table)."""
+    method = method or run.primary_method
+    level = run.level if level is None else level
+    groups = measured_groups(run, method, level)
+    held = groups[groups.heldout]
+    if held.empty:
+        return HELDOUT_PREDICTIONS.frame([])
+    rows = []
+    for score in run.predictors():
+        for how in AGGREGATES:
+            model = fit_cost_model(run, score, how, method, level, None, coverage, groups)
+            x = group_values(held, run.scores, score, how)
+            for xi, g in zip(x, held.itertuples()):
+                rows.append(_heldout_row(model, model.at(xi, len(g.members)), g))
+    return HELDOUT_PREDICTIONS.frame(rows)
+
+
+def _heldout_row(model: CostModel, p: Prediction, g) -> dict:
+    measured = measured_checkpoint(g.status, g.steps_to_unlearn)
+    a = g.response_amplitude
+    return {"score": p.score, "aggregation": p.aggregate, "group": g.group, "kind": g.kind,
+            "group_size": p.size, "x": p.x, "outside_range": p.outside_range,
+            "predicted_steps": p.steps, "steps_low": p.steps_low, "steps_high": p.steps_high,
+            "predicted_checkpoint": p.checkpoint, "checkpoint_low": p.checkpoint_low,
+            "checkpoint_high": p.checkpoint_high, "status": g.status,
+            "measured_steps": int(g.steps_to_unlearn), "censored": bool(g.censored),
+            "steps_covered": bool(p.checkpoint_low <= measured <= p.checkpoint_high),
+            "steps_error": interval_distance(min(p.steps, model.budget), g.status,
+                                             g.steps_to_unlearn, model.grid),
+            "predicted_amplitude": p.amplitude, "amplitude_low": p.amplitude_low,
+            "amplitude_high": p.amplitude_high, "measured_amplitude": a,
+            "amplitude_covered": bool(p.amplitude_low <= a <= p.amplitude_high) if a > 0
+            else False}
+
+
+def interval_distance(k: float, status: str, steps: float, grid: np.ndarray | None) -> float:
+    """The distance from k to a group's measured interval: [0, 0] never distinguishable,
+    [k_{j-1}, k_j] unlearned at checkpoint k_j, [K, K] censored (counted at K)."""
+    low = high = float(steps)
+    if status == "unlearned" and grid is not None:
+        j = int(np.searchsorted(grid, steps))
+        low = float(grid[max(j - 1, 0)])
+    return float(max(low - k, k - high, 0.0))
+
+
+def _ranked_steps(rows: pd.DataFrame, budget: int) -> np.ndarray:
+    """Measured steps with the censored ones ranked above every unlearned one."""
+    return np.where(rows.censored, budget + 1, rows.measured_steps).astype(float)
+
+
+def validation_table(heldout: pd.DataFrame, budget: int) -> pd.DataFrame:
+    """Per predictor, over all held-out requests and over each kind of request: rank
+    correlation, interval coverage, the intervals' mean width within the budget and the mean
+    absolute error (the ``prediction_validation`` table)."""
+    rows = []
+    for (score, how), h in heldout.groupby(["score", "aggregation"], sort=False):
+        parts = [("all", h), *((k, p) for k, p in h.groupby("kind", sort=False))]
+        for requests, p in parts:
+            rho, rho_p = fits.spearman(p.predicted_steps, _ranked_steps(p, budget))
+            positive = p[p.measured_amplitude > 0]
+            amp_rho = fits.spearman(p.predicted_amplitude, p.measured_amplitude)[0]
+            rows.append({"score": score, "aggregation": how, "requests": requests,
+                         "n_requests": len(p), "steps_spearman": rho, "steps_spearman_p": rho_p,
+                         "steps_coverage": float(p.steps_covered.mean()),
+                         "steps_mae": float(p.steps_error.mean()),
+                         "steps_width": float((np.minimum(p.steps_high, budget)
+                                               - p.steps_low).mean()),
+                         "censored": int(p.censored.sum()),
+                         "outside_range": int((p.outside_range != "").sum()),
+                         "amplitude_spearman": amp_rho,
+                         "amplitude_coverage": float(positive.amplitude_covered.mean())
+                         if len(positive) else np.nan,
+                         "amplitude_requests": len(positive)})
+    return PREDICTION_VALIDATION.frame(rows)
+
+
+# ------------------------------------------------------------------------------- adaptive
+def recorded_looks(start: float, checkpoints: np.ndarray, growth: float = ADAPTIVE_GROWTH
+                   ) -> list[int]:
+    """The adaptive rule's looks on recorded checkpoints: the first at or above ``start``
+    (the budget when start passes it), then each at or above ``growth`` times the last (and
+    after it), ending at the budget."""
+    checkpoints = np.sort(np.asarray(checkpoints))
+    budget = int(checkpoints[-1])
+    k = on_grid(start, checkpoints, budget)
+    looks = [int(k) if np.isfinite(k) else budget]
+    while looks[-1] < budget:
+        nxt = on_grid(max(growth * looks[-1], looks[-1] + 1), checkpoints, budget)
+        looks.append(int(nxt) if np.isfinite(nxt) else budget)
+    return looks
+
+
+def adaptive_table(run: MeasuredRun, heldout: pd.DataFrame, margin: float = ADAPTIVE_MARGIN,
+                   growth: float = ADAPTIVE_GROWTH, method: str | None = None,
+                   level: float | None = None) -> pd.DataFrame:
+    """The adaptive rule on every held-out request and predictor, evaluated on the recorded
+    checkpoints of that request (the same models at the same checkpoints): the ``adaptive``
+    table."""
+    method = method or run.primary_method
+    level = run.level if level is None else level
+    a = run.attack[(run.attack.method == method) & (run.attack.design == "all")]
+    adjusted = {g: s.set_index("step").adjusted_p for g, s in a.groupby("group", sort=False)}
+    rows = []
+    for r in heldout.itertuples():
+        p = adjusted[r.group]
+        looks = recorded_looks((1 + margin) * r.predicted_steps, run.checkpoints, growth)
+        stop = next((k for k in looks if p[k] > level), None)
+        used = looks[-1] if stop is None else stop
+        rows.append({"score": r.score, "aggregation": r.aggregation, "group": r.group,
+                     "kind": r.kind, "first_look": looks[0],
+                     "looks": looks.index(used) + 1, "steps_used": used,
+                     "passed": stop is not None, "measured_steps": r.measured_steps,
+                     "censored": r.censored,
+                     "success": stop is not None and not r.censored and used >= r.measured_steps})
+    return ADAPTIVE.frame(rows)
+
+
+def fixed_success(adaptive: pd.DataFrame, budget: int) -> float:
+    """The share of requests a fixed budget of ``budget`` steps unlearns (measured steps at
+    most the budget, not censored)."""
+    return float((~adaptive.censored & (adaptive.measured_steps <= budget)).mean())
+
+
+def fixed_budget_curve(adaptive: pd.DataFrame, checkpoints: np.ndarray) -> pd.DataFrame:
+    """Every fixed budget (a recorded checkpoint) over the held-out requests: its success rate
+    and total steps."""
+    requests = adaptive.drop_duplicates("group")
+    return pd.DataFrame([{"budget": int(k), "success": fixed_success(requests, k),
+                          "total_steps": int(k) * len(requests)} for k in np.sort(checkpoints)])
+
+
+def adaptive_comparison(adaptive: pd.DataFrame, checkpoints: np.ndarray) -> pd.DataFrame:
+    """Per predictor: the adaptive rule's success rate, total steps and mean looks, against the
+    smallest fixed budget (a recorded checkpoint) with at least its success rate, and that
+    budget's total steps over the same requests."""
+    rows = []
+    for (score, how), a in adaptive.groupby(["score", "aggregation"], sort=False):
+        rate = float(a.success.mean())
+        fixed = next((int(k) for k in np.sort(checkpoints)
+                      if fixed_success(a, k) >= rate - 1e-12), None)
+        rows.append({"score": score, "aggregation": how, "requests": len(a),
+                     "adaptive_success": rate, "adaptive_total_steps": int(a.steps_used.sum()),
+                     "mean_looks": float(a.looks.mean()),
+                     "fixed_budget": fixed,
+                     "fixed_success": fixed_success(a, fixed) if fixed is not None else np.nan,
+                     "fixed_total_steps": fixed * len(a) if fixed is not None else np.nan})
+    return pd.DataFrame(rows)
+
+
+def prediction_tables(run: MeasuredRun, coverage: float = COVERAGE) -> dict[str, pd.DataFrame]:
+    """The run's published prediction tables: ``heldout_predictions``,
+    ``prediction_validation`` and ``adaptive`` (empty without held-out requests)."""
+    held = heldout_predictions(run, coverage=coverage)
+    return {"heldout_predictions": held,
+            "prediction_validation": validation_table(held, run.budget),
+            "adaptive": adaptive_table(run, held)}
