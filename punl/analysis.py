@@ -22,6 +22,53 @@ from .tables import STEPS, UnlearnTables
 LEVELS = (0.01, 0.05, 0.1)
 
 
+# ------------------------------------------------------------------------- numbers in prose
+def fmt(value, digits: int = 3) -> str:
+    """A number as the book prints it: integers whole (with thousands separators), other
+    numbers to ``digits`` significant digits without trailing zeros, and without an exponent
+    from 0.001 to a million; ``n/a`` for a missing or infinite value; anything else as its
+    text."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    value = float(value)
+    if not np.isfinite(value):
+        return "n/a"
+    magnitude = abs(value)
+    if magnitude == 0:
+        return "0"
+    if magnitude >= 1e6 or magnitude < 1e-3:
+        return f"{value:.{max(digits - 1, 0)}e}"
+    decimals = max(digits - 1 - int(np.floor(np.log10(magnitude))), 0)
+    text = f"{value:,.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def percent(share: float, digits: int = 2) -> str:
+    """A share in [0, 1] as a percentage to ``digits`` significant digits (``74%``,
+    ``0.17%``); ``n/a`` when missing."""
+    return "n/a" if share is None or not np.isfinite(share) else f"{fmt(100 * share, digits)}%"
+
+
+def listing(items: list[str], empty: str = "none") -> str:
+    """``a``, ``a and b``, ``a, b and c``; ``empty`` for no items."""
+    items = list(items)
+    if not items:
+        return empty
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def trend(rho: float, low: float, high: float) -> str:
+    """``rises`` or ``falls`` when the interval [low, high] of a correlation excludes 0, else
+    ``shows no clear trend``."""
+    if np.isfinite(low) and low > 0:
+        return "rises"
+    if np.isfinite(high) and high < 0:
+        return "falls"
+    return "shows no clear trend"
+
+
 # ---------------------------------------------------------------------------------- training
 def final_accuracy(ledger: Ledger) -> pd.DataFrame:
     """Mean, sd, min and max over runs of the train and test accuracy at the last record."""
@@ -80,6 +127,56 @@ def flipped_share_of_top(scores: pd.DataFrame, column: str, fraction: float = 0.
     """Share of flipped points among the ``fraction`` of points with the highest ``column``."""
     top = scores[column] >= scores[column].quantile(1 - fraction)
     return float(scores.flipped.astype(bool)[top].mean())
+
+
+# ------------------------------------------------------------------------ chapters' findings
+def training_findings(ledger: Ledger, clip: float, flipped: np.ndarray, n: int = 5) -> dict:
+    """The numbers of the training chapter's closing paragraph, as the book prints them:
+    accuracy at the end of training, how often clipping binds, and how the flipped points'
+    gradient norms compare with the clean ones'."""
+    flipped = np.asarray(flipped, bool)
+    test, train = ledger.test_acc[:, -1], ledger.train_acc[:, -1]
+    clipping = clipping_summary(ledger, clip)
+    extremes = extreme_norm_summary(ledger, flipped, n)
+    avg = ledger.grad_norm.mean(axis=(0, 1))
+    if flipped.any() and (~flipped).any():
+        ratio = float(np.median(avg[flipped]) / np.median(avg[~flipped]))
+        noise = (f"Of the {n} points with the highest average gradient norm, "
+                 f"{int(extremes.loc[f'highest {n}', 'flipped among them'])} have flipped "
+                 f"labels, and the median average norm of the {fmt(int(flipped.sum()))} flipped "
+                 f"points is {fmt(ratio, 2)} times that of the clean ones.")
+    else:
+        noise = "No label was flipped in this run, so there is no known-hard control group."
+    return {"runs": fmt(ledger.runs), "steps": fmt(ledger.total_steps),
+            "test_acc": fmt(test.mean()), "test_acc_min": fmt(test.min()),
+            "test_acc_max": fmt(test.max()), "train_acc": fmt(train.mean()),
+            "clip": fmt(clip), "clipped_share": percent(clipping.iloc[0]),
+            "clipped_once": percent(clipping.iloc[1]), "label_noise_sentence": noise}
+
+
+def score_findings(scores: pd.DataFrame, column: str, baselines: list[str]) -> dict:
+    """The numbers of the scores chapter's closing paragraph, as the book prints them: the
+    spread of the privacy loss, its rank agreement with the baselines, and the label-noise
+    control."""
+    values = scores[column]
+    q10, q50, q90 = values.quantile([0.1, 0.5, 0.9])
+    decades = np.log10(q90 / q10) if q10 > 0 else np.nan
+    rho = scores[[column, *baselines]].corr(method="spearman")[column]
+    agreement = listing([f"{fmt(rho[b], 2)} with {b}" for b in baselines])
+    flipped = scores.flipped.astype(bool)
+    if flipped.any() and (~flipped).any():
+        test = label_noise_control(scores, [column]).iloc[0]
+        noise = (f"Flipped points have a mean loss {fmt(test['mean flipped'] / test['mean clean'], 2)} "
+                 f"times that of clean points (one-sided Mann-Whitney p = {fmt(test['p-value'], 2)}) "
+                 f"and make up {percent(flipped_share_of_top(scores, column))} of the 10% of points "
+                 f"with the highest loss, against {percent(flipped.mean())} of all points.")
+    else:
+        noise = "No label was flipped in this run, so there is no label-noise control."
+    return {"column": column, "points": fmt(len(scores)), "q10": fmt(q10), "median": fmt(q50),
+            "q90": fmt(q90), "maximum": fmt(values.max()), "decades": fmt(decades, 2),
+            "zero": fmt(int((values == 0).sum())),
+            "ties": fmt(int((values == values.max()).sum())), "agreement": agreement,
+            "label_noise_sentence": noise}
 
 
 
@@ -151,6 +248,16 @@ def steps_fits(rows: pd.DataFrame, checkpoints: np.ndarray) -> dict[str, float]:
             "spearman": rho, "spearman_p": p_value, "groups": len(rows),
             "never_distinguishable": int((rows.status == "never distinguishable").sum()),
             "censored": int(rows.censored.sum())}
+
+
+def headline(steps: pd.DataFrame, points: pd.DataFrame, scores: pd.DataFrame, method: str,
+             level: float, score: str, checkpoints: np.ndarray) -> dict:
+    """What the book's front figure shows of one run: the quantile groups of ``method`` at
+    ``level`` placed by their median ``score`` (``rows``), the censoring-aware fits of their
+    steps (``fit``, as for claim 2) and the slope of log A on log P (``slope``)."""
+    rows = with_score(select(steps, method, level), points, scores, score)
+    return {"rows": rows, "fit": steps_fits(rows, checkpoints),
+            "slope": fits.log_log_slope(rows.p, rows.response_amplitude)}
 
 
 def responding_curves(attack: pd.DataFrame, method: str, design: str = "all"):

@@ -3,25 +3,32 @@
 Layout under the book root: ``book/intro.md``, ``book/methods.md``, one chapter per completed
 run in ``book/runs/<run>/`` (``index.md`` plus its notebooks in name order; hidden folders such
 as a run's staging folder are not chapters), one per sweep in ``book/sweeps/<name>/index.md``,
-and ``book/reproduce.md``. :func:`generate_toc` writes
-``_toc.yml`` from what exists; :func:`build_book` runs ``jupyter-book build`` with warnings as
+and ``book/reproduce.md``. :func:`generate_toc` writes ``_toc.yml`` and the landing page's
+results (:func:`write_landing`: ``book/generated/landing.md``, included by the front page, and
+its figure) from what exists; :func:`build_book` runs ``jupyter-book build`` with warnings as
 errors.
 """
 from __future__ import annotations
 
+import io
 import json
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from .config import STAGES, Config
-from .plan import RunPlan, read_plan
+from .outputs import published_record, read_published
+from .plan import RunPlan, read_plan, relative_to
 from .store import COMPLETE, ArtifactStore, atomic_write_bytes
+
+GENERATED = Path("book") / "generated"
+LANDING = GENERATED / "landing.md"
+HEADLINE = GENERATED / "headline.png"
 
 
 class BookBuildError(RuntimeError):
@@ -30,10 +37,11 @@ class BookBuildError(RuntimeError):
 
 # ---------------------------------------------------------------------------------- run chapters
 def md_cell(value: Any) -> str:
-    """A value as the text of one markdown table cell."""
+    """A value as the text of one markdown table cell (``|`` and ``*`` escaped, so that
+    ``a*log(b*P + 1)`` is not read as emphasis)."""
     text = "null" if value is None else json.dumps(value) if isinstance(value, (list, dict)) \
         else str(value)
-    return " ".join(text.split()).replace("|", "\\|")
+    return " ".join(text.split()).replace("|", "\\|").replace("*", "\\*")
 
 
 def md_table(rows: list[dict[str, Any]]) -> str:
@@ -46,10 +54,10 @@ def md_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def display_path(path: str | Path) -> str:
-    """``path`` relative to the working directory when it lies below it, else absolute."""
-    rel = os.path.relpath(Path(path).resolve(), Path.cwd())
-    return str(Path(path).resolve()) if rel.startswith("..") else rel
+def display_path(path: str | Path, root: str | Path | None = None) -> str:
+    """``path`` relative to ``root`` (the working directory by default), with ``..`` where it
+    lies outside: a page never shows an absolute path of the machine that built it."""
+    return relative_to(path, Path(root or Path.cwd()).resolve())
 
 
 def json_block(obj: Any) -> str:
@@ -85,9 +93,24 @@ def chapter_title(name: str, changed: dict[str, Any]) -> str:
     return f"Run `{name}`" + (f" ({what})" if what else "")
 
 
+def provenance_box(plan: RunPlan, stage_keys: dict[str, str], commit: str | None) -> str:
+    """A small MyST box for the top of each executed notebook: the run, its configuration and
+    overrides, the published tables' folder relative to the book root, the code's git commit and
+    the stage keys (it stands in for the parameter cells, which the page does not show)."""
+    overrides = ", ".join(f"`{o}`" for o in plan.overrides) or "none"
+    keys = " · ".join(f"{stage} `{key}`" for stage, key in stage_keys.items())
+    return (":::{admonition} Provenance\n:class: provenance\n\n"
+            f"**run** `{plan.name}` · **configuration** `{Path(plan.config_source).name}` · "
+            f"**overrides** {overrides}  \n"
+            f"**tables** `{plan.relative(plan.out_dir / 'published')}` · "
+            f"**commit** `{(commit or 'unknown')[:12]}`  \n"
+            f"**stage keys** {keys}\n:::\n")
+
+
 def run_chapter_text(config: Config, out_dir: Path, run: dict, name: str | None = None,
-                     changed: dict[str, Any] | None = None) -> str:
-    """The markdown of ``book/runs/<run>/index.md``: configuration, what ran, provenance."""
+                     changed: dict[str, Any] | None = None, root: Path | None = None) -> str:
+    """The markdown of ``book/runs/<run>/index.md``: configuration, what ran, provenance (paths
+    relative to the book root ``root``)."""
     notebooks = [{"notebook": n, "wall time (s)": s} for n, s in run["notebooks"].items()]
     stages = [{"stage": s, "artifacts": how, "key": run["stage_keys"][s]}
               for s, how in run["stages"].items()]
@@ -98,7 +121,7 @@ def run_chapter_text(config: Config, out_dir: Path, run: dict, name: str | None 
         f"# {chapter_title(name or config.name, changed or {})}\n\n"
         f"This chapter holds the executed notebooks of configuration `{config.name}` "
         f"(source `{Path(plan['config_source']).name}`, overrides: {overrides}). "
-        f"Tables were published to `{display_path(out_dir / 'published')}`.\n\n"
+        f"Tables were published to `{display_path(out_dir / 'published', root)}`.\n\n"
         f"## Configuration\n\n{md_table(config_rows)}\n"
         f"## What ran\n\nFinished {run['finished_at']} on `{run['machine']}` in "
         f"{run['wall_time_s']:.1f} s.\n\n{md_table(notebooks)}\n{md_table(stages)}\n"
@@ -110,7 +133,8 @@ def write_run_chapter(plan: RunPlan, record: dict, folder: Path | None = None) -
     """Write ``index.md`` from the run's record into ``folder`` (the chapter's staging folder;
     the chapter folder itself by default)."""
     path = Path(folder or plan.chapter_dir) / "index.md"
-    text = run_chapter_text(plan.config, plan.out_dir, record, plan.name, plan.changed_fields())
+    text = run_chapter_text(plan.config, plan.out_dir, record, plan.name, plan.changed_fields(),
+                            plan.root)
     atomic_write_bytes(path, text.encode())
     return path
 
@@ -120,19 +144,32 @@ def _doc(path: Path, root: Path) -> str:
     return path.relative_to(root).with_suffix("").as_posix()
 
 
-def run_chapters(root: Path) -> list[dict]:
-    """One chapter per ``book/runs/<run>/`` holding a run plan and an ``index.md``: the index,
-    then the plan's executed notebooks in the plan's order. Hidden folders are skipped."""
-    chapters = []
+def run_chapter_plans(root: Path) -> list[tuple[Path, RunPlan]]:
+    """Every chapter folder ``book/runs/<run>/`` holding a run plan and an ``index.md``, with
+    its plan, in name order. Hidden folders are skipped."""
+    found = []
     for folder in sorted((root / "book" / "runs").glob("*/")):
         if folder.name.startswith("."):
             continue
         plan = read_plan(folder)
-        if plan is None or not (folder / "index.md").exists():
-            continue
+        if plan is not None and (folder / "index.md").exists():
+            found.append((folder, plan))
+    return found
+
+
+def chapter_notebooks(folder: Path, plan: RunPlan) -> list[Path]:
+    """The plan's executed notebooks present in ``folder``, in the plan's order."""
+    return [folder / run.output.name for run in plan.notebook_runs()
+            if (folder / run.output.name).exists()]
+
+
+def run_chapters(root: Path) -> list[dict]:
+    """One chapter per run (:func:`run_chapter_plans`): the index, then the plan's executed
+    notebooks in the plan's order."""
+    chapters = []
+    for folder, plan in run_chapter_plans(root):
         entry = {"file": _doc(folder / "index.md", root)}
-        notebooks = [folder / run.output.name for run in plan.notebook_runs()
-                     if (folder / run.output.name).exists()]
+        notebooks = chapter_notebooks(folder, plan)
         if notebooks:
             entry["sections"] = [{"file": _doc(nb, root)} for nb in notebooks]
         chapters.append(entry)
@@ -155,7 +192,8 @@ def toc_data(root: Path) -> dict:
 
 
 def generate_toc(book_root: str | Path = ".") -> Path:
-    """Write ``<book_root>/_toc.yml``: intro, methods, runs, sweeps, reproduce."""
+    """Write ``<book_root>/_toc.yml`` (intro, methods, runs, sweeps, reproduce) and the landing
+    page's results (:func:`write_landing`)."""
     root = Path(book_root).resolve()
     for name in ("intro", "methods", "reproduce"):
         if not (root / "book" / f"{name}.md").exists():
@@ -163,7 +201,115 @@ def generate_toc(book_root: str | Path = ".") -> Path:
     header = "# Generated by punl.book.generate_toc from the folders under book/.\n"
     text = header + yaml.safe_dump(toc_data(root), sort_keys=False)
     atomic_write_bytes(root / "_toc.yml", text.encode())
+    write_landing(root)
     return root / "_toc.yml"
+
+
+# ------------------------------------------------------------------------------ landing page
+HEADLINE_TABLES = ("claims", "steps", "points", "scores", "attack")
+
+
+def run_results(root: Path) -> list[dict]:
+    """What the front page shows of every run chapter whose published tables verify: its
+    ``name``, the ``doc`` of its summary chapter (the notebook named ``*summary*``, else its
+    index), its ``claims`` table, its ``budget`` K and :func:`punl.analysis.headline`."""
+    from .analysis import headline
+    results = []
+    for folder, plan in run_chapter_plans(root):
+        record = published_record(plan.out_dir)
+        tables = {t: read_published(plan.out_dir, t) for t in HEADLINE_TABLES}
+        if record is None or any(t is None for t in tables.values()):
+            continue
+        cfg = record["config"]
+        summary = [nb for nb in chapter_notebooks(folder, plan) if "summary" in nb.stem]
+        data = headline(tables["steps"], tables["points"], tables["scores"],
+                        cfg["primary_method"], cfg["level"], cfg["primary_score"],
+                        np.sort(tables["attack"].step.unique()))
+        results.append({"name": folder.name, "index": _doc(folder / "index.md", root),
+                        "doc": _doc(summary[0] if summary else folder / "index.md", root),
+                        "claims": tables["claims"], "budget": int(cfg["unlearn_steps"]),
+                        "method": cfg["primary_method"], "score": cfg["primary_score"], **data})
+    return results
+
+
+def verdict_cell(row, doc: str) -> str:
+    """A claim's verdict linking to ``doc`` (``, fragile`` when a neighbour differs)."""
+    text = row.verdict + (", fragile" if row.fragile else "")
+    return f"{{doc}}`{text} </{doc}>`"
+
+
+def claims_side_by_side(results: list[dict]) -> str:
+    """A markdown table: one row per claim, one column per run, each verdict linking to the
+    run's summary chapter (a dash where a run does not test the claim)."""
+    claims = list(dict.fromkeys(c for r in results for c in r["claims"].claim))
+    header = ["claim"] + [f"{{doc}}`{r['name']} </{r['index']}>`" for r in results]
+    rows = []
+    for claim in claims:
+        cells = [md_cell(claim)]
+        for r in results:
+            match = r["claims"][r["claims"].claim == claim]
+            cells.append(verdict_cell(next(match.itertuples()), r["doc"]) if len(match) else "—")
+        rows.append(cells)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+
+
+def headline_caption(results: list[dict]) -> str:
+    """The front figure's caption, naming the method and the privacy-loss column each run
+    places its groups by."""
+    placed = listing_runs(results)
+    return (f"Each colour is one run ({placed}). Left: steps to unlearn of each quantile group "
+            "against the group's median privacy loss, with the censoring-aware fit of "
+            "$a \\log(bP + 1)$; filled markers: unlearned within the budget, open: still "
+            "distinguishable at the budget $K$ (dotted line, censored), crosses: never "
+            "distinguishable from retrained models. Right: the amplitude $A$ of the divergence "
+            "response $D(k) = A e^{-ck} + \\text{floor}$ against the same $P$, with the "
+            "least-squares line of $\\log A$ on $\\log P$.")
+
+
+def listing_runs(results: list[dict]) -> str:
+    """``digits-quick: sgld, privacy_loss_a8, K = 400; ...``."""
+    return "; ".join(f"`{r['name']}`: `{r['method']}`, `{r['score']}`, $K = {r['budget']}$"
+                     for r in results)
+
+
+def landing_text(results: list[dict], figure: str | None) -> str:
+    """The landing page's results: the headline figure and the claims side by side."""
+    if not results:
+        return ("No run is in the book yet: `make book` computes the quick configuration and "
+                "builds the book with it.\n")
+    figure_block = (f"```{{figure}} /{figure}\n:name: fig-headline\n:width: 100%\n:alt: Steps to unlearn "
+                    f"and response amplitude against the privacy loss\n\n"
+                    f"{headline_caption(results)}\n```\n\n") if figure else ""
+    runs = "one run" if len(results) == 1 else f"{len(results)} runs"
+    return (f"{figure_block}The claims of the study, as tested on the {runs} in this book. "
+            "Each verdict links to the run's summary chapter, which gives the number behind "
+            "it, its interval and the verdicts under neighbouring analysis choices; "
+            "*fragile* marks a verdict that one of those choices changes.\n\n"
+            f"{claims_side_by_side(results)}")
+
+
+def write_landing(root: str | Path = ".") -> Path:
+    """Write ``book/generated/landing.md`` (and its figure ``headline.png``) from the runs in
+    the book; the front page includes it."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from .plots import headline_figure, set_style
+    root = Path(root).resolve()
+    results = run_results(root)
+    (root / GENERATED).mkdir(parents=True, exist_ok=True)
+    figure = None
+    if results:
+        set_style()
+        fig = headline_figure({r["name"]: r for r in results})
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=2 * fig.dpi)
+        plt.close(fig)
+        atomic_write_bytes(root / HEADLINE, buffer.getvalue())
+        figure = HEADLINE.as_posix()
+    atomic_write_bytes(root / LANDING, landing_text(results, figure).encode())
+    return root / LANDING
 
 
 # ------------------------------------------------------------------------------------------ build

@@ -105,7 +105,7 @@ def claim_quick(study: Study, choice: Choice) -> dict:
     top = analysis.select(study.steps, study.primary_method, choice.level, choice.design, "top")
     top = top[top.score == study.primary_score]
     if q.empty or top.empty:
-        return {"value": "n/a", "interval": "", "verdict": INCONCLUSIVE}
+        return {"number": np.nan, "value": "n/a", "interval": "", "verdict": INCONCLUSIVE}
     quick = float((q.steps_to_unlearn <= study.budget / 10).mean())
     never = int((q.status == "never distinguishable").sum())
     top = top.iloc[0]
@@ -113,7 +113,8 @@ def claim_quick(study: Study, choice: Choice) -> dict:
     measurable = (q.adjusted_p_step0 <= choice.level).any() or top.adjusted_p_step0 <= choice.level
     pts = analysis.point_fractions(study.tables, choice.level, study.checkpoints, study.budget)
     pts = pts[(pts.method == study.primary_method) & pts.group.isin(q.group)]
-    return {"value": f"{quick:.2f} of quantile groups within K/10 ({never} of {len(q)} never "
+    return {"number": quick,
+            "value": f"{quick:.2f} of quantile groups within K/10 ({never} of {len(q)} never "
                      f"distinguishable); top group {top.status}, {top.steps_to_unlearn} steps",
             "interval": f"points: step 0 {pts.step0_fraction.mean():.2f} (null "
                         f"{pts.null_step0_fraction.mean():.2f}), censored "
@@ -130,7 +131,7 @@ def claim_log(study: Study, choice: Choice) -> dict:
     the steps, or rho not significant)."""
     q = study.quantiles(study.primary_method, choice)
     if len(q) < 3:
-        return {"value": "n/a", "interval": "", "verdict": INCONCLUSIVE}
+        return {"number": np.nan, "value": "n/a", "interval": "", "verdict": INCONCLUSIVE}
     f = analysis.steps_fits(q, study.checkpoints)
     rho, p = f["spearman"], f["spearman_p"]
     ok = None
@@ -139,7 +140,8 @@ def claim_log(study: Study, choice: Choice) -> dict:
             ok = False
         elif p < SIGNIFICANCE:
             ok = True
-    return {"value": f"rho {_fmt(rho)} (p {_fmt(p, 3)}); log-likelihood log law "
+    return {"number": rho,
+            "value": f"rho {_fmt(rho)} (p {_fmt(p, 3)}); log-likelihood log law "
                      f"{_fmt(f['log_likelihood_log'], 1)} vs line {_fmt(f['log_likelihood_line'], 1)}",
             "interval": f"{f['never_distinguishable']} never distinguishable, {f['censored']} "
                         f"censored of {f['groups']} groups",
@@ -158,14 +160,15 @@ def claim_shape(study: Study, choice: Choice) -> dict:
     supported when rho <= 0 or the rates differ (p < 0.05); inconclusive otherwise."""
     r = _response(study, study.primary_method, choice)
     if not r or not np.isfinite(r["spearman"]):
-        return {"value": "n/a", "interval": "", "verdict": INCONCLUSIVE}
+        return {"number": np.nan, "value": "n/a", "interval": "", "verdict": INCONCLUSIVE}
     rates_differ = np.isfinite(r["shared_rate_p"]) and r["shared_rate_p"] < SIGNIFICANCE
     ok = None
     if r["spearman"] <= 0 or rates_differ:
         ok = False
     elif r["spearman_p"] < SIGNIFICANCE and np.isfinite(r["shared_rate_p"]):
         ok = True
-    return {"value": f"rho(A, P) {_fmt(r['spearman'])} (p {_fmt(r['spearman_p'], 3)}); shared "
+    return {"number": r["spearman"],
+            "value": f"rho(A, P) {_fmt(r['spearman'])} (p {_fmt(r['spearman_p'], 3)}); shared "
                      f"rate {_fmt(r['shared_rate'], 3)}, F-test p {_fmt(r['shared_rate_p'], 3)} "
                      f"over {r['responding_groups']} responding groups",
             "interval": f"slope of log A on log P {_fmt(r['log_log_slope'])} "
@@ -183,7 +186,7 @@ def claim_metrics(study: Study, choice: Choice) -> dict:
                                          list(study.baselines), study.primary_method,
                                          choice.level, choice.design)
     if d.empty:
-        return {"value": "n/a", "interval": "", "verdict": INCONCLUSIVE}
+        return {"number": np.nan, "value": "n/a", "interval": "", "verdict": INCONCLUSIVE}
     partial = analysis.partial_correlations(
         analysis.point_response(study.tables, study.primary_method), study.scores,
         choice.p_column, list(d.baseline), study.rng("partial", choice.p_column), n_boot=200)
@@ -193,7 +196,8 @@ def claim_metrics(study: Study, choice: Choice) -> dict:
                          f"[{_fmt(r.low)}, {_fmt(r.high)}]" for r in partial.itertuples())
     ok = False if (d.harder.isin(d.baseline)).any() else \
         True if (d.harder == "privacy loss").all() else None
-    return {"value": value, "interval": interval, "verdict": _verdict(ok)}
+    return {"number": float(d.difference.min()), "value": value, "interval": interval,
+            "verdict": _verdict(ok)}
 
 
 @depends_on("p_column")
@@ -209,12 +213,13 @@ def claim_barriers(study: Study, choice: Choice) -> dict:
         for partner in ("independent", "coupled") for points in ("clean", "flipped")}
     main = trends[("independent", "clean")]
     if not np.isfinite(main["spearman"]):
-        return {"value": "n/a", "interval": "", "verdict": INCONCLUSIVE}
+        return {"number": np.nan, "value": "n/a", "interval": "", "verdict": INCONCLUSIVE}
     ok = False if main["spearman"] <= 0 else True if main["low"] > 0 else None
     others = "; ".join(f"{partner}, {points}: {_fmt(t['spearman'])} [{_fmt(t['low'])}, "
                        f"{_fmt(t['high'])}]" for (partner, points), t in trends.items()
                        if (partner, points) != ("independent", "clean") and t["groups"])
-    return {"value": f"rho(P, controlled barrier) {_fmt(main['spearman'])} over "
+    return {"number": main["spearman"],
+            "value": f"rho(P, controlled barrier) {_fmt(main['spearman'])} over "
                      f"{main['groups']} groups (independent partner, clean points)",
             "interval": f"[{_fmt(main['low'])}, {_fmt(main['high'])}]; {others}",
             "verdict": _verdict(ok)}
@@ -229,9 +234,10 @@ def claim_method(method: str) -> Callable[[Study, Choice], dict]:
         q = study.quantiles(method, choice)
         steps_rho = spearman(q.p, q.steps_to_unlearn)[0] if len(q) >= 3 else float("nan")
         if not r or not np.isfinite(r["spearman"]):
-            return {"value": "n/a", "interval": "", "verdict": INCONCLUSIVE}
+            return {"number": np.nan, "value": "n/a", "interval": "", "verdict": INCONCLUSIVE}
         ok = False if r["spearman"] <= 0 else True if r["spearman_p"] < SIGNIFICANCE else None
-        return {"value": f"rho(A, P) {_fmt(r['spearman'])} (p {_fmt(r['spearman_p'], 3)}); "
+        return {"number": r["spearman"],
+                "value": f"rho(A, P) {_fmt(r['spearman'])} (p {_fmt(r['spearman_p'], 3)}); "
                          f"rho(steps, P) {_fmt(steps_rho)}",
                 "interval": f"slope of log A on log P {_fmt(r['log_log_slope'])} "
                             f"[{_fmt(r['slope_low'])}, {_fmt(r['slope_high'])}]",
@@ -251,7 +257,8 @@ CLAIMS_TESTED = {
         claim_shape),
     "3. P picks out the hard points better than the baseline metrics": (
         "step-0 attack accuracy, group ranked high by P minus group ranked high by the "
-        "baseline, on the points where they disagree most", claim_metrics),
+        "baseline, on the points where they disagree most (the number: the smallest difference "
+        "over the baselines)", claim_metrics),
     "4. harder points sit behind higher loss barriers (against a control)": (
         "Spearman rho of P with the barrier on F minus the barrier on class-matched control "
         "points, mean over model pairs", claim_barriers),
@@ -296,7 +303,140 @@ def claims_table(study: Study) -> pd.DataFrame:
         result = run(main)
         others = {c.label: run(c)["verdict"] for c in neighbours(study, main)}
         rows.append({"claim": claim, "measure": measure,
-                     **{k: result[k] for k in ("value", "interval", "verdict")},
+                     **{k: result[k] for k in ("number", "value", "interval", "verdict")},
                      "neighbours": "; ".join(f"{k}: {v}" for k, v in others.items()),
                      "fragile": any(v != result["verdict"] for v in others.values())})
     return CLAIMS.frame(rows)
+
+
+# ------------------------------------------------------------------------ chapters' findings
+def claim_id(claim: str) -> str:
+    """The short name of a claim: ``2b`` for ``2b. the response ...``, ``5 (finetune)`` for
+    ``5. the trend holds for finetune``."""
+    head = claim.split(".", 1)[0]
+    return f"{head} ({claim.rsplit(' for ', 1)[1]})" if head == "5" and " for " in claim else head
+
+
+def verdicts(claims: pd.DataFrame) -> dict[str, str]:
+    """Each claim's verdict by its short name, ``, fragile`` added where a neighbour differs:
+    ``{"claim_1": "supported", "claim_5_finetune": "not supported, fragile", ...}``."""
+    out = {}
+    for row in claims.itertuples():
+        key = "claim_" + claim_id(row.claim).replace(" (", "_").rstrip(")")
+        out[key] = row.verdict + (", fragile" if row.fragile else "")
+    return out
+
+
+def _status_counts(q: pd.DataFrame) -> dict[str, str]:
+    counts = q.status.value_counts()
+    return {k.replace(" ", "_"): analysis.fmt(int(counts.get(k, 0)))
+            for k in ("unlearned", "censored", "never distinguishable")}
+
+
+def _shared_rate_clause(r: dict) -> str:
+    if r["responding_groups"] < 2 or not np.isfinite(r["shared_rate_p"]):
+        return (f"only {r['responding_groups']} group(s) respond above the null at step 0, so "
+                "no decay rates are compared")
+    outcome = "differ between" if r["shared_rate_p"] < SIGNIFICANCE else \
+        "are consistent with one shared rate over"
+    return (f"the decay rates {outcome} the {r['responding_groups']} responding groups (F-test "
+            f"p = {analysis.fmt(r['shared_rate_p'], 2)})")
+
+
+def _disagreement_clause(d: pd.DataFrame) -> str:
+    if d.empty:
+        return "no disagreement groups were unlearned, so the metrics are not compared"
+    parts = []
+    for r in d.itertuples():
+        outcome = "harder" if r.harder == "privacy loss" else \
+            "easier" if r.harder == r.baseline else "not measurably harder"
+        parts.append(f"against {r.baseline} the group P ranks higher is {outcome} (step-0 "
+                     f"accuracy difference {analysis.fmt(r.difference, 2)}, 95% interval "
+                     f"[{analysis.fmt(r.low, 2)}, {analysis.fmt(r.high, 2)}])")
+    return "; ".join(parts)
+
+
+def _top_clause(top) -> str:
+    if top.status == "never distinguishable":
+        return "was never distinguishable from retrained models, not even at step 0"
+    if top.censored:
+        return "was still distinguishable at the end of the budget (censored)"
+    return f"was unlearned after {analysis.fmt(int(top.steps_to_unlearn))} steps"
+
+
+def unlearning_findings(study: Study, claims: pd.DataFrame) -> dict[str, str]:
+    """The numbers of the unlearning chapter's closing paragraph, as the book prints them, from
+    the same analyses as claims 1, 2, 2b and 3 under the main choice, with their verdicts."""
+    fmt = analysis.fmt
+    main = Choice(study.level, "all", study.primary_score)
+    q = study.quantiles(study.primary_method, main)
+    top = analysis.select(study.steps, study.primary_method, main.level, "all", "top")
+    top = top[top.score == study.primary_score].iloc[0]
+    f = analysis.steps_fits(q, study.checkpoints)
+    r = analysis.response_summary(q, study.tables.attack) if len(q) >= 3 else \
+        {"spearman": np.nan, "spearman_p": np.nan, "responding_groups": 0,
+         "shared_rate_p": np.nan}
+    d = analysis.disagreement_comparison(study.tables, study.steps, study.primary_score,
+                                         list(study.baselines), study.primary_method,
+                                         main.level)
+    ll_log, ll_line = f["log_likelihood_log"], f["log_likelihood_line"]
+    fit = "the log law fits at least as well" if ll_log >= ll_line else "a line fits better"
+    return {"method": study.primary_method, "budget": fmt(study.budget),
+            "tenth": fmt(study.budget / 10), "groups": fmt(len(q)), **_status_counts(q),
+            "quick_share": analysis.percent((q.steps_to_unlearn <= study.budget / 10).mean()),
+            "top_clause": _top_clause(top),
+            "training_steps": fmt(study.training_steps),
+            "rho_steps": fmt(f["spearman"], 2), "rho_steps_p": fmt(f["spearman_p"], 2),
+            "ll_log": fmt(ll_log), "ll_line": fmt(ll_line), "fit_outcome": fit,
+            "rho_amplitude": fmt(r["spearman"], 2), "rho_amplitude_p": fmt(r["spearman_p"], 2),
+            "shared_rate_clause": _shared_rate_clause(r),
+            "disagreement_clause": _disagreement_clause(d), **verdicts(claims)}
+
+
+def barrier_findings(study: Study, claims: pd.DataFrame) -> dict[str, str]:
+    """The numbers of the loss-barrier chapter's closing paragraph, as the book prints them:
+    claim 4's trends of the controlled barrier with P (independent and coupled partner, clean
+    and flipped points) and the trends of the loss gap and the distance, with the verdict."""
+    fmt = analysis.fmt
+    controlled = analysis.controlled_barriers(study.tables.barriers, study.primary_method)
+    q = study.quantiles(study.primary_method, Choice(study.level, "all", study.primary_score))
+    p = dict(zip(q.group, q.p))
+    out = {}
+    for partner in ("independent", "coupled"):
+        for points in ("clean", "flipped"):
+            t = analysis.barrier_trend(controlled, study.tables.groups, p, partner, points,
+                                       study.rng("barrier", partner, points))
+            key = f"{partner}_{points}"
+            out[f"{key}_rho"] = fmt(t["spearman"], 2)
+            out[f"{key}_interval"] = f"[{fmt(t['low'], 2)}, {fmt(t['high'], 2)}]"
+            out[f"{key}_trend"] = analysis.trend(t["spearman"], t["low"], t["high"])
+            out[f"{key}_groups"] = fmt(t["groups"])
+    by_group = analysis.barrier_by_group(controlled, study.tables.groups)
+    main = by_group[(by_group.kind == "quantile") & (by_group.partner == "independent")
+                    & (by_group.points == "clean")]
+    main = main.assign(p=main.group.map(p))
+    for column in ("loss_gap", "distance"):
+        rho = spearman(main.p, main[column])[0] if len(main) >= 3 else np.nan
+        out[f"{column}_rho"] = fmt(rho, 2)
+    if out["independent_flipped_groups"] == "0":
+        out["flipped_clause"] = "No quantile group holds flipped points, so they are not shown apart."
+    else:
+        out["flipped_clause"] = (f"On flipped points the controlled barrier "
+                                 f"{out['independent_flipped_trend']} (ρ = "
+                                 f"{out['independent_flipped_rho']}, "
+                                 f"{out['independent_flipped_interval']}).")
+    return {**out, **verdicts(claims)}
+
+
+def summary_findings(claims: pd.DataFrame) -> dict[str, str]:
+    """The summary chapter's closing paragraph: which claims each verdict went to and which
+    verdicts are fragile."""
+    ids = claims.claim.map(claim_id)
+    named = {v: analysis.listing(list(ids[claims.verdict == v]))
+             for v in (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE)}
+    fragile = list(ids[claims.fragile.astype(bool)])
+    sentence = " ".join(f"{v.capitalize()}: {named[v]}." for v in named)
+    return {"claims": analysis.fmt(len(claims)), "verdict_sentence": sentence,
+            "fragile_sentence": (f"The verdicts on claims {analysis.listing(fragile)} change "
+                                 "under a neighbouring analysis choice, so they are fragile.")
+            if fragile else "No verdict changes under a neighbouring analysis choice."}

@@ -223,12 +223,13 @@ def bootstrap_interval(statistic, n: int, n_boot: int, rng: np.random.Generator,
 
 
 def log_log_slope(p, amplitude) -> dict[str, float]:
-    """OLS slope of log A on log P over the points with A > 0 and P > 0, with its 95% interval."""
+    """OLS slope of log A on log P over the points with A > 0 and P > 0, with its 95% interval
+    and the intercept (log A at P = 1)."""
     p, a = np.asarray(p, float), np.asarray(amplitude, float)
     keep = (p > 0) & (a > 0)
     if keep.sum() < 3:
-        return {"slope": np.nan, "low": np.nan, "high": np.nan}
+        return {"slope": np.nan, "low": np.nan, "high": np.nan, "intercept": np.nan}
     res = stats.linregress(np.log(p[keep]), np.log(a[keep]))
     half = stats.t.ppf(0.975, keep.sum() - 2) * res.stderr
     return {"slope": float(res.slope), "low": float(res.slope - half),
-            "high": float(res.slope + half)}
+            "high": float(res.slope + half), "intercept": float(res.intercept)}

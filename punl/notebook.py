@@ -2,7 +2,8 @@
 
 Each notebook's second cell is ``run = open_run(config, overrides, out_dir)``. Stages are loaded
 (or computed, when a notebook is run on its own) on first use, so the training chapter never
-triggers unlearning.
+triggers unlearning. :func:`table` shows a table rounded for reading and :func:`glue_all`
+hands a chapter's findings to its closing paragraph (myst-nb's ``{glue:text}`` role).
 """
 from __future__ import annotations
 
@@ -78,6 +79,52 @@ class RunView:
     def predictions(self) -> dict[str, pd.DataFrame]:
         """The held-out requests' predictions, their validation and the adaptive rule."""
         return predictions(self.study)
+
+
+def table(frame: pd.DataFrame, digits: int = 3, index: bool = False, **names: str):
+    """``frame`` for reading: numbers through :func:`punl.analysis.fmt` (``digits``
+    significant digits), the index hidden unless ``index``, columns renamed by ``names``
+    (``steps_to_unlearn="steps to unlearn"``)."""
+    from .analysis import fmt
+    frame = frame.rename(columns=names)
+    numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])
+               and not pd.api.types.is_bool_dtype(frame[c])]
+    styled = frame.style.format(lambda v: fmt(v, digits), subset=numeric)
+    if not index:
+        styled = styled.hide(axis="index")
+    else:
+        styled = styled.format_index(lambda v: fmt(v, digits))
+    return styled
+
+
+def _escape(text: str) -> str:
+    return str(text).replace("*", "\\*").replace("_", "\\_")
+
+
+def claims_markdown(claims: pd.DataFrame) -> str:
+    """Every claim of a claims table as a short markdown block: the claim and its verdict, then
+    what measures it, the number with its context, the interval and the verdicts under the
+    neighbouring analysis choices."""
+    from .analysis import fmt
+    blocks = []
+    for row in claims.itertuples():
+        fragile = " (fragile: a neighbouring choice changes it)" if row.fragile else ""
+        blocks.append(
+            f"**{_escape(row.claim)}**: *{row.verdict}*{fragile}\n\n"
+            f"- measure: {_escape(row.measure)}\n"
+            f"- number: {fmt(row.number)}; {_escape(row.value)}\n"
+            f"- interval and context: {_escape(row.interval) or 'none'}\n"
+            f"- verdicts under neighbouring choices: {_escape(row.neighbours) or 'none'}\n")
+    return "\n".join(blocks)
+
+
+def glue_all(findings: dict[str, str]) -> dict[str, str]:
+    """Glue every finding under its name without showing it, for the ``{glue:text}`` roles of
+    the notebook's closing paragraph; returns ``findings``."""
+    from myst_nb import glue
+    for name, text in findings.items():
+        glue(name, str(text), display=False)
+    return findings
 
 
 def open_run(config: str, overrides: list[str] | None = None,

@@ -11,6 +11,7 @@ under papermill into the chapter's staging folder; the same plan, stored in the 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,8 +32,27 @@ def list_notebooks(notebooks_dir: str | Path | None = None) -> list[Path]:
 
 
 def config_argument(config: str | Path) -> str:
-    """What to hand a notebook or a worker: an absolute path for a file, else the config name."""
+    """What to hand a worker: an absolute path for a file, else the config name."""
     return str(Path(config).resolve()) if Path(config).is_file() else str(config)
+
+
+BOOK_CONFIG = "_config.yml"
+
+
+def book_root(folder: str | Path) -> Path:
+    """The book root above ``folder``: the nearest folder (``folder`` included) holding a
+    ``_config.yml``, else the working directory."""
+    folder = Path(folder).resolve()
+    for candidate in (folder, *folder.parents):
+        if (candidate / BOOK_CONFIG).is_file():
+            return candidate
+    return Path.cwd().resolve()
+
+
+def relative_to(path: str | Path, root: Path) -> str:
+    """``path`` relative to ``root`` (with ``..`` where it lies outside), so that no absolute
+    path of the machine ends up in a notebook or a page."""
+    return Path(os.path.relpath(Path(path).resolve(), root)).as_posix()
 
 
 @dataclass(frozen=True)
@@ -42,6 +62,7 @@ class NotebookRun:
     template: Path
     output: Path
     parameters: dict
+    cwd: Path
 
 
 @dataclass(frozen=True)
@@ -77,14 +98,29 @@ class RunPlan:
         return overridden_fields(self.config, load_config(self.config_source))
 
     @property
+    def root(self) -> Path:
+        """The book root the chapter belongs to; notebooks run there and every path handed to
+        them is relative to it."""
+        return book_root(self.chapter_dir.parent)
+
+    def relative(self, path: str | Path) -> str:
+        """``path`` relative to the book root."""
+        return relative_to(path, self.root)
+
+    @property
     def parameters(self) -> dict:
-        return {"config": self.config_source, "overrides": list(self.overrides),
-                "out_dir": str(self.out_dir)}
+        """The notebooks' parameters: a configuration file and the output folder relative to
+        the book root (a configuration name as it is)."""
+        source = Path(self.config_source)
+        config = self.relative(source) if source.is_file() else self.config_source
+        return {"config": config, "overrides": list(self.overrides),
+                "out_dir": self.relative(self.out_dir)}
 
     def notebook_runs(self, into: Path | None = None) -> list[NotebookRun]:
         """The notebooks, executed into ``into`` (the chapter folder by default)."""
         folder = self.chapter_dir if into is None else Path(into)
-        return [NotebookRun(t, folder / t.name, self.parameters) for t in self.templates]
+        return [NotebookRun(t, folder / t.name, self.parameters, self.root)
+                for t in self.templates]
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -691,3 +691,48 @@ def prediction_tables(run: MeasuredRun, coverage: float = COVERAGE) -> dict[str,
     return {"heldout_predictions": held,
             "prediction_validation": validation_table(held, run.budget),
             "adaptive": adaptive_table(run, held)}
+
+
+def prediction_findings(validation: pd.DataFrame, comparison: pd.DataFrame,
+                        primary: str) -> dict[str, str]:
+    """The numbers of the prediction chapter's closing paragraph, as text: over all held-out
+    requests, the best predictor by Spearman's rho of predicted with measured steps (its rho, p,
+    coverage of the 90% intervals and mean absolute error), the primary score's best
+    aggregate, the range of coverage over predictors, and the adaptive rule with the primary
+    score's best aggregate against the smallest fixed budget with its success rate."""
+    from .analysis import fmt, percent
+    v = validation[validation.requests == "all"]
+    if v.empty:
+        return {"requests": "0", "best": "no predictor (the run has no held-out requests)",
+                "primary_clause": "nothing can be said of the privacy loss",
+                "coverage_range": "n/a", "adaptive_clause": "the adaptive rule was not run"}
+    best = v.loc[v.steps_spearman.idxmax()]
+    p = v[v.score == primary]
+    own = p.loc[p.steps_spearman.idxmax()] if len(p) else None
+
+    def describe(row) -> str:
+        return (f"the {row.aggregation} of {row.score} (Spearman ρ = {fmt(row.steps_spearman)}, "
+                f"p = {fmt(row.steps_spearman_p)}; coverage {percent(row.steps_coverage)}; "
+                f"mean absolute error {fmt(row.steps_mae)} steps)")
+
+    primary_clause = ("the privacy loss itself ranks best" if own is not None
+                      and own.name == best.name else
+                      f"the privacy loss does best as {describe(own)}" if own is not None
+                      else f"{primary} is not among the predictors")
+    out = {"requests": fmt(int(best.n_requests)), "best": describe(best),
+           "primary_clause": primary_clause,
+           "coverage_range": f"{percent(v.steps_coverage.min())} to "
+                             f"{percent(v.steps_coverage.max())}"}
+    c = comparison[(comparison.score == primary)] if len(comparison) else comparison
+    if own is not None and len(c):
+        row = c[c.aggregation == own.aggregation].iloc[0]
+        fixed = ("no recorded budget reached its success rate" if pd.isna(row.fixed_budget)
+                 else f"the smallest fixed budget with at least that rate, K = "
+                      f"{fmt(int(row.fixed_budget))}, takes {fmt(int(row.fixed_total_steps))}")
+        out["adaptive_clause"] = (
+            f"the adaptive rule with the {own.aggregation} of {primary} unlearned "
+            f"{percent(row.adaptive_success)} of the requests in {fmt(int(row.adaptive_total_steps))} "
+            f"steps in all ({fmt(row.mean_looks)} looks on average); {fixed}")
+    else:
+        out["adaptive_clause"] = "the adaptive rule was not evaluated"
+    return out

@@ -5,26 +5,31 @@ first (:mod:`punl.preflight`), takes the output folder's lock, computes the stag
 terminal (progress bars, warnings), writes the tables into the output folder's staging folder,
 then executes every notebook under papermill into the chapter's staging folder with three
 parameters: ``config`` (a YAML path or a name in ``configs/``), ``overrides`` (``key=value``
-strings) and ``out_dir``. The notebooks read what the stages computed. Only when every
-notebook has run are the tables (``<out>/published``) and the chapter swapped in, each in one
-step (:mod:`punl.outputs`); a failing or killed run leaves the published ones as they were.
+strings) and ``out_dir``, paths relative to the book root, where the kernels run. The notebooks
+read what the stages computed. Each executed notebook is then prepared for the book
+(:func:`prepare_for_book`): the parameter cells are removed from the page in favour of a small
+provenance box, and code is hidden behind a toggle. Only when every notebook has run are the
+tables (``<out>/published``) and the chapter swapped in, each in one step
+(:mod:`punl.outputs`); a failing or killed run leaves the published ones as they were.
+
+Kernels talk to papermill over IPC sockets (files in Jupyter's runtime folder) rather than
+TCP, so the terminal shows progress and results, not a warning per notebook.
 """
 from __future__ import annotations
 
-import os
 import re
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
-from .book import write_run_chapter
+from .book import provenance_box, write_run_chapter
 from .config import STAGES, Config
 from .outputs import Publication, chapter_staging, output_lock, write_json
 from .pipeline import run_record, run_tables, stage_complete
 from .plan import RUN_RECORD, NotebookRun, RunPlan
 from .preflight import check_folder, preflight
-from .store import ArtifactStore
+from .store import ArtifactStore, atomic_write_bytes, git_commit
 
 # Inside a kernel without ipywidgets, tqdm.auto warns on import; notebooks run with progress off.
 warnings.filterwarnings("ignore", message="IProgress not found")
@@ -68,20 +73,65 @@ def stage_report(before: dict[str, bool], after: dict[str, bool]) -> dict[str, s
     return {s: "reused" if before[s] else "computed" if after[s] else "not run" for s in before}
 
 
+def ipc_kernel_manager():
+    """A kernel manager class whose kernels use IPC transport (sockets as files in Jupyter's
+    runtime folder): a TCP kernel warns on every start that its traffic is not encrypted."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            super().__init__(**{"transport": "ipc", **kwargs})
+
+    return IPCKernelManager
+
+
 def execute_notebook(run: NotebookRun, progress: bool = True) -> float:
-    """Run one notebook with papermill; return its wall time or raise :class:`NotebookError`."""
+    """Run one notebook with papermill in the book root; return its wall time or raise
+    :class:`NotebookError`."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
     run.output.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
         pm.execute_notebook(str(run.template), str(run.output), parameters=run.parameters,
-                            kernel_name="python3", progress_bar=progress, cwd=os.getcwd())
+                            kernel_name="python3", progress_bar=progress, cwd=str(run.cwd),
+                            kernel_manager_class=ipc_kernel_manager())
     except PapermillExecutionError as err:
         raise NotebookError(run.template.name, err.cell_index,
                             failing_line(err.source, err.traceback), err.ename, err.evalue,
                             run.output) from None
     return time.perf_counter() - start
+
+
+PARAMETER_TAGS = {"parameters", "injected-parameters"}
+HIDING_TAGS = {"remove-cell", "remove-input", "hide-input", "hide-cell", "hide-output",
+               "remove-output"}
+
+
+def book_tags(cells) -> None:
+    """Tag cells for the page: the parameter cells (the template's and papermill's) are
+    removed, every other code cell without a hiding tag of its own has its input hidden behind a
+    toggle (figures and tables stay visible)."""
+    for cell in cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if PARAMETER_TAGS & set(tags):
+            tags.append("remove-cell")
+        elif cell.cell_type == "code" and not HIDING_TAGS & set(tags):
+            tags.append("hide-input")
+
+
+def prepare_for_book(path: Path, box: str, paths: dict[str, str]) -> None:
+    """Rewrite the executed notebook ``path`` for the book: :func:`book_tags`, the markdown
+    ``box`` right after the parameter cells, and papermill's record of the input and output
+    files replaced by ``paths`` (``input_path``, ``output_path``: relative to the book root)."""
+    import nbformat
+    nb = nbformat.read(path, as_version=4)
+    book_tags(nb.cells)
+    params = [i for i, c in enumerate(nb.cells) if PARAMETER_TAGS & set(c.metadata["tags"])]
+    at = params[-1] + 1 if params else 1
+    nb.cells.insert(at, nbformat.v4.new_markdown_cell(box, metadata={"tags": ["provenance"]}))
+    nb.metadata.get("papermill", {}).update(paths)
+    atomic_write_bytes(path, nbformat.writes(nb).encode())
 
 
 def run_config(config: str | Path, overrides: list[str] | None = None,
@@ -120,9 +170,13 @@ def _run_locked(plan: RunPlan, progress: bool) -> dict[str, Any]:
     before, start = stage_status(cfg, store), time.perf_counter()
     try:
         record["tables"] = publication.write_tables(run_tables(cfg, store, "unlearn", progress))
+        box = provenance_box(plan, record["stage_keys"], git_commit())
         for nb in tqdm(plan.notebook_runs(into=chapter.staging), desc=f"{plan.name}: notebooks",
                        unit="notebook", disable=not progress):
             record["notebooks"][nb.template.name] = round(execute_notebook(nb, progress), 2)
+            prepare_for_book(nb.output, box, {
+                "input_path": plan.relative(nb.template),
+                "output_path": plan.relative(plan.chapter_dir / nb.output.name)})
     except NotebookError as err:
         record["failed"] = {"notebook": err.notebook, "cell": err.cell_index, "error": str(err)}
         _finish_record(record, cfg, store, before, time.perf_counter() - start)

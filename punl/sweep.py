@@ -8,7 +8,8 @@ workers, the scheduler's address); a point that fails at run time is reported an
 carry on. Each point gets its own folder, named injectively from its values (``-1`` and ``1``,
 or ``[2, 8]`` and ``2_8``, never share one; equal values however spelled are one point and may
 be listed once). The sweep writes ``sweep.parquet`` (one row per point) and a book chapter
-``book/sweeps/<name>/index.md`` with a figure of the scores against the swept values.
+``book/sweeps/<name>/index.md``: each claim's number and verdict against the swept value (from
+the claims table every point published), the privacy loss and the steps to unlearn.
 """
 from __future__ import annotations
 
@@ -27,9 +28,11 @@ import yaml
 
 from .config import (ConfigError, check_name, load_config, typed_value, valid_keys,
                      yaml_problem)
-from .outputs import StagedFolder, output_lock, read_published
+from .analysis import select
+from .claims import claim_id
+from .outputs import StagedFolder, output_lock, published_record, read_published
 from .parallel import process_pool
-from .plan import config_argument
+from .plan import book_root, config_argument
 from .preflight import check_folder, check_scheduler, check_workers, preflight
 from .runner import run_config
 from .store import atomic_write_bytes, atomic_write_parquet
@@ -227,11 +230,14 @@ def _row(point: dict, future) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- sweep chapter
 def point_summary(out_dir: Path) -> dict[str, float]:
     """Numbers per point from the tables it published (scores, and steps if any), each
-    checked against the digest its run.json records."""
+    checked against the digest its run.json records: the mean privacy loss of clean and
+    flipped points, its rank correlation with the average gradient norm, and the median steps
+    to unlearn of the quantile groups of the run's primary method at its level."""
     summary = {}
+    config = (published_record(out_dir) or {}).get("config", {})
     scores = read_published(out_dir, "scores")
     if scores is not None:
-        main = "privacy_loss_a8" if "privacy_loss_a8" in scores else \
+        main = config.get("primary_score") or \
             [c for c in scores if c.startswith("privacy_loss_a")][0]
         summary["score"] = main
         summary["mean privacy loss"] = scores[main].mean()
@@ -242,9 +248,15 @@ def point_summary(out_dir: Path) -> dict[str, float]:
         summary["spearman vs avg_grad_norm"] = scores[main].corr(scores["avg_grad_norm"],
                                                                  method="spearman")
     steps = read_published(out_dir, "steps")
-    if steps is not None:
-        summary["median steps_to_unlearn"] = steps["steps_to_unlearn"].median()
+    if steps is not None and config:
+        rows = select(steps, config["primary_method"], config["level"])
+        summary["median steps_to_unlearn"] = rows["steps_to_unlearn"].median()
     return summary
+
+
+def point_claims(out_dir: Path) -> pd.DataFrame | None:
+    """The claims table a point published (checked against its run.json), or None."""
+    return read_published(out_dir, "claims")
 
 
 def sweep_summary(table: pd.DataFrame, grid: dict[str, list], out_root: Path) -> pd.DataFrame:
@@ -256,60 +268,100 @@ def sweep_summary(table: pd.DataFrame, grid: dict[str, list], out_root: Path) ->
     return pd.DataFrame(rows)
 
 
-def sweep_figure(summary: pd.DataFrame, grid: dict[str, list], path: Path) -> bool:
-    """Mean privacy loss of clean and flipped points and, when present, the median steps to
-    unlearn, against the first swept key (a second key splits the series). False: no data."""
-    import matplotlib
-    matplotlib.use("Agg")
+def swept_axis(table: pd.DataFrame, grid: dict[str, list]) -> tuple[str, pd.Series, bool]:
+    """What the sweep's figures put on the x axis: the swept key and its values as numbers
+    when one numeric key is swept (on a log scale when they are positive and span a factor of
+    4 or more), else the points' names."""
+    if len(grid) == 1:
+        key = next(iter(grid))
+        values = pd.to_numeric(table[key], errors="coerce")
+        if values.notna().all():
+            log = bool((values > 0).all() and values.max() >= 4 * values.min())
+            return key, values, log
+    return "point", table["point"], False
+
+
+def sweep_claims(table: pd.DataFrame, grid: dict[str, list], out_root: Path) -> pd.DataFrame:
+    """Every claim of every successful point: the point, the swept values, the claim's number,
+    verdict and fragility (from the claims table each point published)."""
+    frames = []
+    x, values, _ = swept_axis(table, grid)
+    for row, value in zip(table.itertuples(index=False), values):
+        claims = point_claims(out_root / row.point) if row.status != "failed" else None
+        if claims is not None:
+            frames.append(claims[["claim", "measure", "number", "verdict", "fragile"]].assign(
+                point=row.point, **{x: value}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def verdict_grid(claims: pd.DataFrame, x: str) -> pd.DataFrame:
+    """Claims by swept value: each cell the verdict (``, fragile`` where a neighbour
+    differs)."""
+    cells = claims.assign(cell=claims.verdict + claims.fragile.map({True: ", fragile",
+                                                                    False: ""}))
+    grid = cells.pivot_table(index="claim", columns=x, values="cell", aggfunc="first",
+                             sort=False)
+    return grid.reindex(list(dict.fromkeys(claims.claim)))
+
+
+def sweep_findings(claims: pd.DataFrame, x: str) -> str:
+    """One sentence per claim: at which swept values each verdict was reached."""
+    from .analysis import fmt, listing
+    sentences = []
+    for claim, c in claims.groupby("claim", sort=False):
+        parts = [f"{verdict} at {x} = {listing([fmt(v) for v in part[x]])}"
+                 for verdict, part in c.groupby("verdict", sort=False)]
+        sentences.append(f"- {claim_id(claim)}: {'; '.join(parts)}.")
+    return "\n".join(sentences) + "\n"
+
+
+def _save(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
-    import seaborn as sns
-    ok = summary[summary.status != "failed"]
-    if ok.empty or "mean privacy loss" not in ok:
-        return False
-    x, *rest = list(grid)
-    order = [yaml_text(v) for v in grid[x]]
-    long = ok.melt(id_vars=[x, *rest], var_name="series", value_name="loss",
-                   value_vars=["mean privacy loss (clean)", "mean privacy loss (flipped)"])
-    long["series"] = long["series"].str.extract(r"\((\w+)\)")[0]
-    for key in rest:
-        long["series"] += ", " + key + "=" + long[key]
-    panels = 2 if "median steps_to_unlearn" in ok else 1
-    sns.set_theme(context="notebook", style="whitegrid")
-    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4), squeeze=False)
-    sns.pointplot(long, x=x, y="loss", hue="series", order=order, ax=axes[0, 0])
-    axes[0, 0].set(yscale="log", ylabel=f"mean {ok['score'].iloc[0]}", title="Privacy loss")
-    if panels == 2:
-        sns.pointplot(ok, x=x, y="median steps_to_unlearn", hue=rest[0] if rest else None,
-                      order=order, ax=axes[0, 1])
-        axes[0, 1].set(title="Steps to unlearn")
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=2 * fig.dpi)
     plt.close(fig)
-    return True
 
 
 def write_sweep_chapter(name: str, table: pd.DataFrame, grid: dict[str, list], out_root: Path,
                         chapter_dir: Path) -> Path:
-    """``book/sweeps/<name>/index.md``: what was swept, the figure, the per-point tables;
+    """``book/sweeps/<name>/index.md``: what was swept, each claim's number and verdict against
+    the swept value, the privacy loss and the steps, the per-point tables and what was found;
     written into a staging folder and swapped in whole."""
+    import matplotlib
+    matplotlib.use("Agg")
     from .book import display_path, md_table
+    from .plots import claims_against, set_style, sweep_overview
     staged = StagedFolder(chapter_dir, chapter_dir.parent / f".staging-{chapter_dir.name}")
     folder = staged.begin()
+    set_style()
     summary = sweep_summary(table, grid, out_root)
-    has_figure = sweep_figure(summary, grid, folder / "sweep.png")
+    claims = sweep_claims(table, grid, out_root)
+    x, values, log_x = swept_axis(table, grid)
+    summary[x] = values.to_numpy()
     swept = ", ".join(f"`{k}` in {v}" for k, v in grid.items())
-    numbers = summary.round(4).to_dict("records")
-    status = table[["point", "status", "wall_s", "error"]].to_dict("records")
-    steps = (" Right: median steps to unlearn over all groups and methods."
-             if "median steps_to_unlearn" in summary else "")
-    figure = ("```{figure} sweep.png\n:name: sweep-" + name + "\n\n"
-              f"Mean per-instance privacy loss of clean and of flipped points (log scale) against "
-              f"the swept value.{steps}\n```\n\n"
-              if has_figure else "No point finished, so there is nothing to plot.\n\n")
     text = (f"# Sweep `{name}`\n\nEvery combination of {swept} was run as a separate "
-            f"configuration; outputs are under `{display_path(out_root)}`.\n\n## Figure\n\n{figure}"
-            f"## Numbers per point\n\n{md_table(numbers)}\n"
-            f"## Status\n\n{md_table(status)}")
+            f"configuration; outputs are under `{display_path(out_root, book_root(chapter_dir))}`. "
+            "This chapter shows how each claim's number and verdict, the privacy loss and the "
+            f"steps to unlearn change with `{x}`.\n\n")
+    if claims.empty:
+        text += "No point published its claims, so there is nothing to plot.\n\n"
+    else:
+        _save(claims_against(claims, x, log_x), folder / "claims.png")
+        _save(sweep_overview(summary[summary.status != "failed"], x, log_x),
+              folder / "sweep.png")
+        text += (f"## The claims against `{x}`\n\n```{{figure}} claims.png\n:name: claims-{name}"
+                 f"\n:width: 100%\n\nEach panel is one claim: the number that tests it (see the "
+                 "summary chapter's measure) at each swept value; the marker gives the verdict and "
+                 f"a black ring marks a fragile one.\n```\n\n"
+                 f"{md_table(verdict_grid(claims, x).reset_index().to_dict('records'))}\n"
+                 f"## Privacy loss and steps to unlearn\n\n```{{figure}} sweep.png\n"
+                 f":name: sweep-{name}\n:width: 100%\n\nLeft: mean per-instance privacy loss of "
+                 "clean and of flipped points (log scale). Right: median steps to unlearn of the "
+                 f"quantile groups (primary method, the run's level).\n```\n\n"
+                 f"## What we found\n\n{sweep_findings(claims, x)}\n")
+    numbers = summary.drop(columns=[x] if x not in grid else []).round(4).to_dict("records")
+    status = table[["point", "status", "wall_s", "error"]].to_dict("records")
+    text += (f"## Numbers per point\n\n{md_table(numbers)}\n"
+             f"## Status\n\n{md_table(status)}")
     atomic_write_bytes(folder / "index.md", text.encode())
     return staged.commit() / "index.md"

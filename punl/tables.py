@@ -101,9 +101,10 @@ STEPS = TableSpec("steps", (
     "one group and method at one level and design: its status (never distinguishable, "
     "unlearned, censored), its steps to unlearn, and the fit D(k) = A exp(-c k) + floor of its "
     "divergence response")
-CLAIMS = TableSpec("claims", ("claim", "measure", "value", "interval", "verdict", "neighbours",
-                              "fragile"),
-                   "one claim of the study: the number that tests it, its interval, the verdict, "
+CLAIMS = TableSpec("claims", ("claim", "measure", "number", "value", "interval", "verdict",
+                              "neighbours", "fragile"),
+                   "one claim of the study: the number that tests it (``number``, and in words "
+                   "with its context, ``value``), its interval, the verdict, "
                    "the verdicts under neighbouring analysis choices and whether any differs")
 
 # --------------------------------------------------------------------------------- prediction

@@ -19,6 +19,7 @@ def make_book_root(root: Path) -> Path:
     (root / "book").mkdir(parents=True)
     shutil.copy(REPO / "_config.yml", root / "_config.yml")
     shutil.copytree(REPO / "_ext", root / "_ext", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "_static", root / "_static")
     for name in CHAPTERS:
         shutil.copy(REPO / "book" / name, root / "book" / name)
     return root

@@ -227,14 +227,28 @@ def path_leaks(html_dir: str | Path, paths: list[str | Path]) -> list[str]:
     return found
 
 
+def screenshot_targets(html_dir: Path) -> dict[str, Path]:
+    """The landing page and the first run's first chapter, as PNG files in
+    ``screenshots/`` next to ``html_dir``."""
+    folder = html_dir.parent / "screenshots"
+    shots = {"index.html": folder / "landing.png"}
+    chapters = sorted(p for p in html_pages(html_dir) if p.startswith("book/runs/")
+                      and not p.endswith("/index.html"))
+    if chapters:
+        shots[chapters[0]] = folder / "chapter.png"
+    return shots
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python tests/sitecheck.py [HTML_DIR] [SEARCH_WORD]``: check a built book (``_build/html``
-    by default), print its problems and write screenshots of its landing page next to it."""
+    by default), print its problems and write screenshots of its landing page and of one
+    chapter next to it (``_build/screenshots/``)."""
     args = sys.argv[1:] if argv is None else argv
     html_dir = Path(args[0] if args else "_build/html")
-    shot = html_dir.parent / "screenshots" / "landing.png"
-    problems = check_site(html_dir, args[1] if len(args) > 1 else "Langevin", {"index.html": shot})
-    print("\n".join(problems) or f"no problems; screenshot: {shot}")
+    shots = screenshot_targets(html_dir)
+    problems = check_site(html_dir, args[1] if len(args) > 1 else "Langevin", shots)
+    names = ", ".join(str(p) for p in shots.values())
+    print("\n".join(problems) or f"no problems; screenshots: {names}")
     return 1 if problems else 0
 
 

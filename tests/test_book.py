@@ -1,6 +1,7 @@
 """End to end: papermill executes the notebooks, the book builds with warnings as errors."""
 import ast
 import json
+import re
 
 import nbformat
 import pandas as pd
@@ -9,7 +10,9 @@ import pytest
 from pathlib import Path
 
 from bookutil import NOTEBOOKS, REPO, TINY, make_book_root, make_notebooks_dir
-from punl.book import build_book, generate_toc, toc_data
+from punl import claims as claims_module
+from punl.book import (build_book, claims_side_by_side, generate_toc, landing_text, toc_data,
+                       write_landing)
 from punl.config import ConfigError
 from punl.plan import RunPlan
 from punl.cli import build_parser, cmd_run
@@ -66,6 +69,70 @@ def test_run_executes_notebooks_and_writes_tables(book):
     assert index.startswith(f"# Run `{chapter.name}` (n_train=200, ")
 
 
+GLUE_ROLE = re.compile(r"\{glue:text\}`([A-Za-z0-9_]+)")
+HIDDEN = {"remove-cell", "remove-input", "hide-input"}
+
+
+def glued(nb) -> dict[str, str]:
+    """The text glued under each name in an executed notebook."""
+    found = {}
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            name = out.get("metadata", {}).get("scrapbook", {}).get("name")
+            if name:
+                found[name] = ast.literal_eval(
+                    out["data"]["application/papermill.record/text/plain"])
+    return found
+
+
+def test_templates_close_with_what_we_found():
+    for path in sorted((REPO / "notebooks").glob("0*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+        assert "## What we found" in text, path.name
+        closing = nb.cells[-1]
+        assert closing.cell_type == "markdown" and GLUE_ROLE.search(closing.source), path.name
+        assert "glue_all(" in nb.cells[-2].source, path.name
+        assert "remove-cell" in nb.cells[-2].metadata.get("tags", []), path.name
+
+
+@pytest.mark.slow
+def test_executed_notebooks_are_prepared_for_the_page(book):
+    """Parameter cells removed in favour of a provenance box, code behind a toggle, and no
+    absolute path: the notebooks ran in the book root with paths relative to it."""
+    root, chapter = book["root"], book["chapter"]
+    for name in NOTEBOOKS:
+        nb = nbformat.read(chapter / name, as_version=4)
+        tags = [c.metadata.get("tags", []) for c in nb.cells]
+        params = [i for i, t in enumerate(tags) if "parameters" in t or "injected-parameters" in t]
+        assert len(params) == 2 and all("remove-cell" in tags[i] for i in params), name
+        box = nb.cells[params[-1] + 1]
+        assert box.cell_type == "markdown" and box.source.startswith(":::{admonition} Provenance")
+        assert "`runs/tiny/published`" in box.source and "stage keys" in box.source
+        assert all(HIDDEN & set(t) for c, t in zip(nb.cells, tags) if c.cell_type == "code"), name
+        record = nb.metadata.papermill
+        assert record.parameters["out_dir"] == "runs/tiny"
+        assert record.input_path == f"templates/{name}"
+        assert record.output_path == f"book/runs/{chapter.name}/{name}"
+        assert str(root) not in (chapter / name).read_text(), name
+
+
+@pytest.mark.slow
+def test_closing_paragraphs_glue_numbers_from_the_tables(book):
+    chapter, published = book["chapter"], book["root"] / "runs/tiny/published"
+    for name in NOTEBOOKS:
+        nb = nbformat.read(chapter / name, as_version=4)
+        used = set(GLUE_ROLE.findall(nb.cells[-1].source))
+        assert used and used <= set(glued(nb)), (name, used - set(glued(nb)))
+    summary = glued(nbformat.read(chapter / "05_summary.ipynb", as_version=4))
+    table = pd.read_parquet(published / "claims.parquet")
+    assert summary == claims_module.summary_findings(table)
+    scores = pd.read_parquet(published / "scores.parquet")
+    found = glued(nbformat.read(chapter / "02_score.ipynb", as_version=4))
+    assert found["median"] == claims_module.analysis.fmt(scores.privacy_loss_a8.median())
+    assert found["points"] == "200"
+
+
 @pytest.mark.slow
 def test_rerun_reuses_artifacts(book):
     second, complete = book["second"], book["complete"]
@@ -88,8 +155,18 @@ def test_book_builds_without_warnings_and_shows_figures(book):
     for page, figures in pages.items():
         text = (html / f"{page}.html").read_text()
         assert text.count("<img") >= figures, page
-    assert "Langevin" in (html / "book/intro.html").read_text()
-    assert "supported" in (html / f"{run}/05_summary.html").read_text()
+    for name in NOTEBOOKS:
+        text = (html / f"{run}/{Path(name).stem}.html").read_text()
+        assert "Provenance" in text and "What we found" in text, name
+        assert "# Parameters" not in text and "out_dir =" not in text, name
+        assert "Show code cell source" in text, name
+        assert "pasted-text" in text, name    # the closing paragraph's glued numbers
+    intro = (html / "book/intro.html").read_text()
+    assert "Langevin" in intro and "supported" in (html / f"{run}/05_summary.html").read_text()
+    # the front page: the headline figure, and every verdict linking to the run's summary
+    assert "headline.png" in intro and (html / "_images").is_dir()
+    table = pd.read_parquet(root / "runs/tiny/published/claims.parquet")
+    assert intro.count(f'href="runs/{book["chapter"].name}/05_summary.html"') == len(table)
     assert "measured:" in (html / f"{run}/06_predict.html").read_text()
 
 
@@ -170,3 +247,32 @@ def test_toc_lists_runs_in_order_and_sweeps(tmp_path):
     assert runs == [{"file": "book/runs/a/index", "sections": [
         {"file": "book/runs/a/02_score"}, {"file": "book/runs/a/01_train"}]}]
     assert (generate_toc(root)).read_text().startswith("# Generated")
+
+
+def fake_result(name: str, verdicts: list[str]) -> dict:
+    """What :func:`punl.book.run_results` gives of one run, as far as the claims table goes."""
+    claims = pd.DataFrame({"claim": ["1. a", "2. steps grow like a*log(b*P + 1)"][:len(verdicts)],
+                           "verdict": verdicts, "fragile": [False, True][:len(verdicts)]})
+    return {"name": name, "index": f"book/runs/{name}/index",
+            "doc": f"book/runs/{name}/05_summary", "claims": claims}
+
+
+def test_landing_puts_every_runs_claims_side_by_side():
+    text = claims_side_by_side([fake_result("a", ["supported", "not supported"]),
+                                fake_result("b", ["inconclusive"])])
+    lines = text.strip().splitlines()
+    assert lines[0] == ("| claim | {doc}`a </book/runs/a/index>` | "
+                        "{doc}`b </book/runs/b/index>` |")
+    assert lines[2] == ("| 1. a | {doc}`supported </book/runs/a/05_summary>` | "
+                        "{doc}`inconclusive </book/runs/b/05_summary>` |")
+    assert lines[3] == ("| 2. steps grow like a\\*log(b\\*P + 1) | "
+                        "{doc}`not supported, fragile </book/runs/a/05_summary>` | — |")
+    assert "No run is in the book yet" in landing_text([], None)
+
+
+def test_landing_without_runs_is_written_and_says_so(tmp_path):
+    root = make_book_root(tmp_path)
+    page = write_landing(root)
+    assert page == root / "book/generated/landing.md"
+    assert "No run is in the book yet" in page.read_text()
+    assert "generated/landing.md" in (root / "book/intro.md").read_text()

@@ -28,7 +28,7 @@ def _labels(fig):
 def test_training_figures(run):
     ledger, flipped = run.trained.ledger, run.data.flipped.numpy()
     fig = plots.training_curves(ledger)
-    assert _labels(fig)[0] == ("training step", "accuracy")
+    assert _labels(fig)[0] == ("training step", "accuracy (fraction of points)")
     assert len(fig.axes[0].lines) >= 2 * ledger.runs
     fig = plots.clipped_fraction_curve(ledger, run.config.clip)
     assert fig.axes[0].lines[0].get_ydata().max() <= 1
@@ -43,6 +43,7 @@ def test_score_figures(run):
     assert fig.axes[0].get_xscale() == "log"
     fig = plots.extreme_images(run.data.x_train.numpy(), scores, run.primary_score, n=4)
     assert len(fig.axes) == 8 and "P = " in fig.axes[0].get_title()
+    assert fig.get_size_inches()[0] <= plots.WIDTH
     from punl.scores import spearman_matrix
     fig = plots.correlation_heatmap(spearman_matrix(scores))
     assert "Spearman" in fig.axes[0].get_title()
@@ -53,7 +54,7 @@ def test_unlearning_figures(run):
     tables, cfg, steps = run.tables, run.config, run.steps
     q = [g for g in tables.groups.group if g.startswith("q")]
     fig = plots.attack_curves(tables.attack, q, list(cfg.methods), cfg.level)
-    assert [ax.get_title() for ax in fig.axes] == list(cfg.methods)
+    assert sorted(ax.get_title() for ax in fig.axes) == sorted(cfg.methods)
     assert fig.axes[0].get_xscale() == "log"
     assert any(line.get_linestyle() == "--" for line in fig.axes[0].lines)   # the null's 95%
     rows = {m: analysis.with_score(analysis.select(steps, m, cfg.level), tables.points,
@@ -75,27 +76,70 @@ def test_unlearning_figures(run):
                                                   cfg.level)
     fig = plots.disagreement_bars(comparison)
     assert len(fig.axes[0].patches) == 2 * len(comparison)
-    grid = plots.utility_curves(analysis.utility(tables.unlearning))
-    assert len(grid.axes.flat) == len(cfg.methods)
+    fig = plots.utility_curves(analysis.utility(tables.unlearning))
+    assert sorted(ax.get_title() for ax in fig.axes) == sorted(cfg.methods)
     plt.close("all")
 
 
 def test_barrier_figures(run):
     tables = run.tables
-    grid = plots.path_losses_figure(tables.paths, run.primary_method)
-    assert {ax.get_title().split("|")[-1].strip() for ax in grid.axes.flat} >= \
-        {"partner = coupled", "partner = independent"}
+    fig = plots.path_losses_figure(tables.paths, run.primary_method)
+    assert {ax.get_title() for ax in fig.axes} >= {"coupled partner, clean points",
+                                                   "independent partner, clean points"}
     controlled = analysis.controlled_barriers(tables.barriers, run.primary_method)
     fig = plots.controlled_barrier_figure(analysis.barrier_by_group(controlled, tables.groups),
                                           run.primary_score)
-    assert [ax.get_ylabel() for ax in fig.axes[:3]] == ["controlled_barrier", "loss_gap",
-                                                        "distance"]
-    grid = plots.barrier_trajectories(tables.barriers, run.primary_method)
-    assert grid.axes.flat[0].get_xscale() == "log"
+    assert [ax.get_ylabel() for ax in fig.axes[:3]] == [
+        "controlled barrier (nats)", "endpoint loss gap (nats)", "parameter distance"]
+    fig = plots.barrier_trajectories(tables.barriers, run.primary_method)
+    assert fig.axes[0].get_xscale() == "log"
     plt.close("all")
 
 
-def test_prediction_figures(run):
+def every_figure(run):
+    """Every figure the chapters draw, from the tiny run's tables."""
+    tables, cfg, steps, scores = run.tables, run.config, run.steps, run.scores
+    ledger, flipped = run.trained.ledger, run.data.flipped.numpy()
+    rows = {m: analysis.with_score(analysis.select(steps, m, cfg.level), tables.points, scores,
+                                   run.primary_score) for m in cfg.methods}
+    fitted = {m: analysis.steps_fits(r, tables.attack.step.unique()) for m, r in rows.items()}
+    controlled = analysis.controlled_barriers(tables.barriers, run.primary_method)
+    from punl.scores import spearman_matrix
+    q = [g for g in tables.groups.group if g.startswith("q")]
+    head = analysis.headline(steps, tables.points, scores, run.primary_method, cfg.level,
+                             run.primary_score, tables.attack.step.unique())
+    return {
+        "training_curves": plots.training_curves(ledger),
+        "clipped_fraction_curve": plots.clipped_fraction_curve(ledger, cfg.clip),
+        "norm_trajectories": plots.norm_trajectories(ledger, flipped, cfg.clip),
+        "privacy_histogram": plots.privacy_histogram(scores, run.primary_score),
+        "extreme_images": plots.extreme_images(run.data.x_train.numpy(), scores,
+                                               run.primary_score),
+        "correlation_heatmap": plots.correlation_heatmap(spearman_matrix(scores)),
+        "attack_curves": plots.attack_curves(tables.attack, q, list(cfg.methods), cfg.level),
+        "steps_against_score": plots.steps_against_score(pd.concat(rows.values()), fitted,
+                                                         cfg.unlearn_steps, run.primary_score),
+        "response_curves": plots.response_curves(tables.attack, rows[run.primary_method],
+                                                 run.primary_method),
+        "amplitude_against_score": plots.amplitude_against_score(pd.concat(rows.values()),
+                                                                 run.primary_score),
+        "point_fraction_bars": plots.point_fraction_bars(analysis.point_fractions(
+            tables, cfg.level, tables.attack.step.unique(), cfg.unlearn_steps)),
+        "disagreement_bars": plots.disagreement_bars(analysis.disagreement_comparison(
+            tables, steps, run.primary_score, list(cfg.baseline_scores), run.primary_method,
+            cfg.level)),
+        "utility_curves": plots.utility_curves(analysis.utility(tables.unlearning)),
+        "path_losses_figure": plots.path_losses_figure(tables.paths, run.primary_method),
+        "controlled_barrier_figure": plots.controlled_barrier_figure(
+            analysis.barrier_by_group(controlled, tables.groups), run.primary_score),
+        "barrier_trajectories": plots.barrier_trajectories(tables.barriers, run.primary_method),
+        "headline_figure": plots.headline_figure({"a": {**head, "budget": cfg.unlearn_steps}}),
+        **prediction_figures(run),
+    }
+
+
+def prediction_figures(run):
+    """The figures of the prediction chapter, from the tiny run's prediction tables."""
     from punl import predict
     measured, tables, score = run.measured, run.predictions, run.primary_score
     held = tables["heldout_predictions"]
@@ -103,19 +147,99 @@ def test_prediction_figures(run):
     calibration = pd.concat([predict.calibration_points(measured, score, how) for how in models])
     curves = pd.concat([predict.prediction_curve(m, m.calibrated_low, m.calibrated_high)
                         for m in models.values()])
-    fig = plots.cost_curves(calibration, curves, held[held.score == score], measured.budget,
-                            score)
+    adaptive = tables["adaptive"]
+    return {
+        "cost_curves": plots.cost_curves(calibration, curves, held[held.score == score],
+                                         measured.budget, score),
+        "predicted_against_measured": plots.predicted_against_measured(held, score,
+                                                                       measured.budget),
+        "validation_bars": plots.validation_bars(tables["prediction_validation"]),
+        "adaptive_against_fixed": plots.adaptive_against_fixed(
+            predict.fixed_budget_curve(adaptive, measured.checkpoints),
+            predict.adaptive_comparison(adaptive, measured.checkpoints)),
+    }
+
+
+def _texts(fig):
+    """Every visible text of a figure: titles, labels, tick labels, legend entries."""
+    return [t for t in fig.findobj(matplotlib.text.Text) if t.get_visible() and t.get_text()]
+
+
+def _named_ticks(labels) -> bool:
+    """Whether tick labels name categories (a heatmap's rows) rather than show numbers."""
+    return any(t.get_text() and not t.get_text().replace(".", "").replace("−", "").isdigit()
+               for t in labels)
+
+
+def _labelled(fig, ax, axis: str) -> bool:
+    """An axis is labelled, names categories, or shares a labelled axis of the figure."""
+    label = getattr(ax, f"get_{axis}label")
+    ticks = getattr(ax, f"get_{axis}ticklabels")
+    shared = getattr(ax, f"get_shared_{axis}_axes")()
+    return bool(label() or _named_ticks(ticks()) or any(
+        getattr(a, f"get_{axis}label")() for a in fig.axes if shared.joined(a, ax)))
+
+
+def test_every_figure_reads_at_the_books_width(run):
+    """Each figure fits the text column, labels both axes of every panel it draws on and uses
+    no font below the minimum; legends sit outside the panels."""
+    plots.set_style()
+    for name, fig in every_figure(run).items():
+        width = fig.get_size_inches()[0]
+        assert width <= plots.WIDTH, (name, width)
+        fig.canvas.draw()
+        small = {t.get_text() for t in _texts(fig) if t.get_fontsize() < plots.MIN_FONT}
+        assert not small, (name, small)
+        for ax in fig.axes:
+            if ax.get_visible() and ax.axison and ax.has_data() and not ax.images \
+                    and ax.get_label() != "<colorbar>":
+                assert _labelled(fig, ax, "x"), (name, "x label")
+                assert _labelled(fig, ax, "y"), (name, "y label")
+            legend = ax.get_legend()
+            if legend is not None:   # a legend of its own sits outside the data
+                box, frame = legend.get_window_extent(), ax.get_window_extent()
+                assert not box.overlaps(frame) or name == "correlation_heatmap", name
+        plt.close(fig)
+
+
+def test_log_ticks_are_plain_numbers():
+    fig, ax = plt.subplots()
+    ax.plot([0.3, 40], [1, 2])
+    ax.set_xscale("log")
+    plots.log_ticks(ax)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert labels and all("10^" not in t and "$" not in t for t in labels), labels
+    assert "1" in labels and "10" in labels
+    plt.close(fig)
+
+
+def test_claims_against_the_swept_value():
+    numbers = pd.DataFrame({"claim": ["1. a", "1. a", "2. b", "2. b"], "measure": "m",
+                            "number": [0.5, 0.7, -0.2, 0.4], "sigma": [0.5, 1.0, 0.5, 1.0],
+                            "verdict": ["supported", "not supported", "inconclusive",
+                                        "supported"], "fragile": [False, True, False, False]})
+    fig = plots.claims_against(numbers, "sigma", log_x=True)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == ["1. a", "2. b"]
+    assert fig.get_size_inches()[0] <= plots.WIDTH and fig.legends
+    summary = pd.DataFrame({"sigma": [0.5, 1.0], "mean privacy loss (clean)": [3.0, 1.0],
+                            "mean privacy loss (flipped)": [9.0, 2.0],
+                            "median steps_to_unlearn": [100, 20]})
+    fig = plots.sweep_overview(summary, "sigma", log_x=True)
+    assert fig.axes[0].get_yscale() == "log" and fig.axes[1].get_ylabel() == "steps to unlearn"
+    plt.close("all")
+
+
+def test_prediction_figures(run):
+    figures = prediction_figures(run)
+    fig = figures["cost_curves"]
     assert len(fig.axes) == 3 and fig.axes[0].get_xscale() == "log"
     assert fig.axes[0].get_ylabel() == "steps to unlearn"
-    fig = plots.predicted_against_measured(held, score, measured.budget)
+    fig = figures["predicted_against_measured"]
     assert len(fig.axes) == 3 and len(fig.axes[0].lines) >= 1
-    fig = plots.validation_bars(tables["prediction_validation"])
-    assert [ax.get_title() for ax in fig.axes][1] == "interval coverage"
-    adaptive = tables["adaptive"]
-    comparison = predict.adaptive_comparison(adaptive, measured.checkpoints)
-    fig = plots.adaptive_against_fixed(predict.fixed_budget_curve(adaptive, measured.checkpoints),
-                                       comparison)
-    assert fig.axes[0].get_ylabel() == "share of requests unlearned"
+    assert [ax.get_title() for ax in figures["validation_bars"].axes][1] == "interval coverage"
+    assert figures["adaptive_against_fixed"].axes[0].get_ylabel() == "share of requests unlearned"
     plt.close("all")
 
 

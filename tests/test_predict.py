@@ -339,3 +339,24 @@ def test_heldout_groups_are_random_mixed_and_single_class():
     assert heldout_groups(scores, P, 0, 20, seed=0) == []
     with pytest.raises(ValueError, match="group_size"):
         heldout_groups(scores, P, 1, 300, seed=0)
+
+
+def test_prediction_findings_name_the_best_predictor_and_the_adaptive_comparison():
+    validation = pd.DataFrame({
+        "score": ["privacy_loss_a8", "privacy_loss_a8", "el2n"], "aggregation": ["mean", "max", "mean"],
+        "requests": "all", "n_requests": 9, "steps_spearman": [0.4, 0.7, 0.9],
+        "steps_spearman_p": [0.3, 0.04, 0.001], "steps_coverage": [0.8, 0.9, 1.0],
+        "steps_mae": [20.0, 12.5, 3.0]})
+    comparison = pd.DataFrame({"score": ["privacy_loss_a8"] * 2, "aggregation": ["mean", "max"],
+                               "adaptive_success": [0.5, 0.75], "adaptive_total_steps": [90, 120],
+                               "mean_looks": [1.0, 1.5], "fixed_budget": [40, 100],
+                               "fixed_total_steps": [360, 900]})
+    found = predict.prediction_findings(validation, comparison, "privacy_loss_a8")
+    assert found["requests"] == "9"
+    assert found["best"].startswith("the mean of el2n (Spearman ρ = 0.9, p = 0.001")
+    assert "max of privacy_loss_a8 (Spearman ρ = 0.7" in found["primary_clause"]
+    assert found["coverage_range"] == "80% to 100%"
+    assert "75% of the requests in 120 steps" in found["adaptive_clause"]
+    assert "K = 100, takes 900" in found["adaptive_clause"]
+    empty = predict.prediction_findings(validation.iloc[:0], comparison.iloc[:0], "privacy_loss_a8")
+    assert empty["requests"] == "0"

@@ -1,0 +1,155 @@
+"""The numbers each chapter's closing paragraph glues, and how the book prints numbers: every
+finding is checked against the analysis it comes from, on synthetic tables with a known truth."""
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from punl import analysis, claims
+from punl.analysis import fmt, listing, percent, trend
+from punl.notebook import claims_markdown, table
+
+from synthetic import BUDGET, Truth, make_study
+
+
+def test_numbers_print_as_a_reader_reads_them():
+    assert [fmt(v) for v in (0, 1437, 0.849, 0.0724, 1120.239, 15.0, -0.18, np.int64(12))] == \
+        ["0", "1,437", "0.849", "0.0724", "1,120", "15", "-0.18", "12"]
+    assert fmt(1e-5) == "1.00e-05" and fmt(2.3e7) == "2.30e+07"
+    assert fmt(np.nan) == "n/a" and fmt(np.inf) == "n/a" and fmt("sgld") == "sgld"
+    assert fmt(0.123456, 2) == "0.12"
+    assert [percent(v) for v in (0.0017, 0.74, 1.0, np.nan)] == ["0.17%", "74%", "100%", "n/a"]
+    assert listing([]) == "none" and listing(["a"]) == "a" and listing(list("abc")) == "a, b and c"
+    assert trend(0.5, 0.1, 0.9) == "rises" and trend(-0.5, -0.9, -0.1) == "falls"
+    assert trend(0.5, -0.1, 0.9) == "shows no clear trend"
+
+
+def test_tables_are_rounded_for_reading():
+    frame = pd.DataFrame({"group": ["q0", "q1"], "accuracy": [0.84912, 0.0724],
+                          "steps": [170, 400], "flag": [True, False]})
+    html = table(frame, steps_to="x").to_html()
+    assert "0.849" in html and "0.84912" not in html and "0.0724" in html
+    assert ">170<" in html and ">True<" in html
+    assert table(frame, accuracy="attack accuracy").to_html().count("attack accuracy") == 1
+
+
+@pytest.fixture(scope="module")
+def truth():
+    """The synthetic study with every claim true, and its claims table."""
+    study = make_study()
+    return study, claims.claims_table(study)
+
+
+def test_claims_table_carries_each_claims_number(truth):
+    study, table_ = truth
+    q = analysis.select(study.steps, "sgld", 0.05)
+    quick = (q.steps_to_unlearn <= BUDGET / 10).mean()
+    assert table_.number.iloc[0] == quick
+    rows = study.quantiles("sgld", claims.Choice(0.05, "all", "privacy_loss_a8"))
+    assert table_.number.iloc[1] == analysis.steps_fits(rows, study.checkpoints)["spearman"]
+
+
+def test_unlearning_findings_come_from_the_tables(truth):
+    study, table_ = truth
+    found = claims.unlearning_findings(study, table_)
+    # Truth: groups unlearned from steps 0, 0, 1, 2, 4, 8, 16, 32, 64, 128; top group censored
+    assert (found["unlearned"], found["never_distinguishable"], found["censored"]) == \
+        ("8", "2", "0")
+    assert found["quick_share"] == "70%" and found["groups"] == "10"
+    assert "censored" in found["top_clause"]
+    rows = study.quantiles("sgld", claims.Choice(0.05, "all", "privacy_loss_a8"))
+    fits = analysis.steps_fits(rows, study.checkpoints)
+    assert found["rho_steps"] == fmt(fits["spearman"], 2)
+    assert found["ll_log"] == fmt(fits["log_likelihood_log"])
+    assert found["claim_1"] == "supported" and found["claim_3"] == "supported"
+    assert "harder" in found["disagreement_clause"]
+    assert all(isinstance(v, str) for v in found.values())
+
+
+def _one_claim(study, number: str, rule) -> pd.DataFrame:
+    """A claims table holding one claim's verdict under the main choice (no neighbours)."""
+    result = rule(study, claims.Choice(0.05, "all", "privacy_loss_a8"))
+    return pd.DataFrame({"claim": [f"{number}. x"], "verdict": [result["verdict"]],
+                         "fragile": [False]})
+
+
+def test_findings_say_when_a_claim_fails():
+    study = make_study(Truth(steps=[128, 64, 32, 16, 8, 4, 2, 1, 0, 0]))
+    found = claims.unlearning_findings(study, _one_claim(study, "2", claims.claim_log))
+    assert found["claim_2"] == "not supported"
+    assert float(found["rho_steps"]) < 0 and found["fit_outcome"]
+    study = make_study(Truth(barrier=list(np.linspace(0.5, 0.0, 10))))
+    found = claims.barrier_findings(study, _one_claim(study, "4", claims.claim_barriers))
+    assert found["independent_clean_trend"] == "falls" and found["claim_4"] == "not supported"
+
+
+def test_barrier_findings_come_from_the_tables(truth):
+    study, table_ = truth
+    found = claims.barrier_findings(study, table_)
+    assert found["independent_clean_trend"] == "rises"
+    assert found["independent_clean_groups"] == "10"
+    assert "No quantile group holds flipped points" in found["flipped_clause"]
+    assert found["claim_4"] == "supported"
+
+
+def test_summary_findings_name_every_verdict_and_the_fragile_ones():
+    table_ = pd.DataFrame({"claim": ["1. a", "2. b", "2b. c", "5. the trend holds for finetune"],
+                           "verdict": ["supported", "not supported", "supported",
+                                       "inconclusive"],
+                           "fragile": [False, True, False, True]})
+    found = claims.summary_findings(table_)
+    assert found["claims"] == "4"
+    assert found["verdict_sentence"] == ("Supported: 1 and 2b. Not supported: 2. "
+                                         "Inconclusive: 5 (finetune).")
+    assert "2 and 5 (finetune)" in found["fragile_sentence"]
+    assert claims.verdicts(table_)["claim_2"] == "not supported, fragile"
+    assert claims.verdicts(table_)["claim_5_finetune"] == "inconclusive, fragile"
+
+
+def test_claims_markdown_escapes_what_markdown_would_read():
+    table_ = pd.DataFrame({"claim": ["2. steps grow like a*log(b*P + 1)"], "measure": ["m_1"],
+                           "number": [0.83], "value": ["rho 0.83"], "interval": [""],
+                           "verdict": ["supported"], "neighbours": ["level 0.01: supported"],
+                           "fragile": [False]})
+    text = claims_markdown(table_)
+    assert "a\\*log(b\\*P + 1)" in text and "m\\_1" in text and "*supported*" in text
+    assert "number: 0.83" in text
+
+
+def fake_ledger(flipped):
+    """What :func:`punl.analysis.training_findings` reads of a ledger."""
+    rng = np.random.default_rng(0)
+    norms = rng.uniform(1, 2, (2, 3, len(flipped)))
+    norms[:, :, flipped] *= 4
+    return SimpleNamespace(runs=2, total_steps=90, records=3, grad_norm=norms,
+                           test_acc=np.array([[0.5, 0.9], [0.5, 0.8]]),
+                           train_acc=np.array([[0.5, 0.7], [0.5, 0.7]]))
+
+
+def test_training_findings():
+    flipped = np.zeros(20, bool)
+    flipped[:5] = True
+    found = analysis.training_findings(fake_ledger(flipped), clip=7.0, flipped=flipped)
+    assert (found["test_acc"], found["test_acc_min"], found["test_acc_max"]) == \
+        ("0.85", "0.8", "0.9")
+    assert found["clip"] == "7" and found["steps"] == "90"
+    assert found["label_noise_sentence"].startswith("Of the 5 points with the highest average "
+                                                    "gradient norm, 5 have flipped labels")
+    clean = np.zeros(20, bool)
+    found = analysis.training_findings(fake_ledger(clean), clip=7.0, flipped=clean)
+    assert found["label_noise_sentence"].startswith("No label was flipped")
+
+
+def test_score_findings():
+    rng = np.random.default_rng(0)
+    p = np.geomspace(0.01, 100, 200)
+    scores = pd.DataFrame({"privacy_loss_a8": p, "avg_grad_norm": np.log(p),
+                           "el2n": rng.uniform(size=200), "flipped": np.arange(200) >= 180})
+    found = analysis.score_findings(scores, "privacy_loss_a8", ["avg_grad_norm", "el2n"])
+    assert found["decades"] == fmt(np.log10(np.quantile(p, 0.9) / np.quantile(p, 0.1)), 2)
+    assert found["agreement"].startswith("1 with avg_grad_norm and ")
+    assert "100% of the 10% of points with the highest loss" in found["label_noise_sentence"]
+    found = analysis.score_findings(scores.assign(flipped=False), "privacy_loss_a8",
+                                    ["avg_grad_norm"])
+    assert found["label_noise_sentence"].startswith("No label was flipped")

@@ -1,0 +1,60 @@
+"""A quiet terminal: progress and results, no warning repeated by every notebook's kernel."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from bookutil import REPO, TINY
+
+KERNEL_NOISE = ("[IPKernelApp] WARNING", "without encryption", "IProgress not found")
+
+EXECUTE_ONE = """
+import nbformat, sys
+from pathlib import Path
+from punl.plan import NotebookRun
+from punl.runner import execute_notebook
+nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")])
+nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+nbformat.write(nb, "one.ipynb")
+execute_notebook(NotebookRun(Path("one.ipynb"), Path("out/one.ipynb"), {}, Path.cwd()),
+                 progress=False)
+print(nbformat.read("out/one.ipynb", as_version=4).cells[0].outputs[0].text.strip())
+"""
+
+
+def environment() -> dict:
+    """The environment of a subprocess that imports this checkout's punl."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+
+def assert_quiet(stderr: str) -> None:
+    noisy = [line for line in stderr.splitlines() if any(n in line for n in KERNEL_NOISE)]
+    assert not noisy, "\n".join(noisy)
+
+
+def test_a_notebook_runs_without_kernel_warnings(tmp_path):
+    done = subprocess.run([sys.executable, "-c", EXECUTE_ONE], cwd=tmp_path, env=environment(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("42")
+    assert_quiet(done.stderr)
+
+
+@pytest.mark.slow
+def test_punl_run_prints_progress_and_results_only(tiny_run, tmp_path):
+    """``punl run`` on the tiny configuration (its stages copied from the tiny run, so only the
+    notebooks execute): no kernel warning on stderr, the notebooks' times on stdout."""
+    shutil.copytree(tiny_run["root"] / "runs/tiny/artifacts", tmp_path / "out/artifacts")
+    overrides = [arg for o in TINY for arg in ("--set", o)]
+    done = subprocess.run([sys.executable, "-m", "punl.cli", "run", "digits-quick", *overrides,
+                           "--out", "out", "--book-dir", "book"], cwd=tmp_path,
+                          env=environment(), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_quiet(done.stderr)
+    assert "notebooks" in done.stderr                       # the progress bar
+    assert "05_summary.ipynb:" in done.stdout and "'reused'" in done.stdout
+    warnings = [line for line in done.stderr.splitlines() if "warning" in line.lower()]
+    assert not warnings, "\n".join(warnings)
