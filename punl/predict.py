@@ -702,12 +702,14 @@ def prediction_findings(validation: pd.DataFrame, comparison: pd.DataFrame,
     score's best aggregate against the smallest fixed budget with its success rate."""
     from .analysis import fmt, percent
     v = validation[validation.requests == "all"]
-    if v.empty:
-        return {"requests": "0", "best": "no predictor (the run has no held-out requests)",
+    ranked = v[v.steps_spearman.notna()]
+    if ranked.empty:
+        return {"requests": fmt(int(v.n_requests.max())) if len(v) else "0",
+                "best": "no predictor (too few requests with distinct measured steps to rank)",
                 "primary_clause": "nothing can be said of the privacy loss",
-                "coverage_range": "n/a", "adaptive_clause": "the adaptive rule was not run"}
-    best = v.loc[v.steps_spearman.idxmax()]
-    p = v[v.score == primary]
+                "coverage_range": "n/a", "adaptive_clause": "the adaptive rule was not compared"}
+    best = ranked.loc[ranked.steps_spearman.idxmax()]
+    p = ranked[ranked.score == primary]
     own = p.loc[p.steps_spearman.idxmax()] if len(p) else None
 
     def describe(row) -> str:

@@ -360,3 +360,6 @@ def test_prediction_findings_name_the_best_predictor_and_the_adaptive_comparison
     assert "K = 100, takes 900" in found["adaptive_clause"]
     empty = predict.prediction_findings(validation.iloc[:0], comparison.iloc[:0], "privacy_loss_a8")
     assert empty["requests"] == "0"
+    unranked = predict.prediction_findings(validation.assign(steps_spearman=np.nan), comparison,
+                                           "privacy_loss_a8")
+    assert unranked["requests"] == "9" and unranked["best"].startswith("no predictor")
