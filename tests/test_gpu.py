@@ -3,7 +3,6 @@
 The batch frames take the padded-capacity path on a GPU (no data-dependent shapes), so these
 tests are the ones that exercise it: stacked models equal models run alone, snapshots resume bit
 for bit, per-example norms and clipped sums equal a plain per-example loop."""
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,7 +10,8 @@ import torch.nn.functional as F
 from punl.methods import UpdateRule
 from punl.models import build_model
 from punl.pergrad import clipped_gradient_sums, detached_params, per_example_grad_norms
-from punl.sgd import Member, Population, run_members, stack
+from punl.sgd import Population, run_members, stack
+from test_sgd import _members
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -19,19 +19,8 @@ CUDA = torch.device("cuda")
 SHAPES = {"mlp": (1, 6, 6), "cnn": (3, 8, 8), "resnet": (3, 8, 8)}
 
 
-def _setup(name, n_points=40, seeds=(5, 6, 7)):
-    torch.manual_seed(0)
-    model = build_model(name, SHAPES[name], 4, width=4).double().to(CUDA)
-    x = torch.randn(n_points, *SHAPES[name], dtype=torch.float64, device=CUDA)
-    y = torch.randint(0, 4, (n_points,), device=CUDA)
-    members = []
-    for i, seed in enumerate(seeds):
-        torch.manual_seed(10 + i)
-        start = detached_params(build_model(name, SHAPES[name], 4, width=4).double())
-        frame = np.arange(n_points) if i != 1 else np.arange(5, n_points)
-        excluded = np.array([0, 7]) if i == 2 else None
-        members.append(Member(start, seed, frame, excluded, rate=0.25 if i == 2 else None))
-    return model, x, y, members
+def _setup(name):
+    return _members(name, device=CUDA)
 
 
 @pytest.mark.parametrize("name", sorted(SHAPES))

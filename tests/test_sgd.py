@@ -95,11 +95,13 @@ def test_excluded_points_drop_out_of_exactly_the_same_draws():
         assert set(b[0][wb[0]].tolist()) == set(a[0][wa[0]].tolist()) - set(forget.tolist())
 
 
-def _members(name, n_points=40, seeds=(5, 6, 7)):
+def _members(name, n_points=40, seeds=(5, 6, 7), device="cpu"):
+    """A model, data on ``device`` and three members: plain, on a sub-frame, with exclusions
+    at their own rate."""
     torch.manual_seed(0)
-    model = build_model(name, SHAPES[name], 4, width=4).double()
-    x = torch.randn(n_points, *SHAPES[name], dtype=torch.float64)
-    y = torch.randint(0, 4, (n_points,))
+    model = build_model(name, SHAPES[name], 4, width=4).double().to(device)
+    x = torch.randn(n_points, *SHAPES[name], dtype=torch.float64).to(device)
+    y = torch.randint(0, 4, (n_points,)).to(device)
     out = []
     for i, seed in enumerate(seeds):
         torch.manual_seed(10 + i)
