@@ -290,7 +290,7 @@ def sweep_claims(table: pd.DataFrame, grid: dict[str, list], out_root: Path) -> 
         claims = point_claims(out_root / row.point) if row.status != "failed" else None
         if claims is not None:
             frames.append(claims[["claim", "measure", "number", "verdict", "fragile"]].assign(
-                point=row.point, **{x: value}))
+                **{"point": row.point, x: value}))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -301,6 +301,8 @@ def verdict_grid(claims: pd.DataFrame, x: str) -> pd.DataFrame:
                                                                     False: ""}))
     grid = cells.pivot_table(index="claim", columns=x, values="cell", aggfunc="first",
                              sort=False)
+    grid.columns = [str(c) if x == "point" else f"{x} = {c:g}" if isinstance(c, float)
+                    else f"{x} = {c}" for c in grid.columns]
     return grid.reindex(list(dict.fromkeys(claims.claim)))
 
 

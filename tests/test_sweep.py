@@ -76,3 +76,16 @@ def test_dask_sweep_reports_a_broken_point_and_finishes_the_other(tmp_path):
     assert "ConfigError" in error and "device" in error
     assert (tmp_path / "out/digits-quick-device-cpu/published/scores.parquet").exists()
     assert "failed" in (tmp_path / "book/sweeps/data/index.md").read_text()
+
+
+def test_verdict_grid_names_its_columns_by_the_swept_value():
+    from punl.sweep import verdict_grid
+    claims = pd.DataFrame({"claim": ["1. a", "1. a", "2. b"], "sigma": [0.5, 1.0, 0.5],
+                           "verdict": ["supported", "inconclusive", "not supported"],
+                           "fragile": [False, True, False]})
+    grid = verdict_grid(claims, "sigma")
+    assert list(grid.columns) == ["sigma = 0.5", "sigma = 1"]
+    assert grid.loc["1. a", "sigma = 1"] == "inconclusive, fragile"
+    by_point = verdict_grid(claims.rename(columns={"sigma": "point"}).assign(
+        point=["p1", "p2", "p1"]), "point")
+    assert list(by_point.columns) == ["p1", "p2"]
