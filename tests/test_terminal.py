@@ -43,6 +43,21 @@ def test_a_notebook_runs_without_kernel_warnings(tmp_path):
     assert_quiet(done.stderr)
 
 
+def test_notebooks_side_by_side_in_one_folder_keep_their_own_kernels(tmp_path):
+    """Three notebooks executed at once from one working directory (as a sweep's points do):
+    each kernel has its own sockets, so every one runs and none sees another's messages."""
+    jobs = []
+    for i in range(3):
+        code = EXECUTE_ONE.replace('"one.ipynb"', f'"one{i}.ipynb"').replace(
+            '"out/one.ipynb"', f'"out{i}/one.ipynb"')
+        jobs.append(subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=environment(),
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for job in jobs:
+        out, err = job.communicate(timeout=300)
+        assert job.returncode == 0, err[-2000:]
+        assert out.strip().endswith("42") and "Invalid Signature" not in err
+
+
 @pytest.mark.slow
 def test_punl_run_prints_progress_and_results_only(tiny_run, tmp_path):
     """``punl run`` on the tiny configuration (its stages copied from the tiny run, so only the
