@@ -320,11 +320,17 @@ def response_curves(attack: pd.DataFrame, rows: pd.DataFrame, method: str) -> pl
 def amplitude_against_score(rows: pd.DataFrame, score: str) -> plt.Figure:
     """The response amplitude A of each quantile group against its ``p``, per method, log-log."""
     fig, ax = plt.subplots(figsize=(WIDTH, 3.4))
-    for method, g in rows.groupby("method", sort=False):
-        positive = g[g.response_amplitude > 0].sort_values("p")
+    ax.set(xlabel=_score_label(score), ylabel="response amplitude A (nats)",
+           title="Amplitude of the divergence response")
+    responding = rows[(rows.response_amplitude > 0) & (rows.p > 0)]
+    if responding.empty:
+        ax.text(0.5, 0.5, "no group responded: A <= 0 for every group", ha="center",
+                va="center", transform=ax.transAxes)
+        return fig
+    for method, g in responding.groupby("method", sort=False):
+        positive = g.sort_values("p")
         ax.plot(positive.p, positive.response_amplitude, marker="o", ms=4, label=method)
-    ax.set(xscale="log", yscale="log", xlabel=_score_label(score),
-           ylabel="response amplitude A (nats)", title="Amplitude of the divergence response")
+    ax.set(xscale="log", yscale="log")
     log_ticks(ax, "x")
     log_ticks(ax, "y")
     _legend_right(ax, "method")
@@ -602,7 +608,12 @@ def headline_figure(runs: dict[str, dict]) -> plt.Figure:
             right.plot(p, np.exp(slope["intercept"]) * p ** slope["slope"], color=colour)
     left.set(xscale="log", xlabel="group median privacy loss P (log scale)",
              ylabel="steps to unlearn", title="Steps to unlearn")
-    right.set(xscale="log", yscale="log", xlabel="group median privacy loss P (log scale)",
+    if any(len(points.get_offsets()) for points in right.collections):
+        right.set(xscale="log", yscale="log")
+    else:
+        right.text(0.5, 0.5, "no group responded:\nA <= 0 for every group", ha="center",
+                   va="center", transform=right.transAxes)
+    right.set(xlabel="group median privacy loss P (log scale)",
               ylabel="response amplitude A (nats)", title="Divergence response")
     for ax, axis in ((left, "x"), (right, "x"), (right, "y")):
         log_ticks(ax, axis)

@@ -249,3 +249,21 @@ def test_run_view_loads_stages_lazily(run, monkeypatch):
     monkeypatch.setattr(N, "ensure_unlearned", lambda *a, **k: pytest.fail("unlearned"))
     assert view.trained.ledger.runs == run.config.runs     # training only
     assert view.primary_score == "privacy_loss_a8" and view.primary_method == "sgld"
+
+
+def test_figures_of_a_run_where_no_group_responded():
+    """Every amplitude <= 0 (a tiny or a low-signal run): the log-log panels say so instead of
+    failing to draw."""
+    import numpy as np
+    rows = pd.DataFrame({"method": "sgld", "p": [0.1, 1.0, 10.0],
+                         "response_amplitude": [0.0, -1.0, 0.0], "steps_to_unlearn": 0,
+                         "status": "never distinguishable"})
+    fig = plots.amplitude_against_score(rows, "privacy_loss_a8")
+    fig.canvas.draw()
+    assert "no group responded" in fig.axes[0].texts[0].get_text()
+    fig = plots.headline_figure({"a": {"rows": rows, "budget": 8,
+                                       "fit": {"log_a": np.nan, "log_b": np.nan},
+                                       "slope": {"slope": np.nan, "intercept": np.nan}}})
+    fig.canvas.draw()
+    assert "no group responded" in fig.axes[1].texts[0].get_text()
+    plt.close("all")

@@ -1,0 +1,127 @@
+"""Every command the README shows, and every `punl` line of the Makefile targets it names, runs:
+in a tiny book root, with the tiny configuration's overrides added, so the README cannot rot.
+
+Commands tested elsewhere are named here with the test that runs them: the benchmarks
+(``tests/test_benchmarks.py``), ``punl predict`` (``tests/test_predict_run.py``) and the
+browser test itself. A command the README gains without a way to run it here fails
+:func:`test_every_readme_command_has_a_runner`."""
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bookutil import REPO, TINY, make_book_root
+
+#: The tiny overrides without the name: each command keeps the run name it would have.
+TINY_SETTINGS = [o for o in TINY if not o.startswith("name=")]
+RUN_ELSEWHERE = {"python -m benchmarks": "tests/test_benchmarks.py",
+                 "punl predict": "tests/test_predict_run.py",
+                 "python -m pytest -q tests/test_browser.py": "tests/test_browser.py",
+                 "make test-all": ".ci/run (CI runs it)"}
+
+
+def readme_blocks(language: str) -> list[str]:
+    """The README's fenced code blocks in ``language``."""
+    text = (REPO / "README.md").read_text()
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
+
+
+def readme_commands() -> list[str]:
+    """Every command line of the README's bash blocks, comments removed."""
+    lines = [line.split("#")[0].strip() for block in readme_blocks("bash")
+             for line in block.splitlines()]
+    return [line for line in lines if line]
+
+
+def make_commands(target: str) -> list[str]:
+    """The ``punl`` lines of a Makefile target's recipe, variables expanded."""
+    text = (REPO / "Makefile").read_text()
+    vars_ = dict(re.findall(r"^(\w+)\s*\?=\s*(.*)$", text, flags=re.M))
+    recipe = re.search(rf"^{re.escape(target)}:.*\n((?:\t.*\n)+)", text, flags=re.M).group(1)
+    lines = [line.strip().replace("$(BIN)/", "") for line in recipe.splitlines()]
+    return [re.sub(r"\$\((\w+)\)", lambda m: vars_[m.group(1)], line) for line in lines
+            if line.startswith("punl ")]
+
+
+def tiny_argv(command: str, scheduler: str | None = None) -> list[str]:
+    """The command's arguments after ``punl`` with the tiny settings added (sweeps and runs),
+    the placeholder dask address replaced by ``scheduler``."""
+    argv = shlex.split(command)[1:]
+    if argv[0] in ("run", "sweep"):
+        argv += [a for o in TINY_SETTINGS for a in ("--set", o)]
+    return [scheduler if a == "tcp://HOST:8786" else a for a in argv]
+
+
+def runner_for(command: str) -> str:
+    """How this file runs ``command``, or what runs it elsewhere; KeyError when nothing does."""
+    for prefix, where in RUN_ELSEWHERE.items():
+        if command.startswith(prefix):
+            return where
+    if command.startswith("punl ") or command.startswith("python tests/sitecheck.py"):
+        return "here"
+    if command in ("make book", "make book-full"):
+        return "here, through the target's punl lines"
+    raise KeyError(command)
+
+
+def test_every_readme_command_has_a_runner():
+    commands = readme_commands()
+    assert "make book" in commands and "make test-all" in commands
+    for command in commands:
+        runner_for(command)
+    assert make_commands("book") == ["punl run digits-quick", "punl book"]
+    assert any(c.startswith("punl sweep") for c in make_commands("book-full"))
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    """A local dask cluster standing in for the README's ``tcp://HOST:8786``."""
+    from distributed import LocalCluster
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
+
+
+@pytest.mark.slow
+def test_readme_and_make_targets_run_in_tiny_mode(tmp_path, monkeypatch, scheduler):
+    """Every ``punl`` command of the README and of ``make book`` / ``make book-full`` (tiny),
+    then the README's site check on the book they built."""
+    from punl.cli import main
+    root = make_book_root(tmp_path / "root")
+    shutil.copytree(REPO / "configs", root / "configs")
+    monkeypatch.chdir(root)
+    commands = [c for c in readme_commands() if c.startswith("punl ")
+                and runner_for(c) == "here"]
+    commands += make_commands("book") + make_commands("book-full")
+    for command in dict.fromkeys(c for c in commands if c != "punl book"):
+        assert main(tiny_argv(command, scheduler)) == 0, command
+    assert main(["book"]) == 0
+    html = root / "_build" / "html"
+    assert (html / "index.html").exists()
+    assert sorted(p.name for p in (root / "book" / "sweeps").iterdir()) == sorted(
+        {"digits-quick-sigma"})
+    checks = [c for c in readme_commands() if c.startswith("python tests/sitecheck.py")]
+    for command in checks:
+        argv = shlex.split(command)[1:]
+        done = subprocess.run([sys.executable, str(REPO / argv[0]), str(html)], cwd=root,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_readme_python_example_runs_in_tiny_mode(tmp_path, monkeypatch):
+    """The README's "From Python" block, with the tiny settings added to its configuration."""
+    import punl.config
+    block = next(b for b in readme_blocks("python") if "ensure_unlearned" in b)
+    load = punl.config.load_config
+    monkeypatch.setattr(punl.config, "load_config",
+                        lambda name, overrides=(): load(name, [*overrides, *TINY_SETTINGS]))
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    assert len(namespace["scores"]) == 200 and len(namespace["tables"].groups) > 0
+    assert namespace["config"].sigma == 0.3
