@@ -92,11 +92,13 @@ class AdaptiveRun:
 
 def adaptive_unlearn(config: Config, data: Dataset, originals: list[Params], indices,
                      method: str | None = None, first_look: int = 0, budget: int | None = None,
-                     growth: float = 2.0, label: str | None = None) -> AdaptiveRun:
+                     growth: float = 2.0, label: str | None = None,
+                     level: float | None = None) -> AdaptiveRun:
     """Unlearn ``indices`` with ``method`` (default the primary method) from ``originals``,
     looking at :func:`look_schedule` (``first_look``, ``growth``, ``budget`` default K) until
-    the attack passes (module docstring)."""
+    the attack passes at ``level`` (default the run's; module docstring)."""
     method = method or config.primary_method
+    level = config.level if level is None else float(level)
     if method not in METHODS:
         raise RequestError(f"--method: {method!r} is unknown; choose from {sorted(METHODS)}")
     idx = check_request(indices, data.n_train)
@@ -116,7 +118,7 @@ def adaptive_unlearn(config: Config, data: Dataset, originals: list[Params], ind
     population = Population(split.model, members, data.x_train, data.y_train,
                             METHODS[method](config))
     n_u = len(originals)            # members: the unlearned models, then the reference
-    x_f, y_f = split.xy(idx)
+    x_f, y_f = split.xy(group.indices)     # the group's order, as every recorded group
     phis, rows = [], []
     for k in looks:
         population.advance(k - population.t)
@@ -125,7 +127,7 @@ def adaptive_unlearn(config: Config, data: Dataset, originals: list[Params], ind
         rng = np.random.default_rng(split.seed(method, "adaptive"))
         track = attack_track(np.stack(phis), n_u, rng, config.n_permutations,
                              config.n_bootstrap, paired=config.coupled)
-        distinguishable = bool(track.adjusted_p[-1] <= config.level)
+        distinguishable = bool(track.adjusted_p[-1] <= level)
         rows.append({"look": len(rows) + 1, "step": k, "mia_acc": track.accuracy[-1],
                      "null_q95": track.null_q95[-1], "p_value": track.p_value[-1],
                      "adjusted_p": track.adjusted_p[-1], "distinguishable": distinguishable})

@@ -13,13 +13,11 @@ import pandas as pd
 from scipy import stats
 
 from . import fits
+from .config import LEVELS
 from .groups import group_kind, is_heldout
 from .ledger import Ledger
 from .mia import group_status, steps_to_unlearn
 from .tables import STEPS, UnlearnTables
-
-#: Levels at which verdicts are read (the configured one is the main choice).
-LEVELS = (0.01, 0.05, 0.1)
 
 
 # ------------------------------------------------------------------------- numbers in prose

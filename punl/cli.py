@@ -176,7 +176,7 @@ def _adaptive(args, run, indices, prediction) -> int:
     start = time.perf_counter()
     result = adaptive_unlearn(config, load_data(config), trained.final, indices,
                               args.method or config.primary_method, first,
-                              args.budget, args.growth)
+                              args.budget, args.growth, level=args.level)
     print(f"\nadaptive: first look at (1 + {args.margin:g}) x {steps:.0f} -> {first} steps")
     print(result.looks.round(4).to_string(index=False))
     print(f"{result.summary()}  ({time.perf_counter() - start:.1f} s)")

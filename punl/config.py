@@ -116,8 +116,14 @@ def _coupled(v, config):
     return None
 
 
+#: The levels at which the unlearning tables record every verdict (the level and its
+#: neighbours in the claims).
+LEVELS = (0.01, 0.05, 0.1)
+
+
 def _level(v, _):
-    return None if 0 < v < 0.5 else "must lie in (0, 0.5)"
+    return None if v in LEVELS else f"must be one of {', '.join(map(str, LEVELS))} (the levels " \
+        "the unlearning tables record)"
 
 
 def _orders(v, _):

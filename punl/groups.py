@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .config import ConfigError
+
 TIE_BREAK = "avg_grad_norm_unclipped"
 
 
@@ -197,12 +199,12 @@ def heldout_groups(scores: pd.DataFrame, score: str, n_requests: int, m: int,
     labels = scores["label"].to_numpy()
     values = scores[score].to_numpy()
     if not mixed_fits(n, m):
-        raise ValueError(f"group_size: mixed held-out requests of {m} points do not fit the "
+        raise ConfigError(f"group_size: mixed held-out requests of {m} points do not fit the "
                          f"{n} training points; lower group_size or set heldout_requests: 0")
     classes, counts = np.unique(labels, return_counts=True)
     eligible = classes[counts >= m]
     if not len(eligible):
-        raise ValueError(f"group_size: no class has {m} points for a single-class held-out "
+        raise ConfigError(f"group_size: no class has {m} points for a single-class held-out "
                          "request; lower group_size or set heldout_requests: 0")
     class_order = np.random.default_rng(stream_seed(seed, score, "cls")).permutation(eligible)
     easy, hard = order[: n // 2], order[-math.ceil(n / 10):]

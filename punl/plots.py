@@ -15,6 +15,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
+from .groups import group_kind
 from .ledger import Ledger
 
 #: Width of a figure in inches: the book's text column at :data:`DPI` (about 670 pixels).
@@ -70,6 +71,8 @@ def log_ticks(ax, axis: str = "x") -> None:
     step = max(1, int(np.ceil(span / 6))) if span > 6 else 1
     exponents = range(int(np.floor(np.log10(low))), int(np.ceil(np.log10(high))) + 1, step)
     ticks = [m * 10.0 ** e for e in exponents for m in mantissas if low <= m * 10.0 ** e <= high]
+    if not ticks:      # a span inside one mantissa step: keep matplotlib's own ticks
+        return
     target = ax.xaxis if axis == "x" else ax.yaxis
     target.set_major_locator(FixedLocator(ticks))
     target.set_major_formatter(FuncFormatter(_plain))
@@ -103,7 +106,7 @@ def _score_label(score: str) -> str:
 
 def _quantile_groups(groups) -> list[str]:
     """The quantile groups ``q0``, ``q1``, ... among ``groups``, in order."""
-    q = {g for g in groups if isinstance(g, str) and g[:1] == "q" and g[1:].isdigit()}
+    q = {g for g in groups if isinstance(g, str) and group_kind(g) == "quantile"}
     return sorted(q, key=lambda g: int(g[1:]))
 
 

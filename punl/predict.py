@@ -601,7 +601,7 @@ def validation_table(heldout: pd.DataFrame, budget: int) -> pd.DataFrame:
                          "steps_coverage": float(p.steps_covered.mean()),
                          "steps_mae": float(p.steps_error.mean()),
                          "steps_width": float((np.minimum(p.steps_high, budget)
-                                               - p.steps_low).mean()),
+                                               - np.minimum(p.steps_low, budget)).mean()),
                          "censored": int(p.censored.sum()),
                          "outside_range": int((p.outside_range != "").sum()),
                          "amplitude_spearman": amp_rho,

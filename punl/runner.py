@@ -76,18 +76,17 @@ def stage_report(before: dict[str, bool], after: dict[str, bool]) -> dict[str, s
 def ipc_kernel_manager():
     """A kernel manager class whose kernels use IPC transport (sockets as files in Jupyter's
     runtime folder): a TCP kernel warns on every start that its traffic is not encrypted."""
+    import tempfile
     import uuid
 
     from jupyter_client.manager import AsyncKernelManager
-    from jupyter_core.paths import jupyter_runtime_dir
 
     class IPCKernelManager(AsyncKernelManager):
         def __init__(self, **kwargs):
             # each kernel its own socket prefix: the default ("kernel-ipc" in the working
-            # directory) is shared by kernels started side by side, whose messages then cross
-            runtime = Path(jupyter_runtime_dir())
-            runtime.mkdir(parents=True, exist_ok=True)
-            ip = str(runtime / f"punl-kernel-{uuid.uuid4().hex}-ipc")
+            # directory) is shared by kernels started side by side, whose messages then cross;
+            # short, in the temporary folder, to stay within the 107 bytes of a socket path
+            ip = str(Path(tempfile.gettempdir()) / f"punl-{uuid.uuid4().hex[:12]}-ipc")
             super().__init__(**{"transport": "ipc", "ip": ip, **kwargs})
 
     return IPCKernelManager

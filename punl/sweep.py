@@ -361,7 +361,7 @@ def write_sweep_chapter(name: str, table: pd.DataFrame, grid: dict[str, list], o
                  "clean and of flipped points (log scale). Right: median steps to unlearn of the "
                  f"quantile groups (primary method, the run's level).\n```\n\n"
                  f"## What we found\n\n{sweep_findings(claims, x)}\n")
-    numbers = summary.drop(columns=[x] if x not in grid else []).round(4).to_dict("records")
+    numbers = summary.round(4).to_dict("records")
     status = table[["point", "status", "wall_s", "error"]].to_dict("records")
     text += (f"## Numbers per point\n\n{md_table(numbers)}\n"
              f"## Status\n\n{md_table(status)}")

@@ -28,7 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .barriers import barrier_height, pair_path_losses, param_distance
-from .config import Config
+from .config import LEVELS, Config
 from .data import Dataset
 from .groups import (ForgetGroup, class_composition, disagreement_groups, group_kind,
                      heldout_groups, make_groups, stream_seed)
@@ -42,7 +42,7 @@ from .tables import (ATTACK, BARRIERS, GROUPS, PATHS, POINT_NULL, POINTS, UNLEAR
                      UnlearnTables)
 
 #: Levels at which the per-point null fractions are reported (the configured level among them).
-POINT_LEVELS = (0.01, 0.05, 0.1)
+POINT_LEVELS = LEVELS
 #: Pairs of each partner kind whose barriers are measured (the first this many runs).
 MAX_BARRIER_PAIRS = 16
 

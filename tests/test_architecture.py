@@ -84,6 +84,8 @@ def _changed(field: dataclasses.Field):
         return ("sgld", "finetune", "l1_sparse")
     if field.name == "primary_method":
         return "finetune"
+    if field.name == "level":
+        return 0.1
     if field.name == "primary_score":
         return "privacy_loss_a4"
     if field.name == "baseline_scores":

@@ -84,7 +84,8 @@ def test_adaptive_unlearning_reproduces_the_recorded_group(tiny):
     result = adaptive_unlearn(run.config, load_data(run.config), trained.final, indices, "sgld",
                               first_look=1, budget=8, growth=8, label="top")
     assert list(result.looks.step) == [1, 8][:len(result.looks)]
-    assert result.passed == (not result.looks.distinguishable.iloc[-1])
+    assert result.passed == bool(result.looks.adjusted_p.iloc[-1] > run.config.level)
+    assert (result.looks.adjusted_p.iloc[:-1] <= run.config.level).all()   # earlier looks failed
     n_u = run.config.runs
     for j, k in enumerate(result.looks.step):
         recorded = top[top.step == k].sort_values("index").kl.to_numpy()

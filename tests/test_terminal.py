@@ -49,13 +49,13 @@ def test_notebooks_side_by_side_in_one_folder_keep_their_own_kernels(tmp_path):
     jobs = []
     for i in range(3):
         code = EXECUTE_ONE.replace('"one.ipynb"', f'"one{i}.ipynb"').replace(
-            '"out/one.ipynb"', f'"out{i}/one.ipynb"')
+            '"out/one.ipynb"', f'"out{i}/one.ipynb"').replace("6 * 7", f"6 * 7 + {i}")
         jobs.append(subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=environment(),
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    for job in jobs:
+    for i, job in enumerate(jobs):
         out, err = job.communicate(timeout=300)
         assert job.returncode == 0, err[-2000:]
-        assert out.strip().endswith("42") and "Invalid Signature" not in err
+        assert out.strip().endswith(str(42 + i)) and "Invalid Signature" not in err
 
 
 @pytest.mark.slow
