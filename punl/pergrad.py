@@ -39,6 +39,7 @@ import functools
 import math
 import threading
 import time
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -841,7 +842,15 @@ def _stacking_measured_faster(model: nn.Module, twin: _Twin, *args) -> bool:
     x = args[1]
     key = (len(x), _size_class(x.shape[1:]), x.dtype, x.device)
     if key not in twin.stacking:
-        stacked = _seconds(lambda: _clipped_sums_stacked(model, *args), x.device, rounds=1)
+        try:
+            stacked = _seconds(lambda: _clipped_sums_stacked(model, *args), x.device, rounds=1)
+        except RuntimeError as err:
+            # seen once on a GPU (the cifar10 ResNet, 8 models): a shape mismatch between the
+            # layers' norms that no CPU test reproduces; the per-model pass is tested there
+            warnings.warn(f"punl: the stacked per-example pass failed ({err}); this model "
+                          "uses one pass per model", RuntimeWarning, stacklevel=2)
+            twin.stacking[key] = False
+            return False
         per_model = _seconds(lambda: _clipped_sums_per_model(model, *args), x.device, rounds=1)
         twin.stacking[key] = stacked < per_model
     return twin.stacking[key]

@@ -269,3 +269,20 @@ def test_every_conv_rule_matches_loop(c_in, k, stride, padding, bias):
     assert pergrad.conv2d_weight_rule(layer, a, b) == chosen  # measured once, then cached
     torch.testing.assert_close(pergrad.NORM_RULES[torch.nn.Conv2d](layer, a, b),
                                weight_sq + bias_sq, rtol=1e-8, atol=1e-12)
+
+
+def test_a_failing_stacked_pass_falls_back_to_one_pass_per_model(monkeypatch):
+    """Where the stacked pass is timed (off the CPU) and raises, the model is run one pass per
+    model, with a warning, and the choice is cached."""
+    model, x, y = _model_and_batch("cnn")
+    params = {k: torch.stack([v, v]) for k, v in pergrad.detached_params(model).items()}
+    xs, ys, w = torch.stack([x, x]), torch.stack([y, y]), torch.ones(2, len(x))
+
+    def broken(*_):
+        raise RuntimeError("The size of tensor a (392) must match the size of tensor b (3136)")
+
+    monkeypatch.setattr(pergrad, "_clipped_sums_stacked", broken)
+    twin = pergrad._twin(model)
+    with pytest.warns(RuntimeWarning, match="one pass per model"):
+        assert not pergrad._stacking_measured_faster(model, twin, params, xs, ys, w, 1.0)
+    assert not pergrad._stacking_measured_faster(model, twin, params, xs, ys, w, 1.0)
