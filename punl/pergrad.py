@@ -367,8 +367,10 @@ def _groupnorm_sq_norm(layer: nn.GroupNorm, a: torch.Tensor, b: torch.Tensor) ->
 # ---------------------------------------------------------------- stacked layers
 
 class _Tape(threading.local):
-    """What the stacked layers of one model share during one pass (per thread): the number of
-    stacked models S, their parameters ({name: [S, *shape]}) and what each layer recorded."""
+    """What the stacked layers of one model share during one forward pass (per thread): the
+    number of stacked models S, their parameters ({name: [S, *shape]}) and what each layer
+    recorded. The rules read only their record: on CUDA, autograd runs the backward hooks on its
+    own device thread, which sees a fresh tape."""
 
     def __init__(self):
         self.models = 1
@@ -379,6 +381,7 @@ class _Tape(threading.local):
 @dataclass
 class _Record:
     layer: "_StackedLayer"
+    models: int            # S, the number of stacked models (the rules may run on another thread)
     a: torch.Tensor        # the layer's input (its rows as in ``example_major``)
     out: torch.Tensor      # the layer's output, whose gradient b the backward pass returns
     version: int           # out._version when recorded: later in-place changes are refused
@@ -413,8 +416,8 @@ class _StackedLayer(nn.Module):
                saved: tuple = ()) -> None:
         if not out.requires_grad:  # the first layer: no backward pass into the input
             out.requires_grad_()
-        self.tape.records.append(_Record(self, a.detach(), out, out._version, example_major,
-                                         saved))
+        self.tape.records.append(_Record(self, self.tape.models, a.detach(), out, out._version,
+                                         example_major, saved))
 
     def named(self, weight: torch.Tensor, bias: torch.Tensor | None) -> Params:
         out = {self.weight_name: weight}
@@ -439,12 +442,12 @@ class _StackedLinear(_StackedLayer):
         return out
 
     def example_sq_norms(self, rec, b, for_sums):
-        sq = _linear_sq_norm(self.spec, rec.a, b).view(self.tape.models, -1)
+        sq = _linear_sq_norm(self.spec, rec.a, b).view(rec.models, -1)
         return sq, ((rec.a, b) if for_sums else None)
 
     def summed(self, rec, coef, kept):
         """``sum_i coef_i b_i^T a_i`` and ``sum_i coef_i b_i`` per model (bmm over models)."""
-        (a, b), models = kept, self.tape.models
+        (a, b), models = kept, rec.models
         bc = b.reshape(models, coef.shape[1], -1) * coef.unsqueeze(2)
         bc = bc.view(models, -1, b.shape[-1])
         a3 = a.reshape(models, -1, a.shape[-1])
@@ -529,11 +532,11 @@ class _StackedConv2d(_StackedLayer):
         """One row per (model, example) or (example, model): [N, C, H, W]."""
         if not rec.example_major:
             return t
-        return t.reshape(-1, t.shape[1] // self.tape.models, *t.shape[2:])
+        return t.reshape(-1, t.shape[1] // rec.models, *t.shape[2:])
 
     def _by_model(self, rec: _Record, rows: torch.Tensor) -> torch.Tensor:
         """[N, ...] rows -> [S, B, ...]."""
-        models = self.tape.models
+        models = rec.models
         if rec.example_major:
             return rows.view(-1, models, *rows.shape[1:]).transpose(0, 1)
         return rows.view(models, -1, *rows.shape[1:])
@@ -562,7 +565,7 @@ class _StackedConv2d(_StackedLayer):
         """Per model, ``sum_i coef_i G_i``: the weighted per-example gradients when the grouped
         rule formed them, otherwise a backward-weight convolution of ``coef * b``."""
         weight_grads, bias_grads, inputs = kept
-        models, spec = self.tape.models, self.spec
+        models, spec = rec.models, self.spec
         weight_shape = (models, *spec.weight.shape)
         bias = None if bias_grads is None else self._weighted(rec, bias_grads, coef)
         if weight_grads is not None:
@@ -606,10 +609,10 @@ class _StackedGroupNorm(_StackedLayer):
     def example_sq_norms(self, rec, b, for_sums):
         gw, gb = _groupnorm_example_grads(rec.a, *rec.saved, b)
         sq = gw.pow(2).sum(1) + gb.pow(2).sum(1)
-        return sq.view(self.tape.models, -1), ((gw, gb) if for_sums else None)
+        return sq.view(rec.models, -1), ((gw, gb) if for_sums else None)
 
     def summed(self, rec, coef, kept):
-        models = self.tape.models
+        models = rec.models
         gw, gb = (torch.einsum("sic,si->sc", g.view(models, -1, g.shape[1]), coef) for g in kept)
         return self.named(gw, gb)
 
@@ -845,8 +848,9 @@ def _stacking_measured_faster(model: nn.Module, twin: _Twin, *args) -> bool:
         try:
             stacked = _seconds(lambda: _clipped_sums_stacked(model, *args), x.device, rounds=1)
         except RuntimeError as err:
-            # seen once on a GPU (the cifar10 ResNet, 8 models): a shape mismatch between the
-            # layers' norms that no CPU test reproduces; the per-model pass is tested there
+            # a safety net for device-only failures (one was seen on a GPU: the rules read
+            # thread-local state in hooks that CUDA runs on another thread); the per-model
+            # pass is tested there
             warnings.warn(f"punl: the stacked per-example pass failed ({err}); this model "
                           "uses one pass per model", RuntimeWarning, stacklevel=2)
             twin.stacking[key] = False

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from punl import pergrad
 from punl.methods import UpdateRule
 from punl.models import build_model
 from punl.pergrad import clipped_gradient_sums, detached_params, per_example_grad_norms
@@ -80,3 +81,25 @@ def test_norms_and_clipped_sums_match_a_loop_on_cuda(name):
     torch.testing.assert_close(out.norms[0], ref_norms, rtol=1e-6, atol=0)
     for k, v in ref_sums.items():
         torch.testing.assert_close(out.summed[k][0], v, rtol=1e-6, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_stacked_rules_in_backward_hooks_match_a_loop_on_cuda(name, monkeypatch):
+    """Three stacked models, every layer's rule applied in a backward hook (which CUDA runs on
+    autograd's device thread, not the caller's), against the loop on each model."""
+    monkeypatch.setattr(pergrad, "STREAM_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(pergrad, "_stacking_pays", lambda *args: True)
+    monkeypatch.setattr(pergrad, "_clipped_sums_by_vmap", None)  # the layer path must serve
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        models.append(build_model(name, SHAPES[name], 5, width=8).double().to(CUDA))
+    x = torch.randn(3, 9, *SHAPES[name], dtype=torch.float64, device=CUDA)
+    y = torch.randint(0, 5, (3, 9), device=CUDA)
+    params = stack([detached_params(m) for m in models])
+    out = clipped_gradient_sums(models[0], params, x, y, torch.ones(3, 9, device=CUDA), 0.5)
+    for s, model in enumerate(models):
+        ref_norms, ref_sums = _loop(model, x[s], y[s], clip=0.5)
+        torch.testing.assert_close(out.norms[s], ref_norms, rtol=1e-6, atol=0)
+        for k, v in ref_sums.items():
+            torch.testing.assert_close(out.summed[k][s], v, rtol=1e-6, atol=1e-10)

@@ -1,4 +1,6 @@
 """Per-example gradients and norms against a plain per-example loop (the independent oracle)."""
+import threading
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -149,9 +151,40 @@ def test_clipped_gradient_sums_match_loop(name, models, clipping, monkeypatch):
     _assert_sums_equal(got, norms, summed, counts, weights)
 
 
+def _hooks_on_another_thread(monkeypatch):
+    """Run every tensor hook on a fresh thread, as autograd's engine does on CUDA (one worker
+    thread per device), where the caller's thread-local state is not seen."""
+    register = torch.Tensor.register_hook
+
+    def on_thread(fn):
+        def run(grad):
+            result = {}
+
+            def work():
+                try:
+                    result["value"] = fn(grad)
+                except BaseException as err:  # re-raised on the caller's thread
+                    result["error"] = err
+
+            worker = threading.Thread(target=work)
+            worker.start()
+            worker.join()
+            if "error" in result:
+                raise result["error"]
+            return result["value"]
+        return run
+
+    monkeypatch.setattr(torch.Tensor, "register_hook",
+                        lambda self, fn: register(self, on_thread(fn)))
+
+
 @pytest.mark.parametrize("name", MODELS)
-def test_rules_applied_during_the_backward_pass_match_loop(name, monkeypatch):
+@pytest.mark.parametrize("hook_thread", ["caller", "other"])
+def test_rules_applied_during_the_backward_pass_match_loop(name, hook_thread, monkeypatch):
     monkeypatch.setattr(pergrad, "STREAM_MIN_ELEMENTS", 0)  # every output through a hook
+    if hook_thread == "other":
+        _hooks_on_another_thread(monkeypatch)
+    monkeypatch.setattr(pergrad, "_clipped_sums_by_vmap", None)  # the layer path must serve
     monkeypatch.setattr(pergrad, "_stacking_pays", lambda *args: True)
     nets, params, x, y, weights = _stacked_models_and_batch(name, 2)
     clip = _binding_clip(nets, x, y, weights)
