@@ -77,6 +77,18 @@ def bench_pergrad(batch: int = 256, reps: int = 10, rounds: int = 3,
     return rows
 
 
+def chosen_conv_rules() -> list[str]:
+    """The convolution rules timed and chosen in this process, one line per layer shape."""
+    from punl.pergrad import _CONV_RULE_CHOICE
+    lines = []
+    for key, rule in _CONV_RULE_CHOICE.items():
+        kernel, shape, out_channels, device, with_sums = key[0], key[4], key[5], key[8], key[9]
+        lines.append(f"conv {kernel[0]}x{kernel[1]}, {shape[1]} -> {out_channels} channels at "
+                     f"{shape[2]}x{shape[3]}, {shape[0]} rows, {device}"
+                     f"{', with sums' if with_sums else ''}: {rule}")
+    return lines
+
+
 def two_pass_step(model, params, x, y, clip: float):
     """``sum_i min(1, C / ||g_i||) g_i`` as a norms pass followed by a weighted-loss pass."""
     norms = per_example_grad_norms(model, x, y, params=params)
@@ -122,7 +134,9 @@ def main(tiny: bool = False, device: str = "cpu") -> None:
         print()
         print_rows(bench_steps(batch=16, stacked_batch=8, n_models=2, reps=1, rounds=1,
                                device=device))
-        return
-    print_rows(bench_pergrad(device=device))
-    print()
-    print_rows(bench_steps(device=device))
+    else:
+        print_rows(bench_pergrad(device=device))
+        print()
+        print_rows(bench_steps(device=device))
+    print("\nconvolution rules chosen by timing in this run:")
+    print("\n".join(chosen_conv_rules()))

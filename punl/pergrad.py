@@ -272,17 +272,22 @@ def _conv_rule_key(layer: nn.Conv2d, a: torch.Tensor, b: torch.Tensor, with_sums
             b.shape[1], a.is_contiguous(), a.dtype, a.device, with_sums)
 
 
-def _seconds(fn: Callable[[], object], device: torch.device, rounds: int = 2) -> float:
-    """Best of ``rounds`` wall-clock times of ``fn()`` after one warm-up call."""
+def _timed(fns: dict[str, Callable[[], object]], device: torch.device,
+           rounds: int = 3) -> dict[str, float]:
+    """Best wall-clock time of each ``fn()`` over ``rounds`` rounds after one warm-up call each,
+    the rounds interleaved (round r of every candidate before round r + 1 of any), so that a
+    burst of background load does not fall on one candidate alone."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda *_: None)
-    fn()
-    best = float("inf")
-    for _ in range(rounds):
-        sync(device)
-        start = time.perf_counter()
+    for fn in fns.values():
         fn()
-        sync(device)
-        best = min(best, time.perf_counter() - start)
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            best[name] = min(best[name], time.perf_counter() - start)
     return best
 
 
@@ -303,12 +308,14 @@ def conv2d_weight_rule(layer: nn.Conv2d, a: torch.Tensor, b: torch.Tensor,
     reduction and the others for one more backward-weight convolution (added to their time)."""
     key = _conv_rule_key(layer, a, b, with_sums)
     if key not in _CONV_RULE_CHOICE:
+        fns = {r: functools.partial(CONV_WEIGHT_RULES[r], layer, a, b)
+               for r in _conv_candidates(layer, a, b)}
+        if with_sums:
+            fns["sum"] = functools.partial(_conv2d_weight_sum, layer, a, b, 1)
         with torch.no_grad():
-            times = {r: _seconds(lambda: CONV_WEIGHT_RULES[r](layer, a, b), a.device)
-                     for r in _conv_candidates(layer, a, b)}
-            if with_sums:
-                extra = _seconds(lambda: _conv2d_weight_sum(layer, a, b, 1), a.device)
-                times = {r: t + (0 if r == "grouped" else extra) for r, t in times.items()}
+            times = _timed(fns, a.device)
+        extra = times.pop("sum", 0.0)
+        times = {r: t + (0 if r == "grouped" else extra) for r, t in times.items()}
         _CONV_RULE_CHOICE[key] = min(times, key=times.get)
     return _CONV_RULE_CHOICE[key]
 
@@ -511,8 +518,8 @@ def conv2d_stack_layout(layer: nn.Conv2d, a: torch.Tensor, weight: torch.Tensor,
                 torch.autograd.grad(out, probe, out.detach())
 
         with torch.enable_grad():
-            times = {layout: _seconds(lambda: run(layout), a.device)
-                     for layout in CONV_STACK_LAYOUTS}
+            times = _timed({layout: functools.partial(run, layout)
+                            for layout in CONV_STACK_LAYOUTS}, a.device)
         _CONV_LAYOUT_CHOICE[key] = min(times, key=times.get)
     return _CONV_LAYOUT_CHOICE[key]
 
@@ -846,7 +853,7 @@ def _stacking_measured_faster(model: nn.Module, twin: _Twin, *args) -> bool:
     key = (len(x), _size_class(x.shape[1:]), x.dtype, x.device)
     if key not in twin.stacking:
         try:
-            stacked = _seconds(lambda: _clipped_sums_stacked(model, *args), x.device, rounds=1)
+            _clipped_sums_stacked(model, *args)
         except RuntimeError as err:
             # a safety net for device-only failures (one was seen on a GPU: the rules read
             # thread-local state in hooks that CUDA runs on another thread); the per-model
@@ -855,8 +862,10 @@ def _stacking_measured_faster(model: nn.Module, twin: _Twin, *args) -> bool:
                           "uses one pass per model", RuntimeWarning, stacklevel=2)
             twin.stacking[key] = False
             return False
-        per_model = _seconds(lambda: _clipped_sums_per_model(model, *args), x.device, rounds=1)
-        twin.stacking[key] = stacked < per_model
+        times = _timed({"stacked": functools.partial(_clipped_sums_stacked, model, *args),
+                        "per_model": functools.partial(_clipped_sums_per_model, model, *args)},
+                       x.device, rounds=1)
+        twin.stacking[key] = times["stacked"] < times["per_model"]
     return twin.stacking[key]
 
 
