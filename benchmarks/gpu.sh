@@ -1,5 +1,5 @@
 #!/bin/bash
-# The GPU measurements in one script: the engine's checks on cuda (tests/test_gpu.py), the
+# The GPU measurements in one script: the engine's checks on cuda (pytest -m gpu), the
 # benchmarks on cuda, and digits-quick's three stages timed on cuda. Run from the repository root
 # on a machine whose python3 has torch, pandas, pyarrow, scipy, pyyaml and tqdm; a dp-accounting
 # wheel placed in wheels/ is installed first where the package is missing. Outputs go to $OUT
@@ -8,7 +8,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 OUT=${OUT:-benchmarks/gpu-out}; mkdir -p "$OUT"
 nvidia-smi -L; python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
 python3 -c "import dp_accounting" 2>/dev/null || python3 -m pip install -q --no-deps --no-index wheels/*.whl
-timeout 120 python3 -m pytest -q --noconftest -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu_tests.txt" | tail -15
+timeout 180 python3 -m pytest -q --noconftest -p no:cacheprovider -m gpu tests/test_gpu.py tests/test_sgd.py 2>&1 | tee "$OUT/gpu_tests.txt" | tail -15
 for b in train pergrad resnet unlearn; do
   echo "== benchmarks $b --device cuda"; timeout 200 python3 -m benchmarks $b --device cuda 2>&1 | tee "$OUT/bench_$b.txt"
 done

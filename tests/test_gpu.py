@@ -1,56 +1,21 @@
-"""The engine on a GPU: the same checks as on the CPU, run on ``cuda`` (skipped without one).
-
-The batch frames take the padded-capacity path on a GPU (no data-dependent shapes), so these
-tests are the ones that exercise it: stacked models equal models run alone, snapshots resume bit
-for bit, per-example norms and clipped sums equal a plain per-example loop."""
+"""Per-example norms and clipped sums on a GPU against a plain per-example loop on the same
+device (skipped without one): one model, and stacked models with every layer's rule applied in
+a backward hook, which CUDA runs on autograd's device thread. The engine's checks on a GPU
+(stacked models equal models alone, snapshots resume bit for bit) are the ``cuda`` cases of
+``tests/test_sgd.py``."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 from punl import pergrad
-from punl.methods import UpdateRule
 from punl.models import build_model
 from punl.pergrad import clipped_gradient_sums, detached_params, per_example_grad_norms
-from punl.sgd import Population, run_members, stack
-from test_sgd import _members
+from punl.sgd import stack
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 CUDA = torch.device("cuda")
 SHAPES = {"mlp": (1, 6, 6), "cnn": (3, 8, 8), "resnet": (3, 8, 8)}
-
-
-def _setup(name):
-    return _members(name, device=CUDA)
-
-
-@pytest.mark.parametrize("name", sorted(SHAPES))
-def test_stacked_models_equal_models_alone_on_cuda(name):
-    model, x, y, members = _setup(name)
-    rule = UpdateRule(lr=0.05, sigma=0.5, clip=1.0, expected_batch=8, weight_decay=0.001)
-    together = run_members(model, members, x, y, rule, [0, 3, 7])
-    for s, member in enumerate(members):
-        alone = run_members(model, [member], x, y, rule, [0, 3, 7])[0]
-        for a, b in zip(together[s], alone):
-            for k in a:
-                assert a[k].device.type == "cuda"
-                torch.testing.assert_close(a[k], b[k], rtol=1e-9, atol=1e-11)
-    first = next(iter(members[0].start))
-    assert not torch.equal(together[0][2][first].cpu(), members[0].start[first])
-
-
-def test_snapshot_resumes_bit_for_bit_on_cuda():
-    model, x, y, members = _setup("mlp")
-    rule = UpdateRule(lr=0.05, sigma=0.5, clip=1.0, expected_batch=8)
-    straight = Population(model, members, x, y, rule)
-    straight.advance(48)
-    first = Population(model, members, x, y, rule)
-    first.advance(32)
-    resumed = Population(model, members, x, y, rule)
-    resumed.restore(first.state())
-    resumed.advance(16)
-    for k in straight.params:
-        assert torch.equal(straight.params[k], resumed.params[k])
 
 
 def _loop(model, x, y, clip):

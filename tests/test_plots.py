@@ -12,6 +12,14 @@ from punl.config import Config  # noqa: E402
 from punl.notebook import RunView  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Each test starts and ends with no open figure."""
+    plt.close("all")
+    yield
+    plt.close("all")
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     cfg = Config(name="plots", n_train=150, runs=2, epochs=2, batch_size=32, width=8,
@@ -97,7 +105,7 @@ def test_barrier_figures(run):
 
 
 def every_figure(run):
-    """Every figure the chapters draw, from the tiny run's tables."""
+    """Every figure the chapters draw, from the tiny run's tables: {name: draw()}."""
     tables, cfg, steps, scores = run.tables, run.config, run.steps, run.scores
     ledger, flipped = run.trained.ledger, run.data.flipped.numpy()
     rows = {m: analysis.with_score(analysis.select(steps, m, cfg.level), tables.points, scores,
@@ -109,37 +117,41 @@ def every_figure(run):
     head = analysis.headline(steps, tables.points, scores, run.primary_method, cfg.level,
                              run.primary_score, tables.attack.step.unique())
     return {
-        "training_curves": plots.training_curves(ledger),
-        "clipped_fraction_curve": plots.clipped_fraction_curve(ledger, cfg.clip),
-        "norm_trajectories": plots.norm_trajectories(ledger, flipped, cfg.clip),
-        "privacy_histogram": plots.privacy_histogram(scores, run.primary_score),
-        "extreme_images": plots.extreme_images(run.data.x_train.numpy(), scores,
-                                               run.primary_score),
-        "correlation_heatmap": plots.correlation_heatmap(spearman_matrix(scores)),
-        "attack_curves": plots.attack_curves(tables.attack, q, list(cfg.methods), cfg.level),
-        "steps_against_score": plots.steps_against_score(pd.concat(rows.values()), fitted,
-                                                         cfg.unlearn_steps, run.primary_score),
-        "response_curves": plots.response_curves(tables.attack, rows[run.primary_method],
-                                                 run.primary_method),
-        "amplitude_against_score": plots.amplitude_against_score(pd.concat(rows.values()),
-                                                                 run.primary_score),
-        "point_fraction_bars": plots.point_fraction_bars(analysis.point_fractions(
+        "training_curves": lambda: plots.training_curves(ledger),
+        "clipped_fraction_curve": lambda: plots.clipped_fraction_curve(ledger, cfg.clip),
+        "norm_trajectories": lambda: plots.norm_trajectories(ledger, flipped, cfg.clip),
+        "privacy_histogram": lambda: plots.privacy_histogram(scores, run.primary_score),
+        "extreme_images": lambda: plots.extreme_images(run.data.x_train.numpy(), scores,
+                                                       run.primary_score),
+        "correlation_heatmap": lambda: plots.correlation_heatmap(spearman_matrix(scores)),
+        "attack_curves": lambda: plots.attack_curves(tables.attack, q, list(cfg.methods),
+                                                     cfg.level),
+        "steps_against_score": lambda: plots.steps_against_score(
+            pd.concat(rows.values()), fitted, cfg.unlearn_steps, run.primary_score),
+        "response_curves": lambda: plots.response_curves(tables.attack, rows[run.primary_method],
+                                                         run.primary_method),
+        "amplitude_against_score": lambda: plots.amplitude_against_score(
+            pd.concat(rows.values()), run.primary_score),
+        "point_fraction_bars": lambda: plots.point_fraction_bars(analysis.point_fractions(
             tables, cfg.level, tables.attack.step.unique(), cfg.unlearn_steps)),
-        "disagreement_bars": plots.disagreement_bars(analysis.disagreement_comparison(
+        "disagreement_bars": lambda: plots.disagreement_bars(analysis.disagreement_comparison(
             tables, steps, run.primary_score, list(cfg.baseline_scores), run.primary_method,
             cfg.level)),
-        "utility_curves": plots.utility_curves(analysis.utility(tables.unlearning)),
-        "path_losses_figure": plots.path_losses_figure(tables.paths, run.primary_method),
-        "controlled_barrier_figure": plots.controlled_barrier_figure(
+        "utility_curves": lambda: plots.utility_curves(analysis.utility(tables.unlearning)),
+        "path_losses_figure": lambda: plots.path_losses_figure(tables.paths, run.primary_method),
+        "controlled_barrier_figure": lambda: plots.controlled_barrier_figure(
             analysis.barrier_by_group(controlled, tables.groups), run.primary_score),
-        "barrier_trajectories": plots.barrier_trajectories(tables.barriers, run.primary_method),
-        "headline_figure": plots.headline_figure({"a": {**head, "budget": cfg.unlearn_steps}}),
+        "barrier_trajectories": lambda: plots.barrier_trajectories(tables.barriers,
+                                                                   run.primary_method),
+        "headline_figure": lambda: plots.headline_figure(
+            {"a": {**head, "budget": cfg.unlearn_steps}}),
         **prediction_figures(run),
     }
 
 
 def prediction_figures(run):
-    """The figures of the prediction chapter, from the tiny run's prediction tables."""
+    """The figures of the prediction chapter, from the tiny run's prediction tables:
+    {name: draw()}."""
     from punl import predict
     measured, tables, score = run.measured, run.predictions, run.primary_score
     held = tables["heldout_predictions"]
@@ -149,12 +161,12 @@ def prediction_figures(run):
                         for m in models.values()])
     adaptive = tables["adaptive"]
     return {
-        "cost_curves": plots.cost_curves(calibration, curves, held[held.score == score],
-                                         measured.budget, score),
-        "predicted_against_measured": plots.predicted_against_measured(held, score,
-                                                                       measured.budget),
-        "validation_bars": plots.validation_bars(tables["prediction_validation"]),
-        "adaptive_against_fixed": plots.adaptive_against_fixed(
+        "cost_curves": lambda: plots.cost_curves(calibration, curves, held[held.score == score],
+                                                 measured.budget, score),
+        "predicted_against_measured": lambda: plots.predicted_against_measured(held, score,
+                                                                               measured.budget),
+        "validation_bars": lambda: plots.validation_bars(tables["prediction_validation"]),
+        "adaptive_against_fixed": lambda: plots.adaptive_against_fixed(
             predict.fixed_budget_curve(adaptive, measured.checkpoints),
             predict.adaptive_comparison(adaptive, measured.checkpoints)),
     }
@@ -184,7 +196,8 @@ def test_every_figure_reads_at_the_books_width(run):
     """Each figure fits the text column, labels both axes of every panel it draws on and uses
     no font below the minimum; legends sit outside the panels."""
     plots.set_style()
-    for name, fig in every_figure(run).items():
+    for name, draw in every_figure(run).items():
+        fig = draw()
         width = fig.get_size_inches()[0]
         assert width <= plots.WIDTH, (name, width)
         fig.canvas.draw()
@@ -232,7 +245,7 @@ def test_claims_against_the_swept_value():
 
 
 def test_prediction_figures(run):
-    figures = prediction_figures(run)
+    figures = {name: draw() for name, draw in prediction_figures(run).items()}
     fig = figures["cost_curves"]
     assert len(fig.axes) == 3 and fig.axes[0].get_xscale() == "log"
     assert fig.axes[0].get_ylabel() == "steps to unlearn"
