@@ -8,7 +8,8 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 OUT=${OUT:-benchmarks/gpu-out}; mkdir -p "$OUT"
 nvidia-smi -L; python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
 python3 -c "import dp_accounting" 2>/dev/null || python3 -m pip install -q --no-deps --no-index wheels/*.whl
-timeout 180 python3 -m pytest -q --noconftest -p no:cacheprovider -m gpu tests/test_gpu.py tests/test_sgd.py 2>&1 | tee "$OUT/gpu_tests.txt" | tail -15
+timeout 180 python3 -m pytest -q --noconftest -p no:cacheprovider -m gpu \
+  -W error::punl.pergrad.StackingFallbackWarning tests/test_gpu.py tests/test_sgd.py 2>&1 | tee "$OUT/gpu_tests.txt" | tail -15
 for b in train pergrad resnet unlearn; do
   echo "== benchmarks $b --device cuda"; timeout 200 python3 -m benchmarks $b --device cuda 2>&1 | tee "$OUT/bench_$b.txt"
 done

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from punl.models import build_model
-from punl.pergrad import (clipped_gradient_sums, detached_params, per_example_grad_norms,
-                          weighted_loss_grad)
+from punl.pergrad import (clipped_gradient_sums, conv_rule_choices, detached_params,
+                          per_example_grad_norms, weighted_loss_grad)
 
 from .timing import interleaved_best_times, print_rows
 
@@ -79,13 +79,12 @@ def bench_pergrad(batch: int = 256, reps: int = 10, rounds: int = 3,
 
 def chosen_conv_rules() -> list[str]:
     """The convolution rules timed and chosen in this process, one line per layer shape."""
-    from punl.pergrad import _CONV_RULE_CHOICE
     lines = []
-    for key, rule in _CONV_RULE_CHOICE.items():
-        kernel, shape, out_channels, device, with_sums = key[0], key[4], key[5], key[8], key[9]
-        lines.append(f"conv {kernel[0]}x{kernel[1]}, {shape[1]} -> {out_channels} channels at "
-                     f"{shape[2]}x{shape[3]}, {shape[0]} rows, {device}"
-                     f"{', with sums' if with_sums else ''}: {rule}")
+    for key, rule in conv_rule_choices().items():
+        rows, c_in, h, w = key.input_size_class
+        lines.append(f"conv {key.kernel_size[0]}x{key.kernel_size[1]}, {c_in} -> "
+                     f"{key.out_channels} channels at {h}x{w}, {rows} rows, {key.device}"
+                     f"{', with sums' if key.with_sums else ''}: {rule}")
     return lines
 
 

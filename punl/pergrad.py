@@ -42,7 +42,7 @@ import time
 import warnings
 import weakref
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -258,7 +258,7 @@ CONV_WEIGHT_RULES: dict[str, Callable[[nn.Conv2d, torch.Tensor, torch.Tensor], t
     "grouped": _conv2d_weight_sq_grouped,
     "ghost": _conv2d_weight_sq_ghost,
 }
-_CONV_RULE_CHOICE: dict[tuple, str] = {}
+_CONV_RULE_CHOICE: dict["ConvRuleKey", str] = {}
 
 
 def _size_class(shape: torch.Size) -> tuple[int, ...]:
@@ -267,18 +267,40 @@ def _size_class(shape: torch.Size) -> tuple[int, ...]:
     return (1 << max(shape[0] - 1, 0).bit_length(), *shape[1:])
 
 
-def _conv_rule_key(layer: nn.Conv2d, a: torch.Tensor, b: torch.Tensor, with_sums: bool) -> tuple:
-    return (layer.kernel_size, layer.stride, layer.padding, layer.dilation, _size_class(a.shape),
-            b.shape[1], a.is_contiguous(), a.dtype, a.device, with_sums)
+class ConvRuleKey(NamedTuple):
+    """What a timed choice of convolution rule depends on (the cache key)."""
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    input_size_class: tuple[int, ...]   # [rows rounded up to a power of two, C_in, H, W]
+    out_channels: int
+    contiguous: bool
+    dtype: torch.dtype
+    device: torch.device
+    with_sums: bool
 
 
-def _timed(fns: dict[str, Callable[[], object]], device: torch.device,
-           rounds: int = 3) -> dict[str, float]:
-    """Best wall-clock time of each ``fn()`` over ``rounds`` rounds after one warm-up call each,
-    the rounds interleaved (round r of every candidate before round r + 1 of any), so that a
-    burst of background load does not fall on one candidate alone."""
+def _conv_rule_key(layer: nn.Conv2d, a: torch.Tensor, b: torch.Tensor,
+                   with_sums: bool) -> ConvRuleKey:
+    return ConvRuleKey(layer.kernel_size, layer.stride, layer.padding, layer.dilation,
+                       _size_class(a.shape), b.shape[1], a.is_contiguous(), a.dtype, a.device,
+                       with_sums)
+
+
+def conv_rule_choices() -> dict[ConvRuleKey, str]:
+    """The convolution rules chosen so far in this process, by what the choice depended on."""
+    return dict(_CONV_RULE_CHOICE)
+
+
+def _timed(fns: dict[str, Callable[[], object]], device: torch.device, rounds: int = 3,
+           warm_up: bool = True) -> dict[str, float]:
+    """Best wall-clock time of each ``fn()`` over ``rounds`` rounds after one warm-up call each
+    (unless the caller has made them), the rounds interleaved (round r of every candidate before
+    round r + 1 of any), so that a burst of background load does not fall on one candidate
+    alone."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda *_: None)
-    for fn in fns.values():
+    for fn in fns.values() if warm_up else ():
         fn()
     best = dict.fromkeys(fns, float("inf"))
     for _ in range(rounds):
@@ -376,8 +398,9 @@ def _groupnorm_sq_norm(layer: nn.GroupNorm, a: torch.Tensor, b: torch.Tensor) ->
 class _Tape(threading.local):
     """What the stacked layers of one model share during one forward pass (per thread): the
     number of stacked models S, their parameters ({name: [S, *shape]}) and what each layer
-    recorded. The rules read only their record: on CUDA, autograd runs the backward hooks on its
-    own device thread, which sees a fresh tape."""
+    recorded. The rules read only their record: when they run in backward hooks (layer outputs
+    of ``STREAM_MIN_ELEMENTS`` or more in all), CUDA's autograd runs them on its own device
+    thread, which sees a fresh tape."""
 
     def __init__(self):
         self.models = 1
@@ -847,24 +870,31 @@ def _stacking_pays(model: nn.Module, params: Params, x: torch.Tensor, y: torch.T
     return x.device.type != "cpu" and _stacking_measured_faster(model, twin, *args)
 
 
+class StackingFallbackWarning(RuntimeWarning):
+    """The stacked per-example pass raised on this device; the model runs one pass per model
+    (same results, slower). A test run can turn it into an error
+    (``-W error::punl.pergrad.StackingFallbackWarning``)."""
+
+
 def _stacking_measured_faster(model: nn.Module, twin: _Twin, *args) -> bool:
     """One stacked pass against one pass per model, timed once per key and cached."""
     x = args[1]
     key = (len(x), _size_class(x.shape[1:]), x.dtype, x.device)
     if key not in twin.stacking:
         try:
-            _clipped_sums_stacked(model, *args)
+            _clipped_sums_stacked(model, *args)   # does it run here? (and the warm-up)
         except RuntimeError as err:
             # a safety net for device-only failures (one was seen on a GPU: the rules read
             # thread-local state in hooks that CUDA runs on another thread); the per-model
             # pass is tested there
             warnings.warn(f"punl: the stacked per-example pass failed ({err}); this model "
-                          "uses one pass per model", RuntimeWarning, stacklevel=2)
+                          "uses one pass per model", StackingFallbackWarning, stacklevel=2)
             twin.stacking[key] = False
             return False
+        _clipped_sums_per_model(model, *args)
         times = _timed({"stacked": functools.partial(_clipped_sums_stacked, model, *args),
                         "per_model": functools.partial(_clipped_sums_per_model, model, *args)},
-                       x.device, rounds=1)
+                       x.device, rounds=1, warm_up=False)
         twin.stacking[key] = times["stacked"] < times["per_model"]
     return twin.stacking[key]
 

@@ -49,10 +49,13 @@ def test_norms_and_clipped_sums_match_a_loop_on_cuda(name):
 
 
 @pytest.mark.parametrize("name", sorted(SHAPES))
-def test_stacked_rules_in_backward_hooks_match_a_loop_on_cuda(name, monkeypatch):
+@pytest.mark.parametrize("layout", sorted(pergrad.CONV_STACK_LAYOUTS))
+def test_stacked_rules_in_backward_hooks_match_a_loop_on_cuda(name, layout, monkeypatch):
     """Three stacked models, every layer's rule applied in a backward hook (which CUDA runs on
-    autograd's device thread, not the caller's), against the loop on each model."""
+    autograd's device thread, not the caller's), with each stacked layout of the convolutions,
+    against the loop on each model."""
     monkeypatch.setattr(pergrad, "STREAM_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(pergrad, "conv2d_stack_layout", lambda *args, **kwargs: layout)
     monkeypatch.setattr(pergrad, "_stacking_pays", lambda *args: True)
     monkeypatch.setattr(pergrad, "_clipped_sums_by_vmap", None)  # the layer path must serve
     models = []

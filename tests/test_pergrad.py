@@ -230,7 +230,12 @@ def test_stacking_choice_is_timed_once_and_cached():
 @pytest.mark.parametrize("rule", sorted(CONV_WEIGHT_RULES))
 @pytest.mark.parametrize("layout", sorted(pergrad.CONV_STACK_LAYOUTS))
 @pytest.mark.parametrize("models", [1, 2])
-def test_clipped_gradient_sums_with_every_conv_rule_and_layout(rule, layout, models, monkeypatch):
+@pytest.mark.parametrize("rules_run", ["after the pass", "in hooks on another thread"])
+def test_clipped_gradient_sums_with_every_conv_rule_and_layout(rule, layout, models, rules_run,
+                                                               monkeypatch):
+    if rules_run != "after the pass":
+        monkeypatch.setattr(pergrad, "STREAM_MIN_ELEMENTS", 0)
+        _hooks_on_another_thread(monkeypatch)
     monkeypatch.setattr(pergrad, "conv2d_weight_rule", lambda *args, **kwargs: rule)
     monkeypatch.setattr(pergrad, "conv2d_stack_layout", lambda *args, **kwargs: layout)
     monkeypatch.setattr(pergrad, "_stacking_pays", lambda *args: True)
@@ -316,6 +321,6 @@ def test_a_failing_stacked_pass_falls_back_to_one_pass_per_model(monkeypatch):
 
     monkeypatch.setattr(pergrad, "_clipped_sums_stacked", broken)
     twin = pergrad._twin(model)
-    with pytest.warns(RuntimeWarning, match="one pass per model"):
+    with pytest.warns(pergrad.StackingFallbackWarning, match="one pass per model"):
         assert not pergrad._stacking_measured_faster(model, twin, params, xs, ys, w, 1.0)
     assert not pergrad._stacking_measured_faster(model, twin, params, xs, ys, w, 1.0)
