@@ -13,7 +13,7 @@ from punl.models import build_model
 from punl.pergrad import detached_params
 from punl.sgd import Member, run_steps
 
-from .timing import best_time, print_rows
+from .timing import interleaved_best_times, print_rows
 
 
 def bench_resnet(runs: int = 8, steps: int = 5, n_points: int = 50_000, batch: int = 256,
@@ -30,12 +30,11 @@ def bench_resnet(runs: int = 8, steps: int = 5, n_points: int = 50_000, batch: i
         start = detached_params(build_model(cfg.model, shape, 10, cfg.width, cfg.depth))
         members.append(Member(start, 100 + r, np.arange(n_points)))
     rule = training_rule(cfg)
-    times = {
+    times = interleaved_best_times({
         "one population per run (baseline)":
-            best_time(lambda: [run_steps(model, [m], x, y, rule, steps) for m in members], 1,
-                      rounds),
-        f"{runs} runs stacked": best_time(lambda: run_steps(model, members, x, y, rule, steps), 1,
-                                          rounds)}
+            (lambda: [run_steps(model, [m], x, y, rule, steps) for m in members], 1),
+        f"{runs} runs stacked": (lambda: run_steps(model, members, x, y, rule, steps), 1)},
+        rounds)
     base = next(iter(times.values()))
     return [{"models": runs, "batch": batch, "method": k, "ms_per_step": 1e3 * t / steps,
              "speedup": base / t} for k, t in times.items()]

@@ -133,7 +133,7 @@ def training_findings(ledger: Ledger, clip: float, flipped: np.ndarray, n: int =
     accuracy at the end of training, how often clipping binds, and how the flipped points'
     gradient norms compare with the clean ones'."""
     flipped = np.asarray(flipped, bool)
-    test, train = ledger.test_acc[:, -1], ledger.train_acc[:, -1]
+    accuracy = final_accuracy(ledger)
     clipping = clipping_summary(ledger, clip)
     extremes = extreme_norm_summary(ledger, flipped, n)
     avg = ledger.grad_norm.mean(axis=(0, 1))
@@ -146,8 +146,10 @@ def training_findings(ledger: Ledger, clip: float, flipped: np.ndarray, n: int =
     else:
         noise = "No label was flipped in this run, so there is no known-hard control group."
     return {"runs": fmt(ledger.runs), "steps": fmt(ledger.total_steps),
-            "test_acc": fmt(test.mean()), "test_acc_min": fmt(test.min()),
-            "test_acc_max": fmt(test.max()), "train_acc": fmt(train.mean()),
+            "test_acc": fmt(accuracy.loc["test", "mean"]),
+            "test_acc_min": fmt(accuracy.loc["test", "min"]),
+            "test_acc_max": fmt(accuracy.loc["test", "max"]),
+            "train_acc": fmt(accuracy.loc["train", "mean"]),
             "clip": fmt(clip), "clipped_share": percent(clipping.iloc[0]),
             "clipped_once": percent(clipping.iloc[1]), "label_noise_sentence": noise}
 
@@ -156,8 +158,8 @@ def score_findings(scores: pd.DataFrame, column: str, baselines: list[str]) -> d
     """The numbers of the scores chapter's closing paragraph, as the book prints them: the
     spread of the privacy loss, its rank agreement with the baselines, and the label-noise
     control."""
-    values = scores[column]
-    q10, q50, q90 = values.quantile([0.1, 0.5, 0.9])
+    spread = distribution_summary(scores[column])
+    q10, q90 = spread["10%"], spread["90%"]
     decades = np.log10(q90 / q10) if q10 > 0 else np.nan
     rho = scores[[column, *baselines]].corr(method="spearman")[column]
     agreement = listing([f"{fmt(rho[b], 2)} with {b}" for b in baselines])
@@ -170,10 +172,10 @@ def score_findings(scores: pd.DataFrame, column: str, baselines: list[str]) -> d
                  f"with the highest loss, against {percent(flipped.mean())} of all points.")
     else:
         noise = "No label was flipped in this run, so there is no label-noise control."
-    return {"column": column, "points": fmt(len(scores)), "q10": fmt(q10), "median": fmt(q50),
-            "q90": fmt(q90), "maximum": fmt(values.max()), "decades": fmt(decades, 2),
-            "zero": fmt(int((values == 0).sum())),
-            "ties": fmt(int((values == values.max()).sum())), "agreement": agreement,
+    return {"column": column, "points": fmt(len(scores)), "q10": fmt(q10),
+            "median": fmt(spread["median"]), "q90": fmt(q90), "maximum": fmt(spread["maximum"]),
+            "decades": fmt(decades, 2), "zero": fmt(int(spread["points with zero loss"])),
+            "ties": fmt(int(spread["points tied at the maximum"])), "agreement": agreement,
             "label_noise_sentence": noise}
 
 

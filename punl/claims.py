@@ -89,6 +89,11 @@ def _verdict(ok: bool | None) -> str:
     return INCONCLUSIVE if ok is None else SUPPORTED if ok else NOT_SUPPORTED
 
 
+def _untestable() -> dict:
+    """A claim's result where the run has nothing to test it on."""
+    return {"number": np.nan, "value": "n/a", "interval": "", "verdict": INCONCLUSIVE}
+
+
 def _fmt(x: float, digits: int = 2) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
 
@@ -105,7 +110,7 @@ def claim_quick(study: Study, choice: Choice) -> dict:
     top = analysis.select(study.steps, study.primary_method, choice.level, choice.design, "top")
     top = top[top.score == study.primary_score]
     if q.empty or top.empty:
-        return {"number": np.nan, "value": "n/a", "interval": "", "verdict": INCONCLUSIVE}
+        return _untestable()
     quick = float((q.steps_to_unlearn <= study.budget / 10).mean())
     never = int((q.status == "never distinguishable").sum())
     top = top.iloc[0]
@@ -131,7 +136,7 @@ def claim_log(study: Study, choice: Choice) -> dict:
     the steps, or rho not significant)."""
     q = study.quantiles(study.primary_method, choice)
     if len(q) < 3:
-        return {"number": np.nan, "value": "n/a", "interval": "", "verdict": INCONCLUSIVE}
+        return _untestable()
     f = analysis.steps_fits(q, study.checkpoints)
     rho, p = f["spearman"], f["spearman_p"]
     ok = None
@@ -160,7 +165,7 @@ def claim_shape(study: Study, choice: Choice) -> dict:
     supported when rho <= 0 or the rates differ (p < 0.05); inconclusive otherwise."""
     r = _response(study, study.primary_method, choice)
     if not r or not np.isfinite(r["spearman"]):
-        return {"number": np.nan, "value": "n/a", "interval": "", "verdict": INCONCLUSIVE}
+        return _untestable()
     rates_differ = np.isfinite(r["shared_rate_p"]) and r["shared_rate_p"] < SIGNIFICANCE
     ok = None
     if r["spearman"] <= 0 or rates_differ:
@@ -186,7 +191,7 @@ def claim_metrics(study: Study, choice: Choice) -> dict:
                                          list(study.baselines), study.primary_method,
                                          choice.level, choice.design)
     if d.empty:
-        return {"number": np.nan, "value": "n/a", "interval": "", "verdict": INCONCLUSIVE}
+        return _untestable()
     partial = analysis.partial_correlations(
         analysis.point_response(study.tables, study.primary_method), study.scores,
         choice.p_column, list(d.baseline), study.rng("partial", choice.p_column), n_boot=200)
@@ -213,7 +218,7 @@ def claim_barriers(study: Study, choice: Choice) -> dict:
         for partner in ("independent", "coupled") for points in ("clean", "flipped")}
     main = trends[("independent", "clean")]
     if not np.isfinite(main["spearman"]):
-        return {"number": np.nan, "value": "n/a", "interval": "", "verdict": INCONCLUSIVE}
+        return _untestable()
     ok = False if main["spearman"] <= 0 else True if main["low"] > 0 else None
     others = "; ".join(f"{partner}, {points}: {_fmt(t['spearman'])} [{_fmt(t['low'])}, "
                        f"{_fmt(t['high'])}]" for (partner, points), t in trends.items()
@@ -234,7 +239,7 @@ def claim_method(method: str) -> Callable[[Study, Choice], dict]:
         q = study.quantiles(method, choice)
         steps_rho = spearman(q.p, q.steps_to_unlearn)[0] if len(q) >= 3 else float("nan")
         if not r or not np.isfinite(r["spearman"]):
-            return {"number": np.nan, "value": "n/a", "interval": "", "verdict": INCONCLUSIVE}
+            return _untestable()
         ok = False if r["spearman"] <= 0 else True if r["spearman_p"] < SIGNIFICANCE else None
         return {"number": r["spearman"],
                 "value": f"rho(A, P) {_fmt(r['spearman'])} (p {_fmt(r['spearman_p'], 3)}); "
@@ -317,13 +322,18 @@ def claim_id(claim: str) -> str:
     return f"{head} ({claim.rsplit(' for ', 1)[1]})" if head == "5" and " for " in claim else head
 
 
+def verdict_text(verdict: str, fragile: bool) -> str:
+    """A verdict as the book writes it: ``, fragile`` added where a neighbour differs."""
+    return verdict + (", fragile" if fragile else "")
+
+
 def verdicts(claims: pd.DataFrame) -> dict[str, str]:
-    """Each claim's verdict by its short name, ``, fragile`` added where a neighbour differs:
+    """Each claim's :func:`verdict_text` by its short name:
     ``{"claim_1": "supported", "claim_5_finetune": "not supported, fragile", ...}``."""
     out = {}
     for row in claims.itertuples():
         key = "claim_" + claim_id(row.claim).replace(" (", "_").rstrip(")")
-        out[key] = row.verdict + (", fragile" if row.fragile else "")
+        out[key] = verdict_text(row.verdict, row.fragile)
     return out
 
 

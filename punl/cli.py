@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import ConfigError, load_config
+from .config import LEVELS, ConfigError, load_config
 
 
 def add_config_args(p: argparse.ArgumentParser, out_default: str = "runs/<name>") -> None:
@@ -133,14 +133,13 @@ def cmd_predict(args) -> int:
     run's published tables; with ``--adaptive`` the request is then unlearned adaptively."""
     import json
     from .pipeline import published_run
-    from .predict import fit_cost_model
+    from .predict import predict
     if args.adaptive:
         check_adaptive_args(args)
     run = published_run(args.run, args.overrides)
     indices = read_indices(args.indices)
-    model = fit_cost_model(run.measured, args.score, args.aggregate, args.method, args.level,
-                           args.eps, args.coverage)
-    prediction = model.predict(run.measured.scores, indices)
+    prediction = predict(run.measured, indices, args.score, args.aggregate, args.method,
+                         args.level, args.eps, args.coverage)
     if args.json:
         print(json.dumps(prediction.as_dict(), default=float, indent=2))
     else:
@@ -163,10 +162,11 @@ def check_adaptive_args(args) -> None:
 def _adaptive(args, run, indices, prediction) -> int:
     import math
     from .adaptive import adaptive_unlearn
-    from .pipeline import TrainedRuns, load_data, reuse
+    from .pipeline import TrainedRuns, apply_runtime, load_data, reuse
     from .predict import RequestError
     from .store import ArtifactStore
     config = run.config
+    apply_runtime(config)
     trained = reuse(config, ArtifactStore(run.folder / "artifacts"), "train", TrainedRuns.load)
     if trained is None:
         raise RequestError(f"--adaptive: {run.folder / 'artifacts'} holds no verified trained "
@@ -219,17 +219,19 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_book(args) -> int:
-    """``punl book``: regenerate ``_toc.yml`` and build the HTML book."""
-    from .book import BookBuildError, build_book, generate_toc
-    toc = generate_toc(args.root)
-    print(f"wrote {toc}")
-    if not args.no_build:
-        try:
-            html = build_book(args.root)
-        except BookBuildError as err:
-            print(f"punl: {err}", file=sys.stderr)
-            return 1
-        print(f"book: {html / 'index.html'}")
+    """``punl book``: regenerate ``_toc.yml`` and the landing page's results, and build the HTML
+    book."""
+    from .book import BookBuildError, build_book, generate_toc, write_landing
+    print(f"wrote {generate_toc(args.root)}")
+    if args.no_build:
+        print(f"wrote {write_landing(args.root)}")
+        return 0
+    try:
+        html = build_book(args.root)
+    except BookBuildError as err:
+        print(f"punl: {err}", file=sys.stderr)
+        return 1
+    print(f"book: {html / 'index.html'}")
     return 0
 
 
@@ -257,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the per-point score predicting (default: the primary score)")
     p.add_argument("--aggregate", default="mean", help="mean, max or median over the request")
     p.add_argument("--level", type=float, default=None, help="the attack's level (default: the "
-                   "run's; 0.01, 0.05 and 0.1 are measured)")
+                   f"run's; one of {', '.join(map(str, LEVELS))}, the levels measured)")
     p.add_argument("--eps", type=float, default=None, help="predict the steps until the excess "
                    "divergence falls to EPS instead of the attack's verdict")
     p.add_argument("--coverage", type=float, default=0.9, help="of the prediction intervals")
@@ -291,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sweep)
     p = sub.add_parser("book", help="write _toc.yml and build the HTML book into _build/html")
     p.add_argument("--root", default=".", help="book root holding _config.yml")
-    p.add_argument("--no-build", action="store_true", help="only write _toc.yml")
+    p.add_argument("--no-build", action="store_true", help="only write _toc.yml and the landing page's results")
     p.set_defaults(func=cmd_book)
     return parser
 

@@ -119,8 +119,8 @@ class RunPlan:
     def notebook_runs(self, into: Path | None = None) -> list[NotebookRun]:
         """The notebooks, executed into ``into`` (the chapter folder by default)."""
         folder = self.chapter_dir if into is None else Path(into)
-        return [NotebookRun(t, folder / t.name, self.parameters, self.root)
-                for t in self.templates]
+        parameters, root = self.parameters, self.root
+        return [NotebookRun(t, folder / t.name, dict(parameters), root) for t in self.templates]
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -521,7 +521,7 @@ def predicted_against_measured(heldout: pd.DataFrame, score: str, budget: int) -
                 continue
             predicted = np.minimum(g.predicted_steps[keep], cap)
             ax.errorbar(measured[keep], predicted,
-                        yerr=[predicted - g.steps_low[keep],
+                        yerr=[predicted - np.minimum(g.steps_low[keep], cap),
                               np.minimum(g.steps_high[keep], cap) - predicted],
                         fmt=marker, ms=4, capsize=2, alpha=0.8,
                         label=kind.replace("heldout_", "held out: "))

@@ -29,7 +29,7 @@ import yaml
 from .config import (ConfigError, check_name, load_config, typed_value, valid_keys,
                      yaml_problem)
 from .analysis import select
-from .claims import claim_id
+from .claims import claim_id, verdict_text
 from .outputs import StagedFolder, output_lock, published_record, read_published
 from .parallel import process_pool
 from .plan import book_root, config_argument
@@ -254,11 +254,6 @@ def point_summary(out_dir: Path) -> dict[str, float]:
     return summary
 
 
-def point_claims(out_dir: Path) -> pd.DataFrame | None:
-    """The claims table a point published (checked against its run.json), or None."""
-    return read_published(out_dir, "claims")
-
-
 def sweep_summary(table: pd.DataFrame, grid: dict[str, list], out_root: Path) -> pd.DataFrame:
     """The sweep table joined with each successful point's summary numbers."""
     rows = []
@@ -281,13 +276,13 @@ def swept_axis(table: pd.DataFrame, grid: dict[str, list]) -> tuple[str, pd.Seri
     return "point", table["point"], False
 
 
-def sweep_claims(table: pd.DataFrame, grid: dict[str, list], out_root: Path) -> pd.DataFrame:
-    """Every claim of every successful point: the point, the swept values, the claim's number,
-    verdict and fragility (from the claims table each point published)."""
+def sweep_claims(table: pd.DataFrame, x: str, values: pd.Series, out_root: Path) -> pd.DataFrame:
+    """Every claim of every successful point: the point, its value ``values[i]`` of the swept
+    axis ``x`` (:func:`swept_axis`), the claim's number, verdict and fragility (from the claims
+    table each point published, checked against its run.json)."""
     frames = []
-    x, values, _ = swept_axis(table, grid)
     for row, value in zip(table.itertuples(index=False), values):
-        claims = point_claims(out_root / row.point) if row.status != "failed" else None
+        claims = read_published(out_root / row.point, "claims") if row.status != "failed" else None
         if claims is not None:
             frames.append(claims[["claim", "measure", "number", "verdict", "fragile"]].assign(
                 **{"point": row.point, x: value}))
@@ -297,8 +292,8 @@ def sweep_claims(table: pd.DataFrame, grid: dict[str, list], out_root: Path) -> 
 def verdict_grid(claims: pd.DataFrame, x: str) -> pd.DataFrame:
     """Claims by swept value: each cell the verdict (``, fragile`` where a neighbour
     differs)."""
-    cells = claims.assign(cell=claims.verdict + claims.fragile.map({True: ", fragile",
-                                                                    False: ""}))
+    cells = claims.assign(cell=[verdict_text(v, f) for v, f in zip(claims.verdict,
+                                                                     claims.fragile)])
     grid = cells.pivot_table(index="claim", columns=x, values="cell", aggfunc="first",
                              sort=False)
     grid.columns = [str(c) if x == "point" else f"{x} = {c:g}" if isinstance(c, float)
@@ -337,8 +332,8 @@ def write_sweep_chapter(name: str, table: pd.DataFrame, grid: dict[str, list], o
     folder = staged.begin()
     set_style()
     summary = sweep_summary(table, grid, out_root)
-    claims = sweep_claims(table, grid, out_root)
     x, values, log_x = swept_axis(table, grid)
+    claims = sweep_claims(table, x, values, out_root)
     summary[x] = values.to_numpy()
     swept = ", ".join(f"`{k}` in {v}" for k, v in grid.items())
     text = (f"# Sweep `{name}`\n\nEvery combination of {swept} was run as a separate "

@@ -41,8 +41,6 @@ from .sgd import Member, run_members
 from .tables import (ATTACK, BARRIERS, GROUPS, PATHS, POINT_NULL, POINTS, UNLEARNING,
                      UnlearnTables)
 
-#: Levels at which the per-point null fractions are reported (the configured level among them).
-POINT_LEVELS = LEVELS
 #: Pairs of each partner kind whose barriers are measured (the first this many runs).
 MAX_BARRIER_PAIRS = 16
 
@@ -238,7 +236,7 @@ def point_null_table(split: GroupSplit, labels: dict, phi: np.ndarray, n_u: int,
     relabelled = relabellings(n_u, phi.shape[1] - n_u, n, rng, paired)
     p = welch_p_values(phi, relabelled)                                   # [n, C, points]
     rows = []
-    for level in sorted({*POINT_LEVELS, split.config.level}):
+    for level in LEVELS:    # the levels a configuration may choose, its own among them
         steps, censored = steps_to_unlearn(split.checkpoints, np.moveaxis(p < level, 0, 1))
         rows.append({**labels, "level": level, "step0_fraction": float((steps == 0).mean()),
                      "censored_fraction": float(censored.mean())})

@@ -280,3 +280,18 @@ def test_figures_of_a_run_where_no_group_responded():
     fig.canvas.draw()
     assert "no group responded" in fig.axes[1].texts[0].get_text()
     plt.close("all")
+
+
+def test_predictions_beyond_the_cap_draw_as_capped_intervals():
+    """A request whose whole interval lies above 1.5 K is drawn at the cap, with no negative
+    error bar."""
+    budget = 100
+    heldout = pd.DataFrame({
+        "score": "p", "aggregation": "mean", "kind": ["heldout_random", "heldout_mixed"],
+        "measured_steps": [40.0, 400.0], "censored": [False, True],
+        "predicted_steps": [50.0, 900.0], "steps_low": [30.0, 600.0],
+        "steps_high": [80.0, float("inf")]})
+    fig = plots.predicted_against_measured(heldout, "p", budget)
+    fig.canvas.draw()
+    tops = [max(line.get_ydata()) for line in fig.axes[0].lines if len(line.get_ydata())]
+    assert max(tops) <= 1.5 * budget
