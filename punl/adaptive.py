@@ -36,9 +36,8 @@ from .mia import attack_track, lira_phi
 from .multimodel import many_logits
 from .pergrad import Params
 from .predict import RequestError, check_request
-from .recipe import fit, from_scratch, init_model
 from .sgd import Population
-from .unlearn import GroupSplit, coupled_replay, independent_seeds, method_members
+from .unlearn import GroupSplit, method_members, on_device, retrain
 
 
 def look_schedule(first: int, budget: int, growth: float = 2.0) -> list[int]:
@@ -63,12 +62,7 @@ def request_group(config: Config, indices: np.ndarray, label: str | None = None)
 def reference_models(split: GroupSplit) -> dict[str, list[Params]]:
     """The attack's reference retrained from scratch on the retain set: the coupled replays
     (``coupled: true``) or the M independent models; the other kind is left empty."""
-    config, data = split.config, split.data
-    if config.coupled:
-        members = [coupled_replay(config, data, r, split.group.indices) for r in range(config.runs)]
-        return {"coupled": fit(config, data, members), "independent": []}
-    members = [from_scratch(config, data, s, split.retain) for s in independent_seeds(split)]
-    return {"coupled": [], "independent": fit(config, data, members)}
+    return retrain(split, ("coupled",) if split.config.coupled else ("independent",))
 
 
 @dataclass(frozen=True)
@@ -110,9 +104,8 @@ def adaptive_unlearn(config: Config, data: Dataset, originals: list[Params], ind
         raise RequestError(f"--budget: must be >= 0 (got {budget})")
     looks = look_schedule(first_look, budget, growth)
     group = request_group(config, idx, label)
-    split = GroupSplit(config, data, group, init_model(config, data, 0),
-                       group.retain_indices(data.n_train), np.array(looks))
-    originals = [{k: v.to(data.x_train.device) for k, v in p.items()} for p in originals]
+    split = GroupSplit.of(config, data, group, np.array(looks))
+    originals = on_device(originals, data)
     retrained = reference_models(split)
     members = method_members(split, method, originals, retrained)
     population = Population(split.model, members, data.x_train, data.y_train,

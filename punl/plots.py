@@ -15,6 +15,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
+from .fits import log_model
 from .groups import group_kind
 from .ledger import Ledger
 
@@ -273,7 +274,7 @@ def steps_against_score(rows: pd.DataFrame, fitted: dict, budget: int, score: st
         f = fitted[method]
         if np.isfinite(f["log_a"]) and len(g):
             p = np.geomspace(max(g.p.min(), 1e-12), g.p.max(), 200)
-            ax.plot(p, f["log_a"] * np.log1p(f["log_b"] * p), color="C1",
+            ax.plot(p, log_model(p, f["log_a"], f["log_b"]), color="C1",
                     label="fit a log(bP + 1)")
         ax.axhline(budget, color="grey", lw=0.8, ls=":", label=f"budget K = {budget}")
         ax.set(title=method, xlabel=_score_label(score), xscale="log",
@@ -289,7 +290,7 @@ def _symlog_ticks(ax, top: float) -> None:
     ticks = [0.0] + [m * 10.0 ** e for e in range(-4, 4) for m in (1, 3)
                      if m * 10.0 ** e <= top * 1.5]
     ax.yaxis.set_major_locator(FixedLocator(ticks))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_major_formatter(FuncFormatter(_plain))
 
 
 def response_curves(attack: pd.DataFrame, rows: pd.DataFrame, method: str) -> plt.Figure:
@@ -599,7 +600,7 @@ def headline_figure(runs: dict[str, dict]) -> plt.Figure:
             left.scatter(part.p, part.steps_to_unlearn, s=22, **style)
         if np.isfinite(fit["log_a"]) and len(rows):
             p = np.geomspace(max(rows.p.min(), 1e-12), rows.p.max(), 200)
-            left.plot(p, fit["log_a"] * np.log1p(fit["log_b"] * p), color=colour, label=name)
+            left.plot(p, log_model(p, fit["log_a"], fit["log_b"]), color=colour, label=name)
         else:
             left.plot([], [], color=colour, label=name)
         left.axhline(run["budget"], color=colour, lw=0.8, ls=":")

@@ -78,7 +78,7 @@ from . import analysis, fits
 from .config import ConfigError
 from .fits import DecayFit
 from .groups import group_kind, is_heldout
-from .tables import ADAPTIVE, HELDOUT_PREDICTIONS, PREDICTION_VALIDATION
+from .tables import ADAPTIVE, HELDOUT_PREDICTIONS, POINT_COLUMNS, PREDICTION_VALIDATION
 
 AGGREGATES = {"mean": np.mean, "max": np.max, "median": np.median}
 #: The per-point scores compared as predictors (besides the run's primary score).
@@ -449,9 +449,9 @@ def fit_cost_model(run: MeasuredRun, score: str | None = None, aggregate: str = 
 def check_choices(run: MeasuredRun, score: str, how: str, method: str, level: float,
                   eps: float | None, coverage: float) -> None:
     """Each choice of a prediction names something the run has."""
-    if score not in run.scores.columns or score in ("index", "label", "true_label", "flipped"):
+    if score not in run.scores.columns or score in POINT_COLUMNS:
         raise RequestError(f"--score: {score!r} is not a score column of the run; choose from "
-                           f"{[c for c in run.scores.columns if c not in ('index', 'label', 'true_label', 'flipped')]}")
+                           f"{[c for c in run.scores.columns if c not in POINT_COLUMNS]}")
     aggregate([0.0], how)
     if method not in set(run.steps.method):
         raise RequestError(f"--method: the run did not unlearn with {method!r}; choose from "
@@ -700,7 +700,7 @@ def prediction_findings(validation: pd.DataFrame, comparison: pd.DataFrame,
     coverage of the 90% intervals and mean absolute error), the primary score's best
     aggregate, the range of coverage over predictors, and the adaptive rule with the primary
     score's best aggregate against the smallest fixed budget with its success rate."""
-    from .analysis import fmt, percent
+    fmt, percent = analysis.fmt, analysis.percent
     v = validation[validation.requests == "all"]
     ranked = v[v.steps_spearman.notna()]
     if ranked.empty:

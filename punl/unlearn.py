@@ -63,10 +63,13 @@ class GroupSplit:
     checkpoints: np.ndarray
 
     @classmethod
-    def of(cls, config: Config, data: Dataset, group: ForgetGroup) -> "GroupSplit":
+    def of(cls, config: Config, data: Dataset, group: ForgetGroup,
+           checkpoints: np.ndarray | None = None) -> "GroupSplit":
+        """The split of ``group``, checked at ``checkpoints`` (default: the configuration's)."""
+        if checkpoints is None:
+            checkpoints = checkpoint_steps(config.unlearn_steps, config.n_checkpoints)
         return cls(config, data, group, init_model(config, data, 0),
-                   group.retain_indices(data.n_train),
-                   checkpoint_steps(config.unlearn_steps, config.n_checkpoints))
+                   group.retain_indices(data.n_train), np.asarray(checkpoints))
 
     def xy(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.as_tensor(np.asarray(indices), device=self.data.x_train.device)
@@ -93,12 +96,20 @@ def coupled_replay(config: Config, data: Dataset, run: int, forget: np.ndarray) 
                         excluded=forget, rate=config.batch_size / data.n_train)
 
 
-def retrain(split: GroupSplit) -> dict[str, list[Params]]:
+def on_device(models: list[Params], data: Dataset) -> list[Params]:
+    """The models' parameters on the device of the data."""
+    return [{k: v.to(data.x_train.device) for k, v in p.items()} for p in models]
+
+
+def retrain(split: GroupSplit, kinds: tuple[str, ...] = ("independent", "coupled")
+            ) -> dict[str, list[Params]]:
     """The group's retrained models from scratch, trained together: ``independent`` (M) and
-    ``coupled`` (one replay per original run)."""
+    ``coupled`` (one replay per original run); a kind not in ``kinds`` is left empty."""
     config, data = split.config, split.data
-    independent = [from_scratch(config, data, s, split.retain) for s in independent_seeds(split)]
-    coupled = [coupled_replay(config, data, r, split.group.indices) for r in range(config.runs)]
+    independent = ([from_scratch(config, data, s, split.retain) for s in independent_seeds(split)]
+                   if "independent" in kinds else [])
+    coupled = ([coupled_replay(config, data, r, split.group.indices) for r in range(config.runs)]
+               if "coupled" in kinds else [])
     fitted = fit(config, data, independent + coupled)
     return {"independent": fitted[: len(independent)], "coupled": fitted[len(independent):]}
 
@@ -148,7 +159,7 @@ def unlearn_group(config: Config, data: Dataset, originals: list[Params], group:
     """Unlearn ``group`` with every method: attack against age-matched retrained models,
     per-point tests, utility and barriers."""
     split = GroupSplit.of(config, data, group)
-    originals = [{k: v.to(data.x_train.device) for k, v in p.items()} for p in originals]
+    originals = on_device(originals, data)
     retrained = retrain(split)
     parts = [method_tables(split, run_method(split, m, originals, retrained))
              for m in methods or config.methods]
