@@ -22,7 +22,6 @@ reference models, which cost M trainings from scratch; the steps count only the 
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +34,7 @@ from .methods import METHODS
 from .mia import attack_track, lira_phi
 from .multimodel import many_logits
 from .pergrad import Params
-from .predict import RequestError, check_request
+from .predict import RequestError, check_request, look_steps
 from .sgd import Population
 from .unlearn import GroupSplit, method_members, on_device, retrain
 
@@ -45,10 +44,7 @@ def look_schedule(first: int, budget: int, growth: float = 2.0) -> list[int]:
     (at least one step), ending at the budget."""
     if not growth > 1:
         raise RequestError(f"--growth: must be > 1 (got {growth})")
-    looks = [min(max(int(first), 0), budget)]
-    while looks[-1] < budget:
-        looks.append(min(max(math.ceil(growth * looks[-1]), looks[-1] + 1), budget))
-    return looks
+    return look_steps(first, budget, growth)    # every step a possible look
 
 
 def request_group(config: Config, indices: np.ndarray, label: str | None = None) -> ForgetGroup:

@@ -205,17 +205,24 @@ def claim_metrics(study: Study, choice: Choice) -> dict:
             "verdict": _verdict(ok)}
 
 
-@depends_on("p_column")
-def claim_barriers(study: Study, choice: Choice) -> dict:
-    """Claim 4 on clean points at step 0 with the independent partner. Supported when Spearman's
-    rho between the quantile groups' P and their mean controlled barrier has a bootstrap
-    interval (over model pairs) above 0; not supported when rho <= 0; inconclusive otherwise."""
+def _barrier_trends(study: Study, choice: Choice) -> tuple[pd.DataFrame, dict, dict]:
+    """Claim 4's measurements under ``choice``: the controlled barriers, each quantile group's P
+    and, for each (partner, points), the bootstrap trend of the controlled barrier with P."""
     controlled = analysis.controlled_barriers(study.tables.barriers, study.primary_method)
     q = study.quantiles(study.primary_method, choice)
     p = dict(zip(q.group, q.p))
     trends = {(partner, points): analysis.barrier_trend(
         controlled, study.tables.groups, p, partner, points, study.rng("barrier", partner, points))
         for partner in ("independent", "coupled") for points in ("clean", "flipped")}
+    return controlled, p, trends
+
+
+@depends_on("p_column")
+def claim_barriers(study: Study, choice: Choice) -> dict:
+    """Claim 4 on clean points at step 0 with the independent partner. Supported when Spearman's
+    rho between the quantile groups' P and their mean controlled barrier has a bootstrap
+    interval (over model pairs) above 0; not supported when rho <= 0; inconclusive otherwise."""
+    _, _, trends = _barrier_trends(study, choice)
     main = trends[("independent", "clean")]
     if not np.isfinite(main["spearman"]):
         return _untestable()
@@ -383,7 +390,7 @@ def unlearning_findings(study: Study, claims: pd.DataFrame) -> dict[str, str]:
     top = analysis.select(study.steps, study.primary_method, main.level, "all", "top")
     top = top[top.score == study.primary_score].iloc[0]
     f = analysis.steps_fits(q, study.checkpoints)
-    r = analysis.response_summary(q, study.tables.attack) if len(q) >= 3 else \
+    r = _response(study, study.primary_method, main) or \
         {"spearman": np.nan, "spearman_p": np.nan, "responding_groups": 0,
          "shared_rate_p": np.nan}
     d = analysis.disagreement_comparison(study.tables, study.steps, study.primary_score,
@@ -408,19 +415,15 @@ def barrier_findings(study: Study, claims: pd.DataFrame) -> dict[str, str]:
     claim 4's trends of the controlled barrier with P (independent and coupled partner, clean
     and flipped points) and the trends of the loss gap and the distance, with the verdict."""
     fmt = analysis.fmt
-    controlled = analysis.controlled_barriers(study.tables.barriers, study.primary_method)
-    q = study.quantiles(study.primary_method, Choice(study.level, "all", study.primary_score))
-    p = dict(zip(q.group, q.p))
+    controlled, p, trends = _barrier_trends(
+        study, Choice(study.level, "all", study.primary_score))
     out = {}
-    for partner in ("independent", "coupled"):
-        for points in ("clean", "flipped"):
-            t = analysis.barrier_trend(controlled, study.tables.groups, p, partner, points,
-                                       study.rng("barrier", partner, points))
-            key = f"{partner}_{points}"
-            out[f"{key}_rho"] = fmt(t["spearman"], 2)
-            out[f"{key}_interval"] = f"[{fmt(t['low'], 2)}, {fmt(t['high'], 2)}]"
-            out[f"{key}_trend"] = analysis.trend(t["spearman"], t["low"], t["high"])
-            out[f"{key}_groups"] = fmt(t["groups"])
+    for (partner, points), t in trends.items():
+        key = f"{partner}_{points}"
+        out[f"{key}_rho"] = fmt(t["spearman"], 2)
+        out[f"{key}_interval"] = f"[{fmt(t['low'], 2)}, {fmt(t['high'], 2)}]"
+        out[f"{key}_trend"] = analysis.trend(t["spearman"], t["low"], t["high"])
+        out[f"{key}_groups"] = fmt(t["groups"])
     by_group = analysis.barrier_by_group(controlled, study.tables.groups)
     main = by_group[(by_group.kind == "quantile") & (by_group.partner == "independent")
                     & (by_group.points == "clean")]

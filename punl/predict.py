@@ -497,21 +497,27 @@ def predict(run: MeasuredRun, indices, score: str | None = None, aggregate: str 
 
 
 def calibration_points(run: MeasuredRun, score: str, how: str, method: str | None = None,
-                       level: float | None = None) -> pd.DataFrame:
-    """Each calibration group's predictor value ``x`` beside its status and steps."""
-    method = method or run.primary_method
-    groups = measured_groups(run, method, run.level if level is None else level)
+                       level: float | None = None, groups: pd.DataFrame | None = None
+                       ) -> pd.DataFrame:
+    """Each calibration group's predictor value ``x`` beside its status and steps (``groups``:
+    :func:`measured_groups` of the method and level, when the caller has them)."""
+    if groups is None:
+        groups = measured_groups(run, method or run.primary_method,
+                                 run.level if level is None else level)
     calib = groups[~groups.heldout]
     return calib[["score", "group", "kind", "status", "steps_to_unlearn", "censored",
                   "response_amplitude"]].assign(
         aggregation=how, x=group_values(calib, run.scores, score, how)).reset_index(drop=True)
 
 
-def example_request(run: MeasuredRun, method: str | None = None) -> pd.Series:
+def example_request(run: MeasuredRun, method: str | None = None,
+                    groups: pd.DataFrame | None = None) -> pd.Series:
     """A worked example: the held-out mixed request with the highest mean primary score (the
     most hard points among easy ones); else another held-out request; else a calibration
-    group. Its ``steps`` row with ``members``."""
-    groups = measured_groups(run, method or run.primary_method, run.level)
+    group. Its ``steps`` row with ``members`` (``groups``: :func:`measured_groups` of the method
+    at the run's level, when the caller has them)."""
+    if groups is None:
+        groups = measured_groups(run, method or run.primary_method, run.level)
     for pool in (groups[groups.kind == "heldout_mixed"], groups[groups.heldout], groups):
         if len(pool):
             means = group_values(pool, run.scores, run.primary_score, "mean")
@@ -612,19 +618,24 @@ def validation_table(heldout: pd.DataFrame, budget: int) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------- adaptive
+def look_steps(start: float, budget: int, growth: float = ADAPTIVE_GROWTH,
+          grid: np.ndarray | None = None) -> list[int]:
+    """The adaptive rule's looks on ``grid`` (sorted; every integer step without one): the
+    first at or above ``start`` (the budget when start passes it), then each at or above
+    ``growth`` times the last (and after it), ending at the budget."""
+    k = on_grid(start, grid, budget)
+    out = [int(k) if np.isfinite(k) else budget]
+    while out[-1] < budget:
+        nxt = on_grid(max(growth * out[-1], out[-1] + 1), grid, budget)
+        out.append(int(nxt) if np.isfinite(nxt) else budget)
+    return out
+
+
 def recorded_looks(start: float, checkpoints: np.ndarray, growth: float = ADAPTIVE_GROWTH
                    ) -> list[int]:
-    """The adaptive rule's looks on recorded checkpoints: the first at or above ``start``
-    (the budget when start passes it), then each at or above ``growth`` times the last (and
-    after it), ending at the budget."""
+    """:func:`look_steps` on recorded checkpoints, the last of which is the budget."""
     checkpoints = np.sort(np.asarray(checkpoints))
-    budget = int(checkpoints[-1])
-    k = on_grid(start, checkpoints, budget)
-    looks = [int(k) if np.isfinite(k) else budget]
-    while looks[-1] < budget:
-        nxt = on_grid(max(growth * looks[-1], looks[-1] + 1), checkpoints, budget)
-        looks.append(int(nxt) if np.isfinite(nxt) else budget)
-    return looks
+    return look_steps(start, int(checkpoints[-1]), growth, checkpoints)
 
 
 def adaptive_table(run: MeasuredRun, heldout: pd.DataFrame, margin: float = ADAPTIVE_MARGIN,

@@ -363,3 +363,19 @@ def test_prediction_findings_name_the_best_predictor_and_the_adaptive_comparison
     unranked = predict.prediction_findings(validation.assign(steps_spearman=np.nan), comparison,
                                            "privacy_loss_a8")
     assert unranked["requests"] == "9" and unranked["best"].startswith("no predictor")
+
+
+@pytest.mark.parametrize("first, budget, growth", [(0, 400, 2.0), (3, 400, 1.5), (500, 400, 2.0),
+                                                   (0, 0, 2.0), (7, 20, 1.1)])
+def test_the_live_adaptive_rule_looks_as_on_a_grid_of_every_step(first, budget, growth):
+    from punl.adaptive import look_schedule
+    steps = look_schedule(first, budget, growth)
+    assert steps == predict.recorded_looks(first, np.arange(budget + 1), growth)
+    assert steps[0] == min(first, budget) and steps[-1] == budget
+    assert all(b >= max(a * growth - 1e-9, a + 1) for a, b in zip(steps[:-2], steps[1:-1]))
+
+
+def test_the_adaptive_rule_needs_growth():
+    from punl.adaptive import look_schedule
+    with pytest.raises(predict.RequestError, match="--growth"):
+        look_schedule(1, 10, 1.0)
