@@ -23,6 +23,7 @@ residuals of rank(y) and rank(x) after regressing each on rank(z).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from scipy import optimize, special, stats
@@ -72,17 +73,22 @@ def _best(fun, starts):
     return min(results, key=lambda r: r.fun)
 
 
+def log_law_nll(p: np.ndarray, y: StepIntervals) -> Callable[[np.ndarray], float]:
+    """The negative censored log-likelihood of steps ~ a log(b P + 1) + N(0, sigma^2) as a
+    function of theta = (log a, log b, log sigma)."""
+    def nll(theta):
+        a, b, sigma = np.exp(np.clip(theta, -30, 30))
+        return -interval_log_likelihood(log_model(p, a, b), max(sigma, 1e-6), y)
+    return nll
+
+
 def fit_log_censored(p: np.ndarray, y: StepIntervals) -> dict[str, float]:
     """ML fit of steps ~ a log(b P + 1) + noise with censoring: a, b, sigma, log-likelihood."""
     p = np.asarray(p, float)
     top = np.nanmax(np.where(np.isinf(y.hi), y.lo, y.hi))
     scale = 1 / np.median(p[p > 0]) if np.any(p > 0) else 1.0
     spread = max(float(np.std(np.where(np.isfinite(y.lo), y.lo, 0.0))), 1.0)
-
-    def nll(theta):
-        a, b, sigma = np.exp(np.clip(theta, -30, 30))
-        return -interval_log_likelihood(log_model(p, a, b), max(sigma, 1e-6), y)
-
+    nll = log_law_nll(p, y)
     starts = [(np.log(max(top, 1.0) / np.log1p(s * scale * p.max())), np.log(s * scale),
                np.log(spread)) for s in (0.01, 0.1, 1, 10, 100)]
     best = _best(nll, starts)

@@ -247,13 +247,8 @@ def fit_steps(x: np.ndarray, y: fits.StepIntervals) -> LogLawFit:
     """The censoring-aware fit of the log law and its covariance (module docstring)."""
     x = np.asarray(x, float)
     f = fits.fit_log_censored(x, y)
-
-    def nll(theta):
-        a, b, sigma = np.exp(np.clip(theta, -30, 30))
-        return -fits.interval_log_likelihood(fits.log_model(x, a, b), max(sigma, 1e-6), y)
-
     theta = np.log([f["a"], f["b"], f["sigma"]])
-    cov = flat_free_inverse(numerical_hessian(nll, theta))[:2, :2]
+    cov = flat_free_inverse(numerical_hessian(fits.log_law_nll(x, y), theta))[:2, :2]
     sigma = f["sigma"] * np.sqrt(len(x) / max(len(x) - 3, 1))     # the ML estimate's bias
     return LogLawFit(f["a"], f["b"], sigma, cov, len(x))
 
