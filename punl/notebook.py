@@ -16,7 +16,7 @@ import pandas as pd
 from .config import Config, load_config
 from .data import Dataset
 from .pipeline import (TrainedRuns, claims, ensure_scored, ensure_trained, ensure_unlearned,
-                       load_data, predictions, run_folder, study)
+                       load_data, run_folder, study)
 from .store import ArtifactStore
 from .tables import UnlearnTables
 
@@ -78,7 +78,8 @@ class RunView:
     @cached_property
     def predictions(self) -> dict[str, pd.DataFrame]:
         """The held-out requests' predictions, their validation and the adaptive rule."""
-        return predictions(self.study)
+        from .predict import prediction_tables
+        return prediction_tables(self.measured)
 
 
 def table(frame: pd.DataFrame, digits: int = 3, index: bool = False, **names: str):
