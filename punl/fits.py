@@ -2,8 +2,10 @@
 
 **Steps against privacy loss, censoring-aware.** A group's steps to unlearn are only known to lie
 in an interval: between the checkpoint before the one it was declared unlearned at and that
-checkpoint, above the budget K when it never was (right-censored), or exactly 0 when it was
-never distinguishable. With steps ~ N(mu(P), sigma^2), the log-likelihood is
+checkpoint, above the budget K when it never was (right-censored), or at or below 0 when it was
+never distinguishable (left-censored: a Tobit model, whose latent Gaussian steps may lie below 0;
+counting such groups as exactly 0 would shrink sigma and favour whichever curve passes nearest
+0). With steps ~ N(mu(P), sigma^2), the log-likelihood is
 
     sum_exact log phi((y - mu)/sigma)/sigma + sum_interval log(Phi((hi - mu)/sigma) - Phi((lo - mu)/sigma))
         + sum_censored log(1 - Phi((K - mu)/sigma)),
@@ -33,22 +35,31 @@ from scipy import optimize, special, stats
 @dataclass(frozen=True)
 class StepIntervals:
     """Each group's steps: ``lo`` <= steps <= ``hi`` (lo == hi: observed exactly; hi = inf:
-    right-censored at lo)."""
+    right-censored at lo; lo = -inf: left-censored at hi)."""
 
     lo: np.ndarray
     hi: np.ndarray
 
     @classmethod
     def from_steps(cls, steps, censored, never, checkpoints) -> "StepIntervals":
-        """Intervals from thresholded steps: never distinguishable = exactly 0; unlearned at
+        """Intervals from thresholded steps: never distinguishable = (-inf, 0]; unlearned at
         checkpoint k_j = (k_{j-1}, k_j]; censored = (K, inf)."""
         steps, checkpoints = np.asarray(steps, float), np.asarray(checkpoints, float)
+        never, censored = np.asarray(never, bool), np.asarray(censored, bool)
         lo, hi = steps.copy(), steps.copy()
         j = np.searchsorted(checkpoints, steps)
-        inner = ~np.asarray(never, bool) & ~np.asarray(censored, bool) & (j > 0)
+        inner = ~never & ~censored & (j > 0)
         lo[inner] = checkpoints[np.maximum(j[inner] - 1, 0)]
-        hi[np.asarray(censored, bool)] = np.inf
+        lo[never] = -np.inf
+        hi[never] = 0.0
+        hi[censored] = np.inf
         return cls(lo, hi)
+
+    def midpoints(self) -> np.ndarray:
+        """A point inside each interval for starting values: its middle, its finite end where
+        the other is infinite."""
+        return np.where(np.isinf(self.hi), self.lo,
+                        np.where(np.isinf(self.lo), self.hi, (self.lo + self.hi) / 2))
 
 
 def log_model(p, a, b):
@@ -85,9 +96,10 @@ def log_law_nll(p: np.ndarray, y: StepIntervals) -> Callable[[np.ndarray], float
 def fit_log_censored(p: np.ndarray, y: StepIntervals) -> dict[str, float]:
     """ML fit of steps ~ a log(b P + 1) + noise with censoring: a, b, sigma, log-likelihood."""
     p = np.asarray(p, float)
-    top = np.nanmax(np.where(np.isinf(y.hi), y.lo, y.hi))
+    mid = y.midpoints()
+    top = np.nanmax(mid)
     scale = 1 / np.median(p[p > 0]) if np.any(p > 0) else 1.0
-    spread = max(float(np.std(np.where(np.isfinite(y.lo), y.lo, 0.0))), 1.0)
+    spread = max(float(np.std(mid)), 1.0)
     nll = log_law_nll(p, y)
     starts = [(np.log(max(top, 1.0) / np.log1p(s * scale * p.max())), np.log(s * scale),
                np.log(spread)) for s in (0.01, 0.1, 1, 10, 100)]
@@ -99,7 +111,7 @@ def fit_log_censored(p: np.ndarray, y: StepIntervals) -> dict[str, float]:
 def fit_line_censored(p: np.ndarray, y: StepIntervals) -> dict[str, float]:
     """ML fit of steps ~ c + d P + noise with censoring: intercept, slope, sigma, log-likelihood."""
     p = np.asarray(p, float)
-    mid = np.where(np.isinf(y.hi), y.lo, (y.lo + y.hi) / 2)
+    mid = y.midpoints()
     slope, intercept = np.polyfit(p, mid, 1) if np.ptp(p) > 0 else (0.0, mid.mean())
     spread = max(float(np.std(mid)), 1.0)
 

@@ -35,7 +35,10 @@ with its null distribution under the same relabellings (its floor: what 16 vs 16
 two identical distributions).
 
 **Per point.** Welch's t-test of a point's phi under the two kinds of model, and the accuracy
-1/2 + TV/2 of the optimal test between the two fitted Gaussians.
+1/2 + TV/2 of the optimal test between the two fitted Gaussians. A point is distinguishable at a
+checkpoint where its Holm-adjusted p-value over the checkpoints is at most the level
+(:func:`holm_adjusted`), so a point that never differs is flagged at some look with
+probability at most the level.
 """
 from __future__ import annotations
 
@@ -163,6 +166,14 @@ def min_p_adjusted(observed: np.ndarray, null: np.ndarray) -> np.ndarray:
     return (1 + (min_p[:, None] <= p[None, :]).sum(0)) / (1 + n)
 
 
+def fold_resample(halves: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """One bootstrap resample of the points that keeps each in its own half: the points of
+    each half are drawn with replacement from that half only, and returned half after half.
+    (Resampling all points and keeping the positional fold would put copies of one point in
+    both halves, so the threshold fitted on one half would be scored on itself.)"""
+    return np.concatenate([rng.choice(h, len(h)) for h in halves])
+
+
 @dataclass(frozen=True)
 class AttackTrack:
     """The group attack at every checkpoint, with its null and adjustments (arrays [C])."""
@@ -184,15 +195,18 @@ def attack_track(phi: np.ndarray, n_unlearned: int, rng: np.random.Generator,
                  level: float = 0.95) -> AttackTrack:
     """The attack on phi [checkpoints, models, points] (the first ``n_unlearned`` models are
     the unlearned ones) at every checkpoint, against ``n_permutations`` relabellings shared by
-    all checkpoints, with a bootstrap interval over points."""
+    all checkpoints, with a bootstrap interval over points (resampled within each half of
+    the split, :func:`fold_resample`)."""
     models, points = phi.shape[1:]
     fold = rng.permutation(points) < points // 2
     truth = (np.arange(models) < n_unlearned)[None]
     observed = attack_accuracy(phi, truth, fold)[0]                          # [C]
     labels = relabellings(n_unlearned, models - n_unlearned, n_permutations, rng, paired)
     null = attack_accuracy(phi, labels, fold)                                # [n, C]
-    picks = rng.integers(0, points, (n_bootstrap, points))
-    boots = np.stack([attack_accuracy(phi[:, :, pick], truth, fold)[0] for pick in picks])
+    halves = [np.flatnonzero(~fold), np.flatnonzero(fold)]
+    boot_fold = np.repeat([False, True], [len(h) for h in halves])
+    boots = np.stack([attack_accuracy(phi[:, :, fold_resample(halves, rng)], truth,
+                                      boot_fold)[0] for _ in range(n_bootstrap)])
     lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2], axis=0)
     kl, kl_null = mean_kl(phi, truth)[0], mean_kl(phi, labels)
     return AttackTrack(observed, lo, hi, null.mean(0), np.quantile(null, 0.95, axis=0),
@@ -233,6 +247,22 @@ def gaussian_fit_accuracy(unlearned: np.ndarray, retrained: np.ndarray, grid: in
     diff = np.abs(stats.norm.pdf(x, mu_u, sd_u) - stats.norm.pdf(x, mu_r, sd_r))
     tv = 0.5 * np.trapezoid(diff, x, axis=0)
     return 0.5 + 0.5 * np.clip(tv, 0, 1)
+
+
+def holm_adjusted(p: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Holm's step-down adjusted p-values along ``axis`` (the looks of one test): with the
+    m p-values sorted, p_(1) <= ... <= p_(m), the adjusted value of p_(i) is
+    max_{j <= i} min(1, (m - j + 1) p_(j)). Rejecting where it is at most the level keeps the
+    chance of any false rejection among the looks at most the level, whatever their
+    dependence (Holm 1979)."""
+    p = np.moveaxis(np.asarray(p, float), axis, 0)
+    m = len(p)
+    order = np.argsort(p, axis=0, kind="stable")
+    ranked = np.take_along_axis(p, order, 0) * (m - np.arange(m)).reshape(-1, *[1] * (p.ndim - 1))
+    ranked = np.minimum(np.maximum.accumulate(ranked, axis=0), 1.0)
+    out = np.empty_like(ranked)
+    np.put_along_axis(out, order, ranked, 0)
+    return np.moveaxis(out, 0, axis)
 
 
 def steps_to_unlearn(steps: np.ndarray, distinguishable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

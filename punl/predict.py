@@ -166,10 +166,8 @@ def step_intervals(groups: pd.DataFrame, checkpoints: np.ndarray) -> fits.StepIn
     """The attack criterion's steps of each group as intervals on the checkpoints, a never
     distinguishable group's as (-inf, 0]: the latent Gaussian steps of the fit at or below 0
     (a Tobit model; counting them as exactly 0 would shrink sigma and the intervals)."""
-    y = fits.StepIntervals.from_steps(groups.steps_to_unlearn, groups.censored,
-                                      groups.status == "never distinguishable", checkpoints)
-    never = (groups.status == "never distinguishable").to_numpy()
-    return fits.StepIntervals(np.where(never, -np.inf, y.lo), y.hi)
+    return fits.StepIntervals.from_steps(groups.steps_to_unlearn, groups.censored,
+                                         groups.status == "never distinguishable", checkpoints)
 
 
 def divergence_steps(groups: pd.DataFrame, eps: float, budget: int) -> fits.StepIntervals:

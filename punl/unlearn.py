@@ -33,7 +33,8 @@ from .data import Dataset
 from .groups import (ForgetGroup, class_composition, disagreement_groups, group_kind,
                      heldout_groups, make_groups, stream_seed)
 from .methods import METHODS
-from .mia import attack_track, gaussian_kl, lira_phi, relabellings, steps_to_unlearn, welch_p_values
+from .mia import (attack_track, gaussian_kl, holm_adjusted, lira_phi, relabellings,
+                  steps_to_unlearn, welch_p_values)
 from .multimodel import many_accuracy, many_logits
 from .pergrad import Params
 from .recipe import fit, from_scratch, init_model, run_seeds
@@ -241,14 +242,16 @@ def point_table(split: GroupSplit, labels: dict, phi: np.ndarray, n_u: int):
 
 def point_null_table(split: GroupSplit, labels: dict, phi: np.ndarray, n_u: int,
                      rng: np.random.Generator, paired: bool):
-    """The per-point criterion (Welch at a level, staying below it to the end) under
+    """The per-point criterion (Welch's p, Holm-adjusted over the checkpoints, at most the
+    level; indistinguishable from then to the end) under
     relabelled models: the mean share of points at step 0 and censored, per level."""
     n = min(split.config.n_permutations, 200)
     relabelled = relabellings(n_u, phi.shape[1] - n_u, n, rng, paired)
     p = welch_p_values(phi, relabelled)                                   # [n, C, points]
     rows = []
     for level in LEVELS:    # the levels a configuration may choose, its own among them
-        steps, censored = steps_to_unlearn(split.checkpoints, np.moveaxis(p < level, 0, 1))
+        steps, censored = steps_to_unlearn(split.checkpoints,
+                                           np.moveaxis(holm_adjusted(p, 1) <= level, 0, 1))
         rows.append({**labels, "level": level, "step0_fraction": float((steps == 0).mean()),
                      "censored_fraction": float(censored.mean())})
     return POINT_NULL.frame(rows)
