@@ -16,7 +16,7 @@ from . import fits
 from .config import LEVELS
 from .groups import group_kind, is_heldout
 from .ledger import Ledger
-from .mia import group_status, holm_adjusted, steps_to_unlearn
+from .mia import group_status, looks_adjusted, steps_to_unlearn
 from .tables import STEPS, UnlearnTables
 
 
@@ -413,14 +413,14 @@ def point_fractions(tables: UnlearnTables, level: float, checkpoints: np.ndarray
                     budget: int) -> pd.DataFrame:
     """Per group and method: the share of its points at step 0, unlearned within K/10 and
     censored by the per-point criterion (distinguishable at a checkpoint where Welch's p,
-    Holm-adjusted over the checkpoints, is at most the level),
+    Bonferroni-adjusted over the checkpoints, is at most the level),
     beside the step-0 and censored shares of the same criterion under relabelled models."""
     rows = []
     for (score, group, method), pts in tables.points.groupby(["score", "group", "method"],
                                                               sort=False):
         p = pts.pivot_table(index="step", columns="index", values="welch_p").sort_index()
         steps, censored = steps_to_unlearn(p.index.to_numpy(),
-                                           holm_adjusted(p.to_numpy(), 0) <= level)
+                                           looks_adjusted(p.to_numpy(), 0) <= level)
         null = tables.point_null[(tables.point_null.score == score)
                                  & (tables.point_null.group == group)
                                  & (tables.point_null.method == method)

@@ -231,9 +231,13 @@ def run_results(root: Path) -> list[dict]:
 
 
 def verdict_cell(row, doc: str) -> str:
-    """A claim's verdict (:func:`punl.claims.verdict_text`) linking to ``doc``."""
+    """A claim's verdict (:func:`punl.claims.verdict_text`) linking to ``doc``, with its power
+    at the effect measured where the claims table has one."""
+    from .analysis import percent
     from .claims import verdict_text
-    return f"{{doc}}`{verdict_text(row.verdict, row.fragile)} </{doc}>`"
+    power = getattr(row, "power", float("nan"))
+    power_text = f" (power {percent(power)})" if isinstance(power, float) and np.isfinite(power) else ""
+    return f"{{doc}}`{verdict_text(row.verdict, row.fragile)} </{doc}>`{power_text}"
 
 
 def claims_side_by_side(results: list[dict]) -> str:
@@ -257,7 +261,7 @@ def headline_caption(results: list[dict]) -> str:
     placed = listing_runs(results)
     return (f"Each colour is one run ({placed}). Left: steps to unlearn of each quantile group "
             "against the group's median privacy loss, with the censoring-aware fit of "
-            "$a \\log(bP + 1)$; filled markers: unlearned within the budget, open: still "
+            "the log law $\\max(0, a \\log bP)$; filled markers: unlearned within the budget, open: still "
             "distinguishable at the budget $K$ (dotted line, censored), crosses: never "
             "distinguishable from retrained models. Right: the amplitude $A$ of the divergence "
             "response $D(k) = A e^{-ck} + \\text{floor}$ against the same $P$, with the "

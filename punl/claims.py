@@ -1,45 +1,53 @@
-"""Each claim of the study: the number that tests it, its interval, a verdict, and the verdicts
-under neighbouring analysis choices.
+"""Each claim of the study: the number that tests it, its interval, a verdict, its power at the
+effect measured, and the verdicts under neighbouring analysis choices.
 
-An analysis *choice* is the level at which a group is called distinguishable (adjusted p <= level),
-the design of the attack (all models, or half of each kind) and the order alpha of the privacy
-loss P the groups are placed by. The main choice is the configuration's level, all models and
-the primary score; its neighbours are the other levels of :data:`punl.analysis.LEVELS`, half the
-models, and the orders alpha / 2 and 2 alpha. A claim whose verdict changes under a neighbour
-is reported as fragile.
+An analysis *choice* is the level at which a point or group is called distinguishable, the
+design (all models, or half of each kind) and the order alpha of the privacy loss P. The main
+choice is the configuration's level, all models and the primary score; its neighbours are the
+other levels of :data:`punl.config.LEVELS`, half the models, and the orders alpha / 2 and
+2 alpha. A claim whose verdict changes under a neighbour is reported as fragile.
 
-Verdict rules (each claim's function states its own):
+Claims 1, 2 and 3 are decided on the per-point study where the run has one
+(:mod:`punl.pointclaims` states those rules), on the quantile groups otherwise; claims 2b, 4 and
+5 on the groups. Every rule says "supported" only where a test rejects the alternative at
+:data:`SIGNIFICANCE`, "not supported" only where an interval (or a test) excludes the claim's
+direction, and "inconclusive" otherwise:
 
-1. Most points unlearn in few steps, a few need close to retraining effort.
-2. Steps grow like a log(bP + 1): the thresholded steps rise with P and the log law fits them
-   at least as well as a line (censoring-aware likelihoods).
-2b. The bound's shape: the response amplitude A grows with P and one decay rate fits the
-   groups.
-3. P picks out the hard points better than each baseline: on the points where their ranks
-   disagree most, the group P ranks high is the harder one.
-4. Harder points sit behind higher loss barriers: the barrier on the forget points minus the
-   barrier on class-matched control points rises with P.
-5. The trends hold for the other methods: their response amplitudes rise with P.
+1. (groups) Supported when at least half of the quantile groups are unlearned within K/10 and
+   the top group needs at least T/2 steps or is censored; otherwise inconclusive (a share of
+   ten groups has no interval to exclude anything).
+2. (groups) The law test of :func:`punl.fits.law_test` over the quantile groups, as on points.
+2b. Supported when the response amplitude rises with P (Spearman, significant) and one decay
+   rate is not rejected (F-test); not supported when it falls significantly or the rates
+   differ (F-test p < 0.05).
+3. (groups) On the points where P and a baseline disagree most, the step-0 attack accuracy of
+   the group P ranks higher minus the other's, with a 95% interval: supported when every
+   interval lies above 0, not supported when one lies below.
+4. Harder points sit behind higher loss barriers: Spearman's rho of the quantile groups' P with
+   their controlled barrier, with a bootstrap interval; supported above 0, not supported below.
+5. The trend holds for each other method: the response amplitude rises with P (Spearman,
+   significant); not supported when it falls significantly.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-from . import analysis
+from . import analysis, pointclaims
 from .fits import spearman
-from .tables import CLAIMS, UnlearnTables
+from .power import spearman_power, z_power
+from .tables import CLAIMS, POINT_STEPS, UnlearnTables
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
-SIGNIFICANCE = 0.05  # two-sided level of the correlation tests inside the verdict rules
+SIGNIFICANCE = 0.05  # level of the tests inside the verdict rules
 
 
 @dataclass(frozen=True)
 class Choice:
-    """One analysis choice: level, attack design and the scores column that places groups."""
+    """One analysis choice: level, design and the scores column that places points or groups."""
 
     level: float
     design: str
@@ -49,7 +57,7 @@ class Choice:
 
 @dataclass(frozen=True)
 class Study:
-    """What the verdicts read: the stage's tables, the derived steps table and the settings."""
+    """What the verdicts read: the stages' tables, the derived steps tables and the settings."""
 
     tables: UnlearnTables
     steps: pd.DataFrame
@@ -62,14 +70,35 @@ class Study:
     training_steps: int
     level: float = 0.05
     seed: int = 0
+    point_steps: pd.DataFrame = field(default_factory=lambda: POINT_STEPS.frame([]))
+    point_checkpoints: tuple[int, ...] = ()
+    law_simulations: int = pointclaims.LAW_SIMULATIONS   # per side, in claim 2's law test
+
+    @property
+    def has_points(self) -> bool:
+        """Whether the run has a per-point study (claims 1 to 3 are then decided on it)."""
+        return bool((self.point_steps.set == "train").any())
 
     @property
     def checkpoints(self) -> np.ndarray:
-        return np.sort(self.tables.attack.step.unique())
+        """The unlearning checkpoints (shared by the group and the per-point study)."""
+        if len(self.tables.attack):
+            return np.sort(self.tables.attack.step.unique())
+        return np.asarray(self.point_checkpoints)
 
     def quantiles(self, method: str, choice: Choice) -> pd.DataFrame:
         rows = analysis.select(self.steps, method, choice.level, choice.design)
         return analysis.with_score(rows, self.tables.points, self.scores, choice.p_column)
+
+    def points(self, choice: Choice, kind: str = "train") -> pd.DataFrame:
+        """The per-point rows under ``choice`` (training points with their scores: P as ``p``,
+        the baselines by name; or the placebo's test points)."""
+        rows = pointclaims.select_points(self.point_steps, choice.level, choice.design, kind)
+        if kind != "train":
+            return rows
+        columns = list(dict.fromkeys([choice.p_column, *self.baselines]))
+        return pointclaims.with_scores(rows, self.scores, columns).assign(
+            p=lambda r: r[choice.p_column])
 
     def rng(self, *labels) -> np.random.Generator:
         from .groups import stream_seed
@@ -89,23 +118,27 @@ def _verdict(ok: bool | None) -> str:
     return INCONCLUSIVE if ok is None else SUPPORTED if ok else NOT_SUPPORTED
 
 
-def _untestable() -> dict:
+def _untestable(why: str = "nothing in this run to test it on") -> dict:
     """A claim's result where the run has nothing to test it on."""
-    return {"number": np.nan, "value": "n/a", "interval": "", "verdict": INCONCLUSIVE}
+    return {"number": np.nan, "value": why, "interval": "", "verdict": INCONCLUSIVE,
+            "power": np.nan}
 
 
 def _fmt(x: float, digits: int = 2) -> str:
-    return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
+    return analysis.fmt(x, digits + 1) if x is not None and np.isfinite(x) else "n/a"
 
 
-# ------------------------------------------------------------------------------------ claims
+def _pct(x: float) -> str:
+    return analysis.percent(x, 2)
+
+
+# ------------------------------------------------------------------------------ claim 1
 @depends_on("level", "design")
 def claim_quick(study: Study, choice: Choice) -> dict:
-    """Claim 1 over the quantile groups of the main method. Supported when at least half of the
-    quantile groups are unlearned within K/10 steps (a group never distinguishable counts as
-    unlearned at step 0, and their number is stated) and the top-m group needs at least T/2
-    steps (T the training steps) or is censored; inconclusive when neither the quantile groups
-    nor the top group are distinguishable at step 0 (nothing to unlearn at this design)."""
+    """Claim 1: on points where the run has a per-point study (:mod:`punl.pointclaims`), else on
+    the quantile groups (module docstring)."""
+    if study.has_points:
+        return _quick_points(study, choice)
     q = study.quantiles(study.primary_method, choice)
     top = analysis.select(study.steps, study.primary_method, choice.level, choice.design, "top")
     top = top[top.score == study.primary_score]
@@ -125,87 +158,161 @@ def claim_quick(study: Study, choice: Choice) -> dict:
                         f"{pts.null_step0_fraction.mean():.2f}), censored "
                         f"{pts.censored_fraction.mean():.2f} (null "
                         f"{pts.null_censored_fraction.mean():.2f})",
-            "verdict": _verdict(None if not measurable else quick >= 0.5 and hard)}
+            "verdict": _verdict(True if measurable and quick >= 0.5 and hard else None),
+            "power": np.nan}
+
+
+def _quick_points(study: Study, choice: Choice) -> dict:
+    r = pointclaims.quick_claim(study.points(choice), study.points(choice, "placebo"),
+                                study.budget, study.training_steps)
+    return {"number": r["quick"],
+            "value": f"{_pct(r['quick'])} of {analysis.fmt(r['points'])} points unlearned within "
+                     f"K/10 = {analysis.fmt(study.budget / 10)} steps; {_pct(r['hard'])} need at "
+                     f"least T/2 = {analysis.fmt(study.training_steps / 2)} steps or are "
+                     f"censored (placebo {_pct(r['hard_placebo'])})",
+            "interval": f"quick share [{_pct(r['quick_low'])}, {_pct(r['quick_high'])}]; hard "
+                        f"share above the placebo's {_pct(r['excess'])} "
+                        f"[{_pct(r['excess_low'])}, {_pct(r['excess_high'])}]",
+            "verdict": _verdict(r["ok"]), "power": r["power"]}
+
+
+# ------------------------------------------------------------------------------ claim 2
+def law_result(study: Study, choice: Choice) -> dict | None:
+    """Claim 2's measurement under ``choice`` (:func:`punl.pointclaims.log_law_claim` over the
+    points, or the quantile groups, with ``rows``); None with fewer than 3 rows. The chapters
+    call it too, so their numbers are the claims table's."""
+    rows = study.points(choice) if study.has_points else \
+        study.quantiles(study.primary_method, choice)
+    if len(rows) < 3:
+        return None
+    r = pointclaims.log_law_claim(rows, "p", study.checkpoints,
+                                  study.rng("law", choice.level, choice.design, choice.p_column),
+                                  study.law_simulations,
+                                  study.points(choice, "placebo") if study.has_points else None)
+    return {**r, "rows": rows}
 
 
 @depends_on("level", "design", "p_column")
 def claim_log(study: Study, choice: Choice) -> dict:
-    """Claim 2. Supported when Spearman's rho between the quantile groups' P and their steps
-    is positive and significant and the log law's likelihood is at least the line's; not
-    supported when rho <= 0 or the line fits better; inconclusive otherwise (no variation in
-    the steps, or rho not significant)."""
-    q = study.quantiles(study.primary_method, choice)
-    if len(q) < 3:
+    """Claim 2: the log law against a line (:func:`punl.pointclaims.log_law_claim`), over the
+    points where the run has a per-point study, else over the quantile groups."""
+    r = law_result(study, choice)
+    if r is None:
         return _untestable()
-    f = analysis.steps_fits(q, study.checkpoints)
-    rho, p = f["spearman"], f["spearman_p"]
-    ok = None
-    if np.isfinite(rho):
-        if rho <= 0 or f["log_likelihood_log"] < f["log_likelihood_line"]:
-            ok = False
-        elif p < SIGNIFICANCE:
-            ok = True
-    return {"number": rho,
-            "value": f"rho {_fmt(rho)} (p {_fmt(p, 3)}); log-likelihood log law "
-                     f"{_fmt(f['log_likelihood_log'], 1)} vs line {_fmt(f['log_likelihood_line'], 1)}",
-            "interval": f"{f['never_distinguishable']} never distinguishable, {f['censored']} "
-                        f"censored of {f['groups']} groups",
-            "verdict": _verdict(ok)}
+    law, rows = r["law"], r["rows"]
+    what = "points" if study.has_points else "quantile groups"
+    return {"number": law.statistic,
+            "value": f"log-likelihood of the log law minus the line's {_fmt(law.statistic, 1)} "
+                     f"over {analysis.fmt(len(rows))} {what}: line rejected p "
+                     f"{_fmt(law.p_line, 2)}, log law rejected p {_fmt(law.p_log, 2)}; "
+                     f"rho(steps, P) {_fmt(r['spearman'])}",
+            "interval": f"goodness of fit p: log law {_fmt(law.gof_log, 2)}, line "
+                        f"{_fmt(law.gof_line, 2)}"
+                        f"{' (neither law fits)' if max(law.gof_log, law.gof_line) <= SIGNIFICANCE else ''}"
+                        f"; fitted a = {_fmt(law.log_law['a'], 2)}, "
+                        f"b = {analysis.fmt(law.log_law['b'], 3)}",
+            "verdict": _verdict(r["ok"]), "power": r["power"]}
 
 
-def _response(study: Study, method: str, choice: Choice) -> dict:
+# ------------------------------------------------------------------------------ claim 2b
+def response(study: Study, method: str, choice: Choice) -> dict:
     q = study.quantiles(method, choice)
     return analysis.response_summary(q, study.tables.attack) if len(q) >= 3 else {}
 
 
+def _correlation_verdict(rho: float, p: float) -> bool | None:
+    """True when rho > 0 at SIGNIFICANCE, False when rho < 0 at SIGNIFICANCE, else None."""
+    if not np.isfinite(rho) or not np.isfinite(p) or p > SIGNIFICANCE:
+        return None
+    return bool(rho > 0)
+
+
 @depends_on("design", "p_column")
 def claim_shape(study: Study, choice: Choice) -> dict:
-    """Claim 2b. Supported when the response amplitude rises with P (rho > 0, significant) and a
-    shared decay rate is not rejected (F-test p >= 0.05 over the responding groups); not
-    supported when rho <= 0 or the rates differ (p < 0.05); inconclusive otherwise."""
-    r = _response(study, study.primary_method, choice)
+    """Claim 2b (module docstring)."""
+    r = response(study, study.primary_method, choice)
     if not r or not np.isfinite(r["spearman"]):
         return _untestable()
     rates_differ = np.isfinite(r["shared_rate_p"]) and r["shared_rate_p"] < SIGNIFICANCE
-    ok = None
-    if r["spearman"] <= 0 or rates_differ:
-        ok = False
-    elif r["spearman_p"] < SIGNIFICANCE and np.isfinite(r["shared_rate_p"]):
-        ok = True
+    trend = _correlation_verdict(r["spearman"], r["spearman_p"])
+    ok = False if (trend is False or rates_differ) else \
+        True if trend and np.isfinite(r["shared_rate_p"]) else None
+    groups = len(study.quantiles(study.primary_method, choice))
     return {"number": r["spearman"],
             "value": f"rho(A, P) {_fmt(r['spearman'])} (p {_fmt(r['spearman_p'], 3)}); shared "
                      f"rate {_fmt(r['shared_rate'], 3)}, F-test p {_fmt(r['shared_rate_p'], 3)} "
                      f"over {r['responding_groups']} responding groups",
             "interval": f"slope of log A on log P {_fmt(r['log_log_slope'])} "
                         f"[{_fmt(r['slope_low'])}, {_fmt(r['slope_high'])}]",
-            "verdict": _verdict(ok)}
+            "verdict": _verdict(ok),
+            "power": spearman_power(r["spearman"], groups, SIGNIFICANCE)}
 
 
-@depends_on("design", "p_column")
+# ------------------------------------------------------------------------------ claim 3
+@depends_on("level", "design", "p_column")
 def claim_metrics(study: Study, choice: Choice) -> dict:
-    """Claim 3. For every baseline, the disagreement groups' step-0 attack accuracies are
-    compared (difference with a 95% interval). Supported when the group P ranks higher is the
-    harder one for every baseline; not supported when for some baseline the other group is;
-    inconclusive otherwise. The per-point partial correlations are reported beside."""
-    d = analysis.disagreement_comparison(study.tables, study.steps, study.primary_score,
-                                         list(study.baselines), study.primary_method,
-                                         choice.level, choice.design)
+    """Claim 3: the hardest m points by P against the hardest m by each baseline where the run
+    has a per-point study (:func:`punl.pointclaims.hardest_claim`), else the disagreement
+    groups (module docstring)."""
+    if study.has_points:
+        return _metrics_points(study, choice)
+    d, partial = disagreement_result(study, choice)
     if d.empty:
         return _untestable()
-    partial = analysis.partial_correlations(
-        analysis.point_response(study.tables, study.primary_method), study.scores,
-        choice.p_column, list(d.baseline), study.rng("partial", choice.p_column), n_boot=200)
     value = "; ".join(f"vs {r.baseline}: {_fmt(r.difference, 3)} [{_fmt(r.low, 3)}, "
                       f"{_fmt(r.high, 3)}]" for r in d.itertuples())
     interval = "; ".join(f"partial rho(D, P | {r.baseline}) {_fmt(r.p_given_baseline)} "
                          f"[{_fmt(r.low)}, {_fmt(r.high)}]" for r in partial.itertuples())
     ok = False if (d.harder.isin(d.baseline)).any() else \
         True if (d.harder == "privacy loss").all() else None
+    power = min(float(z_power(r.difference, (r.high - r.low) / 3.92, SIGNIFICANCE))
+                for r in d.itertuples())
     return {"number": float(d.difference.min()), "value": value, "interval": interval,
-            "verdict": _verdict(ok)}
+            "verdict": _verdict(ok), "power": power}
 
 
-def _barrier_trends(study: Study, choice: Choice) -> tuple[pd.DataFrame, dict, dict]:
+def disagreement_result(study: Study, choice: Choice) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Claim 3's measurement on the disagreement groups under ``choice``: the comparison of
+    :func:`punl.analysis.disagreement_comparison` and the per-point partial correlations (empty
+    without disagreement groups). The group chapter calls it too."""
+    d = analysis.disagreement_comparison(study.tables, study.steps, study.primary_score,
+                                         list(study.baselines), study.primary_method,
+                                         choice.level, choice.design)
+    if d.empty:
+        return d, pd.DataFrame()
+    partial = analysis.partial_correlations(
+        analysis.point_response(study.tables, study.primary_method), study.scores,
+        choice.p_column, list(d.baseline), study.rng("partial", choice.p_column), n_boot=200)
+    return d, partial
+
+
+def hardest_result(study: Study, choice: Choice) -> dict | None:
+    """Claim 3's measurement on points under ``choice`` (:func:`punl.pointclaims.hardest_claim`);
+    None without baselines or with fewer than 20 points."""
+    rows = study.points(choice)
+    if not study.baselines or len(rows) < 20:
+        return None
+    return pointclaims.hardest_claim(rows, "p", list(study.baselines), study.budget,
+                                     study.rng("hardest", choice.level, choice.design,
+                                               choice.p_column))
+
+
+def _metrics_points(study: Study, choice: Choice) -> dict:
+    r = hardest_result(study, choice)
+    if r is None:
+        return _untestable("no baseline score to compare with")
+    d = r["comparison"]
+    value = "; ".join(f"hardest {analysis.fmt(int(x.m))} by P {_fmt(x.steps_p, 1)} steps vs "
+                      f"by {x.baseline} {_fmt(x.steps_baseline, 1)}: {_fmt(x.difference, 1)} "
+                      f"[{_fmt(x.low, 1)}, {_fmt(x.high, 1)}]" for x in d.itertuples())
+    interval = "; ".join(f"partial rho(steps, P | {x.baseline}) {_fmt(x.partial_rho)} "
+                         f"[{_fmt(x.low)}, {_fmt(x.high)}]" for x in r["partial"].itertuples())
+    return {"number": float(d.difference.min()), "value": value, "interval": interval,
+            "verdict": _verdict(r["ok"]), "power": r["power"]}
+
+
+# ------------------------------------------------------------------------------ claim 4
+def barrier_trends(study: Study, choice: Choice) -> tuple[pd.DataFrame, dict, dict]:
     """Claim 4's measurements under ``choice``: the controlled barriers, each quantile group's P
     and, for each (partner, points), the bootstrap trend of the controlled barrier with P."""
     controlled = analysis.controlled_barriers(study.tables.barriers, study.primary_method)
@@ -219,14 +326,12 @@ def _barrier_trends(study: Study, choice: Choice) -> tuple[pd.DataFrame, dict, d
 
 @depends_on("p_column")
 def claim_barriers(study: Study, choice: Choice) -> dict:
-    """Claim 4 on clean points at step 0 with the independent partner. Supported when Spearman's
-    rho between the quantile groups' P and their mean controlled barrier has a bootstrap
-    interval (over model pairs) above 0; not supported when rho <= 0; inconclusive otherwise."""
-    _, _, trends = _barrier_trends(study, choice)
+    """Claim 4 on clean points at step 0 with the independent partner (module docstring)."""
+    _, _, trends = barrier_trends(study, choice)
     main = trends[("independent", "clean")]
     if not np.isfinite(main["spearman"]):
         return _untestable()
-    ok = False if main["spearman"] <= 0 else True if main["low"] > 0 else None
+    ok = True if main["low"] > 0 else False if main["high"] < 0 else None
     others = "; ".join(f"{partner}, {points}: {_fmt(t['spearman'])} [{_fmt(t['low'])}, "
                        f"{_fmt(t['high'])}]" for (partner, points), t in trends.items()
                        if (partner, points) != ("independent", "clean") and t["groups"])
@@ -234,55 +339,87 @@ def claim_barriers(study: Study, choice: Choice) -> dict:
             "value": f"rho(P, controlled barrier) {_fmt(main['spearman'])} over "
                      f"{main['groups']} groups (independent partner, clean points)",
             "interval": f"[{_fmt(main['low'])}, {_fmt(main['high'])}]; {others}",
-            "verdict": _verdict(ok)}
+            "verdict": _verdict(ok),
+            "power": float(z_power(main["spearman"], (main["high"] - main["low"]) / 3.92,
+                                   SIGNIFICANCE))}
 
 
+# ------------------------------------------------------------------------------ claim 5
 def claim_method(method: str) -> Callable[[Study, Choice], dict]:
     @depends_on("design", "p_column")
     def claim(study: Study, choice: Choice) -> dict:
-        """Claim 5 for one method. Supported when its response amplitude rises with P (rho > 0,
-        significant); not supported when rho <= 0; inconclusive otherwise."""
-        r = _response(study, method, choice)
+        """Claim 5 for one method (module docstring)."""
+        r = response(study, method, choice)
         q = study.quantiles(method, choice)
         steps_rho = spearman(q.p, q.steps_to_unlearn)[0] if len(q) >= 3 else float("nan")
         if not r or not np.isfinite(r["spearman"]):
             return _untestable()
-        ok = False if r["spearman"] <= 0 else True if r["spearman_p"] < SIGNIFICANCE else None
         return {"number": r["spearman"],
                 "value": f"rho(A, P) {_fmt(r['spearman'])} (p {_fmt(r['spearman_p'], 3)}); "
                          f"rho(steps, P) {_fmt(steps_rho)}",
                 "interval": f"slope of log A on log P {_fmt(r['log_log_slope'])} "
                             f"[{_fmt(r['slope_low'])}, {_fmt(r['slope_high'])}]",
-                "verdict": _verdict(ok)}
+                "verdict": _verdict(_correlation_verdict(r["spearman"], r["spearman_p"])),
+                "power": spearman_power(r["spearman"], len(q), SIGNIFICANCE)}
     return claim
 
 
-CLAIMS_TESTED = {
-    "1. most points unlearn in few steps, a few need ~retraining effort": (
-        "share of quantile groups unlearned within K/10 steps; the top-m group's steps",
-        claim_quick),
-    "2. steps grow like a*log(b*P + 1) in the privacy loss P": (
-        "Spearman rho of steps with P over quantile groups; censored log-likelihoods, log law "
-        "vs line", claim_log),
-    "2b. the response amplitude grows with P at a shared decay rate (the bound's shape)": (
-        "Spearman rho of A with P in D(k) = A exp(-ck) + floor; F-test of one shared rate",
-        claim_shape),
-    "3. P picks out the hard points better than the baseline metrics": (
-        "step-0 attack accuracy, group ranked high by P minus group ranked high by the "
-        "baseline, on the points where they disagree most (the number: the smallest difference "
-        "over the baselines)", claim_metrics),
-    "4. harder points sit behind higher loss barriers (against a control)": (
-        "Spearman rho of P with the barrier on F minus the barrier on class-matched control "
-        "points, mean over model pairs", claim_barriers),
-}
+# ------------------------------------------------------------------------------ the claims
+@dataclass(frozen=True)
+class Claim:
+    """One claim: its id, statement, what measures it (on points, and on groups) and its test."""
+
+    id: str
+    statement: str
+    measure: str
+    group_measure: str
+    test: Callable[[Study, Choice], dict]
+
+    @property
+    def title(self) -> str:
+        """``2b. the response amplitude ...``: the claims table's ``claim`` column."""
+        return f"{self.id}. {self.statement}"
+
+
+CLAIMS_TESTED = (
+    Claim("1", "most points unlearn in few steps, a few need ~retraining effort",
+          "share of training points unlearned within K/10 steps; share needing at least T/2 "
+          "steps or censored, against the placebo's",
+          "share of quantile groups unlearned within K/10 steps; the top-m group's steps",
+          claim_quick),
+    Claim("2", "steps grow like a*log(b*P + 1) in the privacy loss P",
+          "log-likelihood of the log law minus the line's over the training points' censored "
+          "steps, by a parametric-bootstrap test",
+          "log-likelihood of the log law minus the line's over the quantile groups' censored "
+          "steps, by a parametric-bootstrap test", claim_log),
+    Claim("2b", "the response amplitude grows with P at a shared decay rate (the bound's shape)",
+          "Spearman rho of A with P in D(k) = A exp(-ck) + floor over quantile groups; F-test "
+          "of one shared rate", "", claim_shape),
+    Claim("3", "P picks out the hard points better than the baseline metrics",
+          "mean steps of the hardest m points by P minus the hardest m by each baseline "
+          "(m = 5% and 10% of N; the number: the smallest difference)",
+          "step-0 attack accuracy, group ranked high by P minus group ranked high by the "
+          "baseline, on the points where they disagree most (the number: the smallest "
+          "difference over the baselines)", claim_metrics),
+    Claim("4", "harder points sit behind higher loss barriers (against a control)",
+          "Spearman rho of P with the barrier on F minus the barrier on class-matched control "
+          "points, mean over model pairs", "", claim_barriers),
+)
 METHOD_MEASURE = "Spearman rho of the response amplitude A with P over quantile groups"
+
+
+def claims_for(study: Study) -> list[Claim]:
+    """The claims a study tests: the five, then claim 5 for each method but the primary."""
+    return [*CLAIMS_TESTED,
+            *(Claim("5", f"the trend holds for {m}", METHOD_MEASURE, "", claim_method(m))
+              for m in study.methods if m != study.primary_method)]
 
 
 # ------------------------------------------------------------------------------ neighbours
 def neighbours(study: Study, main: Choice, levels=analysis.LEVELS) -> list[Choice]:
     """The main choice's neighbours: the other levels, half the models, orders alpha/2, 2 alpha."""
     out = [replace(main, level=lv, label=f"level {lv:g}") for lv in levels if lv != main.level]
-    if (study.tables.attack.design == "half").any():
+    if (study.tables.attack.design == "half").any() or (study.point_steps.design == "half").any():
         out.append(replace(main, design="half", label="half the models"))
     prefix = "privacy_loss_a"
     if main.p_column.startswith(prefix):
@@ -298,30 +435,30 @@ def claims_table(study: Study) -> pd.DataFrame:
     """Every claim under the main choice (the study's level, all models, the primary score) with
     the verdicts of its neighbours; fragile when any neighbour's verdict differs."""
     main = Choice(study.level, "all", study.primary_score)
-    tested = dict(CLAIMS_TESTED)
-    for method in study.methods:
-        if method != study.primary_method:
-            tested[f"5. the trend holds for {method}"] = (METHOD_MEASURE, claim_method(method))
     rows = []
-    for claim, (measure, test) in tested.items():
+    for claim in claims_for(study):
         cache: dict = {}
 
         def run(choice: Choice) -> dict:
-            key = tuple(getattr(choice, f) for f in test.depends_on)
+            key = tuple(getattr(choice, f) for f in claim.test.depends_on)
             if key not in cache:
-                cache[key] = test(study, choice)
+                cache[key] = claim.test(study, choice)
             return cache[key]
 
         result = run(main)
         others = {c.label: run(c)["verdict"] for c in neighbours(study, main)}
-        rows.append({"claim": claim, "measure": measure,
-                     **{k: result[k] for k in ("number", "value", "interval", "verdict")},
+        on_points = study.has_points and claim.group_measure
+        rows.append({"claim": claim.title,
+                     "measure": claim.measure if on_points or not claim.group_measure
+                     else claim.group_measure,
+                     **{k: result[k] for k in ("number", "value", "interval", "verdict",
+                                               "power")},
                      "neighbours": "; ".join(f"{k}: {v}" for k, v in others.items()),
                      "fragile": any(v != result["verdict"] for v in others.values())})
     return CLAIMS.frame(rows)
 
 
-# ------------------------------------------------------------------------ chapters' findings
+# --------------------------------------------------------------------------- claim names
 def claim_id(claim: str) -> str:
     """The short name of a claim: ``2b`` for ``2b. the response ...``, ``5 (finetune)`` for
     ``5. the trend holds for finetune``."""
@@ -342,114 +479,3 @@ def verdicts(claims: pd.DataFrame) -> dict[str, str]:
         key = "claim_" + claim_id(row.claim).replace(" (", "_").rstrip(")")
         out[key] = verdict_text(row.verdict, row.fragile)
     return out
-
-
-def _status_counts(q: pd.DataFrame) -> dict[str, str]:
-    counts = q.status.value_counts()
-    return {k.replace(" ", "_"): analysis.fmt(int(counts.get(k, 0)))
-            for k in ("unlearned", "censored", "never distinguishable")}
-
-
-def _shared_rate_clause(r: dict) -> str:
-    if r["responding_groups"] < 2 or not np.isfinite(r["shared_rate_p"]):
-        return (f"only {r['responding_groups']} group(s) respond above the null at step 0, so "
-                "no decay rates are compared")
-    outcome = "differ between" if r["shared_rate_p"] < SIGNIFICANCE else \
-        "are consistent with one shared rate over"
-    return (f"the decay rates {outcome} the {r['responding_groups']} responding groups (F-test "
-            f"p = {analysis.fmt(r['shared_rate_p'], 2)})")
-
-
-def _disagreement_clause(d: pd.DataFrame) -> str:
-    if d.empty:
-        return "no disagreement groups were unlearned, so the metrics are not compared"
-    parts = []
-    for r in d.itertuples():
-        outcome = "harder" if r.harder == "privacy loss" else \
-            "easier" if r.harder == r.baseline else "not measurably harder"
-        parts.append(f"against {r.baseline} the group P ranks higher is {outcome} (step-0 "
-                     f"accuracy difference {analysis.fmt(r.difference, 2)}, 95% interval "
-                     f"[{analysis.fmt(r.low, 2)}, {analysis.fmt(r.high, 2)}])")
-    return "; ".join(parts)
-
-
-def _top_clause(top) -> str:
-    if top.status == "never distinguishable":
-        return "was never distinguishable from retrained models, not even at step 0"
-    if top.censored:
-        return "was still distinguishable at the end of the budget (censored)"
-    return f"was unlearned after {analysis.fmt(int(top.steps_to_unlearn))} steps"
-
-
-def unlearning_findings(study: Study, claims: pd.DataFrame) -> dict[str, str]:
-    """The numbers of the unlearning chapter's closing paragraph, as the book prints them, from
-    the same analyses as claims 1, 2, 2b and 3 under the main choice, with their verdicts."""
-    fmt = analysis.fmt
-    main = Choice(study.level, "all", study.primary_score)
-    q = study.quantiles(study.primary_method, main)
-    top = analysis.select(study.steps, study.primary_method, main.level, "all", "top")
-    top = top[top.score == study.primary_score].iloc[0]
-    f = analysis.steps_fits(q, study.checkpoints)
-    r = _response(study, study.primary_method, main) or \
-        {"spearman": np.nan, "spearman_p": np.nan, "responding_groups": 0,
-         "shared_rate_p": np.nan}
-    d = analysis.disagreement_comparison(study.tables, study.steps, study.primary_score,
-                                         list(study.baselines), study.primary_method,
-                                         main.level)
-    ll_log, ll_line = f["log_likelihood_log"], f["log_likelihood_line"]
-    fit = "the log law fits at least as well" if ll_log >= ll_line else "a line fits better"
-    return {"method": study.primary_method, "budget": fmt(study.budget),
-            "tenth": fmt(study.budget / 10), "groups": fmt(len(q)), **_status_counts(q),
-            "quick_share": analysis.percent((q.steps_to_unlearn <= study.budget / 10).mean()),
-            "top_clause": _top_clause(top),
-            "training_steps": fmt(study.training_steps),
-            "rho_steps": fmt(f["spearman"], 2), "rho_steps_p": fmt(f["spearman_p"], 2),
-            "ll_log": fmt(ll_log), "ll_line": fmt(ll_line), "fit_outcome": fit,
-            "rho_amplitude": fmt(r["spearman"], 2), "rho_amplitude_p": fmt(r["spearman_p"], 2),
-            "shared_rate_clause": _shared_rate_clause(r),
-            "disagreement_clause": _disagreement_clause(d), **verdicts(claims)}
-
-
-def barrier_findings(study: Study, claims: pd.DataFrame) -> dict[str, str]:
-    """The numbers of the loss-barrier chapter's closing paragraph, as the book prints them:
-    claim 4's trends of the controlled barrier with P (independent and coupled partner, clean
-    and flipped points) and the trends of the loss gap and the distance, with the verdict."""
-    fmt = analysis.fmt
-    controlled, p, trends = _barrier_trends(
-        study, Choice(study.level, "all", study.primary_score))
-    out = {}
-    for (partner, points), t in trends.items():
-        key = f"{partner}_{points}"
-        out[f"{key}_rho"] = fmt(t["spearman"], 2)
-        out[f"{key}_interval"] = f"[{fmt(t['low'], 2)}, {fmt(t['high'], 2)}]"
-        out[f"{key}_trend"] = analysis.trend(t["spearman"], t["low"], t["high"])
-        out[f"{key}_groups"] = fmt(t["groups"])
-    by_group = analysis.barrier_by_group(controlled, study.tables.groups)
-    main = by_group[(by_group.kind == "quantile") & (by_group.partner == "independent")
-                    & (by_group.points == "clean")]
-    main = main.assign(p=main.group.map(p))
-    for column in ("loss_gap", "distance"):
-        rho = spearman(main.p, main[column])[0] if len(main) >= 3 else np.nan
-        out[f"{column}_rho"] = fmt(rho, 2)
-    if out["independent_flipped_groups"] == "0":
-        out["flipped_clause"] = "No quantile group holds flipped points, so they are not shown apart."
-    else:
-        out["flipped_clause"] = (f"On flipped points the controlled barrier "
-                                 f"{out['independent_flipped_trend']} (ρ = "
-                                 f"{out['independent_flipped_rho']}, "
-                                 f"{out['independent_flipped_interval']}).")
-    return {**out, **verdicts(claims)}
-
-
-def summary_findings(claims: pd.DataFrame) -> dict[str, str]:
-    """The summary chapter's closing paragraph: which claims each verdict went to and which
-    verdicts are fragile."""
-    ids = claims.claim.map(claim_id)
-    named = {v: analysis.listing(list(ids[claims.verdict == v]))
-             for v in (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE)}
-    fragile = list(ids[claims.fragile.astype(bool)])
-    sentence = " ".join(f"{v.capitalize()}: {named[v]}." for v in named)
-    return {"claims": analysis.fmt(len(claims)), "verdict_sentence": sentence,
-            "fragile_sentence": (f"The verdicts on claims {analysis.listing(fragile)} change "
-                                 "under a neighbouring analysis choice, so they are fragile.")
-            if fragile else "No verdict changes under a neighbouring analysis choice."}

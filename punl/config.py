@@ -25,10 +25,19 @@ from .catalog import DATASETS, MODELS
 from .methods import METHODS
 from .tables import score_columns_for
 
-STAGES = ("train", "score", "unlearn")
+#: The stages in the order a run computes them: training, scoring, the per-point study and the
+#: group study (``unlearn``).
+STAGES = ("train", "score", "pointwise", "unlearn")
+#: The stages whose results each stage reads (its key covers their fields too).
+UPSTREAM = {"train": (), "score": ("train",), "pointwise": ("train",),
+            "unlearn": ("train", "score")}
+#: Fields of another stage that a stage reads besides those of its upstream stages: the
+#: per-point study unlearns with the group study's primary method, budget and checkpoints.
+READS = {"pointwise": ("primary_method", "unlearn_steps", "n_checkpoints", "unlearn_lr",
+                       "l1_penalty")}
 RUNTIME = "runtime"
 # Bumped whenever a stage's files change shape, so artifacts of an older format are not reused.
-ARTIFACT_FORMATS = {"train": 2, "score": 1, "unlearn": 2}
+ARTIFACT_FORMATS = {"train": 2, "score": 1, "pointwise": 1, "unlearn": 3}
 
 Check = Callable[[Any, "Config"], "str | None"]
 
@@ -100,6 +109,18 @@ def _methods(v, _):
     return None if len(set(v)) == len(v) else "lists a method twice"
 
 
+def _point_models(v, config):
+    if v == 0 or v * config.forget_probability >= MIN_MODELS_PER_SIDE:
+        return None
+    return (f"must be 0 (no per-point study) or give each point about {MIN_MODELS_PER_SIDE} or "
+            f"more models per side: point_models x forget_probability = "
+            f"{v * config.forget_probability:g}")
+
+
+def _forget_probability(v, _):
+    return None if 0 < v <= 0.5 else "must lie in (0, 0.5]"
+
+
 def _primary_method(v, config):
     return None if v in config.methods else f"must be one of methods {list(config.methods)}"
 
@@ -115,6 +136,9 @@ def _coupled(v, config):
         return "a paired reference needs runs >= 2"
     return None
 
+
+#: Models on each side of a point's test, at least, that the per-point study must expect.
+MIN_MODELS_PER_SIDE = 8
 
 #: The levels at which the unlearning tables record every verdict (the level and its
 #: neighbours in the claims).
@@ -197,6 +221,9 @@ class Config:
     primary_score: str = setting("privacy_loss_a8", "unlearn", _primary_score)  # quantile/top/bottom/random groups
     baseline_scores: tuple[str, ...] = setting(("avg_grad_norm",), "unlearn", _baseline_scores)
     n_groups: int = setting(5, "unlearn", _at_least(1))   # G quantile groups
+    # each baseline score's top-m group and its two disagreement groups with the primary score
+    # (claim 3 on groups; a run with a per-point study decides claim 3 on points instead)
+    baseline_groups: bool = setting(True, "unlearn")
     group_size: int = setting(20, "unlearn", _at_least(1))  # m points per group
     unlearn_steps: int = setting(200, "unlearn", _at_least(1))  # K, the budget in steps
     n_checkpoints: int = setting(8, "unlearn", _at_least(2))  # log-spaced checkpoints in [0, K]
@@ -212,6 +239,13 @@ class Config:
     # held-out deletion requests of each kind (random, mixed, single-class): unlearned like every
     # group, never used to fit a prediction or decide a claim; they validate punl.predict
     heldout_requests: int = setting(0, "unlearn", _at_least(0))
+    # --- the per-point study (punl.pointwise): M models, each trained on D and unlearning its
+    # own random forget set F_j (every training point in it independently with probability
+    # p_f), against M models retrained on D \ F_j; each point is tested on the models that
+    # forgot it. Also the unlearning fields read above: primary_method, unlearn_steps,
+    # n_checkpoints, unlearn_lr, l1_penalty.
+    point_models: int = setting(0, "pointwise", _point_models)   # M; 0: no per-point study
+    forget_probability: float = setting(0.1, "pointwise", _forget_probability)  # p_f
 
     def __post_init__(self):
         for f in fields(self):
@@ -229,10 +263,11 @@ class Config:
         return dataclasses.replace(self, **changes)
 
     def stage_key(self, stage: str) -> str:
-        """Hash of the fields that ``stage`` and its upstream stages depend on, and of their
-        artifact formats (12 hex chars)."""
-        upstream = STAGES[: STAGES.index(stage) + 1]
-        values = {n: _plain(getattr(self, n)) for s in upstream for n in stage_fields(s)}
+        """Hash of the fields that ``stage`` and its upstream stages depend on (with the fields
+        it reads from others, :data:`READS`), and of their artifact formats (12 hex chars)."""
+        upstream = [s for s in STAGES if s == stage or s in UPSTREAM[stage]]
+        names = [n for s in upstream for n in stage_fields(s)] + list(READS.get(stage, ()))
+        values = {n: _plain(getattr(self, n)) for n in names}
         values["_formats"] = [ARTIFACT_FORMATS[s] for s in upstream]
         blob = json.dumps(values, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -10,14 +10,23 @@ counting such groups as exactly 0 would shrink sigma and favour whichever curve 
     sum_exact log phi((y - mu)/sigma)/sigma + sum_interval log(Phi((hi - mu)/sigma) - Phi((lo - mu)/sigma))
         + sum_censored log(1 - Phi((K - mu)/sigma)),
 
-maximised for mu(P) = a log(b P + 1) (a, b > 0: the bound's shape) and for a line
-mu(P) = c + d P. Both have three parameters, so their log-likelihoods compare directly.
+maximised for the log law mu(P) = a log(b P) (a, b > 0) and for a line mu(P) = c + d P. Both
+have three parameters, so their log-likelihoods compare directly. The log law is the bound's
+shape, k = (1/c) log(P / eps'), for latent steps that may lie below 0: points with P below 1 / b
+are unlearned at once, and the steps grow by a log 2 for every doubling of P beyond. The law
+a log(bP + 1) states the same for recorded steps, which cannot lie below 0 (the + 1 keeps them
+there); here the censoring at 0 does that, and a log(bP + 1) itself, which is at least 0 for
+every P, could not place most points at 0 steps with any noise less than the whole spread.
 
 **Response curves.** The divergence between unlearned and retrained models at step k,
 D(k) = A exp(-c k) + floor (A, floor >= 0; c between log 2 / K, half of A gone within the budget
 K, and 5), by least squares; a shared-rate model (one c for
 all groups, A and floor per group) against per-group rates by the F-test of nested models,
 F = ((RSS_shared - RSS_free) / (G - 1)) / (RSS_free / (n - 3G)).
+
+**The log law against a line** (:func:`law_test`): a parametric-bootstrap likelihood-ratio test,
+since the two are not nested, with the power and each model's goodness of fit from the same
+simulations.
 
 **Partial rank correlation.** Spearman's rho of y with x given z: the Pearson correlation of the
 residuals of rank(y) and rank(x) after regressing each on rank(z).
@@ -63,65 +72,320 @@ class StepIntervals:
 
 
 def log_model(p, a, b):
-    return a * np.log1p(b * p)
+    """The log law's latent steps a log(b P) (P at or below 0 read as 1e-300: no steps)."""
+    return a * np.log(np.maximum(b * np.asarray(p, float), 1e-300))
+
+
+def recorded_log_model(p, a, b):
+    """The log law as recorded steps show it: max(0, a log(b P))."""
+    return np.maximum(log_model(p, a, b), 0.0)
+
+
+_LOG_SQRT_2PI = 0.5 * np.log(2 * np.pi)
+
+
+def _log_mass(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """log(Phi(b) - Phi(a)) for a < b (either may be infinite), computed in the tail where the
+    interval lies so that far-off intervals keep their digits."""
+    upper = a > 0                                    # both ends in the upper tail: use sf
+    hi = np.where(upper, special.log_ndtr(-a), special.log_ndtr(b))
+    lo = np.where(upper, special.log_ndtr(-b), special.log_ndtr(a))
+    with np.errstate(divide="ignore"):
+        return hi + np.log(np.clip(-np.expm1(lo - hi), 1e-300, None))
+
+
+class CensoredNormal:
+    """The log-likelihood of the module docstring for fixed intervals, with its gradient in
+    mu (one per observation) and in log sigma:
+
+        exact y:       d/dmu = z / sigma,                          d/dlog sigma = z^2 - 1
+        (lo, hi]:      d/dmu = (phi(a) - phi(b)) / (sigma D),      d/dlog sigma = (a phi(a) - b phi(b)) / D
+
+    with z = (y - mu) / sigma, a = (lo - mu) / sigma, b = (hi - mu) / sigma and
+    D = Phi(b) - Phi(a) (phi(+-inf) = a phi(a) = 0 at infinite ends)."""
+
+    def __init__(self, y: StepIntervals):
+        self.exact = np.asarray(y.lo == y.hi)
+        self.y = np.asarray(y.lo, float)[self.exact]
+        self.lo = np.asarray(y.lo, float)[~self.exact]
+        self.hi = np.asarray(y.hi, float)[~self.exact]
+
+    def __call__(self, mu: np.ndarray, log_sigma: float) -> tuple[float, np.ndarray, float]:
+        """(log-likelihood, d/dmu [n], d/dlog sigma)."""
+        sigma = np.exp(log_sigma)
+        grad_mu = np.empty(len(mu))
+        z = (self.y - mu[self.exact]) / sigma
+        ll = float(np.sum(-0.5 * z * z) - len(z) * (log_sigma + _LOG_SQRT_2PI))
+        grad_mu[self.exact] = z / sigma
+        grad_sigma = float(np.sum(z * z - 1))
+        a, b = (self.lo - mu[~self.exact]) / sigma, (self.hi - mu[~self.exact]) / sigma
+        log_d = _log_mass(a, b)
+        ll += float(log_d.sum())
+        def density(v):          # phi(v) / D, capped where D underflows (a far-off interval)
+            exponent = np.where(np.isfinite(v), -0.5 * v * v - _LOG_SQRT_2PI - log_d, -np.inf)
+            return np.exp(np.minimum(exponent, 700.0))
+
+        pa, pb = density(a), density(b)
+        grad_mu[~self.exact] = (pa - pb) / sigma
+        finite = lambda v: np.where(np.isfinite(v), v, 0.0)  # noqa: E731  (a phi(a) = 0 at inf)
+        grad_sigma += float(np.sum(finite(a) * pa - finite(b) * pb))
+        return ll, grad_mu, grad_sigma
 
 
 def interval_log_likelihood(mu: np.ndarray, sigma: float, y: StepIntervals) -> float:
     """The log-likelihood of the module docstring."""
-    exact = y.lo == y.hi
-    z = (y.lo[exact] - mu[exact]) / sigma
-    ll = np.sum(-0.5 * z * z) - exact.sum() * np.log(sigma * np.sqrt(2 * np.pi))
-    rest = ~exact
-    upper = special.ndtr((y.hi[rest] - mu[rest]) / sigma)          # 1 where hi = inf
-    lower = special.ndtr((y.lo[rest] - mu[rest]) / sigma)
-    return float(ll + np.log(np.clip(upper - lower, 1e-300, None)).sum())
+    return CensoredNormal(y)(np.asarray(mu, float), float(np.log(sigma)))[0]
 
 
-def _best(fun, starts):
-    results = [optimize.minimize(fun, x0, method="Nelder-Mead",
-                                 options={"xatol": 1e-8, "fatol": 1e-10, "maxiter": 4000})
+def _minimise(nll_grad, starts, bounds) -> optimize.OptimizeResult:
+    """L-BFGS-B from each start; the best result. Trial points far off (a = e^30, say) may
+    overflow: their value and gradient are capped, so the line search steps back."""
+    def capped(theta):
+        with np.errstate(over="ignore", invalid="ignore"):
+            value, grad = nll_grad(theta)
+        return (float(np.nan_to_num(value, nan=1e300, posinf=1e300)),
+                np.nan_to_num(grad, nan=0.0, posinf=1e300, neginf=-1e300))
+
+    results = [optimize.minimize(capped, np.asarray(x0, float), jac=True, method="L-BFGS-B",
+                                 bounds=bounds, options={"maxiter": 500})
                for x0 in starts]
     return min(results, key=lambda r: r.fun)
 
 
+#: Bounds of log a, log b and log sigma (sigma below 0.01 step means nothing for steps).
+_LOG_BOUNDS = [(-30, 30), (-30, 30), (-5, 30)]
+
+
+def _log_law_objective(p: np.ndarray, y: StepIntervals, likelihood=None):
+    """The negative log-likelihood of the log law and its gradient in
+    theta = (log a, log b, log sigma): mu = a log(b P), dmu/dlog a = mu, dmu/dlog b = a."""
+    likelihood = likelihood or CensoredNormal(y)
+
+    def nll_grad(theta):
+        a, b = np.exp(theta[:2])
+        mu = log_model(p, a, b)
+        ll, g_mu, g_sigma = likelihood(mu, theta[2])
+        return -ll, -np.array([g_mu @ mu, a * g_mu.sum(), g_sigma])
+    return nll_grad
+
+
 def log_law_nll(p: np.ndarray, y: StepIntervals) -> Callable[[np.ndarray], float]:
-    """The negative censored log-likelihood of steps ~ a log(b P + 1) + N(0, sigma^2) as a
+    """The negative censored log-likelihood of latent steps ~ a log(b P) + N(0, sigma^2) as a
     function of theta = (log a, log b, log sigma)."""
-    def nll(theta):
-        a, b, sigma = np.exp(np.clip(theta, -30, 30))
-        return -interval_log_likelihood(log_model(p, a, b), max(sigma, 1e-6), y)
-    return nll
+    objective = _log_law_objective(np.asarray(p, float), y)
+    return lambda theta: objective(np.clip(np.asarray(theta, float), -30, 30))[0]
 
 
-def fit_log_censored(p: np.ndarray, y: StepIntervals) -> dict[str, float]:
-    """ML fit of steps ~ a log(b P + 1) + noise with censoring: a, b, sigma, log-likelihood."""
+def fit_log_censored(p: np.ndarray, y: StepIntervals, start: dict | None = None,
+                     likelihood=None) -> dict[str, float]:
+    """ML fit of latent steps ~ a log(b P) + noise with censoring (module docstring): a, b,
+    sigma, log-likelihood. ``start`` (a previous fit) replaces the spread of starting values;
+    ``likelihood`` (default :class:`CensoredNormal` of ``y``) is any callable
+    (mu, log sigma) -> (log-likelihood, d/dmu, d/dlog sigma), such as :class:`FlaggedSteps`."""
     p = np.asarray(p, float)
-    mid = y.midpoints()
-    top = np.nanmax(mid)
-    scale = 1 / np.median(p[p > 0]) if np.any(p > 0) else 1.0
-    spread = max(float(np.std(mid)), 1.0)
-    nll = log_law_nll(p, y)
-    starts = [(np.log(max(top, 1.0) / np.log1p(s * scale * p.max())), np.log(s * scale),
-               np.log(spread)) for s in (0.01, 0.1, 1, 10, 100)]
-    best = _best(nll, starts)
-    a, b, sigma = np.exp(np.clip(best.x, -30, 30))
-    return {"a": float(a), "b": float(b), "sigma": float(sigma), "log_likelihood": -best.fun}
+    if start is not None:
+        starts = [np.log([start["a"], start["b"], start["sigma"]])]
+    else:
+        mid, logp = y.midpoints(), np.log(np.maximum(p, 1e-300))
+        slope, intercept = np.polyfit(logp, mid, 1) if np.ptp(logp) > 0 else (1.0, 0.0)
+        slope = slope if slope > 0 else max(float(np.std(mid)), 1.0)
+        spread = np.log(max(float(np.std(mid)), 1.0))
+        starts = [(np.log(slope * m), intercept / slope, spread) for m in (0.3, 1, 3)]
+    best = _minimise(_log_law_objective(p, y, likelihood), starts, _LOG_BOUNDS)
+    a, b, sigma = np.exp(best.x)
+    return {"a": float(a), "b": float(b), "sigma": float(sigma), "log_likelihood": -float(best.fun)}
 
 
-def fit_line_censored(p: np.ndarray, y: StepIntervals) -> dict[str, float]:
-    """ML fit of steps ~ c + d P + noise with censoring: intercept, slope, sigma, log-likelihood."""
+def fit_line_censored(p: np.ndarray, y: StepIntervals, start: dict | None = None,
+                      likelihood=None) -> dict[str, float]:
+    """ML fit of steps ~ c + d P + noise with censoring: intercept, slope, sigma, log-likelihood.
+    ``start`` and ``likelihood`` as for :func:`fit_log_censored`."""
     p = np.asarray(p, float)
-    mid = y.midpoints()
-    slope, intercept = np.polyfit(p, mid, 1) if np.ptp(p) > 0 else (0.0, mid.mean())
-    spread = max(float(np.std(mid)), 1.0)
+    likelihood = likelihood or CensoredNormal(y)
 
-    def nll(theta):
-        sigma = max(float(np.exp(np.clip(theta[2], -30, 30))), 1e-6)
-        return -interval_log_likelihood(theta[0] + theta[1] * p, sigma, y)
+    def nll_grad(theta):
+        ll, g_mu, g_sigma = likelihood(theta[0] + theta[1] * p, theta[2])
+        return -ll, -np.array([g_mu.sum(), g_mu @ p, g_sigma])
 
-    best = _best(nll, [(intercept, slope, np.log(spread)), (mid.mean(), 0.0, np.log(spread))])
+    if start is not None:
+        starts = [(start["intercept"], start["slope"], np.log(start["sigma"]))]
+    else:
+        mid = y.midpoints()
+        slope, intercept = np.polyfit(p, mid, 1) if np.ptp(p) > 0 else (0.0, mid.mean())
+        spread = np.log(max(float(np.std(mid)), 1.0))
+        starts = [(intercept, slope, spread), (mid.mean(), 0.0, spread)]
+    best = _minimise(nll_grad, starts, [(None, None), (None, None), _LOG_BOUNDS[2]])
     return {"intercept": float(best.x[0]), "slope": float(best.x[1]),
-            "sigma": float(np.exp(best.x[2])), "log_likelihood": -best.fun}
+            "sigma": float(np.exp(best.x[2])), "log_likelihood": -float(best.fun)}
+
+
+# ------------------------------------------------- the log law against a line, by simulation
+def category_edges(checkpoints: np.ndarray) -> np.ndarray:
+    """The edges of the recorded categories: r = 0 never distinguishable (-inf, 0], r = j
+    unlearned at checkpoint k_j (k_{j-1}, k_j], r = C censored (K, inf): [-inf, k_0 = 0, k_1,
+    .., K, inf]."""
+    return np.concatenate([[-np.inf], np.asarray(checkpoints, float), [np.inf]])
+
+
+def categories(y: StepIntervals, checkpoints: np.ndarray) -> np.ndarray:
+    """The recorded category of each interval (its upper end among the edges)."""
+    return np.searchsorted(category_edges(checkpoints)[1:], y.hi, side="left")
+
+
+def category_intervals(r: np.ndarray, checkpoints: np.ndarray) -> StepIntervals:
+    """The intervals of recorded categories r."""
+    edges = category_edges(checkpoints)
+    return StepIntervals(edges[r], edges[np.asarray(r) + 1])
+
+
+def threshold_steps(latent: np.ndarray, checkpoints: np.ndarray) -> StepIntervals:
+    """What the per-checkpoint criterion records of latent steps: (-inf, 0] at or below 0,
+    (K, inf) above the budget K, else (k_{j-1}, k_j] for the first checkpoint k_j at or above."""
+    r = np.searchsorted(np.asarray(checkpoints, float), np.asarray(latent, float), side="left")
+    return category_intervals(r, checkpoints)
+
+
+class FlaggedSteps:
+    """The likelihood of recorded steps with false flags: the recorded category is
+    R = max(c, F), c the category of the latent Gaussian steps and F a chance flag's category,
+    independent of c, with probabilities ``flags`` (F = 0: no flag). Per point,
+
+        P(R = r) = P(c = r) P(F <= r) + P(c < r) P(F = r),
+
+    with its gradient in mu and log sigma from those of the Gaussian cdf (the two terms
+    weighted by their shares of the point's probability). ``flags`` = (1, 0, .., 0) gives the
+    plain interval likelihood of :class:`CensoredNormal`."""
+
+    def __init__(self, y: StepIntervals, checkpoints: np.ndarray, flags: np.ndarray):
+        edges = category_edges(checkpoints)
+        r = categories(y, checkpoints)
+        self.lo, self.hi = edges[r], edges[r + 1]
+        with np.errstate(divide="ignore"):
+            self.log_at_most = np.log(np.cumsum(flags))[r]
+            self.log_at = np.log(np.asarray(flags, float))[r]
+
+    def __call__(self, mu: np.ndarray, log_sigma: float) -> tuple[float, np.ndarray, float]:
+        """(log-likelihood, d/dmu [n], d/dlog sigma)."""
+        sigma = np.exp(log_sigma)
+        a, b = (self.lo - mu) / sigma, (self.hi - mu) / sigma
+        log_c = _log_mass(a, b)
+        log_below = special.log_ndtr(a)
+        with np.errstate(invalid="ignore"):
+            log_l = np.logaddexp(log_c + self.log_at_most, log_below + self.log_at)
+            share_c = np.exp(log_c + self.log_at_most - log_l)
+            share_b = np.nan_to_num(np.exp(log_below + self.log_at - log_l))
+
+        def ratio(v, log_mass):      # phi(v) / mass, 0 at infinite v
+            with np.errstate(invalid="ignore"):
+                exponent = np.where(np.isfinite(v), -0.5 * v * v - _LOG_SQRT_2PI - log_mass,
+                                    -np.inf)
+            return np.exp(np.minimum(exponent, 700.0))
+
+        finite = lambda v: np.where(np.isfinite(v), v, 0.0)  # noqa: E731
+        ca, cb, ba = ratio(a, log_c), ratio(b, log_c), ratio(a, log_below)
+        grad_mu = (share_c * (ca - cb) - share_b * ba) / sigma
+        grad_sigma = share_c * (finite(a) * ca - finite(b) * cb) - share_b * finite(a) * ba
+        return float(log_l.sum()), grad_mu, float(grad_sigma.sum())
+
+
+def recorded_probabilities(mu: np.ndarray, sigma: float, checkpoints: np.ndarray,
+                           flags: np.ndarray | None = None) -> np.ndarray:
+    """P(R = r) for every point and category: [points, C + 1] (:class:`FlaggedSteps`)."""
+    cdf = special.ndtr((category_edges(checkpoints)[None, :] - mu[:, None]) / sigma)
+    latent = np.diff(cdf, axis=1)
+    if flags is None:
+        return latent
+    return latent * np.cumsum(flags)[None, :] + cdf[:, :-1] * np.asarray(flags)[None, :]
+
+
+def binned_pearson(p: np.ndarray, recorded: np.ndarray, probabilities: np.ndarray,
+                   coarse: np.ndarray, bins: int = 10) -> float:
+    """Goodness of fit: the points cut into ``bins`` quantile bins of P and their recorded
+    categories merged by ``coarse`` (category -> coarse category: never distinguishable, quick,
+    late, censored); Pearson's sum over the cells of (observed - expected)^2 / (expected + 1/2),
+    the expected counts from the model's ``probabilities`` [points, categories]. Calibrated by
+    simulation, never by a chi-square table."""
+    which = np.argsort(np.argsort(p, kind="stable"), kind="stable") * bins // len(p)
+    n_coarse = coarse.max() + 1
+    expected = np.stack([probabilities[:, coarse == c].sum(1) for c in range(n_coarse)], axis=1)
+    observed = np.eye(n_coarse)[coarse[recorded]]
+    e = np.stack([expected[which == b].sum(0) for b in range(bins)])
+    o = np.stack([observed[which == b].sum(0) for b in range(bins)])
+    return float(((o - e) ** 2 / (e + 0.5)).sum())
+
+
+@dataclass(frozen=True)
+class LawTest:
+    """The log law against a line on censored steps (:func:`law_test`)."""
+
+    log_law: dict
+    line: dict
+    statistic: float     # log-likelihood of the log law minus the line's
+    p_line: float        # small: the line is rejected in favour of the log law
+    p_log: float         # small: the log law is rejected in favour of the line
+    power: float         # P(p_line <= level) when the fitted log law holds
+    gof_log: float       # goodness-of-fit p-value of the log law
+    gof_line: float      # goodness-of-fit p-value of the line
+    simulations: int
+
+
+def _fit_both(p: np.ndarray, y: StepIntervals, likelihood, start=None) -> dict:
+    log = fit_log_censored(p, y, start and start["log"], likelihood)
+    line = fit_line_censored(p, y, start and start["line"], likelihood)
+    return {"log": log, "line": line,
+            "mu": {"log": log_model(p, log["a"], log["b"]),
+                   "line": line["intercept"] + line["slope"] * p},
+            "sigma": {"log": log["sigma"], "line": line["sigma"]}}
+
+
+def law_test(p: np.ndarray, y: StepIntervals, checkpoints: np.ndarray,
+             rng: np.random.Generator, simulations: int = 100, level: float = 0.05,
+             flags: np.ndarray | None = None) -> LawTest:
+    """A parametric-bootstrap likelihood-ratio test of latent steps ~ a log(bP) against
+    steps ~ c + dP (each with Gaussian noise, recorded at the checkpoints, with false flags of
+    probabilities ``flags`` where given: :class:`FlaggedSteps`; the two laws are not nested).
+
+    The statistic is Lambda = ll_log - ll_line. Data simulated from the fitted line (latent
+    steps recorded as the criterion records them, false flags drawn from ``flags``) and
+    refitted by both give Lambda's distribution when the line holds:
+    p_line = (1 + #{Lambda* >= Lambda}) / (1 + n). Data simulated from the fitted log law give
+    it when the log law holds: p_log = (1 + #{Lambda** <= Lambda}) / (1 + n), and the power,
+    the share of Lambda** above the line's (1 - level) quantile. The same simulations
+    calibrate each model's goodness of fit (:func:`binned_pearson`, with categories never
+    distinguishable, within K / 10, later, censored)."""
+    p, ck = np.asarray(p, float), np.asarray(checkpoints, float)
+    flags = np.eye(len(ck) + 1)[0] if flags is None else np.asarray(flags, float)
+    make = lambda ys: FlaggedSteps(ys, ck, flags)  # noqa: E731
+    quick = ck[ck <= ck[-1] / 10].max()
+    upper = category_edges(ck)[1:]
+    coarse = np.where(np.arange(len(ck) + 1) == 0, 0, np.where(upper <= quick, 1, np.where(
+        np.isfinite(upper), 2, 3)))
+    observed = _fit_both(p, y, make(y))
+
+    def pearson(fit, model, recorded):
+        probs = recorded_probabilities(fit["mu"][model], fit["sigma"][model], ck, flags)
+        return binned_pearson(p, recorded, probs, coarse)
+
+    gof_obs = {m: pearson(observed, m, categories(y, ck)) for m in ("log", "line")}
+    lam, gof = {"log": [], "line": []}, {"log": [], "line": []}
+    for truth in ("line", "log"):
+        for _ in range(simulations):
+            latent = observed["mu"][truth] + observed["sigma"][truth] * rng.standard_normal(len(p))
+            r = np.maximum(categories(threshold_steps(latent, ck), ck),
+                           rng.choice(len(flags), size=len(p), p=flags))
+            ys = category_intervals(r, ck)
+            refit = _fit_both(p, ys, make(ys), observed)
+            lam[truth].append(refit["log"]["log_likelihood"] - refit["line"]["log_likelihood"])
+            gof[truth].append(pearson(refit, truth, r))
+    lam = {k: np.asarray(v) for k, v in lam.items()}
+    share = lambda hits: float((1 + np.sum(hits)) / (1 + simulations))  # noqa: E731
+    statistic = observed["log"]["log_likelihood"] - observed["line"]["log_likelihood"]
+    critical = np.quantile(lam["line"], 1 - level)
+    return LawTest(observed["log"], observed["line"], float(statistic),
+                   share(lam["line"] >= statistic), share(lam["log"] <= statistic),
+                   float(np.mean(lam["log"] > critical)),
+                   share(np.asarray(gof["log"]) >= gof_obs["log"]),
+                   share(np.asarray(gof["line"]) >= gof_obs["line"]), simulations)
 
 
 # -------------------------------------------------------------------------- response curves

@@ -36,8 +36,8 @@ two identical distributions).
 
 **Per point.** Welch's t-test of a point's phi under the two kinds of model, and the accuracy
 1/2 + TV/2 of the optimal test between the two fitted Gaussians. A point is distinguishable at a
-checkpoint where its Holm-adjusted p-value over the checkpoints is at most the level
-(:func:`holm_adjusted`), so a point that never differs is flagged at some look with
+checkpoint where its p-value, Bonferroni-adjusted over the checkpoints, is at most the level
+(:func:`looks_adjusted`), so a point that never differs is flagged at some look with
 probability at most the level.
 """
 from __future__ import annotations
@@ -249,20 +249,16 @@ def gaussian_fit_accuracy(unlearned: np.ndarray, retrained: np.ndarray, grid: in
     return 0.5 + 0.5 * np.clip(tv, 0, 1)
 
 
-def holm_adjusted(p: np.ndarray, axis: int = 0) -> np.ndarray:
-    """Holm's step-down adjusted p-values along ``axis`` (the looks of one test): with the
-    m p-values sorted, p_(1) <= ... <= p_(m), the adjusted value of p_(i) is
-    max_{j <= i} min(1, (m - j + 1) p_(j)). Rejecting where it is at most the level keeps the
-    chance of any false rejection among the looks at most the level, whatever their
-    dependence (Holm 1979)."""
-    p = np.moveaxis(np.asarray(p, float), axis, 0)
-    m = len(p)
-    order = np.argsort(p, axis=0, kind="stable")
-    ranked = np.take_along_axis(p, order, 0) * (m - np.arange(m)).reshape(-1, *[1] * (p.ndim - 1))
-    ranked = np.minimum(np.maximum.accumulate(ranked, axis=0), 1.0)
-    out = np.empty_like(ranked)
-    np.put_along_axis(out, order, ranked, 0)
-    return np.moveaxis(out, 0, axis)
+def looks_adjusted(p: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Bonferroni-adjusted p-values over the looks along ``axis`` (the checkpoints of one test):
+    min(1, C p) for C looks. Rejecting where it is at most the level keeps the chance of any false
+    rejection among the looks at most the level, whatever their dependence. Unlike Holm's
+    step-down version, each look's threshold (level / C) does not depend on the other looks, so
+    the false flags of a point that is indistinguishable from some checkpoint on fall at its
+    later looks exactly as they fall at the same looks of a point that never differs: the
+    placebo's false flags are a measured model of them (:mod:`punl.fits`)."""
+    p = np.asarray(p, float)
+    return np.minimum(p * p.shape[axis], 1.0)
 
 
 def steps_to_unlearn(steps: np.ndarray, distinguishable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

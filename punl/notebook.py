@@ -15,8 +15,8 @@ import pandas as pd
 
 from .config import Config, load_config
 from .data import Dataset
-from .pipeline import (TrainedRuns, claims, ensure_scored, ensure_trained, ensure_unlearned,
-                       load_data, run_folder, study)
+from .pipeline import (TrainedRuns, claims, ensure_pointwise, ensure_scored, ensure_trained,
+                       ensure_unlearned, load_data, run_folder, study)
 from .store import ArtifactStore
 from .tables import UnlearnTables
 
@@ -57,9 +57,17 @@ class RunView:
         return ensure_unlearned(self.config, self.store, self.data, progress=False)
 
     @cached_property
+    def point_tables(self) -> dict[str, pd.DataFrame]:
+        """The per-point study's ``point_tests`` and ``point_utility`` (empty without one)."""
+        return ensure_pointwise(self.config, self.store, self.data, progress=False)
+
+    @cached_property
     def study(self):
-        """The tables, the derived ``steps`` table and the settings the claims read."""
-        return study(self.config, self.tables, self.scores, self.data.n_train)
+        """The tables, the derived ``steps`` and ``point_steps`` tables and the settings the
+        claims read."""
+        from .pointclaims import point_steps
+        return study(self.config, self.tables, self.scores, self.data.n_train,
+                     point_steps(self.point_tables["point_tests"]))
 
     @property
     def steps(self) -> pd.DataFrame:
@@ -67,7 +75,8 @@ class RunView:
 
     @cached_property
     def claims(self) -> pd.DataFrame:
-        return claims(self.study)
+        """The run's claims table, as the run computed and published it."""
+        return claims(self.study, self.config, self.store)
 
     @cached_property
     def measured(self):

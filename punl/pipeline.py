@@ -13,6 +13,7 @@ tables through the output contract of :mod:`punl.outputs` (staged, then swapped 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import platform
@@ -33,10 +34,12 @@ from .pergrad import Params
 from .preflight import check_accounting, check_groups, check_training
 from .recipe import resolve_device
 from .store import ArtifactStore, CorruptArtifact, RecomputeWarning, StageDir
-from .tables import CLAIMS, UnlearnTables
+from .tables import CLAIMS, POINT_TESTS, POINT_UTILITY, UnlearnTables
 
 # The files each stage's record must list (resume caches come on top).
+POINTWISE_SPECS = {"point_tests": POINT_TESTS, "point_utility": POINT_UTILITY}
 STAGE_FILES = {"train": ("ledger.npz", "models.pt"), "score": ("scores.parquet",),
+               "pointwise": tuple(spec.filename for spec in POINTWISE_SPECS.values()),
                "unlearn": tuple(spec.filename for spec in UnlearnTables.SPECS.values())}
 
 
@@ -245,6 +248,55 @@ class GroupCache:
             self.sd.save_parquet(self._name(group, t), frame)
 
 
+class ChunkCache:
+    """Each finished chunk of the per-point study (its moment sums and its models' accuracies)
+    under ``chunks/`` of the stage folder, so that an interrupted study resumes from them; a
+    chunk whose files do not match their digests is recomputed."""
+
+    def __init__(self, sd: StageDir):
+        self.sd = sd
+
+    def load(self, name: str):
+        from .pointwise import ChunkResult
+        files = (f"chunks/{name}.npz", f"chunks/{name}.parquet")
+        if not all(self.sd.file(f).exists() for f in files):
+            return None
+        try:
+            return ChunkResult(self.sd.load_npz(files[0])["moments"],
+                               POINT_UTILITY.check(self.sd.load_parquet(files[1])))
+        except (CorruptArtifact, ValueError, KeyError) as err:
+            _cache_warning("pointwise", f"chunk {name}", err)
+            return None
+
+    def save(self, name: str, result) -> None:
+        buf = io.BytesIO()
+        np.savez(buf, moments=result.moments)
+        self.sd.save_bytes(f"chunks/{name}.npz", buf.getvalue())
+        self.sd.save_parquet(f"chunks/{name}.parquet", result.utility)
+
+
+def load_pointwise(sd: StageDir) -> dict[str, pd.DataFrame]:
+    return {t: POINTWISE_SPECS[t].check(sd.load_parquet(POINTWISE_SPECS[t].filename))
+            for t in POINTWISE_SPECS}
+
+
+def ensure_pointwise(config: Config, store: ArtifactStore, data: Dataset | None = None,
+                     progress: bool = True) -> dict[str, pd.DataFrame]:
+    """The per-point study's tables (``point_tests``, ``point_utility``) of ``config``; empty
+    with ``point_models: 0``."""
+    apply_runtime(config)
+    from .pointwise import run_pointwise
+    found = reuse(config, store, "pointwise", load_pointwise)
+    if found is not None:
+        return found
+    data = load_data(config) if data is None else data
+    with store.producing(config, "pointwise") as out:
+        tables = run_pointwise(config, data, progress, ChunkCache(out))
+        for t, frame in tables.items():
+            out.save_parquet(POINTWISE_SPECS[t].filename, frame)
+    return tables
+
+
 def load_unlearned(sd: StageDir) -> UnlearnTables:
     return UnlearnTables(**{t: sd.load_parquet(spec.filename)
                             for t, spec in UnlearnTables.SPECS.items()})
@@ -269,20 +321,52 @@ def ensure_unlearned(config: Config, store: ArtifactStore, data: Dataset | None 
     return tables
 
 
-def study(config: Config, tables: UnlearnTables, scores: pd.DataFrame, n_train: int):
-    """What the claims read: the tables, the derived ``steps`` table and the settings."""
+def study(config: Config, tables: UnlearnTables, scores: pd.DataFrame, n_train: int,
+          point_steps: pd.DataFrame | None = None):
+    """What the claims read: the tables, the derived ``steps`` (and ``point_steps``) tables and
+    the settings."""
     from .analysis import group_steps
     from .claims import Study
     from .recipe import total_steps
+    from .unlearn import checkpoint_steps
+    extra = {} if point_steps is None else {"point_steps": point_steps}
     return Study(tables, group_steps(tables), scores, config.primary_score,
                  config.primary_method, tuple(config.methods), tuple(config.baseline_scores),
-                 config.unlearn_steps, total_steps(config, n_train), config.level, config.seed)
+                 config.unlearn_steps, total_steps(config, n_train), config.level, config.seed,
+                 point_checkpoints=tuple(int(k) for k in checkpoint_steps(
+                     config.unlearn_steps, config.n_checkpoints)), **extra)
 
 
-def claims(study_) -> pd.DataFrame:
-    """The claims table of a run (see :func:`punl.claims.claims_table`)."""
+#: The modules whose code decides the claims table: a change to any recomputes it.
+CLAIMS_CODE = ("analysis", "claims", "pointclaims", "fits", "power", "mia", "tables")
+
+
+def claims_key(config: Config) -> str:
+    """The claims table's cache key (12 hex chars): the keys of the stages it reads and the
+    source of the modules that compute it."""
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256(json.dumps({s: config.stage_key(s) for s in STAGES}).encode())
+    for name in CLAIMS_CODE:
+        h.update((here / f"{name}.py").read_bytes())
+    return h.hexdigest()[:12]
+
+
+def claims(study_, config: Config | None = None, store: ArtifactStore | None = None) -> pd.DataFrame:
+    """The claims table of a run (see :func:`punl.claims.claims_table`). With ``config`` and
+    ``store``, computed once and kept in ``claims-<key>/`` of the store (verified on reading),
+    so the chapters read the very table the run published without recomputing its simulations."""
     from .claims import claims_table
-    return CLAIMS.check(claims_table(study_))
+    if config is None or store is None:
+        return CLAIMS.check(claims_table(study_))
+    sd = StageDir(store.root / f"claims-{claims_key(config)}")
+    if sd.file("claims.parquet").exists():
+        try:
+            return CLAIMS.check(sd.load_parquet("claims.parquet"))
+        except (CorruptArtifact, ValueError) as err:
+            _cache_warning("claims", "claims table", err)
+    table = CLAIMS.check(claims_table(study_))
+    sd.save_parquet("claims.parquet", table)
+    return table
 
 
 def predictions(study_) -> dict[str, pd.DataFrame]:
@@ -301,15 +385,17 @@ def run_tables(config: Config, store: ArtifactStore, through: str = "unlearn",
     Every stage is checked here, the training stage included, so that whatever must be
     recomputed is recomputed now (with its warnings on the terminal), not later inside a
     notebook."""
+    from .pointclaims import point_steps
     data = load_data(config)
     ensure_trained(config, store, data, progress)
     if through == "score":
         return {"scores": ensure_scored(config, store, data, progress)}
+    points = ensure_pointwise(config, store, data, progress)
     tables = ensure_unlearned(config, store, data, progress)
     scores = ensure_scored(config, store, data, progress)
-    s = study(config, tables, scores, data.n_train)
-    return {"scores": scores, **dict(tables.items()), "steps": s.steps, "claims": claims(s),
-            **predictions(s)}
+    s = study(config, tables, scores, data.n_train, point_steps(points["point_tests"]))
+    return {"scores": scores, **dict(tables.items()), "steps": s.steps, **points,
+            "point_steps": s.point_steps, "claims": claims(s, config, store), **predictions(s)}
 
 
 def run_record(config: Config, command: str, **extra) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
-from .fits import log_model
+from .fits import recorded_log_model
 from .groups import group_kind
 from .ledger import Ledger
 
@@ -274,8 +274,8 @@ def steps_against_score(rows: pd.DataFrame, fitted: dict, budget: int, score: st
         f = fitted[method]
         if np.isfinite(f["log_a"]) and len(g):
             p = np.geomspace(max(g.p.min(), 1e-12), g.p.max(), 200)
-            ax.plot(p, log_model(p, f["log_a"], f["log_b"]), color="C1",
-                    label="fit a log(bP + 1)")
+            ax.plot(p, recorded_log_model(p, f["log_a"], f["log_b"]), color="C1",
+                    label="fit max(0, a log bP)")
         ax.axhline(budget, color="grey", lw=0.8, ls=":", label=f"budget K = {budget}")
         ax.set(title=method, xlabel=_score_label(score), xscale="log",
                ylabel="steps to unlearn", ylim=(-0.04 * budget, None))
@@ -584,7 +584,7 @@ def adaptive_against_fixed(fixed: pd.DataFrame, comparison: pd.DataFrame) -> plt
 # ---------------------------------------------------------------------------- across runs
 def headline_figure(runs: dict[str, dict]) -> plt.Figure:
     """The book's front figure, one colour per run: left, each quantile group's steps to
-    unlearn against its median privacy loss with the censoring-aware fit of a log(bP + 1)
+    unlearn against its median privacy loss with the censoring-aware fit of the log law max(0, a log bP)
     (filled: unlearned, open: censored, x: never distinguishable; dotted: each budget K);
     right, the response amplitude A against P (log-log) with the least-squares line of log A
     on log P. ``runs[name]`` holds ``rows`` (with ``p``), ``fit`` (from
@@ -600,7 +600,7 @@ def headline_figure(runs: dict[str, dict]) -> plt.Figure:
             left.scatter(part.p, part.steps_to_unlearn, s=22, **style)
         if np.isfinite(fit["log_a"]) and len(rows):
             p = np.geomspace(max(rows.p.min(), 1e-12), rows.p.max(), 200)
-            left.plot(p, log_model(p, fit["log_a"], fit["log_b"]), color=colour, label=name)
+            left.plot(p, recorded_log_model(p, fit["log_a"], fit["log_b"]), color=colour, label=name)
         else:
             left.plot([], [], color=colour, label=name)
         left.axhline(run["budget"], color=colour, lw=0.8, ls=":")

@@ -22,11 +22,13 @@ unlearned at checkpoint k_j = (k_{j-1}, k_j], censored = (K, inf), and never dis
 and the intervals). The censoring-aware maximum-likelihood fit
 (:func:`punl.fits.fit_log_censored`) of
 
-    steps ~ N(mu(x), sigma^2),   mu(x) = a log(b x + 1)
+    latent steps ~ N(mu(x), sigma^2),   mu(x) = a log(b x)
 
-gives the prediction mu(x), and its (1 - gamma) prediction interval is
+gives the prediction max(0, mu(x)), and its (1 - gamma) prediction interval is
 
     mu(x) -+ t_{1-gamma/2, n-3} sqrt(s^2 + grad' Cov grad),   grad = d mu / d(log a, log b),
+
+clipped at 0 as recorded steps are,
 
 with s^2 = sigma^2 n / (n - 3) (the maximum-likelihood sigma is biased low), Cov the inverse
 Hessian of the negative log-likelihood in (log a, log b, log sigma) (the delta method;
@@ -221,7 +223,8 @@ def flat_free_inverse(H: np.ndarray, tol: float = 1e-8) -> np.ndarray:
 
 @dataclass(frozen=True)
 class LogLawFit:
-    """steps ~ N(a log(b x + 1), sigma^2), with the covariance of (log a, log b)."""
+    """Latent steps ~ N(a log(b x), sigma^2) (:mod:`punl.fits`), recorded at or above 0, with
+    the covariance of (log a, log b)."""
 
     a: float
     b: float
@@ -229,16 +232,20 @@ class LogLawFit:
     cov: np.ndarray
     groups: int
 
-    def mean(self, x: float) -> float:
+    def latent(self, x: float) -> float:
         return float(fits.log_model(x, self.a, self.b))
 
+    def mean(self, x: float) -> float:
+        """The predicted steps: the latent law's value, or 0 where it lies below."""
+        return max(self.latent(x), 0.0)
+
     def interval(self, x: float, coverage: float = COVERAGE) -> tuple[float, float]:
-        """The prediction interval of the module docstring (lower end clipped at 0)."""
-        mu = self.mean(x)
-        grad = np.array([mu, self.a * self.b * x / (1 + self.b * x)])
+        """The prediction interval of the module docstring (clipped at 0, as steps are)."""
+        mu = self.latent(x)
+        grad = np.array([mu, self.a])          # d mu / d log a, d mu / d log b
         sd = np.sqrt(self.sigma ** 2 + max(float(grad @ self.cov @ grad), 0.0))
         half = stats.t.ppf(0.5 + coverage / 2, max(self.groups - 3, 1)) * sd
-        return max(mu - half, 0.0), mu + half
+        return max(mu - half, 0.0), max(mu + half, 0.0)
 
 
 def fit_steps(x: np.ndarray, y: fits.StepIntervals) -> LogLawFit:

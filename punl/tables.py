@@ -102,10 +102,32 @@ STEPS = TableSpec("steps", (
     "unlearned, censored), its steps to unlearn, and the fit D(k) = A exp(-c k) + floor of its "
     "divergence response")
 CLAIMS = TableSpec("claims", ("claim", "measure", "number", "value", "interval", "verdict",
-                              "neighbours", "fragile"),
+                              "power", "neighbours", "fragile"),
                    "one claim of the study: the number that tests it (``number``, and in words "
-                   "with its context, ``value``), its interval, the verdict, "
-                   "the verdicts under neighbouring analysis choices and whether any differs")
+                   "with its context, ``value``), its interval, the verdict, its power at the "
+                   "effect measured (NaN where no power model applies), the verdicts under "
+                   "neighbouring analysis choices and whether any differs")
+
+# --------------------------------------------------------------------------------- per point
+POINT_TESTS = TableSpec("point_tests", (
+    "set", "index", "method", "design", "step", "models", "mean_unlearned", "mean_retrained",
+    "sd_unlearned", "sd_retrained", "t", "p_value", "effect", "kl"),
+    "one point (set: train, or placebo for a test point never trained on) at one checkpoint of "
+    "the per-point study, at one design (all models, or half): the models per side that tested "
+    "it, the mean and sd of its phi under the unlearned and under the retrained models, Welch's "
+    "t and two-sided p-value, the effect d (mean difference over the pooled sd) and the "
+    "Gaussian-fit KL divergence")
+POINT_UTILITY = TableSpec("point_utility", (
+    "method", "model", "j", "step", "forget_acc", "retain_acc", "test_acc"),
+    "one model of the per-point study (unlearned, or its retrained reference) at one checkpoint: "
+    "its accuracy on its own forget set, its retain set and the test set")
+POINT_STEPS = TableSpec("point_steps", (
+    "set", "index", "method", "level", "design", "models", "status", "steps_to_unlearn",
+    "censored", "p_step0", "adjusted_p_step0", "min_adjusted_p", "effect_step0", "kl_step0"),
+    "one point of the per-point study at one level and design: its status (never "
+    "distinguishable, unlearned, censored) and steps to unlearn under Welch's test with Bonferroni's "
+    "adjustment over the checkpoints, its step-0 p-values and effect, and its smallest adjusted "
+    "p-value over the checkpoints")
 
 # --------------------------------------------------------------------------------- prediction
 HELDOUT_PREDICTIONS = TableSpec("heldout_predictions", (

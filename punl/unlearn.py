@@ -33,7 +33,7 @@ from .data import Dataset
 from .groups import (ForgetGroup, class_composition, disagreement_groups, group_kind,
                      heldout_groups, make_groups, stream_seed)
 from .methods import METHODS
-from .mia import (attack_track, gaussian_kl, holm_adjusted, lira_phi, relabellings,
+from .mia import (attack_track, gaussian_kl, looks_adjusted, lira_phi, relabellings,
                   steps_to_unlearn, welch_p_values)
 from .multimodel import many_accuracy, many_logits
 from .pergrad import Params
@@ -242,7 +242,7 @@ def point_table(split: GroupSplit, labels: dict, phi: np.ndarray, n_u: int):
 
 def point_null_table(split: GroupSplit, labels: dict, phi: np.ndarray, n_u: int,
                      rng: np.random.Generator, paired: bool):
-    """The per-point criterion (Welch's p, Holm-adjusted over the checkpoints, at most the
+    """The per-point criterion (Welch's p, Bonferroni-adjusted over the checkpoints, at most the
     level; indistinguishable from then to the end) under
     relabelled models: the mean share of points at step 0 and censored, per level."""
     n = min(split.config.n_permutations, 200)
@@ -251,7 +251,7 @@ def point_null_table(split: GroupSplit, labels: dict, phi: np.ndarray, n_u: int,
     rows = []
     for level in LEVELS:    # the levels a configuration may choose, its own among them
         steps, censored = steps_to_unlearn(split.checkpoints,
-                                           np.moveaxis(holm_adjusted(p, 1) <= level, 0, 1))
+                                           np.moveaxis(looks_adjusted(p, 1) <= level, 0, 1))
         rows.append({**labels, "level": level, "step0_fraction": float((steps == 0).mean()),
                      "censored_fraction": float(censored.mean())})
     return POINT_NULL.frame(rows)
@@ -343,15 +343,16 @@ def barrier_tables(split: GroupSplit, traj: MethodTrajectories):
 # ------------------------------------------------------------------------------ all groups
 def forget_groups(config: Config, scores) -> list[ForgetGroup]:
     """Every forget group of the configuration: quantile, bottom, top and random groups of the
-    primary score, the top group of every baseline score, and the two disagreement groups of
-    the primary score with every baseline score; then ``heldout_requests`` held-out requests of
+    primary score, with ``baseline_groups`` the top group of every baseline score and the two
+    disagreement groups of the primary score with every baseline score; then ``heldout_requests`` held-out requests of
     each kind (:func:`punl.groups.heldout_groups`)."""
     groups = make_groups(scores, config.primary_score, config.n_groups, config.group_size,
                          config.seed, ("quantile", "bottom", "top", "random"))
-    for score in config.baseline_scores:
+    baselines = config.baseline_scores if config.baseline_groups else ()
+    for score in baselines:
         groups += make_groups(scores, score, config.n_groups, config.group_size, config.seed,
                               ("top",))
-    for score in config.baseline_scores:
+    for score in baselines:
         groups += disagreement_groups(scores, config.primary_score, score, config.group_size)
     return groups + heldout_groups(scores, config.primary_score, config.heldout_requests,
                                    config.group_size, config.seed)
@@ -367,7 +368,8 @@ def run_unlearning(config: Config, data: Dataset, originals: list[Params], score
     groups = forget_groups(config, scores)
     done = {g.key: cache.load(g) for g in groups} if cache else {}
     todo = [g for g in groups if done.get(g.key) is None]
-    for group, tables in zip(todo, map_groups(config, data, originals, todo, progress)):
+    for i, tables in enumerate(map_groups(config, data, originals, todo, progress)):
+        group = todo[i]    # the generator runs to its end, so its progress bar reaches n of n
         if cache:
             cache.save(group, tables)
         done[group.key] = tables

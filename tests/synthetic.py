@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from punl.analysis import group_steps
+from punl.fits import log_model
 from punl.claims import Study
 from punl.tables import (ATTACK, BARRIERS, GROUPS, PATHS, POINT_NULL, POINTS, UNLEARNING,
                          UnlearnTables)
@@ -130,3 +131,74 @@ def make_study(truth: Truth | None = None) -> Study:
     scores = pd.DataFrame(scores_rows)
     return Study(tables, group_steps(tables), scores, P, t.methods[0], tuple(t.methods),
                  tuple(t.disagree), BUDGET, TRAINING_STEPS, 0.05, t.seed)
+
+
+# ---------------------------------------------------------------------------- the per-point study
+@dataclass
+class PointTruth:
+    """A per-point study with a known truth. Each training point's latent steps follow
+    ``law`` of the score ``driver`` ("log": a log(b x), "line": 8 x - 10, "none": 0)
+    plus N(0, ``noise``^2), recorded at CHECKPOINTS as the criterion does: the point's p-value
+    is 1e-4 at every checkpoint before its recorded step and uniform on (0, 1) from it on, so
+    an unlearned point is flagged by chance at later looks like any null point. The placebo's
+    p-values are uniform everywhere. Scores: P (``privacy_loss_a8``, log-normal) and two
+    baselines, each P times log-normal noise of sd ``baseline_noise`` (``driver`` "el2n" makes
+    the steps follow el2n instead, P then being the noisier one)."""
+
+    law: str = "log"
+    a: float = 40.0
+    b: float = 0.3
+    driver: str = P
+    noise: float = 15.0
+    points: int = 800
+    placebo: int = 600
+    baseline_noise: float = 0.8
+    shift: float = 0.0
+    tail: float = 0.0        # this share of the points with the highest driver never unlearns
+    seed: int = 0
+
+
+def _point_tests(kind, index, recorded, rng):
+    rows = []
+    for c, k in enumerate(CHECKPOINTS):
+        p = np.where(k < recorded, 1e-4, rng.uniform(size=len(index)))
+        rows.append(pd.DataFrame({
+            "set": kind, "index": index, "method": "sgld", "step": int(k), "models": 40,
+            "mean_unlearned": 0.0, "mean_retrained": 0.0, "sd_unlearned": 1.0,
+            "sd_retrained": 1.0, "t": 0.0, "p_value": p, "effect": np.where(k < recorded, 1.0, 0.0),
+            "kl": 0.0}))
+    frame = pd.concat(rows, ignore_index=True)
+    return pd.concat([frame.assign(design="all"), frame.assign(design="half")], ignore_index=True)
+
+
+def make_point_study(truth: PointTruth | None = None, law_simulations: int = 40) -> Study:
+    """The group study of :func:`make_study` with a per-point study of ``truth`` added."""
+    from dataclasses import replace
+    from punl.pointclaims import point_steps
+    from punl.tables import POINT_TESTS
+    t = truth or PointTruth()
+    rng = np.random.default_rng(t.seed)
+    p = np.exp(rng.normal(1, 1.2, t.points))
+    scores = pd.DataFrame({"index": np.arange(t.points), "label": rng.integers(0, 10, t.points),
+                           "flipped": False, P: p, "privacy_loss_a4": p / 2,
+                           "privacy_loss_a16": p * 2})
+    for b in ("avg_grad_norm", "el2n"):
+        scores[b] = p * np.exp(rng.normal(0, t.baseline_noise, t.points))
+    x = scores[t.driver].to_numpy()
+    law = {"log": log_model(x, t.a, t.b), "line": 8 * x - 10, "none": np.zeros_like(x)}[t.law]
+    latent = law + t.shift + rng.normal(0, t.noise, t.points)
+    latent[x >= np.quantile(x, 1 - t.tail)] += 1000 if t.tail else 0
+    recorded = fits_record(latent)
+    tests = pd.concat([_point_tests("train", np.arange(t.points), recorded, rng),
+                       _point_tests("placebo", np.arange(t.placebo), np.zeros(t.placebo), rng)],
+                      ignore_index=True)[list(POINT_TESTS.columns)]
+    base = make_study(Truth())
+    return replace(base, scores=scores, point_steps=point_steps(POINT_TESTS.check(tests)),
+                   baselines=("avg_grad_norm", "el2n"), law_simulations=law_simulations)
+
+
+def fits_record(latent):
+    """The checkpoint at which the criterion records latent steps (0 at or below 0, beyond the
+    budget censored: recorded as BUDGET + 1, flagged at every checkpoint)."""
+    j = np.searchsorted(CHECKPOINTS, np.clip(latent, 0, None))
+    return np.where(latent > BUDGET, BUDGET + 1, CHECKPOINTS[np.minimum(j, len(CHECKPOINTS) - 1)])

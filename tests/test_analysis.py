@@ -24,29 +24,38 @@ def _verdict(truth: Truth, claim: str, level: float = 0.05) -> str:
     return fn(study, Choice(level, "all", "privacy_loss_a8"))["verdict"]
 
 
-def test_the_synthetic_truth_gives_every_claim_supported():
-    assert set(_verdicts(Truth()).values()) == {"supported"}
+#: Groups whose steps grow linearly in log P (the log law), the rest as in Truth().
+LOG_TRUTH = Truth(steps=[0, 0, 2, 8, 16, 32, 32, 64, 128, 128])
+
+
+def test_a_log_law_truth_gives_every_claim_supported():
+    assert set(_verdicts(LOG_TRUTH).values()) == {"supported"}
 
 
 def test_claim_1_verdicts():
     assert _verdict(Truth(), "1") == "supported"
+    # a share of ten groups has no interval that could exclude the claim: on groups, claim 1
+    # is never "not supported", only not decided
     slow = Truth(steps=[128] * 10)                                  # every group needs long
-    assert _verdict(slow, "1") == "not supported"
+    assert _verdict(slow, "1") == "inconclusive"
     easy_top = Truth(top_steps=4)                                   # nothing needs long
-    assert _verdict(easy_top, "1") == "not supported"
+    assert _verdict(easy_top, "1") == "inconclusive"
     nothing = Truth(steps=[0] * 10, top_steps=0)                     # nothing to unlearn
     assert _verdict(nothing, "1") == "inconclusive"
 
 
 def test_claim_2_verdicts():
-    assert _verdict(Truth(), "2") == "supported"
+    assert _verdict(LOG_TRUTH, "2") == "supported"
+    # steps growing like P^0.7 (doubling per group while P grows 2.8-fold): a line fits better
+    assert _verdict(Truth(), "2") == "not supported"
     falling = Truth(steps=[128, 64, 32, 16, 8, 4, 2, 1, 0, 0])
     assert _verdict(falling, "2") == "not supported"
-    flat = Truth(steps=[4] * 10)                                    # no variation: no rho
-    assert _verdict(flat, "2") == "inconclusive"
+    flat = Truth(steps=[4] * 10)           # no growth at all: the flat line fits better
+    assert _verdict(flat, "2") == "not supported"
     linear = Truth(medians=list(np.linspace(1, 1000, 10)),
                    steps=[1, 16, 32, 64, 64, 128, 128, 128, 128, 128])
-    assert _verdict(linear, "2") in ("supported", "not supported")
+    # steps of 0.12 P recorded at the checkpoints: a line, which the law test prefers
+    assert _verdict(linear, "2") == "not supported"
 
 
 def test_claim_2b_verdicts():

@@ -17,7 +17,8 @@ ORDER = [
     "catalog", "methods", "tables", "config", "parallel",
     "data", "models", "pergrad", "multimodel", "sgd", "recipe", "ledger", "train",
     "privacy", "metrics", "mia", "groups", "shadow", "scores", "barriers", "unlearn",
-    "fits", "analysis", "claims", "predict", "adaptive", "plots", "store", "outputs", "preflight", "pipeline",
+    "pointwise",
+    "fits", "power", "analysis", "pointclaims", "claims", "findings", "predict", "adaptive", "plots", "pointplots", "store", "outputs", "preflight", "pipeline",
     "notebook", "plan", "book",
     "runner", "sweep",
     "cli",
@@ -96,6 +97,8 @@ def _changed(field: dataclasses.Field):
         return 4
     if field.name == "records_per_epoch":
         return 2.0
+    if field.name == "point_models":
+        return 128
     return alternatives[type(value)]
 
 
@@ -110,8 +113,19 @@ def test_every_field_changes_exactly_its_stage_keys(field):
     other = base.replace(**changes)
     assert getattr(other, field.name) != getattr(base, field.name)
     changed = [s for s in STAGES if base.stage_key(s) != other.stage_key(s)]
-    expected = [] if stage == RUNTIME else list(STAGES[STAGES.index(stage):])
-    assert changed == expected
+    assert changed == STAGE_FIELDS_CHANGE[stage].get(field.name, STAGE_FIELDS_CHANGE[stage][None])
+
+
+# The stage keys a field of each stage changes: its own stage and those downstream of it; an
+# unlearning field that the per-point study reads changes both studies.
+STAGE_FIELDS_CHANGE = {
+    "train": {None: ["train", "score", "pointwise", "unlearn"]},
+    "score": {None: ["score", "unlearn"]},
+    "pointwise": {None: ["pointwise"]},
+    "unlearn": {None: ["unlearn"], **{name: ["pointwise", "unlearn"] for name in (
+        "primary_method", "unlearn_steps", "n_checkpoints", "unlearn_lr", "l1_penalty")}},
+    RUNTIME: {None: []},
+}
 
 
 def test_stage_fields_partition_the_configuration():

@@ -124,7 +124,7 @@ def test_closing_paragraphs_glue_numbers_from_the_tables(book):
         nb = nbformat.read(chapter / name, as_version=4)
         used = set(GLUE_ROLE.findall(nb.cells[-1].source))
         assert used and used <= set(glued(nb)), (name, used - set(glued(nb)))
-    summary = glued(nbformat.read(chapter / "05_summary.ipynb", as_version=4))
+    summary = glued(nbformat.read(chapter / "06_summary.ipynb", as_version=4))
     table = pd.read_parquet(published / "claims.parquet")
     assert summary == claims_module.summary_findings(table)
     scores = pd.read_parquet(published / "scores.parquet")
@@ -150,8 +150,8 @@ def test_book_builds_without_warnings_and_shows_figures(book):
     generate_toc(root)
     html = build_book(root)
     pages = {"book/intro": 0, "book/methods": 0, "book/reproduce": 0, f"{run}/index": 0,
-             f"{run}/01_train": 3, f"{run}/02_score": 3, f"{run}/03_unlearn": 4,
-             f"{run}/04_loss_barriers": 3, f"{run}/05_summary": 0, f"{run}/06_predict": 4}
+             f"{run}/01_train": 3, f"{run}/02_score": 3, f"{run}/04_unlearn": 4,
+             f"{run}/05_loss_barriers": 3, f"{run}/06_summary": 0, f"{run}/07_predict": 4}
     for page, figures in pages.items():
         text = (html / f"{page}.html").read_text()
         assert text.count("<img") >= figures, page
@@ -162,14 +162,14 @@ def test_book_builds_without_warnings_and_shows_figures(book):
         assert "Show code cell source" in text, name
         assert "pasted-text" in text, name    # the closing paragraph's glued numbers
     intro = (html / "book/intro.html").read_text()
-    assert "Langevin" in intro and "supported" in (html / f"{run}/05_summary.html").read_text()
+    assert "Langevin" in intro and "supported" in (html / f"{run}/06_summary.html").read_text()
     # the front page: the headline figure, and every verdict linking to the run's summary
     assert "headline.png" in intro and (html / "_images").is_dir()
     table = pd.read_parquet(root / "runs/tiny/published/claims.parquet")
     claims_table = intro[intro.index("The claims of the study"):]
     claims_table = claims_table[:claims_table.index("</table>")]
-    assert claims_table.count(f'href="runs/{book["chapter"].name}/05_summary.html"') == len(table)
-    assert "measured:" in (html / f"{run}/06_predict.html").read_text()
+    assert claims_table.count(f'href="runs/{book["chapter"].name}/06_summary.html"') == len(table)
+    assert "measured:" in (html / f"{run}/07_predict.html").read_text()
 
 
 def test_bad_key_or_value_stops_before_any_notebook(tmp_path):
@@ -235,7 +235,7 @@ def test_toc_lists_runs_in_order_and_sweeps(tmp_path):
     for name in ("index.md", "02_score.ipynb", "01_train.ipynb", "09_extra.ipynb"):
         (run / name).write_text("")
     plan = RunPlan("digits-quick", (), root / "runs/a", run,
-                   (Path("t/02_score.ipynb"), Path("t/01_train.ipynb"), Path("t/03_unlearn.ipynb")))
+                   (Path("t/02_score.ipynb"), Path("t/01_train.ipynb"), Path("t/04_unlearn.ipynb")))
     (run / "run.json").write_text(json.dumps({"plan": plan.to_dict()}))
     (root / "book/runs/orphan").mkdir()          # no index.md: not a chapter
     (root / "book/sweeps/s").mkdir(parents=True)
@@ -256,7 +256,7 @@ def fake_result(name: str, verdicts: list[str]) -> dict:
     claims = pd.DataFrame({"claim": ["1. a", "2. steps grow like a*log(b*P + 1)"][:len(verdicts)],
                            "verdict": verdicts, "fragile": [False, True][:len(verdicts)]})
     return {"name": name, "index": f"book/runs/{name}/index",
-            "doc": f"book/runs/{name}/05_summary", "claims": claims}
+            "doc": f"book/runs/{name}/06_summary", "claims": claims}
 
 
 def test_landing_puts_every_runs_claims_side_by_side():
@@ -265,10 +265,10 @@ def test_landing_puts_every_runs_claims_side_by_side():
     lines = text.strip().splitlines()
     assert lines[0] == ("| claim | {doc}`a </book/runs/a/index>` | "
                         "{doc}`b </book/runs/b/index>` |")
-    assert lines[2] == ("| 1. a | {doc}`supported </book/runs/a/05_summary>` | "
-                        "{doc}`inconclusive </book/runs/b/05_summary>` |")
+    assert lines[2] == ("| 1. a | {doc}`supported </book/runs/a/06_summary>` | "
+                        "{doc}`inconclusive </book/runs/b/06_summary>` |")
     assert lines[3] == ("| 2. steps grow like a\\*log(b\\*P + 1) | "
-                        "{doc}`not supported, fragile </book/runs/a/05_summary>` | — |")
+                        "{doc}`not supported, fragile </book/runs/a/06_summary>` | — |")
     assert "No run is in the book yet" in landing_text([], None)
 
 

@@ -27,7 +27,7 @@ def screenshot_paths(chapter: str) -> dict:
     shutil.rmtree(folder, ignore_errors=True)
     return {"index.html": folder / "landing.png", "book/methods.html": folder / "methods.png",
             f"book/runs/{chapter}/01_train.html": folder / "01_train.png",
-            f"book/runs/{chapter}/03_unlearn.html": folder / "03_unlearn.png"}
+            f"book/runs/{chapter}/04_unlearn.html": folder / "04_unlearn.png"}
 
 
 def test_every_page_works_offline(tiny_html, tiny_run):

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from punl import analysis, claims
+from punl import analysis, claims, findings
 from punl.analysis import fmt, listing, percent, trend
 from punl.notebook import claims_markdown, table
 
@@ -47,12 +47,14 @@ def test_claims_table_carries_each_claims_number(truth):
     quick = (q.steps_to_unlearn <= BUDGET / 10).mean()
     assert table_.number.iloc[0] == quick
     rows = study.quantiles("sgld", claims.Choice(0.05, "all", "privacy_loss_a8"))
-    assert table_.number.iloc[1] == analysis.steps_fits(rows, study.checkpoints)["spearman"]
+    fitted = analysis.steps_fits(rows, study.checkpoints)
+    assert table_.number.iloc[1] == pytest.approx(
+        fitted["log_likelihood_log"] - fitted["log_likelihood_line"], rel=1e-9)
 
 
 def test_unlearning_findings_come_from_the_tables(truth):
     study, table_ = truth
-    found = claims.unlearning_findings(study, table_)
+    found = findings.unlearning_findings(study, table_)
     # Truth: groups unlearned from steps 0, 0, 1, 2, 4, 8, 16, 32, 64, 128; top group censored
     assert (found["unlearned"], found["never_distinguishable"], found["censored"]) == \
         ("8", "2", "0")
@@ -76,7 +78,7 @@ def _one_claim(study, number: str, rule) -> pd.DataFrame:
 
 def test_findings_say_when_a_claim_fails():
     study = make_study(Truth(steps=[128, 64, 32, 16, 8, 4, 2, 1, 0, 0]))
-    found = claims.unlearning_findings(study, _one_claim(study, "2", claims.claim_log))
+    found = findings.unlearning_findings(study, _one_claim(study, "2", claims.claim_log))
     assert found["claim_2"] == "not supported"
     assert float(found["rho_steps"]) < 0
     expected = ("the log law fits at least as well"
@@ -84,13 +86,13 @@ def test_findings_say_when_a_claim_fails():
                 else "a line fits better")
     assert found["fit_outcome"] == expected
     study = make_study(Truth(barrier=list(np.linspace(0.5, 0.0, 10))))
-    found = claims.barrier_findings(study, _one_claim(study, "4", claims.claim_barriers))
+    found = findings.barrier_findings(study, _one_claim(study, "4", claims.claim_barriers))
     assert found["independent_clean_trend"] == "falls" and found["claim_4"] == "not supported"
 
 
 def test_barrier_findings_come_from_the_tables(truth):
     study, table_ = truth
-    found = claims.barrier_findings(study, table_)
+    found = findings.barrier_findings(study, table_)
     assert found["independent_clean_trend"] == "rises"
     assert found["independent_clean_groups"] == "10"
     assert "No quantile group holds flipped points" in found["flipped_clause"]
@@ -102,7 +104,7 @@ def test_summary_findings_name_every_verdict_and_the_fragile_ones():
                            "verdict": ["supported", "not supported", "supported",
                                        "inconclusive"],
                            "fragile": [False, True, False, True]})
-    found = claims.summary_findings(table_)
+    found = findings.summary_findings(table_)
     assert found["claims"] == "4"
     assert found["verdict_sentence"] == ("Supported: 1 and 2b. Not supported: 2. "
                                          "Inconclusive: 5 (finetune).")

@@ -70,6 +70,6 @@ def test_punl_run_prints_progress_and_results_only(tiny_run, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert_quiet(done.stderr)
     assert "notebooks" in done.stderr                       # the progress bar
-    assert "05_summary.ipynb:" in done.stdout and "'reused'" in done.stdout
+    assert "06_summary.ipynb:" in done.stdout and "'reused'" in done.stdout
     warnings = [line for line in done.stderr.splitlines() if "warning" in line.lower()]
     assert not warnings, "\n".join(warnings)

@@ -1,0 +1,184 @@
+"""Each chapter's closing paragraph ("What we found"): its numbers as the book prints them,
+computed from the run's tables by the same analyses as the claims table, with the verdicts."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import analysis, pointclaims
+from .claims import (INCONCLUSIVE, NOT_SUPPORTED, SIGNIFICANCE, SUPPORTED, Choice, Study,
+                     barrier_trends, claim_id, hardest_result, law_result, response, verdicts)
+from .fits import spearman
+
+
+def _status_counts(q: pd.DataFrame) -> dict[str, str]:
+    counts = q.status.value_counts()
+    return {k.replace(" ", "_"): analysis.fmt(int(counts.get(k, 0)))
+            for k in ("unlearned", "censored", "never distinguishable")}
+
+
+def _shared_rate_clause(r: dict) -> str:
+    if r["responding_groups"] < 2 or not np.isfinite(r["shared_rate_p"]):
+        return (f"only {r['responding_groups']} group(s) respond above the null at step 0, so "
+                "no decay rates are compared")
+    outcome = "differ between" if r["shared_rate_p"] < SIGNIFICANCE else \
+        "are consistent with one shared rate over"
+    return (f"the decay rates {outcome} the {r['responding_groups']} responding groups (F-test "
+            f"p = {analysis.fmt(r['shared_rate_p'], 2)})")
+
+
+def _disagreement_clause(d: pd.DataFrame) -> str:
+    if d.empty:
+        return ("no disagreement groups were unlearned, so the metrics are not compared on groups "
+                "(claim 3 is then decided on the hardest points of the per-point study)")
+    parts = []
+    for r in d.itertuples():
+        outcome = "harder" if r.harder == "privacy loss" else \
+            "easier" if r.harder == r.baseline else "not measurably harder"
+        parts.append(f"against {r.baseline} the group P ranks higher is {outcome} (step-0 "
+                     f"accuracy difference {analysis.fmt(r.difference, 2)}, 95% interval "
+                     f"[{analysis.fmt(r.low, 2)}, {analysis.fmt(r.high, 2)}])")
+    return "; ".join(parts)
+
+
+def _top_clause(top) -> str:
+    if top.status == "never distinguishable":
+        return "was never distinguishable from retrained models, not even at step 0"
+    if top.censored:
+        return "was still distinguishable at the end of the budget (censored)"
+    return f"was unlearned after {analysis.fmt(int(top.steps_to_unlearn))} steps"
+
+
+def unlearning_findings(study: Study, claims: pd.DataFrame) -> dict[str, str]:
+    """The numbers of the unlearning chapter's closing paragraph, as the book prints them, from
+    the same analyses as claims 1, 2, 2b and 3 under the main choice, with their verdicts."""
+    fmt = analysis.fmt
+    main = Choice(study.level, "all", study.primary_score)
+    q = study.quantiles(study.primary_method, main)
+    top = analysis.select(study.steps, study.primary_method, main.level, "all", "top")
+    top = top[top.score == study.primary_score].iloc[0]
+    f = analysis.steps_fits(q, study.checkpoints)
+    r = response(study, study.primary_method, main) or \
+        {"spearman": np.nan, "spearman_p": np.nan, "responding_groups": 0,
+         "shared_rate_p": np.nan}
+    d = analysis.disagreement_comparison(study.tables, study.steps, study.primary_score,
+                                         list(study.baselines), study.primary_method,
+                                         main.level)
+    ll_log, ll_line = f["log_likelihood_log"], f["log_likelihood_line"]
+    fit = "the log law fits at least as well" if ll_log >= ll_line else "a line fits better"
+    return {"method": study.primary_method, "budget": fmt(study.budget),
+            "tenth": fmt(study.budget / 10), "groups": fmt(len(q)), **_status_counts(q),
+            "quick_share": analysis.percent((q.steps_to_unlearn <= study.budget / 10).mean()),
+            "top_clause": _top_clause(top),
+            "training_steps": fmt(study.training_steps),
+            "rho_steps": fmt(f["spearman"], 2), "rho_steps_p": fmt(f["spearman_p"], 2),
+            "ll_log": fmt(ll_log), "ll_line": fmt(ll_line), "fit_outcome": fit,
+            "rho_amplitude": fmt(r["spearman"], 2), "rho_amplitude_p": fmt(r["spearman_p"], 2),
+            "shared_rate_clause": _shared_rate_clause(r),
+            "disagreement_clause": _disagreement_clause(d), **verdicts(claims)}
+
+
+def barrier_findings(study: Study, claims: pd.DataFrame) -> dict[str, str]:
+    """The numbers of the loss-barrier chapter's closing paragraph, as the book prints them:
+    claim 4's trends of the controlled barrier with P (independent and coupled partner, clean
+    and flipped points) and the trends of the loss gap and the distance, with the verdict."""
+    fmt = analysis.fmt
+    controlled, p, trends = barrier_trends(
+        study, Choice(study.level, "all", study.primary_score))
+    out = {}
+    for (partner, points), t in trends.items():
+        key = f"{partner}_{points}"
+        out[f"{key}_rho"] = fmt(t["spearman"], 2)
+        out[f"{key}_interval"] = f"[{fmt(t['low'], 2)}, {fmt(t['high'], 2)}]"
+        out[f"{key}_trend"] = analysis.trend(t["spearman"], t["low"], t["high"])
+        out[f"{key}_groups"] = fmt(t["groups"])
+    by_group = analysis.barrier_by_group(controlled, study.tables.groups)
+    main = by_group[(by_group.kind == "quantile") & (by_group.partner == "independent")
+                    & (by_group.points == "clean")]
+    main = main.assign(p=main.group.map(p))
+    for column in ("loss_gap", "distance"):
+        rho = spearman(main.p, main[column])[0] if len(main) >= 3 else np.nan
+        out[f"{column}_rho"] = fmt(rho, 2)
+    if out["independent_flipped_groups"] == "0":
+        out["flipped_clause"] = "No quantile group holds flipped points, so they are not shown apart."
+    else:
+        out["flipped_clause"] = (f"On flipped points the controlled barrier "
+                                 f"{out['independent_flipped_trend']} (ρ = "
+                                 f"{out['independent_flipped_rho']}, "
+                                 f"{out['independent_flipped_interval']}).")
+    return {**out, **verdicts(claims)}
+
+
+def summary_findings(claims: pd.DataFrame) -> dict[str, str]:
+    """The summary chapter's closing paragraph: which claims each verdict went to and which
+    verdicts are fragile."""
+    ids = claims.claim.map(claim_id)
+    named = {v: analysis.listing(list(ids[claims.verdict == v]))
+             for v in (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE)}
+    fragile = list(ids[claims.fragile.astype(bool)])
+    sentence = " ".join(f"{v.capitalize()}: {named[v]}." for v in named)
+    return {"claims": analysis.fmt(len(claims)), "verdict_sentence": sentence,
+            "fragile_sentence": (f"The verdicts on claims {analysis.listing(fragile)} change "
+                                 "under a neighbouring analysis choice, so they are fragile.")
+            if fragile else "No verdict changes under a neighbouring analysis choice."}
+
+
+# ------------------------------------------------------------------------------ per point
+def _law_clause(r: dict | None) -> str:
+    if r is None:
+        return "there are too few points to fit the laws"
+    law = r["law"]
+    if law.p_line <= SIGNIFICANCE:
+        outcome = "rejects the line in favour of the log law"
+    elif law.p_log <= SIGNIFICANCE:
+        outcome = "rejects the log law in favour of the line"
+    else:
+        outcome = "rejects neither law"
+    fit = "passes" if law.gof_log > SIGNIFICANCE else "fails"
+    return (f"the likelihood-ratio test {outcome} (log-likelihood difference "
+            f"{analysis.fmt(law.statistic, 3)}; p = {analysis.fmt(law.p_line, 2)} against the "
+            f"line, p = {analysis.fmt(law.p_log, 2)} against the log law), and the log law "
+            f"{fit} its goodness-of-fit check (p = {analysis.fmt(law.gof_log, 2)}); were the "
+            f"fitted log law true, this design would reject the line with probability "
+            f"{analysis.percent(law.power)}")
+
+
+def _hardest_clause(r: dict | None) -> str:
+    if r is None:
+        return "no baseline score was compared"
+    parts = []
+    for x in r["comparison"].itertuples():
+        outcome = "more" if x.low > 0 else "fewer" if x.high < 0 else "not measurably more"
+        parts.append(f"the hardest {analysis.fmt(int(x.m))} by P need {outcome} steps than "
+                     f"those by {x.baseline} ({analysis.fmt(x.steps_p, 3)} against "
+                     f"{analysis.fmt(x.steps_baseline, 3)}, difference 95% interval "
+                     f"[{analysis.fmt(x.low, 2)}, {analysis.fmt(x.high, 2)}])")
+    return "; ".join(parts)
+
+
+def point_findings(study: Study, claims: pd.DataFrame, models: int,
+                   forget_probability: float) -> dict[str, str]:
+    """The numbers of the per-point chapter's closing paragraph, as the book prints them, from
+    the same analyses (and random streams) as claims 1, 2 and 3, with their verdicts."""
+    fmt, pct = analysis.fmt, analysis.percent
+    main = Choice(study.level, "all", study.primary_score)
+    rows, placebo = study.points(main), study.points(main, "placebo")
+    quick = pointclaims.quick_claim(rows, placebo, study.budget, study.training_steps)
+    rate = pointclaims.placebo_rate(study.point_steps, study.level)
+    power = pointclaims.design_power(rows, len(study.checkpoints), study.level)
+    counts = rows.status.value_counts()
+    return {"models": fmt(models), "forget_probability": fmt(forget_probability),
+            "per_side": fmt(power["models_per_side"]), "points": fmt(len(rows)),
+            "placebo_points": fmt(rate["points"]), "placebo_rate": pct(rate["rate"]),
+            "level": fmt(study.level), "placebo_bound": pct(study.level + 2 * rate["se"]),
+            "never": fmt(int(counts.get("never distinguishable", 0))),
+            "unlearned": fmt(int(counts.get("unlearned", 0))),
+            "censored": fmt(int(counts.get("censored", 0))),
+            "quick_share": pct(quick["quick"]), "tenth": fmt(study.budget / 10),
+            "hard_share": pct(quick["hard"]), "hard_placebo": pct(quick["hard_placebo"]),
+            "half_training": fmt(study.training_steps / 2),
+            "mde": fmt(power["mde"], 2), "looks": fmt(power["looks"]),
+            "above_mde": pct(power["share_above_mde"]),
+            "law_clause": _law_clause(law_result(study, main)),
+            "hardest_clause": _hardest_clause(hardest_result(study, main)),
+            **verdicts(claims)}
