@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import yaml
 
 from .config import STAGES, Config
@@ -224,20 +225,55 @@ def run_results(root: Path) -> list[dict]:
                         cfg["primary_method"], cfg["level"], cfg["primary_score"],
                         np.sort(tables["attack"].step.unique()))
         results.append({"name": folder.name, "index": _doc(folder / "index.md", root),
+                        "replication": replication_for(root, cfg["name"]),
                         "doc": _doc(summary[0] if summary else folder / "index.md", root),
                         "claims": tables["claims"], "budget": int(cfg["unlearn_steps"]),
                         "method": cfg["primary_method"], "score": cfg["primary_score"], **data})
     return results
 
 
-def verdict_cell(row, doc: str) -> str:
+#: The file a sweep over ``seed`` leaves in its chapter folder: each claim's replication
+#: (:func:`punl.sweep.replication_table`).
+REPLICATION = "replication.parquet"
+
+
+def replication_for(root: Path, config_name: str) -> pd.DataFrame | None:
+    """Each claim's replication over seeds for ``config_name`` (the sweeps over ``seed`` in the
+    book, :func:`punl.sweep.replication_table`), or None when the book has none."""
+    frames = []
+    for path in sorted((Path(root) / "book" / "sweeps").glob(f"*/{REPLICATION}")):
+        try:
+            frame = pd.read_parquet(path)
+        except (OSError, ValueError):
+            continue
+        frames.append(frame[frame.config == config_name])
+    frames = [f for f in frames if len(f)]
+    return frames[-1] if frames else None
+
+
+def replication_note(replication: pd.DataFrame | None, claim: str) -> str:
+    """``; over 5 seeds: supported 4, inconclusive 1`` for one claim, or empty."""
+    if replication is None:
+        return ""
+    match = replication[replication.claim == claim]
+    if match.empty:
+        return ""
+    r = match.iloc[0]
+    counts = ", ".join(f"{v} {int(r[v])}" for v in ("supported", "not supported", "inconclusive")
+                       if r[v])
+    return f"; over {int(r.runs)} seeds: {counts}"
+
+
+def verdict_cell(row, doc: str, replication: pd.DataFrame | None = None) -> str:
     """A claim's verdict (:func:`punl.claims.verdict_text`) linking to ``doc``, with its power
     at the effect measured where the claims table has one."""
     from .analysis import percent
     from .claims import verdict_text
     power = getattr(row, "power", float("nan"))
-    power_text = f" (power {percent(power)})" if isinstance(power, float) and np.isfinite(power) else ""
-    return f"{{doc}}`{verdict_text(row.verdict, row.fragile)} </{doc}>`{power_text}"
+    notes = (f"power {percent(power)}" if isinstance(power, float) and np.isfinite(power)
+             else "") + replication_note(replication, row.claim)
+    notes = f" ({notes.lstrip('; ')})" if notes else ""
+    return f"{{doc}}`{verdict_text(row.verdict, row.fragile)} </{doc}>`{notes}"
 
 
 def claims_side_by_side(results: list[dict]) -> str:
@@ -250,7 +286,8 @@ def claims_side_by_side(results: list[dict]) -> str:
         for r in results:
             match = r["claims"][r["claims"].claim == claim]
             row[f"{{doc}}`{r['name']} </{r['index']}>`"] = (
-                verdict_cell(next(match.itertuples()), r["doc"]) if len(match) else "—")
+                verdict_cell(next(match.itertuples()), r["doc"], r.get("replication"))
+                if len(match) else "—")
         rows.append(row)
     return md_table(rows)
 

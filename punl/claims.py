@@ -307,6 +307,9 @@ def _metrics_points(study: Study, choice: Choice) -> dict:
                       f"[{_fmt(x.low, 1)}, {_fmt(x.high, 1)}]" for x in d.itertuples())
     interval = "; ".join(f"partial rho(steps, P | {x.baseline}) {_fmt(x.partial_rho)} "
                          f"[{_fmt(x.low)}, {_fmt(x.high)}]" for x in r["partial"].itertuples())
+    if r["equivalent"]:
+        interval += (f"; within +-{analysis.percent(pointclaims.EQUIVALENCE)} of P's steps at "
+                     f"every m: {', '.join(r['equivalent'])}")
     return {"number": float(d.difference.min()), "value": value, "interval": interval,
             "verdict": _verdict(r["ok"]), "power": r["power"]}
 

@@ -9,6 +9,7 @@ from . import analysis, pointclaims
 from .claims import (INCONCLUSIVE, NOT_SUPPORTED, SIGNIFICANCE, SUPPORTED, Choice, Study,
                      barrier_trends, claim_id, hardest_result, law_result, response, verdicts)
 from .fits import spearman
+from .power import TARGET_POWER
 
 
 def _status_counts(q: pd.DataFrame) -> dict[str, str]:
@@ -116,11 +117,20 @@ def summary_findings(claims: pd.DataFrame) -> dict[str, str]:
     named = {v: analysis.listing(list(ids[claims.verdict == v]))
              for v in (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE)}
     fragile = list(ids[claims.fragile.astype(bool)])
+    power = claims.power if "power" in claims else pd.Series(np.nan, index=claims.index)
+    weak = list(ids[power < TARGET_POWER])
+    unknown = list(ids[~np.isfinite(power.astype(float))])
     sentence = " ".join(f"{v.capitalize()}: {named[v]}." for v in named)
     return {"claims": analysis.fmt(len(claims)), "verdict_sentence": sentence,
             "fragile_sentence": (f"The verdicts on claims {analysis.listing(fragile)} change "
                                  "under a neighbouring analysis choice, so they are fragile.")
-            if fragile else "No verdict changes under a neighbouring analysis choice."}
+            if fragile else "No verdict changes under a neighbouring analysis choice.",
+            "power_sentence": (f"At the effects measured, the tests of claims {analysis.listing(weak)} "
+                               f"have less than {analysis.percent(TARGET_POWER)} power, so a "
+                               "larger design could change their verdicts"
+                               if weak else "Every test has at least "
+                               f"{analysis.percent(TARGET_POWER)} power at the effect measured")
+            + (f"; claims {analysis.listing(unknown)} have no power model." if unknown else ".")}
 
 
 # ------------------------------------------------------------------------------ per point
@@ -182,3 +192,26 @@ def point_findings(study: Study, claims: pd.DataFrame, models: int,
             "law_clause": _law_clause(law_result(study, main)),
             "hardest_clause": _hardest_clause(hardest_result(study, main)),
             **verdicts(claims)}
+
+
+def point_prediction_findings(validation: pd.DataFrame, primary: str) -> dict[str, str]:
+    """The per-point prediction paragraph: each score's law against the constant predictors on
+    the held-out points."""
+    fmt, pct = analysis.fmt, analysis.percent
+    if validation.empty:
+        return {"point_clause": "This run has no per-point study, so no point is predicted."}
+    v = validation.set_index("predictor")
+    scores = v.drop(index=[c for c in ("0 steps", "median") if c in v.index])
+    best = scores.spearman.idxmax() if scores.spearman.notna().any() else None
+    parts = [f"On {fmt(int(v.points.iloc[0]))} held-out points, predicting 0 steps for every "
+             f"point errs by {fmt(v.loc['0 steps', 'mae'])} steps on average and the median by "
+             f"{fmt(v.loc['median', 'mae'])} (its 90% interval {fmt(v.loc['median', 'width'])} "
+             f"steps wide covers {pct(v.loc['median', 'coverage'])})"]
+    if primary in v.index:
+        r = v.loc[primary]
+        parts.append(f"the law of {primary} errs by {fmt(r.mae)} steps, ranks the points with "
+                     f"Spearman's rho {fmt(r.spearman, 2)}, and its intervals, "
+                     f"{fmt(r.width)} steps wide on average, cover {pct(r.coverage)}")
+    if best is not None:
+        parts.append(f"the best-ranking score is {best} (rho {fmt(v.loc[best, 'spearman'], 2)})")
+    return {"point_clause": "; ".join(parts) + "."}

@@ -85,6 +85,12 @@ class RunView:
         return MeasuredRun.of_study(self.study)
 
     @cached_property
+    def point_predictions(self) -> dict[str, pd.DataFrame]:
+        """The held-out points' predictions by every score and constant, and their validation."""
+        from .pipeline import point_prediction_tables
+        return point_prediction_tables(self.study)
+
+    @cached_property
     def predictions(self) -> dict[str, pd.DataFrame]:
         """The held-out requests' predictions, their validation and the adaptive rule."""
         from .predict import prediction_tables

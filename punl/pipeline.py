@@ -369,6 +369,25 @@ def claims(study_, config: Config | None = None, store: ArtifactStore | None = N
     return table
 
 
+def point_prediction_tables(study_) -> dict[str, pd.DataFrame]:
+    """Every score's and constant's prediction of the held-out points of the per-point study and
+    their validation (:mod:`punl.pointpredict`; empty without a per-point study)."""
+    from .claims import Choice
+    from .pointclaims import flag_distribution
+    from .pointpredict import point_predictions, point_validation
+    from .tables import POINT_PREDICTIONS, POINT_PREDICTION_VALIDATION
+    if not study_.has_points:
+        return {"point_predictions": POINT_PREDICTIONS.frame([]),
+                "point_prediction_validation": POINT_PREDICTION_VALIDATION.frame([])}
+    main = Choice(study_.level, "all", study_.primary_score)
+    columns = list(dict.fromkeys([study_.primary_score, *study_.baselines]))
+    flags = flag_distribution(study_.points(main, "placebo"), study_.checkpoints)
+    predicted = point_predictions(study_.points(main), columns, study_.checkpoints, flags,
+                                  study_.seed)
+    return {"point_predictions": predicted,
+            "point_prediction_validation": point_validation(predicted)}
+
+
 def predictions(study_) -> dict[str, pd.DataFrame]:
     """The prediction tables of a run (see :func:`punl.predict.prediction_tables`)."""
     from .predict import MeasuredRun, prediction_tables
@@ -395,7 +414,8 @@ def run_tables(config: Config, store: ArtifactStore, through: str = "unlearn",
     scores = ensure_scored(config, store, data, progress)
     s = study(config, tables, scores, data.n_train, point_steps(points["point_tests"]))
     return {"scores": scores, **dict(tables.items()), "steps": s.steps, **points,
-            "point_steps": s.point_steps, "claims": claims(s, config, store), **predictions(s)}
+            "point_steps": s.point_steps, "claims": claims(s, config, store), **predictions(s),
+            **point_prediction_tables(s)}
 
 
 def run_record(config: Config, command: str, **extra) -> dict[str, Any]:

@@ -33,8 +33,10 @@ lies within a stated margin, otherwise "inconclusive"; each with its power at th
    line when the fitted log law holds (:func:`punl.fits.law_test`).
 3. The hardest m points by P (m = 5% and 10% of N) take more steps than the hardest m by each
    baseline: the difference of mean steps (censored points at K) with a bootstrap interval over
-   points. Supported when every interval lies above 0, not supported when one lies below 0.
-   Beside it, the partial rank correlation of steps with P given each baseline.
+   points. Supported when every interval lies above 0; not supported when one lies below 0, or
+   when a baseline's intervals all lie within +-10% of P's mean steps (:data:`EQUIVALENCE`: that
+   baseline picks out points as hard as P's). Beside it, the partial rank correlation of steps
+   with P given each baseline.
 """
 from __future__ import annotations
 
@@ -54,6 +56,9 @@ SIGNIFICANCE = 0.05
 HARD_SHARE_MARGIN = 0.01
 #: The hardest-m sizes of claim 3, as shares of the training points.
 HARDEST_SHARES = (0.05, 0.10)
+#: Claim 3's equivalence margin: a baseline whose hardest m differ from P's by less than this
+#: share of P's mean steps, at 95% confidence and at every m, picks out points as hard as P's.
+EQUIVALENCE = 0.10
 #: Simulations of the log-law test per side; bootstrap resamples of claim 3.
 LAW_SIMULATIONS, BOOTSTRAP = 100, 200
 
@@ -247,13 +252,23 @@ def partial_step_correlations(rows: pd.DataFrame, p_column: str, baselines: list
     return pd.DataFrame(out)
 
 
+def equivalent_baselines(d: pd.DataFrame) -> list[str]:
+    """The baselines whose every interval (each m) lies within +-EQUIVALENCE of the mean steps
+    of the hardest m by P: they pick out points as hard as P's."""
+    margin = EQUIVALENCE * d.steps_p
+    inside = (d.low >= -margin) & (d.high <= margin)
+    return [b for b, ok in inside.groupby(d.baseline, sort=False).all().items() if ok]
+
+
 def hardest_claim(rows: pd.DataFrame, p_column: str, baselines: list[str], budget: int,
                   rng: np.random.Generator) -> dict:
     """Claim 3 on points (module docstring): the comparisons, verdict and power."""
     d = hardest_comparison(rows, p_column, baselines, budget, rng)
     partial = partial_step_correlations(rows, p_column, baselines, budget, rng)
-    ok = False if (d.high < 0).any() else True if (d.low > 0).all() else None
-    return {"comparison": d, "partial": partial, "ok": ok,
+    # every point recorded alike (all censored, say): no score can pick out anything
+    equivalent = equivalent_baselines(d) if np.ptp(counted_steps(rows, budget)) > 0 else []
+    ok = False if (d.high < 0).any() or equivalent else True if (d.low > 0).all() else None
+    return {"comparison": d, "partial": partial, "ok": ok, "equivalent": equivalent,
             "power": float(d.power.min()) if len(d) else np.nan}
 
 

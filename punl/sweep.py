@@ -187,7 +187,7 @@ def run_sweep(config: str, grid: dict[str, list], scheduler: str = "local", work
         table = pd.DataFrame(rows).sort_values("point", key=lambda c: c.map(order),
                                                ignore_index=True)
         atomic_write_parquet(out_root / "sweep.parquet", table)
-        write_sweep_chapter(name, table, grid, out_root, chapter_dir)
+        write_sweep_chapter(name, table, grid, out_root, chapter_dir, base.name)
     return table
 
 
@@ -284,8 +284,8 @@ def sweep_claims(table: pd.DataFrame, x: str, values: pd.Series, out_root: Path)
     for row, value in zip(table.itertuples(index=False), values):
         claims = read_published(out_root / row.point, "claims") if row.status != "failed" else None
         if claims is not None:
-            frames.append(claims[["claim", "measure", "number", "verdict", "fragile"]].assign(
-                **{"point": row.point, x: value}))
+            frames.append(claims[["claim", "measure", "number", "verdict", "power",
+                                  "fragile"]].assign(**{"point": row.point, x: value}))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -299,6 +299,38 @@ def verdict_grid(claims: pd.DataFrame, x: str) -> pd.DataFrame:
     grid.columns = [str(c) if x == "point" else f"{x} = {c:g}" if isinstance(c, float)
                     else f"{x} = {c}" for c in grid.columns]
     return grid.reindex(list(dict.fromkeys(claims.claim)))
+
+
+def replication_table(claims: pd.DataFrame, config: str) -> pd.DataFrame:
+    """Per claim over the points of a sweep (seeds, in a replication): how many points reached
+    each verdict, how many were fragile, the median and range of its number and the median
+    power."""
+    from .claims import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
+    rows = []
+    for claim, c in claims.groupby("claim", sort=False):
+        counts = c.verdict.value_counts()
+        rows.append({"config": config, "claim": claim, "runs": len(c),
+                     **{v: int(counts.get(v, 0)) for v in (SUPPORTED, NOT_SUPPORTED,
+                                                           INCONCLUSIVE)},
+                     "fragile": int(c.fragile.astype(bool).sum()),
+                     "number_median": float(c.number.median()),
+                     "number_min": float(c.number.min()), "number_max": float(c.number.max()),
+                     "power_median": float(c.power.median())})
+    return pd.DataFrame(rows)
+
+
+def replication_text(table: pd.DataFrame) -> str:
+    """One line per claim: ``2: supported 3 of 5, inconclusive 2 of 5 (fragile in 1); number
+    0.41 [0.2, 0.6]; median power 81%``."""
+    from .analysis import fmt, percent
+    lines = []
+    for r in table.to_dict("records"):
+        verdicts = ", ".join(f"{v} {r[v]} of {r['runs']}"
+                             for v in ("supported", "not supported", "inconclusive") if r[v])
+        lines.append(f"- {claim_id(r['claim'])}: {verdicts} (fragile in {r['fragile']}); "
+                     f"number {fmt(r['number_median'])} [{fmt(r['number_min'])}, "
+                     f"{fmt(r['number_max'])}]; median power {percent(r['power_median'])}.")
+    return "\n".join(lines) + "\n"
 
 
 def sweep_findings(claims: pd.DataFrame, x: str) -> str:
@@ -320,13 +352,13 @@ def _save(fig, path: Path) -> None:
 
 
 def write_sweep_chapter(name: str, table: pd.DataFrame, grid: dict[str, list], out_root: Path,
-                        chapter_dir: Path) -> Path:
+                        chapter_dir: Path, config_name: str | None = None) -> Path:
     """``book/sweeps/<name>/index.md``: what was swept, each claim's number and verdict against
     the swept value, the privacy loss and the steps, the per-point tables and what was found;
     written into a staging folder and swapped in whole."""
     import matplotlib
     matplotlib.use("Agg")
-    from .book import display_path, md_table
+    from .book import REPLICATION, display_path, md_table
     from .plots import claims_against, set_style, sweep_overview
     staged = StagedFolder(chapter_dir, chapter_dir.parent / f".staging-{chapter_dir.name}")
     folder = staged.begin()
@@ -356,6 +388,13 @@ def write_sweep_chapter(name: str, table: pd.DataFrame, grid: dict[str, list], o
                  "clean and of flipped points (log scale). Right: median steps to unlearn of the "
                  f"quantile groups (primary method, the run's level).\n```\n\n"
                  f"## What we found\n\n{sweep_findings(claims, x)}\n")
+        if x == "seed":
+            replication = replication_table(claims, config_name or name)
+            replication.to_parquet(folder / REPLICATION, index=False)
+            text += ("## Over seeds\n\nThe same configuration at every seed: how often each "
+                     "verdict came out, the median and range of each claim's number and the "
+                     "median power at the effects measured.\n\n"
+                     f"{replication_text(replication)}\n")
     numbers = summary.round(4).to_dict("records")
     status = table[["point", "status", "wall_s", "error"]].to_dict("records")
     text += (f"## Numbers per point\n\n{md_table(numbers)}\n"

@@ -129,6 +129,17 @@ POINT_STEPS = TableSpec("point_steps", (
     "adjustment over the checkpoints, its step-0 p-values and effect, and its smallest adjusted "
     "p-value over the checkpoints")
 
+POINT_PREDICTIONS = TableSpec("point_predictions", (
+    "predictor", "index", "predicted_steps", "steps_low", "steps_high", "measured_steps",
+    "censored", "covered", "error"),
+    "one held-out training point and one predictor (a score's fitted law, or a constant): the "
+    "predicted steps with their 90% interval, the steps the point recorded (censored counted at "
+    "K), whether the interval covers them and the absolute error")
+POINT_PREDICTION_VALIDATION = TableSpec("point_prediction_validation", (
+    "predictor", "points", "mae", "coverage", "width", "spearman"),
+    "one predictor over the held-out points: mean absolute error in steps, coverage and mean "
+    "width of its 90% intervals, Spearman's rho of predicted with recorded steps")
+
 # --------------------------------------------------------------------------------- prediction
 HELDOUT_PREDICTIONS = TableSpec("heldout_predictions", (
     "score", "aggregation", "group", "kind", "group_size", "x", "outside_range", "predicted_steps",

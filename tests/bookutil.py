@@ -9,7 +9,8 @@ REPO = Path(__file__).resolve().parent.parent
 TINY = ["n_train=200", "runs=2", "epochs=2", "record_every=5", "width=16", "group_size=8",
         "n_groups=2", "baseline_scores=[avg_grad_norm]", "unlearn_steps=8",
         "n_checkpoints=3", "retrain_seeds=4", "n_bootstrap=20", "n_permutations=50",
-        "barrier_points=5", "heldout_requests=1", "name=tiny"]
+        "barrier_points=5", "heldout_requests=1", "point_models=48",
+        "forget_probability=0.25", "name=tiny"]
 NOTEBOOKS = tuple(sorted(p.name for p in (REPO / "notebooks").glob("0*.ipynb")))
 CHAPTERS = ("intro.md", "methods.md", "reproduce.md")
 

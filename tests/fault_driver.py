@@ -64,6 +64,7 @@ def _points():
         "train-models": lambda: kill_on_call(
             store.StageDir, "save_torch", when=lambda self, name, obj: name == "models.pt"),
         "score": lambda: kill_on_call(scores, "score_table"),
+        "pointwise-chunk": lambda: kill_on_call(pipeline.ChunkCache, "save", after=True),
         "unlearn-group": lambda: kill_on_call(pipeline.GroupCache, "save", nth=2, after=True),
         "unlearn-tables": lambda: kill_on_call(
             store.StageDir, "save_parquet",

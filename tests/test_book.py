@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bookutil import NOTEBOOKS, REPO, TINY, make_book_root, make_notebooks_dir
 from punl import claims as claims_module
+from punl import findings
 from punl.book import (build_book, claims_side_by_side, generate_toc, landing_text, toc_data,
                        write_landing)
 from punl.config import ConfigError
@@ -48,14 +49,17 @@ def test_templates_have_parameters_cell_and_no_outputs():
 def test_run_executes_notebooks_and_writes_tables(book):
     root, first, chapter = book["root"], book["first"], book["chapter"]
     assert list(first["notebooks"]) == list(NOTEBOOKS)
-    assert first["stages"] == {"train": "computed", "score": "computed", "unlearn": "computed"}
+    assert first["stages"] == {"train": "computed", "score": "computed", "pointwise": "computed",
+                               "unlearn": "computed"}
     published = root / "runs/tiny/published"
     record = json.loads((published / "run.json").read_text())
     assert record["notebooks"] == book["second"]["notebooks"]
     scores = pd.read_parquet(published / "scores.parquet")
     assert len(scores) == 200 and {"privacy_loss_a8", "avg_grad_norm", "flipped"} <= set(scores)
     tables = ("groups", "unlearning", "attack", "points", "point_null", "barriers", "paths",
-              "steps", "claims", "heldout_predictions", "prediction_validation", "adaptive")
+              "steps", "claims", "heldout_predictions", "prediction_validation", "adaptive",
+              "point_tests", "point_utility", "point_steps", "point_predictions",
+              "point_prediction_validation")
     for table in tables:
         assert len(pd.read_parquet(published / f"{table}.parquet")) > 0, table
     assert set(record["tables"]) == {f"{t}.parquet" for t in ("scores", *tables)}
@@ -126,7 +130,7 @@ def test_closing_paragraphs_glue_numbers_from_the_tables(book):
         assert used and used <= set(glued(nb)), (name, used - set(glued(nb)))
     summary = glued(nbformat.read(chapter / "06_summary.ipynb", as_version=4))
     table = pd.read_parquet(published / "claims.parquet")
-    assert summary == claims_module.summary_findings(table)
+    assert summary == findings.summary_findings(table)
     scores = pd.read_parquet(published / "scores.parquet")
     found = glued(nbformat.read(chapter / "02_score.ipynb", as_version=4))
     assert found["median"] == claims_module.analysis.fmt(scores.privacy_loss_a8.median())
@@ -136,7 +140,8 @@ def test_closing_paragraphs_glue_numbers_from_the_tables(book):
 @pytest.mark.slow
 def test_rerun_reuses_artifacts(book):
     second, complete = book["second"], book["complete"]
-    assert second["stages"] == {"train": "reused", "score": "reused", "unlearn": "reused"}
+    assert second["stages"] == {"train": "reused", "score": "reused", "pointwise": "reused",
+                                "unlearn": "reused"}
     assert (complete.read_bytes(), complete.stat().st_mtime_ns) == book["complete_before"]
     print(f"first run {book['first']['notebooks']} s, rerun {second['notebooks']} s")
 

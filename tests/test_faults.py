@@ -37,7 +37,7 @@ DRIVER = Path(__file__).with_name("fault_driver.py")
 FAULT = ["n_train=120", "runs=2", "epochs=5", "record_every=4", "width=8", "batch_size=32",
          "group_size=6", "n_groups=2", "baseline_scores=[avg_grad_norm]", "unlearn_steps=4",
          "n_checkpoints=2", "retrain_seeds=2", "n_bootstrap=10", "barrier_points=3",
-         "workers=1", "name=fault"]
+         "workers=1", "point_models=32", "forget_probability=0.25", "name=fault"]
 OTHER = FAULT + ["sigma=1.0"]
 KILLED = -signal.SIGKILL
 
@@ -105,7 +105,7 @@ def reference(tmp_path_factory) -> tuple[Path, dict]:
 
 # ------------------------------------------------------------------------------------ kills
 STAGE_KILLS = {"train-run": "train", "train-models": "train", "score": "score",
-               "unlearn-group": "unlearn", "unlearn-tables": "unlearn", "publish-tables": None,
+               "pointwise-chunk": "pointwise", "unlearn-group": "unlearn", "unlearn-tables": "unlearn", "publish-tables": None,
                "publish-record": None, "swap": None}
 
 

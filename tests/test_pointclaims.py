@@ -58,6 +58,8 @@ def test_claim_3_on_points():
     assert _verdict(PointTruth(baseline_noise=1.5), claims.claim_metrics) == "supported"
     assert _verdict(PointTruth(driver="el2n"), claims.claim_metrics) == "not supported"
     assert _verdict(PointTruth(law="none", shift=300), claims.claim_metrics) == "inconclusive"
+    # a baseline equal to P picks out the same points: equivalent within the margin
+    assert _verdict(PointTruth(baseline_noise=0.0), claims.claim_metrics) == "not supported"
 
 
 def test_claims_table_decides_1_to_3_on_points_with_power_and_neighbours():

@@ -104,7 +104,11 @@ def test_readme_and_make_targets_run_in_tiny_mode(tmp_path, monkeypatch, schedul
     html = root / "_build" / "html"
     assert (html / "index.html").exists()
     assert sorted(p.name for p in (root / "book" / "sweeps").iterdir()) == sorted(
-        {"digits-quick-sigma"})
+        {"digits-quick-sigma", "digits-quick-seed"})
+    # the replication over seeds reaches the front page (the summary chapter of a run made
+    # after it reads it too: tests/test_sweep.py)
+    assert (root / "book" / "sweeps" / "digits-quick-seed" / "replication.parquet").exists()
+    assert "over 5 seeds" in (html / "book" / "intro.html").read_text()
     checks = [c for c in readme_commands() if c.startswith("python tests/sitecheck.py")]
     for command in checks:
         argv = shlex.split(command)[1:]

@@ -89,3 +89,29 @@ def test_verdict_grid_names_its_columns_by_the_swept_value():
     by_point = verdict_grid(claims.rename(columns={"sigma": "point"}).assign(
         point=["p1", "p2", "p1"]), "point")
     assert list(by_point.columns) == ["p1", "p2"]
+
+
+def test_replication_counts_each_verdict_over_seeds_and_the_front_page_reads_it(tmp_path):
+    from punl.book import REPLICATION, replication_for, replication_note
+    from punl.sweep import replication_table, replication_text
+    claims = pd.DataFrame({
+        "claim": ["1. a"] * 3 + ["2. b"] * 3, "measure": "m",
+        "number": [0.8, 0.9, 0.7, 1.0, -2.0, 3.0],
+        "verdict": ["supported", "supported", "inconclusive", "not supported", "supported",
+                    "supported"],
+        "power": [0.9, 0.95, 0.7, 0.5, 0.6, 0.7], "fragile": [False, True, False] * 2,
+        "point": ["s0", "s1", "s2"] * 2, "seed": [0, 1, 2] * 2})
+    table = replication_table(claims, "digits-quick")
+    one = table.set_index("claim").loc["1. a"]
+    assert (one.runs, one.supported, one.inconclusive, one["not supported"], one.fragile) == \
+        (3, 2, 1, 0, 1)
+    assert (one.number_min, one.number_median, one.number_max) == pytest.approx((0.7, 0.8, 0.9))
+    assert one.power_median == pytest.approx(0.9)
+    text = replication_text(table)
+    assert "- 1: supported 2 of 3, inconclusive 1 of 3 (fragile in 1)" in text
+    folder = tmp_path / "book" / "sweeps" / "seeds"
+    folder.mkdir(parents=True)
+    table.to_parquet(folder / REPLICATION, index=False)
+    found = replication_for(tmp_path, "digits-quick")
+    assert len(found) == 2 and replication_for(tmp_path, "other") is None
+    assert replication_note(found, "2. b") == "; over 3 seeds: supported 2, not supported 1"
