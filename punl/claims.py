@@ -10,13 +10,16 @@ other levels of :data:`punl.config.LEVELS`, half the models, and the orders alph
 Claims 1, 2 and 3 are decided on the per-point study where the run has one
 (:mod:`punl.pointclaims` states those rules), on the quantile groups otherwise; claims 2b, 4 and
 5 on the groups. Every rule says "supported" only where a test rejects the alternative at
-:data:`SIGNIFICANCE`, "not supported" only where an interval (or a test) excludes the claim's
-direction, and "inconclusive" otherwise:
+:data:`SIGNIFICANCE` (with checks that must not reject beside it: claim 2's goodness of fit and
+claim 2b's shared rate are vetoes, reported with their p-values), "not supported" only where an
+interval (or a test) excludes the claim's direction, and "inconclusive" otherwise; the group
+rule of claim 1 is the exception, a description of ten groups that tests nothing, which is why
+claim 1 is decided on points wherever a run has them:
 
 1. (groups) Supported when at least half of the quantile groups are unlearned within K/10 and
    the top group needs at least T/2 steps or is censored; otherwise inconclusive (a share of
    ten groups has no interval to exclude anything).
-2. (groups) The law test of :func:`punl.fits.law_test` over the quantile groups, as on points.
+2. (groups) The law test of :func:`punl.lawtest.law_test` over the quantile groups, as on points.
 2b. Supported when the response amplitude rises with P (Spearman, significant) and one decay
    rate is not rejected (F-test); not supported when it falls significantly or the rates
    differ (F-test p < 0.05).
@@ -81,10 +84,11 @@ class Study:
 
     @property
     def checkpoints(self) -> np.ndarray:
-        """The unlearning checkpoints (shared by the group and the per-point study)."""
-        if len(self.tables.attack):
-            return np.sort(self.tables.attack.step.unique())
-        return np.asarray(self.point_checkpoints)
+        """The unlearning checkpoints (the per-point study's where the run has one, else the
+        group study's; both use the configuration's)."""
+        if self.point_checkpoints or not len(self.tables.attack):
+            return np.asarray(self.point_checkpoints)
+        return np.sort(self.tables.attack.step.unique())
 
     def quantiles(self, method: str, choice: Choice) -> pd.DataFrame:
         rows = analysis.select(self.steps, method, choice.level, choice.design)

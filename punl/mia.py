@@ -119,12 +119,17 @@ def attack_accuracy(phi: np.ndarray, labels: np.ndarray, fold: np.ndarray) -> np
     return split_attack_accuracy(u, r, fold)
 
 
+def gaussian_kl_of_moments(mu_u, var_u, mu_r, var_r):
+    """KL(N(mu_u, var_u) || N(mu_r, var_r)) (module docstring), each variance raised by 1e-12
+    so that a sample without spread stays finite."""
+    var_u, var_r = var_u + 1e-12, var_r + 1e-12
+    return 0.5 * np.log(var_r / var_u) + (var_u + (mu_u - mu_r) ** 2) / (2 * var_r) - 0.5
+
+
 def gaussian_kl(unlearned: np.ndarray, retrained: np.ndarray) -> np.ndarray:
     """KL(N(mu_u, s_u^2) || N(mu_r, s_r^2)) per point of [..., models, points] arrays."""
-    mu_u, mu_r = unlearned.mean(-2), retrained.mean(-2)
-    var_u = unlearned.var(-2, ddof=1) + 1e-12
-    var_r = retrained.var(-2, ddof=1) + 1e-12
-    return 0.5 * np.log(var_r / var_u) + (var_u + (mu_u - mu_r) ** 2) / (2 * var_r) - 0.5
+    return gaussian_kl_of_moments(unlearned.mean(-2), unlearned.var(-2, ddof=1),
+                                  retrained.mean(-2), retrained.var(-2, ddof=1))
 
 
 def mean_kl(phi: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -255,8 +260,9 @@ def looks_adjusted(p: np.ndarray, axis: int = 0) -> np.ndarray:
     rejection among the looks at most the level, whatever their dependence. Unlike Holm's
     step-down version, each look's threshold (level / C) does not depend on the other looks, so
     the false flags of a point that is indistinguishable from some checkpoint on fall at its
-    later looks exactly as they fall at the same looks of a point that never differs: the
-    placebo's false flags are a measured model of them (:mod:`punl.fits`)."""
+    later looks as they fall at the same looks of a point that never differs (where its effect
+    is gone from that checkpoint on): the placebo's false flags are a measured model of them
+    (:mod:`punl.lawtest`)."""
     p = np.asarray(p, float)
     return np.minimum(p * p.shape[axis], 1.0)
 

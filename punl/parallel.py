@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from typing import Callable, Iterator, Sequence
 
 _PR_SET_PDEATHSIG = 1
 
@@ -42,3 +43,17 @@ def process_pool(workers: int) -> ProcessPoolExecutor:
 def can_start_workers() -> bool:
     """False inside a daemonic process (a dask worker, say), which may not start children."""
     return not multiprocessing.current_process().daemon
+
+
+def map_in_order(fn: Callable, jobs: Sequence, workers: int, desc: str,
+                 progress: bool) -> Iterator:
+    """Yield ``fn(job)`` for every job, in order, on ``workers`` spawned processes (one process
+    with a single worker or job, or inside a daemonic process such as a dask worker), with a
+    progress bar that reaches n of n when the caller runs the iterator to its end."""
+    from tqdm import tqdm
+    bar = dict(total=len(jobs), desc=desc, disable=not progress)
+    if workers <= 1 or len(jobs) <= 1 or not can_start_workers():
+        yield from (fn(j) for j in tqdm(jobs, **bar))
+        return
+    with process_pool(workers) as pool:
+        yield from tqdm(pool.map(fn, jobs), **bar)

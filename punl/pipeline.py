@@ -338,7 +338,8 @@ def study(config: Config, tables: UnlearnTables, scores: pd.DataFrame, n_train: 
 
 
 #: The modules whose code decides the claims table: a change to any recomputes it.
-CLAIMS_CODE = ("analysis", "claims", "pointclaims", "fits", "power", "mia", "tables")
+CLAIMS_CODE = ("analysis", "claims", "pointclaims", "fits", "lawtest", "power", "mia", "tables",
+               "groups", "unlearn", "recipe", "config", "pipeline")
 
 
 def claims_key(config: Config) -> str:
@@ -354,7 +355,9 @@ def claims_key(config: Config) -> str:
 def claims(study_, config: Config | None = None, store: ArtifactStore | None = None) -> pd.DataFrame:
     """The claims table of a run (see :func:`punl.claims.claims_table`). With ``config`` and
     ``store``, computed once and kept in ``claims-<key>/`` of the store (verified on reading),
-    so the chapters read the very table the run published without recomputing its simulations."""
+    so every chapter reads the very table the run published without recomputing all of its
+    simulations (a chapter that shows a claim's measurement recomputes that one, from the same
+    random streams, so its numbers equal the table's)."""
     from .claims import claims_table
     if config is None or store is None:
         return CLAIMS.check(claims_table(study_))

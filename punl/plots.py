@@ -485,7 +485,7 @@ def cost_curves(calibration: pd.DataFrame, curves: pd.DataFrame, heldout: pd.Dat
         c = curves[curves.aggregation == how]
         ax.fill_between(c.x, c.steps_low, np.minimum(c.steps_high, budget * 1.5), color="C1",
                         alpha=0.2, label="90% prediction interval")
-        ax.plot(c.x, c.steps, color="C1", label="fit a log(bx + 1)")
+        ax.plot(c.x, c.steps, color="C1", label="fit max(0, a log bx)")
         g = calibration[calibration.aggregation == how]
         for status, style in STATUS_MARKERS.items():
             part = g[g.status == status]

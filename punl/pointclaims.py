@@ -12,10 +12,12 @@ to find (at most the level).
 
 **False flags.** A point that is indistinguishable from checkpoint c on can still be flagged by
 chance at a later look, which records it later than c (censored, when the chance flag falls on
-the last look). Each look's threshold is fixed, so these flags fall at its looks from c on
-exactly as the placebo's fall at the same looks: the recorded step is max(c, F), with F
-distributed as the placebo's recorded steps (:func:`flag_distribution`). The fits of claim 2
-use that model (:class:`punl.fits.FlaggedSteps`).
+the last look). Each look's threshold is fixed, so, where the point's effect is gone from c on,
+these flags fall at its looks from c on as the placebo's fall at the same looks: the recorded
+step is max(c, F), with F distributed as the placebo's recorded steps
+(:func:`flag_distribution`). The fits of claim 2 use that model
+(:class:`punl.lawtest.FlaggedSteps`); a point with a small leftover effect is flagged more
+often than this model says.
 
 **Claims on points** (each verdict "supported" only where the data reject the alternative at
 :data:`SIGNIFICANCE`, "not supported" only where an interval excludes the claim's direction or
@@ -24,13 +26,18 @@ lies within a stated margin, otherwise "inconclusive"; each with its power at th
 1. Most points unlearn within K/10 steps (the share's one-sided binomial test against 1/2) and a
    small fraction needs at least half the training steps or is censored, more than the placebo
    (one-sided Fisher test). Not supported when the quick share's 95% interval lies below 1/2 or
-   the excess of the hard share over the placebo's lies below :data:`HARD_SHARE_MARGIN`.
+   the excess of the hard share over the placebo's lies below :data:`HARD_SHARE_MARGIN`
+   (Newcombe's interval of a difference of shares), this margin checked first. "Quick" is at the
+   study's design: a point the test never resolves counts as unlearned at step 0, so the claim is
+   decided only where the design resolves points at all (more training points flagged than
+   placebo points, one-sided Fisher test); otherwise inconclusive.
 2. Steps grow like a log(bP + 1), latent steps like a log(bP) (:mod:`punl.fits`): the
    parametric-bootstrap likelihood-ratio test rejects a line for the log law, the log law passes
-   its goodness-of-fit check and steps rise with P (Spearman). Not supported when the line fits
+   its goodness-of-fit check (a veto: a check that must not reject, so it is reported with its
+   p-value) and steps rise with P (Spearman). Not supported when the line fits
    better and the same test rejects the log law for it, or steps fall with P. Otherwise (the log
    law fits better but fails its check, say) inconclusive. Power: the chance of rejecting the
-   line when the fitted log law holds (:func:`punl.fits.law_test`).
+   line when the fitted log law holds (:func:`punl.lawtest.law_test`).
 3. The hardest m points by P (m = 5% and 10% of N) take more steps than the hardest m by each
    baseline: the difference of mean steps (censored points at K) with a bootstrap interval over
    points. Supported when every interval lies above 0; not supported when one lies below 0, or
@@ -44,7 +51,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from . import fits
+from . import fits, lawtest
 from .config import LEVELS
 from .mia import looks_adjusted, steps_to_unlearn
 from .power import minimum_detectable_effect, welch_power, z_power
@@ -133,30 +140,48 @@ def quick_claim(train: pd.DataFrame, placebo: pd.DataFrame, budget: int,
     share = quick.mean()
     low, high = stats.binomtest(int(quick.sum()), n).proportion_ci(0.95, "wilson")
     p_quick = stats.binomtest(int(quick.sum()), n, 0.5, alternative="greater").pvalue
-    excess = hard.mean() - hard0.mean()
-    se = np.sqrt(hard.mean() * (1 - hard.mean()) / n + hard0.mean() * (1 - hard0.mean()) / n0)
-    p_hard = stats.fisher_exact([[hard.sum(), n - hard.sum()], [hard0.sum(), n0 - hard0.sum()]],
-                                alternative="greater")[1]
+    excess, (excess_low, excess_high) = hard.mean() - hard0.mean(), \
+        difference_interval(int(hard.sum()), n, int(hard0.sum()), n0)
+    p_hard = exceeds(int(hard.sum()), n, int(hard0.sum()), n0)
+    flagged, flagged0 = (f.status != "never distinguishable" for f in (train, placebo))
+    resolved = exceeds(int(flagged.sum()), n, int(flagged0.sum()), n0) <= SIGNIFICANCE
     ok = None
-    if p_quick <= SIGNIFICANCE and p_hard <= SIGNIFICANCE:
-        ok = True
-    elif high < 0.5 or excess + 1.96 * se < HARD_SHARE_MARGIN:
+    if not resolved:            # the design tells no training point from the placebo's
+        pass
+    elif high < 0.5 or excess_high < HARD_SHARE_MARGIN:
         ok = False
+    elif p_quick <= SIGNIFICANCE and p_hard <= SIGNIFICANCE:
+        ok = True
+    se = (excess_high - excess_low) / (2 * 1.96)
     power = min(z_power(share - 0.5, np.sqrt(share * (1 - share) / n), SIGNIFICANCE, 1),
                 z_power(excess, se, SIGNIFICANCE, 1))
     return {"quick": float(share), "quick_low": float(low), "quick_high": float(high),
             "quick_p": float(p_quick), "hard": float(hard.mean()),
             "hard_placebo": float(hard0.mean()), "excess": float(excess),
-            "excess_low": float(excess - 1.96 * se), "excess_high": float(excess + 1.96 * se),
-            "hard_p": float(p_hard), "points": n, "placebo_points": n0, "ok": ok,
-            "power": float(power)}
+            "excess_low": float(excess_low), "excess_high": float(excess_high),
+            "hard_p": float(p_hard), "points": n, "placebo_points": n0, "resolved": resolved,
+            "ok": ok, "power": float(power)}
+
+
+def exceeds(k: int, n: int, k0: int, n0: int) -> float:
+    """One-sided Fisher exact p-value of 'the share k / n exceeds the share k0 / n0'."""
+    return float(stats.fisher_exact([[k, n - k], [k0, n0 - k0]], alternative="greater")[1])
+
+
+def difference_interval(k: int, n: int, k0: int, n0: int) -> tuple[float, float]:
+    """The 95% interval of k / n - k0 / n0 from the two Wilson intervals (Newcombe 1998, method
+    10): it stays inside [-1, 1] and keeps its width where a share is 0."""
+    p, p0 = k / n, k0 / n0
+    (l1, u1), (l0, u0) = (stats.binomtest(k, n).proportion_ci(0.95, "wilson"),
+                          stats.binomtest(k0, n0).proportion_ci(0.95, "wilson"))
+    return (float(p - p0 - np.hypot(p - l1, u0 - p0)), float(p - p0 + np.hypot(u1 - p, p0 - l0)))
 
 
 # ---------------------------------------------------------------------------------- claim 2
 def flag_distribution(placebo: pd.DataFrame, checkpoints: np.ndarray) -> np.ndarray:
     """The distribution of a chance flag's recorded category (0: no flag), read off the
     placebo's recorded steps (module docstring)."""
-    r = fits.categories(intervals(placebo, checkpoints), checkpoints)
+    r = lawtest.categories(intervals(placebo, checkpoints), checkpoints)
     return np.bincount(r, minlength=len(checkpoints) + 1) / max(len(r), 1)
 
 
@@ -169,7 +194,7 @@ def log_law_claim(rows: pd.DataFrame, p_column: str, checkpoints: np.ndarray,
     y = intervals(rows, checkpoints)
     rho, rho_p = fits.spearman(p, rows.steps_to_unlearn + rows.censored)
     flags = None if placebo is None or placebo.empty else flag_distribution(placebo, checkpoints)
-    law = fits.law_test(p, y, checkpoints, rng, simulations, SIGNIFICANCE, flags)
+    law = lawtest.law_test(p, y, checkpoints, rng, simulations, SIGNIFICANCE, flags)
     ok = None
     if (law.p_log <= SIGNIFICANCE and law.statistic < 0) or (rho < 0 and rho_p <= SIGNIFICANCE):
         ok = False
@@ -187,14 +212,22 @@ def counted_steps(rows: pd.DataFrame, budget: int) -> np.ndarray:
 
 
 def _top_mean(values: np.ndarray, score: np.ndarray, m: int) -> float:
-    return float(values[np.argsort(score, kind="stable")[-m:]].mean())
+    """Mean of ``values`` over the m points with the highest score (no score ranks lowest)."""
+    ranked = np.nan_to_num(score, nan=-np.inf)
+    return float(values[np.argsort(ranked, kind="stable")[-m:]].mean())
+
+
+def _boot_top_means(values: np.ndarray, score: np.ndarray, m: int, draws) -> np.ndarray:
+    """:func:`_top_mean` in every bootstrap resample (the hardest m recut in each)."""
+    return np.array([_top_mean(values[d], score[d], m) for d in draws])
 
 
 def hardest_comparison(rows: pd.DataFrame, p_column: str, baselines: list[str], budget: int,
                        rng: np.random.Generator, n_boot: int = BOOTSTRAP) -> pd.DataFrame:
     """Per baseline and m: mean steps of the hardest m by P and by the baseline, their
     difference with a 95% bootstrap interval over points (the hardest m recut in each
-    resample), its standard error and the power at the difference measured."""
+    resample), the interval of the difference relative to P's mean steps (for the equivalence
+    margin), its standard error and the power at the difference measured."""
     steps = counted_steps(rows, budget)
     scores = {c: rows[c].to_numpy(float) for c in (p_column, *baselines)}
     n = len(rows)
@@ -203,15 +236,19 @@ def hardest_comparison(rows: pd.DataFrame, p_column: str, baselines: list[str], 
     for share in HARDEST_SHARES:
         m = max(1, round(share * n))
         by_p = _top_mean(steps, scores[p_column], m)
-        boot_p = np.array([_top_mean(steps[d], scores[p_column][d], m) for d in draws])
+        boot_p = _boot_top_means(steps, scores[p_column], m, draws)
         for b in baselines:
             by_b = _top_mean(steps, scores[b], m)
-            boot = boot_p - np.array([_top_mean(steps[d], scores[b][d], m) for d in draws])
+            boot = boot_p - _boot_top_means(steps, scores[b], m, draws)
             low, high = np.quantile(boot, [0.025, 0.975])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                relative = np.nanquantile(boot / boot_p, [0.025, 0.975]) \
+                    if (boot_p > 0).any() else (np.nan, np.nan)
             se = float(boot.std(ddof=1))
             out.append({"baseline": b, "m": m, "share": share, "steps_p": by_p,
                         "steps_baseline": by_b, "difference": by_p - by_b, "low": float(low),
-                        "high": float(high), "se": se,
+                        "high": float(high), "relative_low": float(relative[0]),
+                        "relative_high": float(relative[1]), "se": se,
                         "power": float(z_power(by_p - by_b, se, SIGNIFICANCE))})
     return pd.DataFrame(out)
 
@@ -228,8 +265,7 @@ def hardest_means(rows: pd.DataFrame, columns: list[str], budget: int,
         m = max(1, round(share * n))
         for column in columns:
             score = rows[column].to_numpy(float)
-            boot = [_top_mean(steps[d], score[d], m) for d in draws]
-            low, high = np.quantile(boot, [0.025, 0.975])
+            low, high = np.quantile(_boot_top_means(steps, score, m, draws), [0.025, 0.975])
             out.append({"score": column, "share": share, "m": m,
                         "mean": _top_mean(steps, score, m), "low": float(low),
                         "high": float(high)})
@@ -253,10 +289,9 @@ def partial_step_correlations(rows: pd.DataFrame, p_column: str, baselines: list
 
 
 def equivalent_baselines(d: pd.DataFrame) -> list[str]:
-    """The baselines whose every interval (each m) lies within +-EQUIVALENCE of the mean steps
-    of the hardest m by P: they pick out points as hard as P's."""
-    margin = EQUIVALENCE * d.steps_p
-    inside = (d.low >= -margin) & (d.high <= margin)
+    """The baselines whose every interval (each m) of the difference relative to P's mean steps
+    lies within +-EQUIVALENCE: they pick out points as hard as P's."""
+    inside = (d.relative_low >= -EQUIVALENCE) & (d.relative_high <= EQUIVALENCE)
     return [b for b, ok in inside.groupby(d.baseline, sort=False).all().items() if ok]
 
 

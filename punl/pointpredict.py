@@ -3,8 +3,8 @@
 The per-point study records every training point's steps. A random tenth of the points (at least
 :data:`MIN_HELDOUT`) is held out; on the rest, each score's law is fitted as claim 2 fits it
 (latent steps a log(b x) + N(0, sigma^2), recorded at the checkpoints with the placebo's chance
-flags: :class:`punl.fits.FlaggedSteps`). For a held-out point with score x the fit gives the
-probability of every recorded category (:func:`punl.fits.recorded_probabilities`): its
+flags: :class:`punl.lawtest.FlaggedSteps`). For a held-out point with score x the fit gives the
+probability of every recorded category (:func:`punl.lawtest.recorded_probabilities`): its
 prediction is the median category, its 90% interval the categories from the 5% to the 95%
 quantile. Two constant predictors stand beside the scores: ``0 steps`` (every point predicted
 never distinguishable, interval [0, 0]) and ``median`` (the fitted points' median category, the
@@ -17,8 +17,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import fits
+from . import fits, lawtest
 from .groups import stream_seed
+from .pointclaims import intervals
 from .tables import POINT_PREDICTIONS, POINT_PREDICTION_VALIDATION
 
 #: The share of training points held out, and the fewest held out.
@@ -62,8 +63,7 @@ def point_predictions(rows: pd.DataFrame, columns: list[str], checkpoints: np.nd
     """The ``point_predictions`` table: every predictor's prediction of every held-out point
     (``rows``: the per-point study's training points with their score ``columns``)."""
     ck = np.asarray(checkpoints, float)
-    r = fits.categories(fits.StepIntervals.from_steps(
-        rows.steps_to_unlearn, rows.censored, rows.status == "never distinguishable", ck), ck)
+    r = lawtest.categories(intervals(rows, ck), ck)
     held = heldout_mask(len(rows), seed)
     index = rows["index"].to_numpy()[held]
     tail = (1 - COVERAGE) / 2
@@ -72,12 +72,12 @@ def point_predictions(rows: pd.DataFrame, columns: list[str], checkpoints: np.nd
     constant = lambda q: np.full(held.sum(), fitted[int(q * (len(fitted) - 1))])  # noqa: E731
     frames.append(_rows("median", index, r[held], constant(0.5), constant(tail),
                         constant(1 - tail), ck))
-    y = fits.category_intervals(r[~held], ck)
-    likelihood = fits.FlaggedSteps(y, ck, flags) if flags is not None else None
+    y = lawtest.category_intervals(r[~held], ck)
+    likelihood = lawtest.FlaggedSteps(y, ck, flags) if flags is not None else None
     for column in columns:
         x = rows[column].to_numpy(float)
         law = fits.fit_log_censored(x[~held], y, likelihood=likelihood)
-        probs = fits.recorded_probabilities(fits.log_model(x[held], law["a"], law["b"]),
+        probs = lawtest.recorded_probabilities(fits.log_model(x[held], law["a"], law["b"]),
                                             law["sigma"], ck, flags)
         frames.append(_rows(column, index, r[held], _quantile_category(probs, 0.5),
                             _quantile_category(probs, tail), _quantile_category(probs, 1 - tail),

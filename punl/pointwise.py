@@ -12,8 +12,10 @@ retrained references ("never saw x").
 
 **Placebo.** Every test point x gets the same treatment: its own random set
 S_x = {j : x in G_j}, G_j drawn like F_j over the test points. Neither side ever trained on x,
-so the test must find nothing there; the share of test points it flags is the test's false
-positive rate at the very design of the study (same models per side, same looks).
+so a calibrated test finds nothing there beyond its level; the share of test points it flags is
+its false-positive rate at the very design of the study (same models per side, same looks),
+including whatever the unlearned and retrained models differ by that is not about x (the
+unlearned ones trained on F_j before forgetting it, for instance).
 
 **Test per point and checkpoint.** Welch's t-test of phi(x) under the unlearned against the
 retrained models of S_x, the Gaussian likelihood-ratio test of LiRA reduced to its mean shift:
@@ -43,13 +45,12 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy import stats
-from tqdm import tqdm
 
 from .config import Config
 from .data import Dataset
 from .groups import stream_seed
 from .methods import METHODS
-from .mia import lira_phi
+from .mia import gaussian_kl_of_moments, lira_phi
 from .multimodel import many_logits
 from .recipe import fit, from_scratch, init_model
 from .sgd import Member, Population, unstack
@@ -58,8 +59,6 @@ from .unlearn import checkpoint_steps
 
 #: Models per job: a job trains its originals and references together, then unlearns.
 MODELS_PER_JOB = 64
-#: The designs: all models, or the first half of them.
-DESIGNS = ("all", "half")
 #: The sums each chunk adds up per design, checkpoint and point.
 MOMENTS = ("n", "sum_u", "sumsq_u", "sum_r", "sumsq_r")
 
@@ -197,14 +196,9 @@ def _chunk_job(args) -> ChunkResult:
 def map_chunks(config: Config, data: Dataset, design: PointDesign, todo: list[np.ndarray],
                progress: bool) -> Iterator[ChunkResult]:
     """Yield each chunk's result in order, computed on ``config.workers`` processes."""
-    from .parallel import can_start_workers, process_pool
-    jobs = [(config, data, design, models) for models in todo]
-    bar = dict(total=len(jobs), desc="per-point study (chunks of models)", disable=not progress)
-    if config.workers <= 1 or len(jobs) <= 1 or not can_start_workers():
-        yield from (_chunk_job(j) for j in tqdm(jobs, **bar))
-        return
-    with process_pool(config.workers) as pool:
-        yield from tqdm(pool.map(_chunk_job, jobs), **bar)
+    from .parallel import map_in_order
+    yield from map_in_order(_chunk_job, [(config, data, design, models) for models in todo],
+                            config.workers, "per-point study (chunks of models)", progress)
 
 
 def run_pointwise(config: Config, data: Dataset, progress: bool = True,
@@ -249,8 +243,7 @@ def welch_from_moments(n, sum_u, sumsq_u, sum_r, sumsq_r) -> dict[str, np.ndarra
             warnings.simplefilter("ignore", RuntimeWarning)
             p = 2 * stats.t.sf(np.abs(t), df)
         effect = (mean_u - mean_r) / np.sqrt((var_u + var_r) / 2)
-        kl = 0.5 * np.log((var_r + 1e-12) / (var_u + 1e-12)) + \
-            (var_u + 1e-12 + (mean_u - mean_r) ** 2) / (2 * (var_r + 1e-12)) - 0.5
+        kl = gaussian_kl_of_moments(mean_u, var_u, mean_r, var_r)
     valid = (n >= 2) & (se2 > 0)
     return {"mean_unlearned": mean_u, "mean_retrained": mean_r, "sd_unlearned": np.sqrt(var_u),
             "sd_retrained": np.sqrt(var_r), "t": np.where(valid, t, 0.0),

@@ -1,7 +1,9 @@
 """Power: the chance that a test at a given design detects an effect of a given size.
 
 Every verdict of the book states its power at the effect it measured, so that a failure to
-reject reads as "not detectable at this design" where that is what it is. Pure functions of
+reject reads as "not detectable at this design" where that is what it is. Power at a measured
+effect is a function of the test's own p-value (a measured effect of 0 gives the level itself);
+it says how often this design would decide the claim if the effect were what was measured. Pure functions of
 scipy's distributions:
 
 - **Welch's test per point** with n models on each side and equal variances has a noncentral
@@ -10,8 +12,8 @@ scipy's distributions:
   P(|T_{df, delta}| > t_{df, 1 - a/2}) (:func:`welch_power`), and the smallest d it detects
   with a given power solves that for d (:func:`minimum_detectable_effect`).
 - **A normal statistic** (a difference with a standard error, a proportion, Fisher's z of a
-  correlation): power Phi(|e| / se - z_{1-a}) one-sided, plus the far tail two-sided
-  (:func:`z_power`). Spearman's rho over n pairs has Fisher-z standard error
+  correlation): power Phi(e / se - z_{1-a}) one-sided for a positive effect, and
+  Phi(|e| / se - z_{1-a/2}) plus the far tail two-sided (:func:`z_power`). Spearman's rho over n pairs has Fisher-z standard error
   sqrt(1.06 / (n - 3)) (Fieller, Hartley and Pearson 1957; :func:`spearman_power`).
 """
 from __future__ import annotations
@@ -47,13 +49,15 @@ def minimum_detectable_effect(n: float, alpha: float, power: float = TARGET_POWE
 
 def z_power(effect, se, alpha: float, sides: int = 2):
     """Power of a z-test at level ``alpha`` for an estimate ``effect`` with standard error
-    ``se`` (one-sided: in the direction of the effect)."""
+    ``se``: two-sided, or one-sided for a positive effect (a measured effect on the wrong side
+    gives a power below ``alpha``)."""
     effect, se = np.asarray(effect, float), np.asarray(se, float)
     crit = stats.norm.ppf(1 - alpha / sides)
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.abs(effect) / se
-    near = stats.norm.sf(crit - z)
-    return near + (stats.norm.cdf(-crit - z) if sides == 2 else 0.0)
+        z = effect / se
+    if sides == 1:
+        return stats.norm.sf(crit - z)
+    return stats.norm.sf(crit - np.abs(z)) + stats.norm.cdf(-crit - np.abs(z))
 
 
 def spearman_power(rho: float, n: int, alpha: float) -> float:
@@ -64,7 +68,3 @@ def spearman_power(rho: float, n: int, alpha: float) -> float:
     return float(z_power(np.arctanh(np.clip(rho, -0.999999, 0.999999)),
                          np.sqrt(1.06 / (n - 3)), alpha))
 
-
-def powered(power: float) -> bool:
-    """Whether a power reaches :data:`TARGET_POWER`."""
-    return bool(np.isfinite(power) and power >= TARGET_POWER)

@@ -25,7 +25,6 @@ from typing import Iterator
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from .barriers import barrier_height, pair_path_losses, param_distance
 from .config import LEVELS, Config
@@ -387,11 +386,6 @@ def map_groups(config: Config, data: Dataset, originals: list[Params], groups: l
     """Yield unlearn_group's tables for each group, in order, computed on ``config.workers``
     processes (spawned; one process inside a daemonic process, such as a dask worker). Every group
     draws from its own random streams, so the tables do not depend on the number of workers."""
-    from .parallel import can_start_workers, process_pool
-    jobs = [(config, data, originals, g) for g in groups]
-    bar = dict(total=len(jobs), desc="unlearning groups", disable=not progress)
-    if config.workers <= 1 or len(jobs) <= 1 or not can_start_workers():
-        yield from (_unlearn_group_job(j) for j in tqdm(jobs, **bar))
-        return
-    with process_pool(config.workers) as pool:
-        yield from tqdm(pool.map(_unlearn_group_job, jobs), **bar)
+    from .parallel import map_in_order
+    yield from map_in_order(_unlearn_group_job, [(config, data, originals, g) for g in groups],
+                            config.workers, "unlearning groups", progress)

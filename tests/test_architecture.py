@@ -18,7 +18,7 @@ ORDER = [
     "data", "models", "pergrad", "multimodel", "sgd", "recipe", "ledger", "train",
     "privacy", "metrics", "mia", "groups", "shadow", "scores", "barriers", "unlearn",
     "pointwise",
-    "fits", "power", "analysis", "pointclaims", "claims", "findings", "predict", "adaptive", "pointpredict", "plots", "pointplots", "store", "outputs", "preflight", "pipeline",
+    "fits", "lawtest", "power", "analysis", "pointclaims", "claims", "findings", "predict", "adaptive", "pointpredict", "plots", "pointplots", "store", "outputs", "preflight", "pipeline",
     "notebook", "plan", "book",
     "runner", "sweep",
     "cli",

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from punl import fits
+from punl import fits, lawtest
 
 
 def test_censored_log_fit_recovers_a_known_law_and_beats_a_line():
@@ -141,7 +141,7 @@ CHECKPOINTS = np.array([0, 1, 2, 5, 11, 23, 48, 100, 200, 400.0])
 
 
 def test_threshold_steps_records_latent_steps_as_the_criterion_does():
-    y = fits.threshold_steps(np.array([-3.0, 0.0, 0.5, 5.0, 5.5, 400.0, 401.0]), CHECKPOINTS)
+    y = lawtest.threshold_steps(np.array([-3.0, 0.0, 0.5, 5.0, 5.5, 400.0, 401.0]), CHECKPOINTS)
     assert y.lo.tolist() == [-np.inf, -np.inf, 0, 2, 5, 200, 400]
     assert y.hi.tolist() == [0, 0, 1, 5, 11, 400, np.inf]
 
@@ -149,8 +149,8 @@ def test_threshold_steps_records_latent_steps_as_the_criterion_does():
 def test_law_test_prefers_a_true_log_law_and_passes_its_fit():
     rng = np.random.default_rng(1)
     p = np.exp(rng.normal(1, 1.2, 800))
-    y = fits.threshold_steps(fits.log_model(p, 40, 0.5) + rng.normal(0, 30, 800), CHECKPOINTS)
-    r = fits.law_test(p, y, CHECKPOINTS, rng, simulations=60)
+    y = lawtest.threshold_steps(fits.log_model(p, 40, 0.5) + rng.normal(0, 30, 800), CHECKPOINTS)
+    r = lawtest.law_test(p, y, CHECKPOINTS, rng, simulations=60)
     assert r.p_line <= 0.05 and r.p_log > 0.05 and r.gof_log > 0.05 and r.gof_line <= 0.05
     assert r.power > 0.9
     assert r.log_law["a"] == pytest.approx(40, rel=0.3)
@@ -159,8 +159,8 @@ def test_law_test_prefers_a_true_log_law_and_passes_its_fit():
 def test_law_test_rejects_the_log_law_on_a_line():
     rng = np.random.default_rng(2)
     p = np.exp(rng.normal(1, 1.2, 800))
-    y = fits.threshold_steps(8 * p - 10 + rng.normal(0, 30, 800), CHECKPOINTS)
-    r = fits.law_test(p, y, CHECKPOINTS, rng, simulations=60)
+    y = lawtest.threshold_steps(8 * p - 10 + rng.normal(0, 30, 800), CHECKPOINTS)
+    r = lawtest.law_test(p, y, CHECKPOINTS, rng, simulations=60)
     assert r.p_log <= 0.05 and r.p_line > 0.05 and r.gof_line > 0.05
 
 
@@ -171,9 +171,9 @@ def test_law_test_holds_its_level_when_the_line_is_true():
     level, rejections = 0.1, 0
     for _ in range(30):
         p = np.exp(rng.normal(1, 1.2, 200))
-        y = fits.threshold_steps(rng.uniform(2, 10) * p - 10 + rng.normal(0, 30, 200),
+        y = lawtest.threshold_steps(rng.uniform(2, 10) * p - 10 + rng.normal(0, 30, 200),
                                  CHECKPOINTS)
-        rejections += fits.law_test(p, y, CHECKPOINTS, rng, simulations=39, level=level).p_line <= level
+        rejections += lawtest.law_test(p, y, CHECKPOINTS, rng, simulations=39, level=level).p_line <= level
     assert rejections / 30 <= level + 2.5 * np.sqrt(level * (1 - level) / 30)
 
 
@@ -182,13 +182,13 @@ def test_flagged_likelihood_reduces_to_intervals_and_has_the_right_gradient():
     gradient agrees with central differences of itself (step 1e-6, float64)."""
     rng = np.random.default_rng(4)
     latent = rng.normal(30, 60, 50)
-    y = fits.threshold_steps(latent, CHECKPOINTS)
+    y = lawtest.threshold_steps(latent, CHECKPOINTS)
     mu, log_sigma = rng.normal(20, 40, 50), np.log(45.0)
     none = np.eye(len(CHECKPOINTS) + 1)[0]
     plain = fits.CensoredNormal(y)(mu, log_sigma)[0]
-    assert fits.FlaggedSteps(y, CHECKPOINTS, none)(mu, log_sigma)[0] == pytest.approx(plain, rel=1e-10)
+    assert lawtest.FlaggedSteps(y, CHECKPOINTS, none)(mu, log_sigma)[0] == pytest.approx(plain, rel=1e-10)
     flags = np.array([0.9, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01])
-    likelihood = fits.FlaggedSteps(y, CHECKPOINTS, flags)
+    likelihood = lawtest.FlaggedSteps(y, CHECKPOINTS, flags)
     ll, g_mu, g_sigma = likelihood(mu, log_sigma)
     h = 1e-6
     for i in range(0, 50, 7):
@@ -197,9 +197,9 @@ def test_flagged_likelihood_reduces_to_intervals_and_has_the_right_gradient():
         assert g_mu[i] == pytest.approx(numeric, rel=1e-5, abs=1e-9)
     numeric = (likelihood(mu, log_sigma + h)[0] - likelihood(mu, log_sigma - h)[0]) / (2 * h)
     assert g_sigma == pytest.approx(numeric, rel=1e-5)
-    probs = fits.recorded_probabilities(mu, 45.0, CHECKPOINTS, flags)
+    probs = lawtest.recorded_probabilities(mu, 45.0, CHECKPOINTS, flags)
     assert probs.sum(1) == pytest.approx(np.ones(50), rel=1e-12)
-    assert ll == pytest.approx(np.log(probs[np.arange(50), fits.categories(y, CHECKPOINTS)]).sum(),
+    assert ll == pytest.approx(np.log(probs[np.arange(50), lawtest.categories(y, CHECKPOINTS)]).sum(),
                                rel=1e-9)
 
 
@@ -208,12 +208,12 @@ def test_law_test_with_false_flags_supports_a_true_log_law():
     the log law is preferred and fits; the same data read without the flags fail the fit."""
     rng = np.random.default_rng(5)
     p = np.exp(rng.normal(1, 1.2, 800))
-    c = fits.categories(fits.threshold_steps(fits.log_model(p, 40, 0.3) + rng.normal(0, 15, 800),
+    c = lawtest.categories(lawtest.threshold_steps(fits.log_model(p, 40, 0.3) + rng.normal(0, 15, 800),
                                              CHECKPOINTS), CHECKPOINTS)
     flags = np.r_[0.95, np.full(10, 0.005)]
     r = np.maximum(c, rng.choice(11, 800, p=flags))
-    y = fits.category_intervals(r, CHECKPOINTS)
-    modelled = fits.law_test(p, y, CHECKPOINTS, rng, simulations=40, flags=flags)
+    y = lawtest.category_intervals(r, CHECKPOINTS)
+    modelled = lawtest.law_test(p, y, CHECKPOINTS, rng, simulations=40, flags=flags)
     assert modelled.p_line <= 0.05 and modelled.gof_log > 0.05 and modelled.p_log > 0.05
-    ignored = fits.law_test(p, y, CHECKPOINTS, rng, simulations=40)
+    ignored = lawtest.law_test(p, y, CHECKPOINTS, rng, simulations=40)
     assert ignored.gof_log <= 0.05

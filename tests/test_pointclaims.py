@@ -98,3 +98,36 @@ def test_design_power_matches_a_simulated_welch_test():
     r = rng.normal(0, 1, (2000, 40))
     hits = stats.ttest_ind(u, r, axis=1, equal_var=False).pvalue <= power["alpha_look"]
     assert hits.mean() == pytest.approx(0.8, abs=0.03)
+
+
+def test_point_findings_come_from_the_claims_analyses():
+    from punl import findings
+    from punl.analysis import fmt, percent
+    study = make_point_study(PointTruth(tail=0.05))
+    table = claims.claims_table(study)
+    found = findings.point_findings(study, table, 160, 0.25)
+    quick = pointclaims.quick_claim(study.points(MAIN), study.points(MAIN, "placebo"),
+                                    study.budget, study.training_steps)
+    assert found["quick_share"] == percent(quick["quick"])
+    assert found["hard_placebo"] == percent(quick["hard_placebo"])
+    assert found["points"] == "800" and found["placebo_points"] == "600"
+    assert found["claim_1"] == table.verdict.iloc[0] + (", fragile" if table.fragile.iloc[0] else "")
+    law = claims.law_result(study, MAIN)["law"]
+    assert fmt(law.statistic, 3) in found["law_clause"]
+    assert all(isinstance(v, str) for v in found.values())
+
+
+def test_claim_1_needs_a_design_that_resolves_points():
+    """A design that resolves nothing (every p-value uniform, training points like the
+    placebo's): the quick share is all points, yet the claim is not decided either way."""
+    study = make_point_study(PointTruth(law="none", noise=1e-6, shift=-1000))
+    r = pointclaims.quick_claim(study.points(MAIN), study.points(MAIN, "placebo"),
+                                study.budget, study.training_steps)
+    assert r["quick"] > 0.9 and not r["resolved"] and r["ok"] is None
+
+
+def test_newcombe_interval_keeps_its_width_at_zero_shares():
+    low, high = pointclaims.difference_interval(0, 1000, 0, 500)
+    assert low < 0 < high and high > 0.003          # no events: still an interval, not [0, 0]
+    low, high = pointclaims.difference_interval(60, 1000, 5, 500)
+    assert low < 0.05 < high
