@@ -104,8 +104,10 @@ def reference(tmp_path_factory) -> tuple[Path, dict]:
 
 
 # ------------------------------------------------------------------------------------ kills
-STAGE_KILLS = {"train-run": "train", "train-models": "train", "score": "score",
-               "pointwise-chunk": "pointwise", "unlearn-group": "unlearn", "unlearn-tables": "unlearn", "publish-tables": None,
+# In the order a run reaches them: training, the per-point study, then the group study,
+# which computes the scores it needs first.
+STAGE_KILLS = {"train-run": "train", "train-models": "train", "pointwise-chunk": "pointwise",
+               "score": "score", "unlearn-group": "unlearn", "unlearn-tables": "unlearn", "publish-tables": None,
                "publish-record": None, "swap": None}
 
 
