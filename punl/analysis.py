@@ -13,6 +13,7 @@ import pandas as pd
 from scipy import stats
 
 from . import fits
+from .barriers import barrier_heights
 from .config import LEVELS
 from .groups import group_kind, is_heldout
 from .ledger import Ledger
@@ -388,24 +389,71 @@ def barrier_by_group(controlled: pd.DataFrame, groups: pd.DataFrame) -> pd.DataF
                       on=["score", "group"])
 
 
-def barrier_trend(controlled: pd.DataFrame, groups: pd.DataFrame, p: dict, partner: str,
-                  points: str, rng: np.random.Generator, n_boot: int = 300) -> dict[str, float]:
-    """Spearman's rho between each quantile group's ``p`` and its mean controlled barrier (over
-    pairs), with a bootstrap interval over pairs (resampled jointly across groups)."""
+#: Claim 4 leaves out groups with fewer points of a kind (clean or flipped) than this.
+MIN_BARRIER_POINTS = 10
+
+
+def group_point_curves(curves: pd.DataFrame, partner: str, kind: str) -> dict:
+    """Per group: the forget and control points' loss curves of every pair at step 0, arrays
+    [pairs, lambdas, slots] (the ``barrier_points`` table of one partner and kind of point)."""
+    out = {}
+    c = curves[curves.partner == partner]
+    for group, g in c.groupby("group", sort=False):
+        sides = []
+        for side in ("forget", "control"):
+            s = g[g.subset == f"{side}-{kind}"].sort_values(["pair", "lambda", "slot"])
+            shape = (s.pair.nunique(), s["lambda"].nunique(), s.slot.nunique())
+            sides.append(s.loss.to_numpy(float).reshape(shape) if len(s) else None)
+        if sides[0] is not None and sides[1] is not None:
+            out[group] = tuple(sides)
+    return out
+
+
+def normalised_controlled_barrier(forget: np.ndarray, control: np.ndarray,
+                                  lambdas: np.ndarray) -> float:
+    """The mean over pairs of the barrier on the forget points minus the barrier on their
+    controls (each the barrier of the points' mean loss along the pair's path), divided by the
+    mean over pairs of the forget points' endpoint loss gap |L_F(0) - L_F(1)|:
+
+        (mean_r [barrier(F_r) - barrier(C_r)]) / mean_r |L_F,r(0) - L_F,r(1)|."""
+    f, c = forget.mean(-1), control.mean(-1)                           # [pairs, lambdas]
+    controlled = barrier_heights(lambdas, f) - barrier_heights(lambdas, c)
+    return float(controlled.mean() / max(np.abs(f[:, 0] - f[:, -1]).mean(), 1e-12))
+
+
+def barrier_trend(curves: pd.DataFrame, groups: pd.DataFrame, p: dict, partner: str,
+                  kind: str, rng: np.random.Generator, n_boot: int = 300) -> dict[str, float]:
+    """Spearman's rho between each quantile group's ``p`` and its normalised controlled barrier
+    (:func:`normalised_controlled_barrier`), over the quantile groups with at least
+    :data:`MIN_BARRIER_POINTS` points of the kind, with a bootstrap interval that resamples
+    the model pairs (jointly across groups) and each group's points (a forget point with its
+    control)."""
     quantile = set(groups[groups.kind == "quantile"].group)
-    c = controlled[(controlled.partner == partner) & (controlled.points == points)
-                   & controlled.group.isin(quantile)]
-    if c.empty:
-        return {"spearman": np.nan, "low": np.nan, "high": np.nan, "groups": 0}
-    table = c.pivot_table(index="pair", columns="group", values="controlled_barrier")
-    x = np.array([p[g] for g in table.columns])
+    arrays = {g: a for g, a in group_point_curves(curves, partner, kind).items()
+              if g in quantile and g in p and a[0].shape[2] >= MIN_BARRIER_POINTS}
+    if len(arrays) < 3:
+        return {"spearman": np.nan, "low": np.nan, "high": np.nan, "groups": len(arrays)}
+    lambdas = np.sort(curves["lambda"].unique())
+    names = list(arrays)
+    x = np.array([p[g] for g in names])
 
-    def rho(idx):
-        return fits.spearman(x, table.to_numpy()[idx].mean(0))[0]
+    def rho(pairs=None, slots=None) -> float:
+        values = []
+        for g in names:
+            f, c = arrays[g]
+            if pairs is not None:
+                f, c = f[pairs][:, :, slots[g]], c[pairs][:, :, slots[g]]
+            values.append(normalised_controlled_barrier(f, c, lambdas))
+        return fits.spearman(x, values)[0]
 
-    lo, hi = fits.bootstrap_interval(rho, len(table), n_boot, rng)
-    return {"spearman": rho(np.arange(len(table))), "low": lo, "high": hi,
-            "groups": table.shape[1]}
+    n_pairs = arrays[names[0]][0].shape[0]
+    boots = [rho(rng.integers(0, n_pairs, n_pairs),
+                 {g: rng.integers(0, arrays[g][0].shape[2], arrays[g][0].shape[2])
+                  for g in names}) for _ in range(n_boot)]
+    boots = np.asarray([b for b in boots if np.isfinite(b)])
+    low, high = (np.quantile(boots, [0.025, 0.975]) if len(boots) >= n_boot // 2
+                 else (np.nan, np.nan))
+    return {"spearman": rho(), "low": float(low), "high": float(high), "groups": len(names)}
 
 
 # ------------------------------------------------------------------------------- per point

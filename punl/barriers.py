@@ -27,12 +27,26 @@ def path_losses(model: nn.Module, a: Params, b: Params, x: torch.Tensor, y: torc
     return many_losses(model, interpolate(a, b, lambdas), x, y).mean(-1).double().cpu().numpy()
 
 
+def pair_point_losses(model: nn.Module, starts: list[Params], ends: list[Params],
+                      x: torch.Tensor, y: torch.Tensor, lambdas: np.ndarray) -> np.ndarray:
+    """Each point's loss along the path of every (start, end) pair, evaluated together:
+    [pairs, L, points]."""
+    models = [m for a, b in zip(starts, ends) for m in interpolate(a, b, lambdas)]
+    losses = many_losses(model, models, x, y).double().cpu().numpy()
+    return losses.reshape(len(starts), len(lambdas), len(x))
+
+
 def pair_path_losses(model: nn.Module, starts: list[Params], ends: list[Params], x: torch.Tensor,
                      y: torch.Tensor, lambdas: np.ndarray) -> np.ndarray:
     """L_S(lambda) along the path of every (start, end) pair, evaluated together: [pairs, L]."""
-    models = [m for a, b in zip(starts, ends) for m in interpolate(a, b, lambdas)]
-    losses = many_losses(model, models, x, y).mean(-1).double().cpu().numpy()
-    return losses.reshape(len(starts), len(lambdas))
+    return pair_point_losses(model, starts, ends, x, y, lambdas).mean(-1)
+
+
+def barrier_heights(lambdas: np.ndarray, losses: np.ndarray) -> np.ndarray:
+    """:func:`barrier_height` of every curve of ``losses`` [..., L]."""
+    lambdas, losses = np.asarray(lambdas, float), np.asarray(losses, float)
+    chord = (1 - lambdas) * losses[..., :1] + lambdas * losses[..., -1:]
+    return (losses - chord)[..., 1:-1].max(-1)
 
 
 def barrier_height(lambdas: np.ndarray, losses: np.ndarray) -> float:

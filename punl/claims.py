@@ -27,7 +27,8 @@ claim 1 is decided on points wherever a run has them:
    the group P ranks higher minus the other's, with a 95% interval: supported when every
    interval lies above 0, not supported when one lies below.
 4. Harder points sit behind higher loss barriers: Spearman's rho of the quantile groups' P with
-   their controlled barrier, with a bootstrap interval; supported above 0, not supported below.
+   their controlled barrier normalised by the loss gap, with a bootstrap interval over model
+   pairs and points; supported above 0, not supported below.
 5. The trend holds for each other method: the response amplitude rises with P (Spearman,
    significant); not supported when it falls significantly.
 """
@@ -321,12 +322,15 @@ def _metrics_points(study: Study, choice: Choice) -> dict:
 # ------------------------------------------------------------------------------ claim 4
 def barrier_trends(study: Study, choice: Choice) -> tuple[pd.DataFrame, dict, dict]:
     """Claim 4's measurements under ``choice``: the controlled barriers, each quantile group's P
-    and, for each (partner, points), the bootstrap trend of the controlled barrier with P."""
+    and, for each (partner, points), the bootstrap trend of the normalised controlled barrier
+    with P (:func:`punl.analysis.barrier_trend`)."""
     controlled = analysis.controlled_barriers(study.tables.barriers, study.primary_method)
     q = study.quantiles(study.primary_method, choice)
     p = dict(zip(q.group, q.p))
+    curves = study.tables.barrier_points
     trends = {(partner, points): analysis.barrier_trend(
-        controlled, study.tables.groups, p, partner, points, study.rng("barrier", partner, points))
+        curves[curves.method == study.primary_method], study.tables.groups, p, partner, points,
+        study.rng("barrier", partner, points))
         for partner in ("independent", "coupled") for points in ("clean", "flipped")}
     return controlled, p, trends
 
@@ -343,8 +347,9 @@ def claim_barriers(study: Study, choice: Choice) -> dict:
                        f"{_fmt(t['high'])}]" for (partner, points), t in trends.items()
                        if (partner, points) != ("independent", "clean") and t["groups"])
     return {"number": main["spearman"],
-            "value": f"rho(P, controlled barrier) {_fmt(main['spearman'])} over "
-                     f"{main['groups']} groups (independent partner, clean points)",
+            "value": f"rho(P, controlled barrier / loss gap) {_fmt(main['spearman'])} over "
+                     f"{main['groups']} groups (independent partner, clean points; groups of "
+                     f"fewer than {analysis.MIN_BARRIER_POINTS} such points left out)",
             "interval": f"[{_fmt(main['low'])}, {_fmt(main['high'])}]; {others}",
             "verdict": _verdict(ok),
             "power": float(z_power(main["spearman"], (main["high"] - main["low"]) / 3.92,
@@ -410,7 +415,8 @@ CLAIMS_TESTED = (
           "difference over the baselines)", claim_metrics),
     Claim("4", "harder points sit behind higher loss barriers (against a control)",
           "Spearman rho of P with the barrier on F minus the barrier on class-matched control "
-          "points, mean over model pairs", "", claim_barriers),
+          "points over the loss gap on F (means over model pairs; bootstrap over pairs and "
+          "points)", "", claim_barriers),
 )
 METHOD_MEASURE = "Spearman rho of the response amplitude A with P over quantile groups"
 

@@ -37,7 +37,7 @@ READS = {"pointwise": ("primary_method", "unlearn_steps", "n_checkpoints", "unle
                        "l1_penalty")}
 RUNTIME = "runtime"
 # Bumped whenever a stage's files change shape, so artifacts of an older format are not reused.
-ARTIFACT_FORMATS = {"train": 2, "score": 1, "pointwise": 1, "unlearn": 3}
+ARTIFACT_FORMATS = {"train": 2, "score": 1, "pointwise": 1, "unlearn": 4}
 
 Check = Callable[[Any, "Config"], "str | None"]
 

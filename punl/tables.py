@@ -90,6 +90,11 @@ BARRIERS = TableSpec("barriers", (
     "distance"),
     "one pair (unlearned model, retrained partner) of one group and method at one checkpoint, on "
     "one subset (forget or class-matched control points, clean or flipped)")
+BARRIER_POINTS = TableSpec("barrier_points", (
+    "score", "group", "method", "partner", "pair", "subset", "slot", "lambda", "loss"),
+    "one point (by its slot in the subset: forget point j and its class-matched control share "
+    "slot j) on the path of one pair (unlearned model, retrained partner) of one group at step 0, "
+    "primary method, at one lambda: its loss (claim 4's bootstrap over points)")
 PATHS = TableSpec("paths", (
     "score", "group", "method", "partner", "step", "subset", "lambda", "loss"),
     "the loss along the linear path at one lambda, averaged over the pairs, at the first and last "
@@ -177,9 +182,11 @@ class UnlearnTables:
     point_null: pd.DataFrame
     barriers: pd.DataFrame
     paths: pd.DataFrame
+    barrier_points: pd.DataFrame
 
     SPECS = {"groups": GROUPS, "unlearning": UNLEARNING, "attack": ATTACK, "points": POINTS,
-             "point_null": POINT_NULL, "barriers": BARRIERS, "paths": PATHS}
+             "point_null": POINT_NULL, "barriers": BARRIERS, "paths": PATHS,
+             "barrier_points": BARRIER_POINTS}
 
     def __post_init__(self):
         for name, spec in self.SPECS.items():

@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
-from .barriers import barrier_height, pair_path_losses, param_distance
+from .barriers import barrier_height, pair_point_losses, param_distance
 from .config import LEVELS, Config
 from .data import Dataset
 from .groups import (ForgetGroup, class_composition, disagreement_groups, group_kind,
@@ -38,8 +39,8 @@ from .multimodel import many_accuracy, many_logits
 from .pergrad import Params
 from .recipe import fit, from_scratch, init_model, run_seeds
 from .sgd import Member, run_members
-from .tables import (ATTACK, BARRIERS, GROUPS, PATHS, POINT_NULL, POINTS, UNLEARNING,
-                     UnlearnTables)
+from .tables import (ATTACK, BARRIER_POINTS, BARRIERS, GROUPS, PATHS, POINT_NULL, POINTS,
+                     UNLEARNING, UnlearnTables)
 
 #: Pairs of each partner kind whose barriers are measured (the first this many runs).
 MAX_BARRIER_PAIRS = 16
@@ -170,9 +171,9 @@ def unlearn_group(config: Config, data: Dataset, originals: list[Params], group:
 def method_tables(split: GroupSplit, traj: MethodTrajectories) -> UnlearnTables:
     phi = forget_phi(split, traj)
     attack, points, point_null = attack_tables(split, traj, phi)
-    barriers, paths = barrier_tables(split, traj)
+    barriers, paths, barrier_points = barrier_tables(split, traj)
     return UnlearnTables(GROUPS.frame([]), utility_table(split, traj), attack, points,
-                         point_null, barriers, paths)
+                         point_null, barriers, paths, barrier_points)
 
 
 def group_rows(split: GroupSplit):
@@ -319,14 +320,17 @@ def barrier_tables(split: GroupSplit, traj: MethodTrajectories):
     subsets = {name: split.xy(idx) for name, idx in barrier_subsets(split).items()}
     partners = {"coupled": traj.coupled, "independent": traj.independent}
     labels = split.labels(traj.method)
-    rows, curves = [], []
+    rows, curves, points = [], [], []
     last = len(split.checkpoints) - 1
     for partner, paths in partners.items():
         pairs = min(len(paths), len(traj.unlearned), MAX_BARRIER_PAIRS)
         for c, k in enumerate(split.checkpoints):
             for subset, (x, y) in subsets.items():
-                losses = pair_path_losses(split.model, [t[c] for t in traj.unlearned[:pairs]],
-                                          [t[c] for t in paths[:pairs]], x, y, lambdas)
+                each = pair_point_losses(split.model, [t[c] for t in traj.unlearned[:pairs]],
+                                         [t[c] for t in paths[:pairs]], x, y, lambdas)
+                losses = each.mean(-1)
+                if c == 0 and traj.method == split.config.primary_method:
+                    points.append(point_curves(labels, partner, subset, lambdas, each))
                 for r in range(pairs):
                     rows.append({**labels, "partner": partner, "pair": r, "step": int(k),
                                  "subset": subset, "barrier": barrier_height(lambdas, losses[r]),
@@ -336,7 +340,19 @@ def barrier_tables(split: GroupSplit, traj: MethodTrajectories):
                     curves += [{**labels, "partner": partner, "step": int(k), "subset": subset,
                                 "lambda": float(lam), "loss": float(v)}
                                for lam, v in zip(lambdas, losses.mean(0))]
-    return BARRIERS.frame(rows), PATHS.frame(curves)
+    return BARRIERS.frame(rows), PATHS.frame(curves), (
+        pd.concat(points, ignore_index=True) if points else BARRIER_POINTS.frame([]))
+
+
+def point_curves(labels: dict, partner: str, subset: str, lambdas: np.ndarray,
+                 losses: np.ndarray) -> pd.DataFrame:
+    """The ``barrier_points`` rows of one subset: every pair's loss of every point (by its slot
+    in the subset: forget point j and its control share slot j) at every lambda."""
+    pairs, grid, slots = losses.shape
+    r, lam, slot = np.meshgrid(np.arange(pairs), np.arange(grid), np.arange(slots), indexing="ij")
+    return BARRIER_POINTS.check(pd.DataFrame({
+        **labels, "partner": partner, "pair": r.ravel(), "subset": subset, "slot": slot.ravel(),
+        "lambda": lambdas[lam.ravel()], "loss": losses.ravel().astype(np.float32)}))
 
 
 # ------------------------------------------------------------------------------ all groups

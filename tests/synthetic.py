@@ -9,8 +9,8 @@ import pandas as pd
 from punl.analysis import group_steps
 from punl.fits import log_model
 from punl.claims import Study
-from punl.tables import (ATTACK, BARRIERS, GROUPS, PATHS, POINT_NULL, POINTS, UNLEARNING,
-                         UnlearnTables)
+from punl.tables import (ATTACK, BARRIER_POINTS, BARRIERS, GROUPS, PATHS, POINT_NULL, POINTS,
+                         UNLEARNING, UnlearnTables)
 
 P = "privacy_loss_a8"
 CHECKPOINTS = np.array([0, 1, 2, 4, 8, 16, 32, 64, 128, 256])
@@ -61,6 +61,29 @@ def _attack_rows(score, group, method, steps_from, amplitude, rate, acc0, rng):
                          "divergence_null_mean": null_mean,
                          "divergence_null_q95": null_mean + 0.05})
     return rows
+
+
+BARRIER_SLOTS, LAMBDAS = 12, np.linspace(0, 1, 5)
+
+
+def _barrier_points(t: Truth, method: str, rng) -> pd.DataFrame:
+    """Per quantile group, partner and pair: loss curves of BARRIER_SLOTS forget points with a
+    bump of height ``barrier[g]`` (plus noise) in the middle of the path and of their controls
+    without one; both fall by 0.1 from start to end (the loss gap)."""
+    frames = []
+    bump = 4 * LAMBDAS * (1 - LAMBDAS)
+    for g, height in enumerate(t.barrier):
+        for partner in ("independent", "coupled"):
+            heights = height + rng.normal(0, t.barrier_noise, (PAIRS, BARRIER_SLOTS))
+            for subset, h in (("forget-clean", heights), ("control-clean", 0 * heights)):
+                loss = 1.0 - 0.1 * LAMBDAS[None, :, None] + h[:, None, :] * bump[None, :, None]
+                r, lam, slot = np.meshgrid(np.arange(PAIRS), np.arange(len(LAMBDAS)),
+                                           np.arange(BARRIER_SLOTS), indexing="ij")
+                frames.append(pd.DataFrame({
+                    "score": P, "group": f"q{g}", "method": method, "partner": partner,
+                    "pair": r.ravel(), "subset": subset, "slot": slot.ravel(),
+                    "lambda": LAMBDAS[lam.ravel()], "loss": loss.ravel()}))
+    return BARRIER_POINTS.check(pd.concat(frames, ignore_index=True))
 
 
 def make_study(truth: Truth | None = None) -> Study:
@@ -127,7 +150,8 @@ def make_study(truth: Truth | None = None) -> Study:
                                for lv in (0.01, 0.05, 0.1)]
     tables = UnlearnTables(GROUPS.frame(groups), UNLEARNING.frame([]), ATTACK.frame(attack),
                            POINTS.frame(points), POINT_NULL.frame(point_null),
-                           BARRIERS.frame(barriers), PATHS.frame([]))
+                           BARRIERS.frame(barriers), PATHS.frame([]),
+                           _barrier_points(t, t.methods[0], rng))
     scores = pd.DataFrame(scores_rows)
     return Study(tables, group_steps(tables), scores, P, t.methods[0], tuple(t.methods),
                  tuple(t.disagree), BUDGET, TRAINING_STEPS, 0.05, t.seed)

@@ -133,3 +133,22 @@ def test_clipping_summary_and_final_accuracy(tiny_config):
     assert summary.iloc[2] <= summary.iloc[1] <= 1
     acc = analysis.final_accuracy(ledger)
     assert acc.loc["test", "mean"] == pytest.approx(ledger.test_acc[:, -1].mean())
+
+
+def test_normalised_controlled_barrier_by_hand_and_small_groups_left_out():
+    from punl.analysis import MIN_BARRIER_POINTS, barrier_trend, normalised_controlled_barrier
+    lambdas = np.linspace(0, 1, 5)
+    chord = 1.0 - 0.2 * lambdas                                  # loss gap 0.2
+    forget = np.broadcast_to((chord + 0.1 * 4 * lambdas * (1 - lambdas))[None, :, None],
+                             (3, 5, 4))                          # barrier 0.1
+    control = np.broadcast_to((chord + 0.02 * 4 * lambdas * (1 - lambdas))[None, :, None],
+                              (3, 5, 4))                         # barrier 0.02
+    assert normalised_controlled_barrier(forget, control, lambdas) == pytest.approx(0.4)
+    study = make_study(Truth())
+    curves = study.tables.barrier_points
+    p = {f"q{g}": m for g, m in enumerate(Truth().medians)}
+    few = curves[curves.slot < MIN_BARRIER_POINTS - 1]           # every group too small
+    rng = np.random.default_rng(0)
+    assert barrier_trend(few, study.tables.groups, p, "independent", "clean", rng)["groups"] == 0
+    full = barrier_trend(curves, study.tables.groups, p, "independent", "clean", rng, n_boot=50)
+    assert full["groups"] == 10 and full["low"] <= full["spearman"] <= full["high"]
