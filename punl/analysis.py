@@ -395,7 +395,10 @@ MIN_BARRIER_POINTS = 10
 
 def group_point_curves(curves: pd.DataFrame, partner: str, kind: str) -> dict:
     """Per group: the forget and control points' loss curves of every pair at step 0, arrays
-    [pairs, lambdas, slots] (the ``barrier_points`` table of one partner and kind of point)."""
+    [pairs, lambdas, slots] (the ``barrier_points`` table of one score's groups, one partner and
+    kind of point; group names repeat across scores, so ``curves`` must hold a single score)."""
+    if curves.score.nunique() > 1:
+        raise ValueError(f"curves: one score's groups expected, got {sorted(curves.score.unique())}")
     out = {}
     c = curves[curves.partner == partner]
     for group, g in c.groupby("group", sort=False):

@@ -328,8 +328,10 @@ def barrier_trends(study: Study, choice: Choice) -> tuple[pd.DataFrame, dict, di
     q = study.quantiles(study.primary_method, choice)
     p = dict(zip(q.group, q.p))
     curves = study.tables.barrier_points
+    curves = curves[(curves.method == study.primary_method) & (curves.score == study.primary_score)]
+    groups = study.tables.groups[study.tables.groups.score == study.primary_score]
     trends = {(partner, points): analysis.barrier_trend(
-        curves[curves.method == study.primary_method], study.tables.groups, p, partner, points,
+        curves, groups, p, partner, points,
         study.rng("barrier", partner, points))
         for partner in ("independent", "coupled") for points in ("clean", "flipped")}
     return controlled, p, trends

@@ -130,7 +130,9 @@ def read_indices(text: str) -> list[int]:
 
 def cmd_predict(args) -> int:
     """``punl predict RUN --indices ...``: the predicted cost of a deletion request, from the
-    run's published tables; with ``--adaptive`` the request is then unlearned adaptively."""
+    run's published tables: per point where the run has a per-point study
+    (:func:`punl.pointpredict.predict_request`), else from its groups; with ``--adaptive`` the
+    request is then unlearned adaptively."""
     import json
     from .pipeline import published_run
     from .predict import predict
@@ -138,8 +140,15 @@ def cmd_predict(args) -> int:
         check_adaptive_args(args)
     run = published_run(args.run, args.overrides)
     indices = read_indices(args.indices)
-    prediction = predict(run.measured, indices, args.score, args.aggregate, args.method,
-                         args.level, args.eps, args.coverage)
+    if per_point(args, run):
+        from .pointpredict import predict_request
+        prediction = predict_request(
+            run.point_steps, run.measured.scores, indices, args.score or run.config.primary_score,
+            run.config.level if args.level is None else args.level, run.measured.checkpoints,
+            args.coverage)
+    else:
+        prediction = predict(run.measured, indices, args.score, args.aggregate or "mean",
+                             args.method, args.level, args.eps, args.coverage)
     if args.json:
         print(json.dumps(prediction.as_dict(), default=float, indent=2))
     else:
@@ -147,6 +156,13 @@ def cmd_predict(args) -> int:
     if args.adaptive:
         return _adaptive(args, run, indices, prediction)
     return 0
+
+
+def per_point(args, run) -> bool:
+    """Whether ``punl predict`` fits the per-point study (the run has one, and no option asks
+    for the group fit: ``--groups``, ``--aggregate``, ``--eps`` or another method)."""
+    return (run.has_points and not args.groups and args.aggregate is None and args.eps is None
+            and args.method in (None, run.config.primary_method))
 
 
 def check_adaptive_args(args) -> None:
@@ -257,11 +273,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default=None, help="the unlearning method (default: primary)")
     p.add_argument("--score", default=None,
                    help="the per-point score predicting (default: the primary score)")
-    p.add_argument("--aggregate", default="mean", help="mean, max or median over the request")
+    p.add_argument("--groups", action="store_true", help="fit the group study's measured groups "
+                   "even where the run has a per-point study")
+    p.add_argument("--aggregate", default=None, help="with the group fit: mean (default), max "
+                   "or median of the score over the request")
     p.add_argument("--level", type=float, default=None, help="the attack's level (default: the "
                    f"run's; one of {', '.join(map(str, LEVELS))}, the levels measured)")
-    p.add_argument("--eps", type=float, default=None, help="predict the steps until the excess "
-                   "divergence falls to EPS instead of the attack's verdict")
+    p.add_argument("--eps", type=float, default=None, help="with the group fit: predict the "
+                   "steps until the excess divergence falls to EPS instead of the attack's "
+                   "verdict")
     p.add_argument("--coverage", type=float, default=0.9, help="of the prediction intervals")
     p.add_argument("--json", action="store_true", help="print the prediction as JSON (null: more than "
                    "the budget)")

@@ -453,6 +453,12 @@ class PublishedRun:
     config: Config
     folder: Path
     measured: Any           # punl.predict.MeasuredRun
+    point_steps: pd.DataFrame | None = None    # the per-point study's steps, where it ran
+
+    @property
+    def has_points(self) -> bool:
+        """Whether the run has a per-point study's steps of training points."""
+        return self.point_steps is not None and (self.point_steps.set == "train").any()
 
 
 def published_run(run: str | Path, overrides: list[str] | None = None) -> PublishedRun:
@@ -491,4 +497,4 @@ def published_run(run: str | Path, overrides: list[str] | None = None) -> Publis
     measured = MeasuredRun(tables["scores"], tables["steps"], tables["points"], tables["attack"],
                            config.primary_score, config.primary_method, config.level,
                            total_steps(config, len(tables["scores"])))
-    return PublishedRun(config, folder, measured)
+    return PublishedRun(config, folder, measured, read_published(folder, "point_steps"))

@@ -14,12 +14,15 @@ and its mean width in steps, and Spearman's rho of predicted with recorded steps
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
 from . import fits, lawtest
 from .groups import stream_seed
-from .pointclaims import intervals
+from .pointclaims import flag_distribution, intervals, select_points, with_scores
+from .predict import RequestError, check_request, check_score
 from .tables import POINT_PREDICTIONS, POINT_PREDICTION_VALIDATION
 
 #: The share of training points held out, and the fewest held out.
@@ -95,3 +98,124 @@ def point_validation(predictions: pd.DataFrame) -> pd.DataFrame:
                      "width": float((p.steps_high - p.steps_low).mean()),
                      "spearman": rho})
     return POINT_PREDICTION_VALIDATION.frame(rows)
+
+
+# ------------------------------------------------------------------- a request, point by point
+@dataclass(frozen=True)
+class PointForecast:
+    """The predicted steps to unlearn each point of a request, and the request as a whole,
+    from the per-point study's law of one score (:func:`forecast_points`). Steps are read on
+    the run's checkpoints; ``inf`` stands for more than the budget K."""
+
+    score: str
+    points: pd.DataFrame        # index, x, steps, steps_low, steps_high, measured, status
+    steps: float                # the request: the median of its slowest point's steps
+    steps_low: float
+    steps_high: float
+    budget: int
+    coverage: float
+    fitted_points: int
+    law: dict
+
+    def summary(self) -> str:
+        """A few lines a provider reads: the request, then one line per point."""
+        def show(k: float) -> str:
+            return f"more than {self.budget}" if not np.isfinite(k) else f"{k:.0f}"
+        lines = [f"request of {len(self.points)} points; per point, from the law of "
+                 f"{self.score} fitted on the {self.fitted_points} points of the per-point study "
+                 f"(steps = {self.law['a']:.3g} log({self.law['b']:.3g} x) + N(0, "
+                 f"{self.law['sigma']:.3g}^2))",
+                 f"the request (its slowest point): {show(self.steps)} steps; "
+                 f"{self.coverage:.0%} interval {show(self.steps_low)} to "
+                 f"{show(self.steps_high)} steps (budget K = {self.budget})",
+                 "  index  score        predicted  interval            measured"]
+        for p in self.points.itertuples():
+            measured = show(p.measured) if p.status in ("unlearned", "censored") else p.status
+            lines.append(f"  {p.index:>5}  {p.x:<11.4g}  {show(p.steps):>9}  "
+                         f"{show(p.steps_low) + ' to ' + show(p.steps_high):<18}  {measured}")
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict:
+        """Plain JSON: null for more than the budget."""
+        def plain(v):
+            v = v.item() if hasattr(v, "item") else v
+            return None if isinstance(v, float) and not np.isfinite(v) else v
+        return {"score": self.score, "steps": plain(self.steps),
+                "steps_low": plain(self.steps_low), "steps_high": plain(self.steps_high),
+                "budget": self.budget, "coverage": self.coverage,
+                "fitted_points": self.fitted_points,
+                "law": {k: plain(float(v)) for k, v in self.law.items()},
+                "points": [{k: plain(v) for k, v in row.items()}
+                           for row in self.points.to_dict("records")]}
+
+
+def latent_category_probabilities(x: np.ndarray, law: dict,
+                                  checkpoints: np.ndarray) -> np.ndarray:
+    """P(c = r) for each point with score x: the category of its latent steps
+    a log(b x) + N(0, sigma^2) on the checkpoints (no chance flags: what unlearning costs, not
+    what the attack records)."""
+    return lawtest.recorded_probabilities(fits.log_model(x, law["a"], law["b"]), law["sigma"],
+                                          checkpoints)
+
+
+def forecast_points(rows: pd.DataFrame, scores: pd.DataFrame, score: str, indices: np.ndarray,
+                    checkpoints: np.ndarray, flags: np.ndarray | None,
+                    coverage: float = COVERAGE) -> PointForecast:
+    """Predict each requested point's steps, and the request's.
+
+    The law of ``score`` is fitted on every training point of the per-point study (``rows``,
+    with the score column) as claim 2 fits it, the placebo's chance ``flags`` in its likelihood;
+    the requested points' scores are read from ``scores`` (every training point).
+    Point i's latent category c_i has probabilities :func:`latent_category_probabilities`; its
+    prediction is their median, its interval the (1 - coverage)/2 and (1 + coverage)/2
+    quantiles. The request is unlearned when its slowest point is; taking the points as
+    independent given their scores,
+
+        P(max_i c_i <= r) = prod_i P(c_i <= r),
+
+    whose median and quantiles give the request's steps and interval. A point's measured steps
+    in the study stand beside its prediction."""
+    ck = np.asarray(checkpoints, float)
+    r = lawtest.categories(intervals(rows, ck), ck)
+    y = lawtest.category_intervals(r, ck)
+    likelihood = lawtest.FlaggedSteps(y, ck, flags) if flags is not None else None
+    law = fits.fit_log_censored(rows[score].to_numpy(float), y, likelihood=likelihood)
+    x = scores.set_index("index")[score].reindex(indices).to_numpy(float)
+    probs = latent_category_probabilities(x, law, ck)
+    tail = (1 - coverage) / 2
+    steps = lambda r: np.where(np.asarray(r) == len(ck), np.inf,  # noqa: E731
+                               category_steps(r, ck))
+    request = np.cumprod(np.cumsum(probs, axis=1), axis=0)[-1:]     # P(max <= r), 1 x (C+1)
+    request = np.diff(np.concatenate([[[0.0]], request], axis=1), axis=1)
+    measured = rows.set_index("index").reindex(indices)
+    points = pd.DataFrame({
+        "index": np.asarray(indices, np.int64), "x": x,
+        "steps": steps(_quantile_category(probs, 0.5)),
+        "steps_low": steps(_quantile_category(probs, tail)),
+        "steps_high": steps(_quantile_category(probs, 1 - tail)),
+        "measured": np.where(measured.censored.fillna(False).to_numpy(bool), np.inf,
+                             measured.steps_to_unlearn.to_numpy(float)),
+        "status": measured.status.fillna("not in the study").to_numpy(object)})
+    low, mid, high = (float(steps(_quantile_category(request, q))[0])
+                      for q in (tail, 0.5, 1 - tail))
+    return PointForecast(score, points, mid, low, high, int(ck[-1]), coverage, len(rows),
+                         {k: float(law[k]) for k in ("a", "b", "sigma")})
+
+
+def predict_request(point_steps: pd.DataFrame, scores: pd.DataFrame, indices, score: str,
+                    level: float, checkpoints: np.ndarray,
+                    coverage: float = COVERAGE) -> PointForecast:
+    """:func:`forecast_points` from a run's published ``point_steps`` and ``scores`` at
+    ``level`` (all models), every choice checked first: one
+    :class:`punl.predict.RequestError` naming the option otherwise."""
+    idx = check_request(indices, len(scores))
+    check_score(scores, score)
+    levels = sorted(set(point_steps.level))
+    if not np.isclose(levels, level).any():
+        raise RequestError(f"--level: the per-point steps are at levels {levels}, not {level:g}")
+    if not 0 < coverage < 1:
+        raise RequestError(f"--coverage: must lie in (0, 1) (got {coverage})")
+    rows = with_scores(select_points(point_steps, level), scores, [score])
+    placebo = select_points(point_steps, level, kind="placebo")
+    flags = flag_distribution(placebo, checkpoints) if len(placebo) else None
+    return forecast_points(rows, scores, score, idx, checkpoints, flags, coverage)

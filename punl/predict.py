@@ -449,9 +449,7 @@ def fit_cost_model(run: MeasuredRun, score: str | None = None, aggregate: str = 
 def check_choices(run: MeasuredRun, score: str, how: str, method: str, level: float,
                   eps: float | None, coverage: float) -> None:
     """Each choice of a prediction names something the run has."""
-    if score not in run.scores.columns or score in POINT_COLUMNS:
-        raise RequestError(f"--score: {score!r} is not a score column of the run; choose from "
-                           f"{[c for c in run.scores.columns if c not in POINT_COLUMNS]}")
+    check_score(run.scores, score)
     aggregate([0.0], how)
     if method not in set(run.steps.method):
         raise RequestError(f"--method: the run did not unlearn with {method!r}; choose from "
@@ -463,6 +461,13 @@ def check_choices(run: MeasuredRun, score: str, how: str, method: str, level: fl
         raise RequestError(f"--eps: must be a finite number > 0 (got {eps})")
     if not 0 < coverage < 1:
         raise RequestError(f"--coverage: must lie in (0, 1) (got {coverage})")
+
+
+def check_score(scores: pd.DataFrame, score: str) -> None:
+    """``score`` names a score column of the run's scores table."""
+    if score not in scores.columns or score in POINT_COLUMNS:
+        raise RequestError(f"--score: {score!r} is not a score column of the run; choose from "
+                           f"{[c for c in scores.columns if c not in POINT_COLUMNS]}")
 
 
 def check_request(indices, n: int) -> np.ndarray:

@@ -152,3 +152,25 @@ def test_normalised_controlled_barrier_by_hand_and_small_groups_left_out():
     assert barrier_trend(few, study.tables.groups, p, "independent", "clean", rng)["groups"] == 0
     full = barrier_trend(curves, study.tables.groups, p, "independent", "clean", rng, n_boot=50)
     assert full["groups"] == 10 and full["low"] <= full["spearman"] <= full["high"]
+
+
+def test_claim4_reads_only_the_primary_scores_groups():
+    """Group names repeat across scores (a baseline score's groups are named like P's): claim
+    4's trend reads P's groups only, and mixing scores into the curves is refused."""
+    from dataclasses import replace
+
+    from punl.analysis import group_point_curves
+    from punl.claims import barrier_trends
+    study = make_study(Truth())
+    curves = study.tables.barrier_points
+    other = curves.assign(score="avg_grad_norm", loss=curves.loss + 5.0)
+    groups = study.tables.groups
+    mixed = replace(study, tables=replace(
+        study.tables, barrier_points=pd.concat([curves, other], ignore_index=True),
+        groups=pd.concat([groups, groups.assign(score="avg_grad_norm")], ignore_index=True)))
+    choice = Choice(study.level, "all", study.primary_score)
+    alone, with_other = barrier_trends(study, choice)[2], barrier_trends(mixed, choice)[2]
+    for key, trend in alone.items():
+        assert trend == pytest.approx(with_other[key], nan_ok=True), key
+    with pytest.raises(ValueError, match="curves"):
+        group_point_curves(mixed.tables.barrier_points, "independent", "clean")

@@ -59,7 +59,7 @@ def test_run_executes_notebooks_and_writes_tables(book):
     tables = ("groups", "unlearning", "attack", "points", "point_null", "barriers", "paths",
               "steps", "claims", "heldout_predictions", "prediction_validation", "adaptive",
               "point_tests", "point_utility", "point_steps", "point_predictions",
-              "point_prediction_validation")
+              "point_prediction_validation", "barrier_points")
     for table in tables:
         assert len(pd.read_parquet(published / f"{table}.parquet")) > 0, table
     assert set(record["tables"]) == {f"{t}.parquet" for t in ("scores", *tables)}

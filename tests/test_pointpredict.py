@@ -39,3 +39,50 @@ def test_a_score_that_drives_the_steps_beats_the_constants():
     zero = predicted[predicted.predictor == "0 steps"]
     # the constant 0 covers exactly the points recorded never distinguishable
     assert (zero.covered == (zero.measured_steps == 0)).all()
+
+
+def _published(study):
+    """The per-point study's steps as a run publishes them (training points and placebo)."""
+    return study.point_steps, study.scores
+
+
+def test_forecast_recovers_the_law_and_the_request_is_its_slowest_point():
+    """The law fitted on every point recovers the truth's a, b (the fit's scatter at 800
+    points is a few percent; 25% is far outside it); one point's request is that point; the
+    request's distribution, the product of the points' cdfs, matches the maximum of latent
+    categories simulated from the same law (Monte Carlo, 20,000 draws: the quantiles are
+    categories, so they agree exactly unless a cdf sits within sampling error of a quantile)."""
+    truth = PointTruth(noise=8)
+    study = make_point_study(truth)
+    steps, scores = _published(study)
+    ck = study.checkpoints
+    one = pointpredict.predict_request(steps, scores, [5], "privacy_loss_a8", 0.05, ck)
+    assert one.law["a"] == pytest.approx(truth.a, rel=0.25)
+    assert one.law["b"] == pytest.approx(truth.b, rel=0.25)
+    assert (one.steps, one.steps_low, one.steps_high) == tuple(
+        one.points.loc[0, ["steps", "steps_low", "steps_high"]])
+    request = [3, 17, 42, 108, 150]
+    f = pointpredict.predict_request(steps, scores, request, "privacy_loss_a8", 0.05, ck)
+    assert list(f.points["index"]) == request and f.fitted_points == truth.points
+    assert f.steps >= f.points.steps.max()
+    probs = pointpredict.latent_category_probabilities(f.points.x.to_numpy(), f.law, ck)
+    rng = np.random.default_rng(0)
+    draws = np.stack([rng.choice(len(ck) + 1, 20000, p=p / p.sum()) for p in probs]).max(0)
+    simulated = [pointpredict.category_steps(np.quantile(draws, q, method="inverted_cdf"), ck)
+                 for q in (0.05, 0.5)]
+    assert [f.steps_low, f.steps] == pytest.approx(np.asarray(simulated, float))
+    assert f.steps_low <= f.steps <= f.steps_high
+    assert "the request (its slowest point)" in f.summary()
+
+
+def test_predict_request_names_the_bad_option():
+    from punl.predict import RequestError
+    study = make_point_study(PointTruth())
+    steps, scores = _published(study)
+    ck = study.checkpoints
+    for kwargs, option in [({"indices": [10 ** 6]}, "--indices"), ({"score": "nope"}, "--score"),
+                           ({"level": 0.2}, "--level"), ({"coverage": 1.5}, "--coverage")]:
+        args = {"indices": [1, 2], "score": "privacy_loss_a8", "level": 0.05, **kwargs}
+        with pytest.raises(RequestError, match=option):
+            pointpredict.predict_request(steps, scores, args.pop("indices"), args.pop("score"),
+                                         args.pop("level"), ck, **args)

@@ -113,3 +113,22 @@ def test_every_readme_predict_command_runs(tiny):
                               env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
         assert done.returncode == 0, (command, done.stderr[-2000:])
         assert "steps" in done.stdout, command
+        groups = "--aggregate" in command or "--eps" in command       # else per point
+        marker = {(True, False): "measured groups", (True, True): '"calibration_groups"',
+                  (False, False): "the request (its slowest point)",
+                  (False, True): '"fitted_points"'}[groups, "--json" in command]
+        assert marker in done.stdout, command
+
+
+@pytest.mark.slow
+def test_readme_predict_python_block_runs(tiny, monkeypatch):
+    """The README's Python example of prediction, in the tiny run's root."""
+    text = (REPO / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S)
+                 if "predict_request" in b)
+    monkeypatch.chdir(tiny["root"])
+    namespace = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    assert np.isfinite(namespace["prediction"].x)
+    forecast = namespace["forecast"]
+    assert list(forecast.points["index"]) == [3, 17, 42] and forecast.fitted_points == 200
