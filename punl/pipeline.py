@@ -1,7 +1,8 @@
 """The stages in order, each reusing its artifacts only when they verify.
 
-    config -> data -> train (ledger.npz, models.pt) -> score (scores.parquet) -> unlearn (tables)
-           -> the run's tables (scores, the four unlearning tables, claims)
+    config -> data -> train (ledger.npz, models.pt) -> score (scores.parquet)
+           -> pointwise (the per-point study) -> unlearn (the group study's tables)
+           -> the run's tables (scores, the per-point and unlearning tables, claims, predictions)
 
 A stage folder is reused when its record verifies (:meth:`~punl.store.StageDir.is_complete`)
 and its files load; otherwise the stage is recomputed with a

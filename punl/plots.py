@@ -16,8 +16,9 @@ import seaborn as sns
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
 from .fits import recorded_log_model
-from .groups import group_kind
+from .groups import quantile_groups
 from .ledger import Ledger
+from .tables import privacy_order
 
 #: Width of a figure in inches: the book's text column at :data:`DPI` (about 670 pixels).
 WIDTH = 7.0
@@ -100,15 +101,10 @@ def _legend_right(ax, title: str | None = None) -> None:
 
 def _score_label(score: str) -> str:
     """``privacy loss P, α = 8 (log scale)`` for ``privacy_loss_a8``; other scores by name."""
-    if score.startswith("privacy_loss_a"):
-        return f"privacy loss P, α = {score.removeprefix('privacy_loss_a')} (log scale)"
+    alpha = privacy_order(score)
+    if alpha is not None:
+        return f"privacy loss P, α = {alpha:g} (log scale)"
     return f"{score} (log scale)"
-
-
-def _quantile_groups(groups) -> list[str]:
-    """The quantile groups ``q0``, ``q1``, ... among ``groups``, in order."""
-    q = {g for g in groups if isinstance(g, str) and group_kind(g) == "quantile"}
-    return sorted(q, key=lambda g: int(g[1:]))
 
 
 # -------------------------------------------------------------------------------- training
@@ -402,7 +398,7 @@ def path_losses_figure(paths: pd.DataFrame, method: str, step: int = 0) -> plt.F
     points; one panel per partner and kind of point."""
     p = paths[(paths.method == method) & (paths.step == step)]
     p = p.assign(side=p.subset.str.split("-").str[0], points=p.subset.str.split("-").str[1])
-    groups = _quantile_groups(p.group.unique()) or sorted(p.group.unique())
+    groups = quantile_groups(p.group.unique()) or sorted(p.group.unique())
     p = p[p.group.isin(groups)]
     kinds = [k for k in ("clean", "flipped") if (p.points == k).any()]
     partners = ["coupled", "independent"]
@@ -448,7 +444,7 @@ def barrier_trajectories(barriers: pd.DataFrame, method: str) -> plt.Figure:
     frames = [controlled_barriers(barriers, method, k).assign(step=k) for k in steps]
     c = pd.concat(frames, ignore_index=True)
     c = c[c.points == "clean"].assign(step1=lambda t: t.step + 1)
-    groups = _quantile_groups(c.group.unique()) or sorted(c.group.unique())
+    groups = quantile_groups(c.group.unique()) or sorted(c.group.unique())
     partners = ["coupled", "independent"]
     fig, axes = plt.subplots(1, 2, figsize=(WIDTH, 3.2), sharey=True)
     for ax, partner in zip(axes, partners):

@@ -14,6 +14,7 @@ import pandas as pd
 
 from .fits import recorded_log_model
 from .plots import WIDTH, _legend_below, _plain, _score_label, log_ticks
+from .tables import privacy_order
 
 
 def _steps_axis(ax, checkpoints: np.ndarray) -> None:
@@ -83,11 +84,12 @@ def hardest_bars(means: pd.DataFrame) -> plt.Figure:
     for ax, share in zip(axes[0], shares):
         part = means[means.share == share]
         x = np.arange(len(part))
-        colours = ["C1" if s.startswith("privacy_loss") else "C0" for s in part.score]
+        colours = ["C1" if privacy_order(s) is not None else "C0" for s in part.score]
         ax.bar(x, part["mean"], color=colours, width=0.6)
         ax.errorbar(x, part["mean"], yerr=[part["mean"] - part.low, part.high - part["mean"]],
                     fmt="none", ecolor="black", capsize=3, lw=1)
-        ax.set_xticks(x, [s.replace("privacy_loss_a", "P, α = ") for s in part.score],
+        ax.set_xticks(x, [f"P, α = {privacy_order(s):g}" if privacy_order(s) is not None else s
+                          for s in part.score],
                       rotation=20, ha="right")
         ax.set(title=f"hardest {share:.0%} (m = {int(part.m.iloc[0])})",
                ylabel="mean steps to unlearn" if share == shares[0] else None)

@@ -25,16 +25,24 @@ ORDER = [
 ]
 
 
-def punl_imports(path: Path) -> set[str]:
-    """Names of the punl modules a file imports anywhere (top level or inside functions)."""
+#: Inside the per-example gradient package, upstream first likewise.
+PERGRAD_ORDER = ["registry", "functional", "stacked", "linear", "conv2d", "groupnorm", "norms",
+                 "clipped", "__init__"]
+
+
+def punl_imports(path: Path, level: int = 1) -> set[str]:
+    """Names of the modules of one package a file imports anywhere (top level or inside
+    functions): ``level`` 1 for a module of punl itself, 2 for a module of one of its
+    sub-packages (whose level-1 imports are its siblings: :func:`sibling_imports`)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module:
+            if node.level == level and node.module:
                 found.add(node.module.split(".")[0])
-            elif node.level == 1:  # from . import x: a module, or a name of punl/__init__
-                found.update(a.name if (path.parent / f"{a.name}.py").exists() else "__init__"
-                             for a in node.names)
+            elif node.level == level:  # from . import x: a module, or a name of __init__
+                package = path.parents[level - 1]
+                found.update(a.name if (package / f"{a.name}.py").exists()
+                             or (package / a.name).is_dir() else "__init__" for a in node.names)
             elif node.module and node.module.startswith("punl."):
                 found.add(node.module.split(".")[1])
         elif isinstance(node, ast.Import):
@@ -42,22 +50,44 @@ def punl_imports(path: Path) -> set[str]:
     return found
 
 
+def module_files(module: str) -> list[Path]:
+    """The files of a punl module: itself, or every file of a sub-package."""
+    folder = PACKAGE / module
+    return sorted(folder.glob("*.py")) if folder.is_dir() else [PACKAGE / f"{module}.py"]
+
+
 def test_every_module_is_placed_in_the_order():
     modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
-    assert modules == set(ORDER)
+    packages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    assert modules | packages == set(ORDER)
+    assert {p.stem for p in (PACKAGE / "pergrad").glob("*.py")} == set(PERGRAD_ORDER)
 
 
 @pytest.mark.parametrize("module", ORDER)
 def test_a_stage_imports_only_earlier_stages(module):
-    later = {m for m in punl_imports(PACKAGE / f"{module}.py") if m != "__init__"}
+    files = module_files(module)
+    level = 2 if len(files) > 1 or files[0].parent != PACKAGE else 1
+    later = {m for f in files for m in punl_imports(f, level) if m != "__init__"}
     bad = {m for m in later if ORDER.index(m) >= ORDER.index(module)}
     assert not bad, f"{module} imports {sorted(bad)}, which come at or after it"
+
+
+@pytest.mark.parametrize("module", PERGRAD_ORDER)
+def test_a_pergrad_module_imports_only_earlier_ones(module):
+    later = punl_imports(PACKAGE / "pergrad" / f"{module}.py", level=1)
+    bad = {m for m in later if PERGRAD_ORDER.index(m) >= PERGRAD_ORDER.index(module)}
+    assert not bad, f"pergrad.{module} imports {sorted(bad)}, which come at or after it"
 
 
 def test_the_order_check_catches_a_circle(tmp_path):
     path = tmp_path / "config.py"
     path.write_text("def f():\n    from .unlearn import METHODS\n")
     assert "unlearn" in punl_imports(path)
+    inner = tmp_path / "pergrad" / "registry.py"
+    inner.parent.mkdir()
+    inner.write_text("from ..sgd import step\nfrom .clipped import ClippedSums\n")
+    assert punl_imports(inner, level=2) == {"sgd"}
+    assert punl_imports(inner, level=1) == {"clipped"}
 
 
 def test_configuration_loads_without_torch():
