@@ -392,12 +392,6 @@ def point_prediction_tables(study_) -> dict[str, pd.DataFrame]:
             "point_prediction_validation": point_validation(predicted)}
 
 
-def predictions(study_) -> dict[str, pd.DataFrame]:
-    """The prediction tables of a run (see :func:`punl.predict.prediction_tables`)."""
-    from .predict import MeasuredRun, prediction_tables
-    return prediction_tables(MeasuredRun.of_study(study_))
-
-
 def run_tables(config: Config, store: ArtifactStore, through: str = "unlearn",
                progress: bool = True) -> dict[str, pd.DataFrame]:
     """Compute the stages up to ``through`` (``score`` or ``unlearn``), reusing what verifies,
@@ -408,7 +402,9 @@ def run_tables(config: Config, store: ArtifactStore, through: str = "unlearn",
     Every stage is checked here, the training stage included, so that whatever must be
     recomputed is recomputed now (with its warnings on the terminal), not later inside a
     notebook."""
+    from .heldout import prediction_tables
     from .pointclaims import point_steps
+    from .predict import MeasuredRun
     data = load_data(config)
     ensure_trained(config, store, data, progress)
     if through == "score":
@@ -418,7 +414,8 @@ def run_tables(config: Config, store: ArtifactStore, through: str = "unlearn",
     scores = ensure_scored(config, store, data, progress)
     s = study(config, tables, scores, data.n_train, point_steps(points["point_tests"]))
     return {"scores": scores, **dict(tables.items()), "steps": s.steps, **points,
-            "point_steps": s.point_steps, "claims": claims(s, config, store), **predictions(s),
+            "point_steps": s.point_steps, "claims": claims(s, config, store),
+            **prediction_tables(MeasuredRun.of_study(s)),
             **point_prediction_tables(s)}
 
 

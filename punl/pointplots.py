@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .fits import recorded_log_model
-from .plots import WIDTH, _legend_below, _plain, _score_label, log_ticks
+from .plots.style import WIDTH, legend_below, log_ticks, plain, score_label
 from .tables import privacy_order
 
 
@@ -23,7 +23,7 @@ def _steps_axis(ax, checkpoints: np.ndarray) -> None:
     ax.set_yscale("symlog", linthresh=1.0)
     ax.set_ylim(-0.3, top * 1.6)
     ax.set_yticks(list(checkpoints))
-    ax.yaxis.set_major_formatter(plt.FuncFormatter(_plain))
+    ax.yaxis.set_major_formatter(plt.FuncFormatter(plain))
     ax.yaxis.set_minor_formatter(plt.NullFormatter())
 
 
@@ -55,7 +55,7 @@ def steps_against_privacy(rows: pd.DataFrame, placebo: pd.DataFrame, law, checkp
             color="C1", lw=1.6, label="log law max(0, a log bP)")
     ax.plot(grid, np.clip(law.line["intercept"] + law.line["slope"] * grid, 0, None),
             color="C2", lw=1.2, ls="--", label="line c + dP")
-    ax.set(xscale="log", xlabel=_score_label(score), ylabel="steps to unlearn (symlog)")
+    ax.set(xscale="log", xlabel=score_label(score), ylabel="steps to unlearn (symlog)")
     _steps_axis(ax, ck)
     log_ticks(ax)
     bins = pd.qcut(rows.p.rank(method="first"), 10, labels=False)
@@ -71,7 +71,7 @@ def steps_against_privacy(rows: pd.DataFrame, placebo: pd.DataFrame, law, checkp
     fig.tight_layout()
     handles, labels = ax.get_legend_handles_labels()
     h2, l2 = share_ax.get_legend_handles_labels()
-    _legend_below(fig, handles=handles + h2, labels=labels + l2, ncol=3)
+    legend_below(fig, handles=handles + h2, labels=labels + l2, ncol=3)
     return fig
 
 
@@ -116,7 +116,7 @@ def step_distribution(rows: pd.DataFrame, placebo: pd.DataFrame, checkpoints) ->
     ax.set_xticks(x, labels)
     ax.set(xlabel="recorded steps to unlearn", ylabel="share of points (log scale)")
     fig.tight_layout()
-    _legend_below(fig, ax, ncol=2)
+    legend_below(fig, ax, ncol=2)
     return fig
 
 
@@ -130,5 +130,5 @@ def effect_distribution(rows: pd.DataFrame, mde: float) -> plt.Figure:
     ax.set(xlabel="|d| at step 0 (mean difference of phi over its pooled sd)",
            ylabel="points", yscale="log")
     fig.tight_layout()
-    _legend_below(fig, ax, ncol=1)
+    legend_below(fig, ax, ncol=1)
     return fig

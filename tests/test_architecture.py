@@ -18,16 +18,20 @@ ORDER = [
     "data", "models", "pergrad", "multimodel", "sgd", "recipe", "ledger", "train",
     "privacy", "metrics", "mia", "groups", "shadow", "scores", "barriers", "unlearn",
     "pointwise",
-    "fits", "lawtest", "power", "analysis", "pointclaims", "claims", "findings", "predict", "adaptive", "pointpredict", "plots", "pointplots", "store", "outputs", "preflight", "pipeline",
+    "fits", "lawtest", "power", "analysis", "pointclaims", "claims", "findings", "predict", "heldout", "adaptive", "pointpredict", "plots", "pointplots", "store", "outputs", "preflight", "pipeline",
     "notebook", "plan", "book",
     "runner", "sweep",
     "cli",
 ]
 
 
-#: Inside the per-example gradient package, upstream first likewise.
-PERGRAD_ORDER = ["registry", "functional", "stacked", "linear", "conv2d", "groupnorm", "norms",
-                 "clipped", "__init__"]
+#: Inside each sub-package, upstream first likewise.
+SUBPACKAGE_ORDERS = {
+    "pergrad": ["registry", "functional", "stacked", "linear", "conv2d", "groupnorm", "norms",
+                "clipped", "__init__"],
+    "plots": ["style", "training", "scores", "unlearning", "barriers", "prediction", "runs",
+              "__init__"],
+}
 
 
 def punl_imports(path: Path, level: int = 1) -> set[str]:
@@ -60,7 +64,9 @@ def test_every_module_is_placed_in_the_order():
     modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
     packages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
     assert modules | packages == set(ORDER)
-    assert {p.stem for p in (PACKAGE / "pergrad").glob("*.py")} == set(PERGRAD_ORDER)
+    assert packages == set(SUBPACKAGE_ORDERS)
+    for package, order in SUBPACKAGE_ORDERS.items():
+        assert {p.stem for p in (PACKAGE / package).glob("*.py")} == set(order)
 
 
 @pytest.mark.parametrize("module", ORDER)
@@ -72,11 +78,15 @@ def test_a_stage_imports_only_earlier_stages(module):
     assert not bad, f"{module} imports {sorted(bad)}, which come at or after it"
 
 
-@pytest.mark.parametrize("module", PERGRAD_ORDER)
-def test_a_pergrad_module_imports_only_earlier_ones(module):
-    later = punl_imports(PACKAGE / "pergrad" / f"{module}.py", level=1)
-    bad = {m for m in later if PERGRAD_ORDER.index(m) >= PERGRAD_ORDER.index(module)}
-    assert not bad, f"pergrad.{module} imports {sorted(bad)}, which come at or after it"
+@pytest.mark.parametrize("package, module", [(p, m) for p, order in SUBPACKAGE_ORDERS.items()
+                                              for m in order])
+def test_a_subpackage_module_imports_only_earlier_ones(package, module):
+    order = SUBPACKAGE_ORDERS[package]
+    later = punl_imports(PACKAGE / package / f"{module}.py", level=1)
+    assert later <= set(order), f"{package}.{module} imports {sorted(later - set(order))} as " \
+                                "siblings (a module of punl is imported with ..)"
+    bad = {m for m in later if order.index(m) >= order.index(module)}
+    assert not bad, f"{package}.{module} imports {sorted(bad)}, which come at or after it"
 
 
 def test_the_order_check_catches_a_circle(tmp_path):
