@@ -9,7 +9,7 @@ The stages, each reusing its artifacts (``punl.pipeline``)::
     config = load_config("digits-quick", ["sigma=0.3"])
     store = ArtifactStore("runs/my-run/artifacts")
     scores = ensure_scored(config, store)        # one row per training point
-    tables = ensure_unlearned(config, store)     # unlearning, steps, steps_points, barriers
+    tables = ensure_unlearned(config, store)     # punl.tables.UnlearnTables: groups, attack, ...
 
 Per-example gradients and norms for any model without BatchNorm::
 

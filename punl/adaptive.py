@@ -34,7 +34,8 @@ from .methods import METHODS
 from .mia import attack_track, lira_phi
 from .multimodel import many_logits
 from .pergrad import Params
-from .predict import RequestError, check_request, look_steps
+from .heldout import look_steps
+from .predict import RequestError, check_request
 from .sgd import Population
 from .unlearn import GroupSplit, method_members, on_device, retrain
 

@@ -25,8 +25,10 @@ from .tables import STEPS, UnlearnTables
 def fmt(value, digits: int = 3) -> str:
     """A number as the book prints it: integers whole (with thousands separators), other
     numbers to ``digits`` significant digits without trailing zeros, and without an exponent
-    from 0.001 to a million; ``n/a`` for a missing or infinite value; anything else as its
-    text."""
+    from 0.001 to a million; ``n/a`` for a missing (None or NaN) or infinite value; anything
+    else as its text."""
+    if value is None:
+        return "n/a"
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
         return str(value)
     if isinstance(value, (int, np.integer)):

@@ -1,4 +1,4 @@
-"""The names punl knows: datasets, model families and unlearning methods.
+"""The names punl knows: datasets and model families (unlearning methods: :mod:`punl.methods`).
 
 A leaf module without heavy imports, so that a configuration can be validated without loading
 torch or any stage. The implementations live in :mod:`punl.data`, :mod:`punl.models` and

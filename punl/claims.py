@@ -41,9 +41,10 @@ import numpy as np
 import pandas as pd
 
 from . import analysis, pointclaims
+from .analysis import fmt
 from .fits import spearman
 from .power import spearman_power, z_power
-from .tables import CLAIMS, POINT_STEPS, UnlearnTables
+from .tables import CLAIMS, POINT_STEPS, UnlearnTables, privacy_column, privacy_order
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
 SIGNIFICANCE = 0.05  # level of the tests inside the verdict rules
@@ -129,10 +130,6 @@ def _untestable(why: str = "nothing in this run to test it on") -> dict:
             "power": np.nan}
 
 
-def _fmt(x: float, digits: int = 2) -> str:
-    return analysis.fmt(x, digits + 1) if x is not None and np.isfinite(x) else "n/a"
-
-
 def _pct(x: float) -> str:
     return analysis.percent(x, 2)
 
@@ -207,14 +204,14 @@ def claim_log(study: Study, choice: Choice) -> dict:
     law, rows = r["law"], r["rows"]
     what = "points" if study.has_points else "quantile groups"
     return {"number": law.statistic,
-            "value": f"log-likelihood of the log law minus the line's {_fmt(law.statistic, 1)} "
+            "value": f"log-likelihood of the log law minus the line's {fmt(law.statistic, 2)} "
                      f"over {analysis.fmt(len(rows))} {what}: line rejected p "
-                     f"{_fmt(law.p_line, 2)}, log law rejected p {_fmt(law.p_log, 2)}; "
-                     f"rho(steps, P) {_fmt(r['spearman'])}",
-            "interval": f"goodness of fit p: log law {_fmt(law.gof_log, 2)}, line "
-                        f"{_fmt(law.gof_line, 2)}"
+                     f"{fmt(law.p_line, 3)}, log law rejected p {fmt(law.p_log, 3)}; "
+                     f"rho(steps, P) {fmt(r['spearman'])}",
+            "interval": f"goodness of fit p: log law {fmt(law.gof_log, 3)}, line "
+                        f"{fmt(law.gof_line, 3)}"
                         f"{' (neither law fits)' if max(law.gof_log, law.gof_line) <= SIGNIFICANCE else ''}"
-                        f"; fitted a = {_fmt(law.log_law['a'], 2)}, "
+                        f"; fitted a = {fmt(law.log_law['a'], 3)}, "
                         f"b = {analysis.fmt(law.log_law['b'], 3)}",
             "verdict": _verdict(r["ok"]), "power": r["power"]}
 
@@ -244,11 +241,11 @@ def claim_shape(study: Study, choice: Choice) -> dict:
         True if trend and np.isfinite(r["shared_rate_p"]) else None
     groups = len(study.quantiles(study.primary_method, choice))
     return {"number": r["spearman"],
-            "value": f"rho(A, P) {_fmt(r['spearman'])} (p {_fmt(r['spearman_p'], 3)}); shared "
-                     f"rate {_fmt(r['shared_rate'], 3)}, F-test p {_fmt(r['shared_rate_p'], 3)} "
+            "value": f"rho(A, P) {fmt(r['spearman'])} (p {fmt(r['spearman_p'], 4)}); shared "
+                     f"rate {fmt(r['shared_rate'], 4)}, F-test p {fmt(r['shared_rate_p'], 4)} "
                      f"over {r['responding_groups']} responding groups",
-            "interval": f"slope of log A on log P {_fmt(r['log_log_slope'])} "
-                        f"[{_fmt(r['slope_low'])}, {_fmt(r['slope_high'])}]",
+            "interval": f"slope of log A on log P {fmt(r['log_log_slope'])} "
+                        f"[{fmt(r['slope_low'])}, {fmt(r['slope_high'])}]",
             "verdict": _verdict(ok),
             "power": spearman_power(r["spearman"], groups, SIGNIFICANCE)}
 
@@ -264,10 +261,10 @@ def claim_metrics(study: Study, choice: Choice) -> dict:
     d, partial = disagreement_result(study, choice)
     if d.empty:
         return _untestable()
-    value = "; ".join(f"vs {r.baseline}: {_fmt(r.difference, 3)} [{_fmt(r.low, 3)}, "
-                      f"{_fmt(r.high, 3)}]" for r in d.itertuples())
-    interval = "; ".join(f"partial rho(D, P | {r.baseline}) {_fmt(r.p_given_baseline)} "
-                         f"[{_fmt(r.low)}, {_fmt(r.high)}]" for r in partial.itertuples())
+    value = "; ".join(f"vs {r.baseline}: {fmt(r.difference, 4)} [{fmt(r.low, 4)}, "
+                      f"{fmt(r.high, 4)}]" for r in d.itertuples())
+    interval = "; ".join(f"partial rho(D, P | {r.baseline}) {fmt(r.p_given_baseline)} "
+                         f"[{fmt(r.low)}, {fmt(r.high)}]" for r in partial.itertuples())
     ok = False if (d.harder.isin(d.baseline)).any() else \
         True if (d.harder == "privacy loss").all() else None
     power = min(float(z_power(r.difference, (r.high - r.low) / 3.92, SIGNIFICANCE))
@@ -307,11 +304,11 @@ def _metrics_points(study: Study, choice: Choice) -> dict:
     if r is None:
         return _untestable("no baseline score to compare with")
     d = r["comparison"]
-    value = "; ".join(f"hardest {analysis.fmt(int(x.m))} by P {_fmt(x.steps_p, 1)} steps vs "
-                      f"by {x.baseline} {_fmt(x.steps_baseline, 1)}: {_fmt(x.difference, 1)} "
-                      f"[{_fmt(x.low, 1)}, {_fmt(x.high, 1)}]" for x in d.itertuples())
-    interval = "; ".join(f"partial rho(steps, P | {x.baseline}) {_fmt(x.partial_rho)} "
-                         f"[{_fmt(x.low)}, {_fmt(x.high)}]" for x in r["partial"].itertuples())
+    value = "; ".join(f"hardest {analysis.fmt(int(x.m))} by P {fmt(x.steps_p, 2)} steps vs "
+                      f"by {x.baseline} {fmt(x.steps_baseline, 2)}: {fmt(x.difference, 2)} "
+                      f"[{fmt(x.low, 2)}, {fmt(x.high, 2)}]" for x in d.itertuples())
+    interval = "; ".join(f"partial rho(steps, P | {x.baseline}) {fmt(x.partial_rho)} "
+                         f"[{fmt(x.low)}, {fmt(x.high)}]" for x in r["partial"].itertuples())
     if r["equivalent"]:
         interval += (f"; within +-{analysis.percent(pointclaims.EQUIVALENCE)} of P's steps at "
                      f"every m: {', '.join(r['equivalent'])}")
@@ -345,14 +342,14 @@ def claim_barriers(study: Study, choice: Choice) -> dict:
     if not np.isfinite(main["spearman"]):
         return _untestable()
     ok = True if main["low"] > 0 else False if main["high"] < 0 else None
-    others = "; ".join(f"{partner}, {points}: {_fmt(t['spearman'])} [{_fmt(t['low'])}, "
-                       f"{_fmt(t['high'])}]" for (partner, points), t in trends.items()
+    others = "; ".join(f"{partner}, {points}: {fmt(t['spearman'])} [{fmt(t['low'])}, "
+                       f"{fmt(t['high'])}]" for (partner, points), t in trends.items()
                        if (partner, points) != ("independent", "clean") and t["groups"])
     return {"number": main["spearman"],
-            "value": f"rho(P, controlled barrier / loss gap) {_fmt(main['spearman'])} over "
+            "value": f"rho(P, controlled barrier / loss gap) {fmt(main['spearman'])} over "
                      f"{main['groups']} groups (independent partner, clean points; groups of "
                      f"fewer than {analysis.MIN_BARRIER_POINTS} such points left out)",
-            "interval": f"[{_fmt(main['low'])}, {_fmt(main['high'])}]; {others}",
+            "interval": f"[{fmt(main['low'])}, {fmt(main['high'])}]; {others}",
             "verdict": _verdict(ok),
             "power": float(z_power(main["spearman"], (main["high"] - main["low"]) / 3.92,
                                    SIGNIFICANCE))}
@@ -369,10 +366,10 @@ def claim_method(method: str) -> Callable[[Study, Choice], dict]:
         if not r or not np.isfinite(r["spearman"]):
             return _untestable()
         return {"number": r["spearman"],
-                "value": f"rho(A, P) {_fmt(r['spearman'])} (p {_fmt(r['spearman_p'], 3)}); "
-                         f"rho(steps, P) {_fmt(steps_rho)}",
-                "interval": f"slope of log A on log P {_fmt(r['log_log_slope'])} "
-                            f"[{_fmt(r['slope_low'])}, {_fmt(r['slope_high'])}]",
+                "value": f"rho(A, P) {fmt(r['spearman'])} (p {fmt(r['spearman_p'], 4)}); "
+                         f"rho(steps, P) {fmt(steps_rho)}",
+                "interval": f"slope of log A on log P {fmt(r['log_log_slope'])} "
+                            f"[{fmt(r['slope_low'])}, {fmt(r['slope_high'])}]",
                 "verdict": _verdict(_correlation_verdict(r["spearman"], r["spearman_p"])),
                 "power": spearman_power(r["spearman"], len(q), SIGNIFICANCE)}
     return claim
@@ -436,11 +433,10 @@ def neighbours(study: Study, main: Choice, levels=analysis.LEVELS) -> list[Choic
     out = [replace(main, level=lv, label=f"level {lv:g}") for lv in levels if lv != main.level]
     if (study.tables.attack.design == "half").any() or (study.point_steps.design == "half").any():
         out.append(replace(main, design="half", label="half the models"))
-    prefix = "privacy_loss_a"
-    if main.p_column.startswith(prefix):
-        alpha = float(main.p_column.removeprefix(prefix))
+    alpha = privacy_order(main.p_column)
+    if alpha is not None:
         for other in (alpha / 2, alpha * 2):
-            column = f"{prefix}{other:g}"
+            column = privacy_column(other)
             if column in study.scores:
                 out.append(replace(main, p_column=column, label=f"alpha {other:g}"))
     return out

@@ -193,7 +193,7 @@ class Config:
     model: str = setting("mlp", "train", _one_of(MODELS))
     width: int = setting(64, "train", _at_least(1))
     depth: int = setting(1, "train", _at_least(1))
-    # --- noisy-SGD training (SCIENCE.md section 1)
+    # --- noisy-SGD training (book/methods.md, "Training with noisy SGD")
     runs: int = setting(2, "train", _at_least(1))     # R independent training runs (seeds)
     seed: int = setting(0, "train")
     epochs: float = setting(10.0, "train", _positive)  # T = ceil(epochs * N / B) steps
@@ -209,13 +209,13 @@ class Config:
     chunk_size: int | None = setting(512, RUNTIME, _optional(_at_least(1), "one chunk"))
     num_threads: int = setting(1, RUNTIME, _at_least(1))  # torch CPU threads
     workers: int = setting(1, RUNTIME, _at_least(1))      # processes unlearning groups
-    # --- privacy scoring (SCIENCE.md sections 2-3)
+    # --- privacy scoring (book/methods.md, "Per-instance privacy loss")
     orders: tuple[float, ...] = setting((2.0, 4.0, 8.0, 16.0, 32.0), "score", _orders)
     delta: float = setting(1e-5, "score", _in_open_unit)
     el2n_epochs: float = setting(1.0, "score", _positive)  # EL2N over this many first epochs
     shadow_models: int = setting(0, "score", lambda v, _: None if v == 0 or v >= 2 else
                                  "must be 0 (off) or >= 2")
-    # --- unlearning (SCIENCE.md sections 4-5)
+    # --- unlearning (book/methods.md, "Unlearning" and "When is a point unlearned?")
     methods: tuple[str, ...] = setting(("sgld", "finetune"), "unlearn", _methods)
     primary_method: str = setting("sgld", "unlearn", _primary_method)  # claims 1-4 use it
     primary_score: str = setting("privacy_loss_a8", "unlearn", _primary_score)  # quantile/top/bottom/random groups

@@ -341,3 +341,113 @@ def log_log_slope(p, amplitude) -> dict[str, float]:
     half = stats.t.ppf(0.975, keep.sum() - 2) * res.stderr
     return {"slope": float(res.slope), "low": float(res.slope - half),
             "high": float(res.slope + half), "intercept": float(res.intercept)}
+
+
+# ------------------------------------------------------------------- prediction fits
+#: The prediction intervals' nominal coverage.
+COVERAGE = 0.9
+
+
+def numerical_hessian(f, theta: np.ndarray, h: float = 1e-3) -> np.ndarray:
+    """Central-difference Hessian of a scalar function at ``theta``."""
+    n = len(theta)
+    H = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i, n):
+            e_i, e_j = np.eye(n)[i] * h, np.eye(n)[j] * h
+            H[i, j] = H[j, i] = (f(theta + e_i + e_j) - f(theta + e_i - e_j)
+                                 - f(theta - e_i + e_j) + f(theta - e_i - e_j)) / (4 * h * h)
+    return H
+
+
+def flat_free_inverse(H: np.ndarray, tol: float = 1e-8) -> np.ndarray:
+    """The inverse of a symmetric matrix on its positive eigen-directions (the others, where
+    the likelihood is flat or not at a minimum, are left out)."""
+    w, v = np.linalg.eigh((H + H.T) / 2)
+    keep = w > tol * max(w.max(), 1e-300)
+    return (v[:, keep] / w[keep]) @ v[:, keep].T
+
+
+@dataclass(frozen=True)
+class LogLawFit:
+    """Latent steps ~ N(a log(b x), sigma^2), recorded at or above 0, with the covariance of
+    (log a, log b), and its prediction interval
+
+        mu(x) -+ t_{1-gamma/2, n-3} sqrt(s^2 + grad' Cov grad),   grad = d mu / d(log a, log b),
+
+    clipped at 0 (s^2 = sigma^2 n / (n - 3), Cov the inverse Hessian of the negative
+    log-likelihood: :func:`fit_steps`)."""
+
+    a: float
+    b: float
+    sigma: float
+    cov: np.ndarray
+    groups: int
+
+    def latent(self, x: float) -> float:
+        return float(log_model(x, self.a, self.b))
+
+    def mean(self, x: float) -> float:
+        """The predicted steps: the latent law's value, or 0 where it lies below."""
+        return max(self.latent(x), 0.0)
+
+    def interval(self, x: float, coverage: float = COVERAGE) -> tuple[float, float]:
+        """The prediction interval of the class docstring (clipped at 0, as steps are)."""
+        mu = self.latent(x)
+        grad = np.array([mu, self.a])          # d mu / d log a, d mu / d log b
+        sd = np.sqrt(self.sigma ** 2 + max(float(grad @ self.cov @ grad), 0.0))
+        half = stats.t.ppf(0.5 + coverage / 2, max(self.groups - 3, 1)) * sd
+        return max(mu - half, 0.0), max(mu + half, 0.0)
+
+
+def fit_steps(x: np.ndarray, y: StepIntervals) -> LogLawFit:
+    """The censoring-aware fit of the log law (:func:`fit_log_censored`) and the covariance of
+    (log a, log b): the inverse Hessian of the negative log-likelihood in (log a, log b,
+    log sigma), flat directions left out; sigma corrected for the ML estimate's bias."""
+    x = np.asarray(x, float)
+    f = fit_log_censored(x, y)
+    theta = np.log([f["a"], f["b"], f["sigma"]])
+    cov = flat_free_inverse(numerical_hessian(log_law_nll(x, y), theta))[:2, :2]
+    sigma = f["sigma"] * np.sqrt(len(x) / max(len(x) - 3, 1))     # the ML estimate's bias
+    return LogLawFit(f["a"], f["b"], sigma, cov, len(x))
+
+
+@dataclass(frozen=True)
+class PowerLawFit:
+    """log A = intercept + slope log x + N(0, sd^2), by least squares; the interval is
+    exp(u + v log x -+ t_{1-gamma/2, n-2} s sqrt(1 + h(x))) with the leverage
+    h(x) = 1/n + (log x - mean log x)^2 / S_xx."""
+
+    intercept: float
+    slope: float
+    sd: float
+    groups: int
+    log_x_mean: float
+    sxx: float
+
+    def mean(self, x: float) -> float:
+        return float(np.exp(self.intercept + self.slope * np.log(x))) if x > 0 else np.nan
+
+    def interval(self, x: float, coverage: float = COVERAGE) -> tuple[float, float]:
+        if not x > 0:
+            return np.nan, np.nan
+        lx = np.log(x)
+        leverage = 1 / self.groups + (lx - self.log_x_mean) ** 2 / self.sxx
+        half = stats.t.ppf(0.5 + coverage / 2, self.groups - 2) * self.sd * np.sqrt(1 + leverage)
+        centre = self.intercept + self.slope * lx
+        return float(np.exp(centre - half)), float(np.exp(centre + half))
+
+
+def fit_amplitude(x: np.ndarray, amplitude: np.ndarray) -> PowerLawFit | None:
+    """The log-log fit over the groups with A > 0 and x > 0 (None with fewer than 3, or no
+    spread in x)."""
+    x, amplitude = np.asarray(x, float), np.asarray(amplitude, float)
+    keep = (x > 0) & (amplitude > 0) & np.isfinite(amplitude)
+    if keep.sum() < 3 or np.ptp(np.log(x[keep])) == 0:
+        return None
+    lx, la = np.log(x[keep]), np.log(amplitude[keep])
+    res = stats.linregress(lx, la)
+    residual = la - (res.intercept + res.slope * lx)
+    sd = float(np.sqrt((residual ** 2).sum() / max(len(lx) - 2, 1)))
+    return PowerLawFit(float(res.intercept), float(res.slope), sd, len(lx), float(lx.mean()),
+                       float(((lx - lx.mean()) ** 2).sum()))

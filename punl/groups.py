@@ -164,6 +164,12 @@ def group_kind(label: str) -> str:
     return HELDOUT_KINDS[prefix[1]] if prefix else label
 
 
+def quantile_groups(labels) -> list[str]:
+    """The quantile groups ``q0``, ``q1``, ... among ``labels``, in order, each once."""
+    q = {g for g in labels if isinstance(g, str) and group_kind(g) == "quantile"}
+    return sorted(q, key=lambda g: int(g[1:]))
+
+
 def is_heldout(kind: str) -> bool:
     """Whether a group kind is a held-out request kind."""
     return kind in HELDOUT_KINDS.values()

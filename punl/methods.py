@@ -1,7 +1,7 @@
 """The noisy-SGD update rule and the registry of unlearning methods (no torch needed).
 
 An :class:`UpdateRule` is the frozen set of hyper-parameters of one noisy-SGD update
-(SCIENCE.md section 1); :mod:`punl.sgd` applies it. With Poisson sampling at rate q = B / N,
+(``book/methods.md``, "Training with noisy SGD"); :mod:`punl.sgd` applies it. With Poisson sampling at rate q = B / N,
 per-example clipping to C and Gaussian noise,
 
     g_t         = ( sum_{i in batch_t} clip_C(grad l(theta_t; z_i)) + sigma * C * xi_t ) / B

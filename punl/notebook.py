@@ -93,7 +93,7 @@ class RunView:
     @cached_property
     def predictions(self) -> dict[str, pd.DataFrame]:
         """The held-out requests' predictions, their validation and the adaptive rule."""
-        from .predict import prediction_tables
+        from .heldout import prediction_tables
         return prediction_tables(self.measured)
 
 

@@ -1,7 +1,8 @@
 """The stages in order, each reusing its artifacts only when they verify.
 
-    config -> data -> train (ledger.npz, models.pt) -> score (scores.parquet) -> unlearn (tables)
-           -> the run's tables (scores, the four unlearning tables, claims)
+    config -> data -> train (ledger.npz, models.pt) -> score (scores.parquet)
+           -> pointwise (the per-point study) -> unlearn (the group study's tables)
+           -> the run's tables (scores, the per-point and unlearning tables, claims, predictions)
 
 A stage folder is reused when its record verifies (:meth:`~punl.store.StageDir.is_complete`)
 and its files load; otherwise the stage is recomputed with a
@@ -391,12 +392,6 @@ def point_prediction_tables(study_) -> dict[str, pd.DataFrame]:
             "point_prediction_validation": point_validation(predicted)}
 
 
-def predictions(study_) -> dict[str, pd.DataFrame]:
-    """The prediction tables of a run (see :func:`punl.predict.prediction_tables`)."""
-    from .predict import MeasuredRun, prediction_tables
-    return prediction_tables(MeasuredRun.of_study(study_))
-
-
 def run_tables(config: Config, store: ArtifactStore, through: str = "unlearn",
                progress: bool = True) -> dict[str, pd.DataFrame]:
     """Compute the stages up to ``through`` (``score`` or ``unlearn``), reusing what verifies,
@@ -407,7 +402,9 @@ def run_tables(config: Config, store: ArtifactStore, through: str = "unlearn",
     Every stage is checked here, the training stage included, so that whatever must be
     recomputed is recomputed now (with its warnings on the terminal), not later inside a
     notebook."""
+    from .heldout import prediction_tables
     from .pointclaims import point_steps
+    from .predict import MeasuredRun
     data = load_data(config)
     ensure_trained(config, store, data, progress)
     if through == "score":
@@ -417,7 +414,8 @@ def run_tables(config: Config, store: ArtifactStore, through: str = "unlearn",
     scores = ensure_scored(config, store, data, progress)
     s = study(config, tables, scores, data.n_train, point_steps(points["point_tests"]))
     return {"scores": scores, **dict(tables.items()), "steps": s.steps, **points,
-            "point_steps": s.point_steps, "claims": claims(s, config, store), **predictions(s),
+            "point_steps": s.point_steps, "claims": claims(s, config, store),
+            **prediction_tables(MeasuredRun.of_study(s)),
             **point_prediction_tables(s)}
 
 

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from .fits import recorded_log_model
-from .plots import WIDTH, _legend_below, _plain, _score_label, log_ticks
+from .plots.style import WIDTH, legend_below, log_ticks, plain, score_label
+from .tables import privacy_order
 
 
 def _steps_axis(ax, checkpoints: np.ndarray) -> None:
@@ -22,7 +23,7 @@ def _steps_axis(ax, checkpoints: np.ndarray) -> None:
     ax.set_yscale("symlog", linthresh=1.0)
     ax.set_ylim(-0.3, top * 1.6)
     ax.set_yticks(list(checkpoints))
-    ax.yaxis.set_major_formatter(plt.FuncFormatter(_plain))
+    ax.yaxis.set_major_formatter(plt.FuncFormatter(plain))
     ax.yaxis.set_minor_formatter(plt.NullFormatter())
 
 
@@ -54,7 +55,7 @@ def steps_against_privacy(rows: pd.DataFrame, placebo: pd.DataFrame, law, checkp
             color="C1", lw=1.6, label="log law max(0, a log bP)")
     ax.plot(grid, np.clip(law.line["intercept"] + law.line["slope"] * grid, 0, None),
             color="C2", lw=1.2, ls="--", label="line c + dP")
-    ax.set(xscale="log", xlabel=_score_label(score), ylabel="steps to unlearn (symlog)")
+    ax.set(xscale="log", xlabel=score_label(score), ylabel="steps to unlearn (symlog)")
     _steps_axis(ax, ck)
     log_ticks(ax)
     bins = pd.qcut(rows.p.rank(method="first"), 10, labels=False)
@@ -70,7 +71,7 @@ def steps_against_privacy(rows: pd.DataFrame, placebo: pd.DataFrame, law, checkp
     fig.tight_layout()
     handles, labels = ax.get_legend_handles_labels()
     h2, l2 = share_ax.get_legend_handles_labels()
-    _legend_below(fig, handles=handles + h2, labels=labels + l2, ncol=3)
+    legend_below(fig, handles=handles + h2, labels=labels + l2, ncol=3)
     return fig
 
 
@@ -83,11 +84,12 @@ def hardest_bars(means: pd.DataFrame) -> plt.Figure:
     for ax, share in zip(axes[0], shares):
         part = means[means.share == share]
         x = np.arange(len(part))
-        colours = ["C1" if s.startswith("privacy_loss") else "C0" for s in part.score]
+        colours = ["C1" if privacy_order(s) is not None else "C0" for s in part.score]
         ax.bar(x, part["mean"], color=colours, width=0.6)
         ax.errorbar(x, part["mean"], yerr=[part["mean"] - part.low, part.high - part["mean"]],
                     fmt="none", ecolor="black", capsize=3, lw=1)
-        ax.set_xticks(x, [s.replace("privacy_loss_a", "P, α = ") for s in part.score],
+        ax.set_xticks(x, [f"P, α = {privacy_order(s):g}" if privacy_order(s) is not None else s
+                          for s in part.score],
                       rotation=20, ha="right")
         ax.set(title=f"hardest {share:.0%} (m = {int(part.m.iloc[0])})",
                ylabel="mean steps to unlearn" if share == shares[0] else None)
@@ -114,7 +116,7 @@ def step_distribution(rows: pd.DataFrame, placebo: pd.DataFrame, checkpoints) ->
     ax.set_xticks(x, labels)
     ax.set(xlabel="recorded steps to unlearn", ylabel="share of points (log scale)")
     fig.tight_layout()
-    _legend_below(fig, ax, ncol=2)
+    legend_below(fig, ax, ncol=2)
     return fig
 
 
@@ -128,5 +130,5 @@ def effect_distribution(rows: pd.DataFrame, mde: float) -> plt.Figure:
     ax.set(xlabel="|d| at step 0 (mean difference of phi over its pooled sd)",
            ylabel="points", yscale="log")
     fig.tight_layout()
-    _legend_below(fig, ax, ncol=1)
+    legend_below(fig, ax, ncol=1)
     return fig

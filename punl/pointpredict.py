@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from . import fits, lawtest
+from .fits import COVERAGE
 from .groups import stream_seed
 from .pointclaims import flag_distribution, intervals, select_points, with_scores
 from .predict import RequestError, check_request, check_score
@@ -27,7 +28,6 @@ from .tables import POINT_PREDICTIONS, POINT_PREDICTION_VALIDATION
 
 #: The share of training points held out, and the fewest held out.
 HELDOUT_SHARE, MIN_HELDOUT = 0.1, 50
-COVERAGE = 0.9
 CONSTANTS = ("0 steps", "median")
 
 

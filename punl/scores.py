@@ -18,12 +18,12 @@ from .metrics import baseline_metrics
 from .pergrad import per_example_stats
 from .privacy import per_instance_epsilon, per_instance_rdp
 from .recipe import init_model, run_seeds
-from .tables import METRIC_COLUMNS, SHADOW_COLUMNS, privacy_column, scores_spec
+from .tables import METRIC_COLUMNS, SHADOW_COLUMNS, privacy_column, privacy_columns, scores_spec
 
 
 def score_columns(scores: pd.DataFrame) -> list[str]:
     """The difficulty scores of a table: privacy losses, epsilon and the baseline metrics."""
-    return [c for c in scores.columns if c.startswith("privacy_loss_a")] + \
+    return privacy_columns(scores.columns) + \
         [c for c in ("epsilon", *METRIC_COLUMNS, *SHADOW_COLUMNS) if c in scores.columns]
 
 

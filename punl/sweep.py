@@ -32,6 +32,7 @@ from .analysis import select
 from .claims import claim_id, verdict_text
 from .outputs import StagedFolder, output_lock, published_record, read_published
 from .parallel import process_pool
+from .tables import privacy_columns
 from .plan import book_root, config_argument
 from .preflight import check_folder, check_scheduler, check_workers, preflight
 from .runner import run_config
@@ -238,7 +239,7 @@ def point_summary(out_dir: Path) -> dict[str, float]:
     scores = read_published(out_dir, "scores")
     if scores is not None:
         main = config.get("primary_score") or \
-            [c for c in scores if c.startswith("privacy_loss_a")][0]
+            privacy_columns(scores.columns)[0]
         summary["score"] = main
         summary["mean privacy loss"] = scores[main].mean()
         flipped = scores["flipped"].astype(bool)

@@ -42,9 +42,28 @@ SHADOW_COLUMNS = ("memorisation", "lira_score")
 POINT_COLUMNS = ("index", "label", "true_label", "flipped")
 
 
+#: The per-instance privacy loss columns are this prefix and the order alpha.
+PRIVACY_PREFIX = "privacy_loss_a"
+
+
 def privacy_column(alpha: float) -> str:
     """``privacy_loss_a8`` for alpha = 8: the per-instance privacy loss column at that order."""
-    return f"privacy_loss_a{alpha:g}"
+    return f"{PRIVACY_PREFIX}{alpha:g}"
+
+
+def privacy_order(column: str) -> float | None:
+    """The order alpha of a privacy loss column (8.0 for ``privacy_loss_a8``), else None."""
+    if not column.startswith(PRIVACY_PREFIX):
+        return None
+    try:
+        return float(column.removeprefix(PRIVACY_PREFIX))
+    except ValueError:
+        return None
+
+
+def privacy_columns(columns) -> list[str]:
+    """The privacy loss columns among ``columns``, in their order."""
+    return [c for c in columns if privacy_order(c) is not None]
 
 
 def score_columns_for(orders, shadow_models: int) -> tuple[str, ...]:

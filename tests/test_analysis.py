@@ -174,3 +174,14 @@ def test_claim4_reads_only_the_primary_scores_groups():
         assert trend == pytest.approx(with_other[key], nan_ok=True), key
     with pytest.raises(ValueError, match="curves"):
         group_point_curves(mixed.tables.barrier_points, "independent", "clean")
+
+
+def test_score_columns_and_quantile_groups_are_parsed_in_one_place():
+    from punl.groups import quantile_groups
+    from punl.tables import privacy_column, privacy_columns, privacy_order
+    assert privacy_order(privacy_column(8)) == 8.0 and privacy_order(privacy_column(0.5)) == 0.5
+    assert privacy_order("avg_grad_norm") is None and privacy_order("privacy_loss_abc") is None
+    assert privacy_columns(["index", "privacy_loss_a2", "el2n", "privacy_loss_a16"]) == [
+        "privacy_loss_a2", "privacy_loss_a16"]
+    labels = ["top", "q10", "q2", "random", "q0", "q2", "p_over_el2n", "r0"]
+    assert quantile_groups(labels) == ["q0", "q2", "q10"]

@@ -18,23 +18,35 @@ ORDER = [
     "data", "models", "pergrad", "multimodel", "sgd", "recipe", "ledger", "train",
     "privacy", "metrics", "mia", "groups", "shadow", "scores", "barriers", "unlearn",
     "pointwise",
-    "fits", "lawtest", "power", "analysis", "pointclaims", "claims", "findings", "predict", "adaptive", "pointpredict", "plots", "pointplots", "store", "outputs", "preflight", "pipeline",
+    "fits", "lawtest", "power", "analysis", "pointclaims", "claims", "findings", "predict", "heldout", "adaptive", "pointpredict", "plots", "pointplots", "store", "outputs", "preflight", "pipeline",
     "notebook", "plan", "book",
     "runner", "sweep",
     "cli",
 ]
 
 
-def punl_imports(path: Path) -> set[str]:
-    """Names of the punl modules a file imports anywhere (top level or inside functions)."""
+#: Inside each sub-package, upstream first likewise.
+SUBPACKAGE_ORDERS = {
+    "pergrad": ["registry", "functional", "stacked", "linear", "conv2d", "groupnorm", "norms",
+                "clipped", "__init__"],
+    "plots": ["style", "training", "scores", "unlearning", "barriers", "prediction", "runs",
+              "__init__"],
+}
+
+
+def punl_imports(path: Path, level: int = 1) -> set[str]:
+    """Names of the modules of one package a file imports anywhere (top level or inside
+    functions): ``level`` 1 for a module of punl itself, 2 for a module of one of its
+    sub-packages (whose level-1 imports are its siblings: :func:`sibling_imports`)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module:
+            if node.level == level and node.module:
                 found.add(node.module.split(".")[0])
-            elif node.level == 1:  # from . import x: a module, or a name of punl/__init__
-                found.update(a.name if (path.parent / f"{a.name}.py").exists() else "__init__"
-                             for a in node.names)
+            elif node.level == level:  # from . import x: a module, or a name of __init__
+                package = path.parents[level - 1]
+                found.update(a.name if (package / f"{a.name}.py").exists()
+                             or (package / a.name).is_dir() else "__init__" for a in node.names)
             elif node.module and node.module.startswith("punl."):
                 found.add(node.module.split(".")[1])
         elif isinstance(node, ast.Import):
@@ -42,22 +54,50 @@ def punl_imports(path: Path) -> set[str]:
     return found
 
 
+def module_files(module: str) -> list[Path]:
+    """The files of a punl module: itself, or every file of a sub-package."""
+    folder = PACKAGE / module
+    return sorted(folder.glob("*.py")) if folder.is_dir() else [PACKAGE / f"{module}.py"]
+
+
 def test_every_module_is_placed_in_the_order():
     modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
-    assert modules == set(ORDER)
+    packages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    assert modules | packages == set(ORDER)
+    assert packages == set(SUBPACKAGE_ORDERS)
+    for package, order in SUBPACKAGE_ORDERS.items():
+        assert {p.stem for p in (PACKAGE / package).glob("*.py")} == set(order)
 
 
 @pytest.mark.parametrize("module", ORDER)
 def test_a_stage_imports_only_earlier_stages(module):
-    later = {m for m in punl_imports(PACKAGE / f"{module}.py") if m != "__init__"}
+    files = module_files(module)
+    level = 2 if len(files) > 1 or files[0].parent != PACKAGE else 1
+    later = {m for f in files for m in punl_imports(f, level) if m != "__init__"}
     bad = {m for m in later if ORDER.index(m) >= ORDER.index(module)}
     assert not bad, f"{module} imports {sorted(bad)}, which come at or after it"
+
+
+@pytest.mark.parametrize("package, module", [(p, m) for p, order in SUBPACKAGE_ORDERS.items()
+                                              for m in order])
+def test_a_subpackage_module_imports_only_earlier_ones(package, module):
+    order = SUBPACKAGE_ORDERS[package]
+    later = punl_imports(PACKAGE / package / f"{module}.py", level=1)
+    assert later <= set(order), f"{package}.{module} imports {sorted(later - set(order))} as " \
+                                "siblings (a module of punl is imported with ..)"
+    bad = {m for m in later if order.index(m) >= order.index(module)}
+    assert not bad, f"{package}.{module} imports {sorted(bad)}, which come at or after it"
 
 
 def test_the_order_check_catches_a_circle(tmp_path):
     path = tmp_path / "config.py"
     path.write_text("def f():\n    from .unlearn import METHODS\n")
     assert "unlearn" in punl_imports(path)
+    inner = tmp_path / "pergrad" / "registry.py"
+    inner.parent.mkdir()
+    inner.write_text("from ..sgd import step\nfrom .clipped import ClippedSums\n")
+    assert punl_imports(inner, level=2) == {"sgd"}
+    assert punl_imports(inner, level=1) == {"clipped"}
 
 
 def test_configuration_loads_without_torch():

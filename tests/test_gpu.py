@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from punl import pergrad
+from punl.pergrad import clipped, conv2d, stacked
 from punl.models import build_model
 from punl.pergrad import clipped_gradient_sums, detached_params, per_example_grad_norms
 from punl.sgd import stack
@@ -54,10 +55,10 @@ def test_stacked_rules_in_backward_hooks_match_a_loop_on_cuda(name, layout, monk
     """Three stacked models, every layer's rule applied in a backward hook (which CUDA runs on
     autograd's device thread, not the caller's), with each stacked layout of the convolutions,
     against the loop on each model."""
-    monkeypatch.setattr(pergrad, "STREAM_MIN_ELEMENTS", 0)
-    monkeypatch.setattr(pergrad, "conv2d_stack_layout", lambda *args, **kwargs: layout)
-    monkeypatch.setattr(pergrad, "_stacking_pays", lambda *args: True)
-    monkeypatch.setattr(pergrad, "_clipped_sums_by_vmap", None)  # the layer path must serve
+    monkeypatch.setattr(stacked, "STREAM_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(conv2d, "conv2d_stack_layout", lambda *args, **kwargs: layout)
+    monkeypatch.setattr(clipped, "stacking_pays", lambda *args: True)
+    monkeypatch.setattr(clipped, "_clipped_sums_by_vmap", None)  # the layer path must serve
     models = []
     for seed in range(3):
         torch.manual_seed(seed)

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from punl import pergrad
+from punl.pergrad import clipped, conv2d, stacked
 from punl.models import MODELS, build_model
 from punl.pergrad import (CONV_WEIGHT_RULES, clipped_gradient_sums, per_example_grad_norms,
                           per_example_grads, supports_layer_norms)
@@ -147,8 +148,8 @@ def _assert_sums_equal(got, norms, summed, counts, weights, rtol=1e-6):
 @pytest.mark.parametrize("models", [1, 3])
 @pytest.mark.parametrize("clipping", [True, False])
 def test_clipped_gradient_sums_match_loop(name, models, clipping, monkeypatch):
-    monkeypatch.setattr(pergrad, "_clipped_sums_by_vmap", None)  # the layer path must serve
-    monkeypatch.setattr(pergrad, "_stacking_pays", lambda *args: True)  # one pass for all
+    monkeypatch.setattr(clipped, "_clipped_sums_by_vmap", None)  # the layer path must serve
+    monkeypatch.setattr(clipped, "stacking_pays", lambda *args: True)  # one pass for all
     nets, params, x, y, weights = _stacked_models_and_batch(name, models)
     clip = _binding_clip(nets, x, y, weights) if clipping else None
     norms, summed, counts = _loop_clipped_sums(nets, x, y, weights, clip)
@@ -188,11 +189,11 @@ def _hooks_on_another_thread(monkeypatch):
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("hook_thread", ["caller", "other"])
 def test_rules_applied_during_the_backward_pass_match_loop(name, hook_thread, monkeypatch):
-    monkeypatch.setattr(pergrad, "STREAM_MIN_ELEMENTS", 0)  # every output through a hook
+    monkeypatch.setattr(stacked, "STREAM_MIN_ELEMENTS", 0)  # every output through a hook
     if hook_thread == "other":
         _hooks_on_another_thread(monkeypatch)
-    monkeypatch.setattr(pergrad, "_clipped_sums_by_vmap", None)  # the layer path must serve
-    monkeypatch.setattr(pergrad, "_stacking_pays", lambda *args: True)
+    monkeypatch.setattr(clipped, "_clipped_sums_by_vmap", None)  # the layer path must serve
+    monkeypatch.setattr(clipped, "stacking_pays", lambda *args: True)
     nets, params, x, y, weights = _stacked_models_and_batch(name, 2)
     clip = _binding_clip(nets, x, y, weights)
     got = clipped_gradient_sums(nets[0], params, x, y, weights, clip)
@@ -204,7 +205,7 @@ def test_rules_applied_during_the_backward_pass_match_loop(name, hook_thread, mo
 
 @pytest.mark.parametrize("name", MODELS)
 def test_clipped_gradient_sums_do_not_depend_on_stacked_models(name, monkeypatch):
-    monkeypatch.setattr(pergrad, "_stacking_pays", lambda *args: True)
+    monkeypatch.setattr(clipped, "stacking_pays", lambda *args: True)
     nets, params, x, y, weights = _stacked_models_and_batch(name, 3)
     clip = _binding_clip(nets, x, y, weights)
     stacked = clipped_gradient_sums(nets[0], params, x, y, weights, clip)
@@ -219,7 +220,7 @@ def test_clipped_gradient_sums_do_not_depend_on_stacked_models(name, monkeypatch
 
 
 def test_clipped_gradient_sums_one_pass_per_model(monkeypatch):
-    monkeypatch.setattr(pergrad, "_stacking_pays", lambda *args: False)
+    monkeypatch.setattr(clipped, "stacking_pays", lambda *args: False)
     nets, params, x, y, weights = _stacked_models_and_batch("cnn", 3)
     clip = _binding_clip(nets, x, y, weights)
     got = clipped_gradient_sums(nets[0], params, x, y, weights, clip)
@@ -228,9 +229,9 @@ def test_clipped_gradient_sums_one_pass_per_model(monkeypatch):
 
 def test_stacking_choice_is_timed_once_and_cached():
     nets, params, x, y, weights = _stacked_models_and_batch("cnn", 2)
-    twin = pergrad._twin(nets[0])
+    twin = stacked.twin_of(nets[0])
     twin.stacking.clear()
-    choice = pergrad._stacking_measured_faster(nets[0], twin, params, x, y, weights, 1.0)
+    choice = clipped.stacking_measured_faster(nets[0], twin, params, x, y, weights, 1.0)
     assert isinstance(choice, bool) and list(twin.stacking.values()) == [choice]
 
 
@@ -241,11 +242,11 @@ def test_stacking_choice_is_timed_once_and_cached():
 def test_clipped_gradient_sums_with_every_conv_rule_and_layout(rule, layout, models, rules_run,
                                                                monkeypatch):
     if rules_run != "after the pass":
-        monkeypatch.setattr(pergrad, "STREAM_MIN_ELEMENTS", 0)
+        monkeypatch.setattr(stacked, "STREAM_MIN_ELEMENTS", 0)
         _hooks_on_another_thread(monkeypatch)
-    monkeypatch.setattr(pergrad, "conv2d_weight_rule", lambda *args, **kwargs: rule)
-    monkeypatch.setattr(pergrad, "conv2d_stack_layout", lambda *args, **kwargs: layout)
-    monkeypatch.setattr(pergrad, "_stacking_pays", lambda *args: True)
+    monkeypatch.setattr(conv2d, "conv2d_weight_rule", lambda *args, **kwargs: rule)
+    monkeypatch.setattr(conv2d, "conv2d_stack_layout", lambda *args, **kwargs: layout)
+    monkeypatch.setattr(clipped, "stacking_pays", lambda *args: True)
     nets, params, x, y, weights = _stacked_models_and_batch("resnet", models)
     clip = _binding_clip(nets, x, y, weights)
     got = clipped_gradient_sums(nets[0], params, x, y, weights, clip)
@@ -312,7 +313,7 @@ def test_every_conv_rule_matches_loop(c_in, k, stride, padding, bias):
     chosen = pergrad.conv2d_weight_rule(layer, a, b)
     assert chosen in CONV_WEIGHT_RULES
     assert pergrad.conv2d_weight_rule(layer, a, b) == chosen  # measured once, then cached
-    torch.testing.assert_close(pergrad.NORM_RULES[torch.nn.Conv2d](layer, a, b),
+    torch.testing.assert_close(pergrad.LAYER_TYPES[torch.nn.Conv2d].sq_norms(layer, a, b),
                                weight_sq + bias_sq, rtol=1e-8, atol=1e-12)
 
 
@@ -326,8 +327,94 @@ def test_a_failing_stacked_pass_falls_back_to_one_pass_per_model(monkeypatch):
     def broken(*_):
         raise RuntimeError("The size of tensor a (392) must match the size of tensor b (3136)")
 
-    monkeypatch.setattr(pergrad, "_clipped_sums_stacked", broken)
-    twin = pergrad._twin(model)
+    monkeypatch.setattr(clipped, "_clipped_sums_stacked", broken)
+    twin = stacked.twin_of(model)
     with pytest.warns(pergrad.StackingFallbackWarning, match="one pass per model"):
-        assert not pergrad._stacking_measured_faster(model, twin, params, xs, ys, w, 1.0)
-    assert not pergrad._stacking_measured_faster(model, twin, params, xs, ys, w, 1.0)
+        assert not clipped.stacking_measured_faster(model, twin, params, xs, ys, w, 1.0)
+    assert not clipped.stacking_measured_faster(model, twin, params, xs, ys, w, 1.0)
+
+
+# ------------------------------------------------------------------- the layer-type registry
+def test_every_registered_layer_type_has_a_norm_rule_and_a_stacked_twin():
+    from punl.pergrad.stacked import StackedLayer
+    assert {torch.nn.Linear, torch.nn.Conv2d, torch.nn.GroupNorm} <= set(pergrad.LAYER_TYPES)
+    for module, record in pergrad.LAYER_TYPES.items():
+        assert record.module is module and callable(record.norm_rule)
+        assert issubclass(record.stacked, StackedLayer)
+        for method in ("forward", "example_sq_norms", "summed"):
+            assert getattr(record.stacked, method) is not getattr(StackedLayer, method, None)
+
+
+class Scale(torch.nn.Module):
+    """A layer no registry record covers: ``out = a * weight`` (one weight per feature)."""
+
+    def __init__(self, features: int):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.linspace(0.5, 1.5, features))
+
+    def forward(self, a):
+        return a * self.weight
+
+
+def scale_sq_norm(layer, a, b):
+    """The weight gradient of example i is a_i * b_i (elementwise)."""
+    return (a * b).pow(2).sum(1)
+
+
+class StackedScale(pergrad.StackedLayer):
+    """S scale layers on (model, example) rows."""
+
+    def forward(self, a):
+        w, models = self.weight(), self.tape.models
+        out = (a.view(models, -1, a.shape[-1]) * w.unsqueeze(1)).view(a.shape)
+        self.record(a, out)
+        return out
+
+    def example_sq_norms(self, rec, b, for_sums):
+        sq = scale_sq_norm(self.spec, rec.a, b).view(rec.models, -1)
+        return sq, ((rec.a * b) if for_sums else None)
+
+    def summed(self, rec, coef, kept):
+        per_example = kept.view(rec.models, coef.shape[1], -1)
+        return self.named(torch.einsum("sid,si->sd", per_example, coef), None)
+
+
+@pytest.fixture
+def scale_registered():
+    """Scale registered for one test, as a layer-type module would register it."""
+    pergrad.layer_type(Scale, norm_rule=scale_sq_norm)(StackedScale)
+    yield
+    del pergrad.LAYER_TYPES[Scale]
+
+
+def _scale_net():
+    torch.manual_seed(3)
+    return torch.nn.Sequential(torch.nn.Linear(6, 5), Scale(5), torch.nn.Tanh(),
+                               torch.nn.Linear(5, 3)).double()
+
+
+def test_a_layer_type_added_in_a_test_file_is_used(scale_registered, monkeypatch):
+    """With Scale registered, a model holding it takes the per-layer path (the vmap path is
+    disabled) and its norms and clipped sums equal those of a plain per-example loop."""
+    model = _scale_net()
+    assert supports_layer_norms(model)
+    monkeypatch.setattr(clipped, "_clipped_sums_by_vmap", None)
+    x, y = torch.randn(7, 6, dtype=torch.float64), torch.randint(0, 3, (7,))
+    loop = _loop_grads(model, x, y)
+    norms = per_example_grad_norms(model, x, y, method="layers")
+    expected = torch.stack([torch.cat([g.flatten() for g in gs.values()]).norm() for gs in loop])
+    torch.testing.assert_close(norms, expected)    # float64: default rtol 1e-7 holds on any BLAS
+    params = {k: v.unsqueeze(0) for k, v in pergrad.detached_params(model).items()}
+    sums = clipped_gradient_sums(model, params, x[None], y[None], torch.ones(1, 7), 1.0)
+    coef = (1.0 / expected).clamp(max=1.0)
+    for name in params:
+        want = sum(c * gs[name] for c, gs in zip(coef, loop))
+        torch.testing.assert_close(sums.summed[name][0], want)
+
+
+def test_without_its_record_the_layer_falls_back_to_vmap():
+    model = _scale_net()
+    assert not supports_layer_norms(model)
+    with pytest.raises(ValueError, match="method"):
+        per_example_grad_norms(model, torch.randn(3, 6, dtype=torch.float64),
+                               torch.tensor([0, 1, 2]), method="layers")

@@ -152,7 +152,7 @@ def every_figure(run):
 def prediction_figures(run):
     """The figures of the prediction chapter, from the tiny run's prediction tables:
     {name: draw()}."""
-    from punl import predict
+    from punl import heldout, predict
     measured, tables, score = run.measured, run.predictions, run.primary_score
     held = tables["heldout_predictions"]
     models = {how: predict.fit_cost_model(measured, score, how) for how in predict.AGGREGATES}
@@ -167,8 +167,8 @@ def prediction_figures(run):
                                                                                measured.budget),
         "validation_bars": lambda: plots.validation_bars(tables["prediction_validation"]),
         "adaptive_against_fixed": lambda: plots.adaptive_against_fixed(
-            predict.fixed_budget_curve(adaptive, measured.checkpoints),
-            predict.adaptive_comparison(adaptive, measured.checkpoints)),
+            heldout.fixed_budget_curve(adaptive, measured.checkpoints),
+            heldout.adaptive_comparison(adaptive, measured.checkpoints)),
     }
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from punl import predict
+from punl import heldout, predict
 from punl.cli import main, read_indices
 from punl.config import Config
 from punl.outputs import Publication
@@ -179,7 +179,7 @@ def test_validation_counts_coverage_rank_and_error():
     x = np.geomspace(1, 1000, 20)
     held_x = np.array([2.0, 20.0, 200.0, 900.0])
     run = synthetic_run(x, log_law(x), held_x, [0.0, log_law(20.0), log_law(200.0), 10 * K])
-    held = predict.heldout_predictions(run)
+    held = heldout.heldout_predictions(run)
     assert set(held.score) == {P, "avg_grad_norm", "el2n", "final_loss"}
     assert len(held) == 4 * 3 * 4
     mine = held[(held.score == P) & (held.aggregation == "mean")].set_index("group")
@@ -188,7 +188,7 @@ def test_validation_counts_coverage_rank_and_error():
     assert mine.loc["r3", "steps_covered"] == np.isinf(mine.loc["r3", "checkpoint_high"])
     assert mine.loc["r3", "steps_error"] == pytest.approx(K - min(mine.loc["r3", "predicted_steps"], K))
     assert mine.loc["r1", "steps_covered"]
-    table = predict.validation_table(held, K)
+    table = heldout.validation_table(held, K)
     row = table[(table.score == P) & (table.aggregation == "mean") & (table.requests == "all")].iloc[0]
     assert row.n_requests == 4 and row.censored == 1
     assert row.steps_coverage == pytest.approx(mine.steps_covered.mean())
@@ -218,21 +218,21 @@ def test_the_max_ranks_mixed_requests_the_median_misses():
 
 
 def test_adaptive_rule_on_recorded_checkpoints():
-    assert predict.recorded_looks(5, CHECKPOINTS) == [8, 16, 32, 64, 128, 256, 512]
-    assert predict.recorded_looks(0, CHECKPOINTS)[:3] == [0, 1, 2]
-    assert predict.recorded_looks(1e6, CHECKPOINTS) == [512]
+    assert heldout.recorded_looks(5, CHECKPOINTS) == [8, 16, 32, 64, 128, 256, 512]
+    assert heldout.recorded_looks(0, CHECKPOINTS)[:3] == [0, 1, 2]
+    assert heldout.recorded_looks(1e6, CHECKPOINTS) == [512]
     x = np.geomspace(1, 1000, 20)
     # held-out requests unlearned at 16, 64 and censored
     run = synthetic_run(x, log_law(x), [5.0, 50.0, 900.0], [10.0, 50.0, 10 * K])
-    held = predict.heldout_predictions(run)
+    held = heldout.heldout_predictions(run)
     held = held[(held.score == P) & (held.aggregation == "mean")].copy()
     held["predicted_steps"] = [4.0, 4.0, 4.0]              # first look at 5 -> checkpoint 8
-    table = predict.adaptive_table(run, held).set_index("group")
+    table = heldout.adaptive_table(run, held).set_index("group")
     assert table.loc["r0", "steps_used"] == 16 and table.loc["r0", "looks"] == 2
     assert table.loc["r1", "steps_used"] == 64 and table.loc["r1", "success"]
     assert table.loc["r2", "steps_used"] == K and not table.loc["r2", "passed"]
     assert not table.loc["r2", "success"]
-    comparison = predict.adaptive_comparison(table.reset_index(), CHECKPOINTS).iloc[0]
+    comparison = heldout.adaptive_comparison(table.reset_index(), CHECKPOINTS).iloc[0]
     assert comparison.adaptive_success == pytest.approx(2 / 3)
     assert comparison.adaptive_total_steps == 16 + 64 + K
     assert comparison.fixed_budget == 64 and comparison.fixed_total_steps == 3 * 64
@@ -351,16 +351,16 @@ def test_prediction_findings_name_the_best_predictor_and_the_adaptive_comparison
                                "adaptive_success": [0.5, 0.75], "adaptive_total_steps": [90, 120],
                                "mean_looks": [1.0, 1.5], "fixed_budget": [40, 100],
                                "fixed_total_steps": [360, 900]})
-    found = predict.prediction_findings(validation, comparison, "privacy_loss_a8")
+    found = heldout.prediction_findings(validation, comparison, "privacy_loss_a8")
     assert found["requests"] == "9"
     assert found["best"].startswith("the mean of el2n (Spearman ρ = 0.9, p = 0.001")
     assert "max of privacy_loss_a8 (Spearman ρ = 0.7" in found["primary_clause"]
     assert found["coverage_range"] == "80% to 100%"
     assert "75% of the requests in 120 steps" in found["adaptive_clause"]
     assert "K = 100, takes 900" in found["adaptive_clause"]
-    empty = predict.prediction_findings(validation.iloc[:0], comparison.iloc[:0], "privacy_loss_a8")
+    empty = heldout.prediction_findings(validation.iloc[:0], comparison.iloc[:0], "privacy_loss_a8")
     assert empty["requests"] == "0"
-    unranked = predict.prediction_findings(validation.assign(steps_spearman=np.nan), comparison,
+    unranked = heldout.prediction_findings(validation.assign(steps_spearman=np.nan), comparison,
                                            "privacy_loss_a8")
     assert unranked["requests"] == "9" and unranked["best"].startswith("no predictor")
 
@@ -370,7 +370,7 @@ def test_prediction_findings_name_the_best_predictor_and_the_adaptive_comparison
 def test_the_live_adaptive_rule_looks_as_on_a_grid_of_every_step(first, budget, growth):
     from punl.adaptive import look_schedule
     steps = look_schedule(first, budget, growth)
-    assert steps == predict.recorded_looks(first, np.arange(budget + 1), growth)
+    assert steps == heldout.recorded_looks(first, np.arange(budget + 1), growth)
     assert steps[0] == min(first, budget) and steps[-1] == budget
     assert all(b >= max(a * growth - 1e-9, a + 1) for a, b in zip(steps[:-2], steps[1:-1]))
 

@@ -1,0 +1,96 @@
+"""The book's figure style and the helpers every figure shares: sizes, palettes, log ticks,
+legends outside the data, score labels."""
+from __future__ import annotations
+
+import matplotlib
+import numpy as np
+import seaborn as sns
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+from ..tables import privacy_order
+
+#: Width of a figure in inches: the book's text column at :data:`DPI` (about 670 pixels).
+WIDTH = 7.0
+DPI = 96
+#: The smallest font a figure uses, in points.
+MIN_FONT = 8
+
+
+def set_style() -> None:
+    """The book's plotting style: fonts readable at the column's width, and, in a notebook,
+    figures drawn at twice the resolution they are shown at."""
+    sns.set_theme(context="notebook", style="whitegrid", font_scale=0.9)
+    matplotlib.rcParams.update({"figure.dpi": DPI, "savefig.bbox": "tight",
+                                "legend.frameon": False, "axes.titleweight": "bold",
+                                "figure.figsize": (WIDTH, 3.6)})
+    try:
+        from IPython import get_ipython
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+        if get_ipython() is not None:
+            set_matplotlib_formats("retina")
+    except ImportError:
+        pass
+
+
+def categorical_palette(names) -> dict:
+    names = list(names)
+    return dict(zip(names, sns.color_palette("tab10" if len(names) <= 10 else "tab20",
+                                             len(names))))
+
+
+def ordered_palette(names) -> dict:
+    """Colours along a sequential map, for groups in the order of their score (``q0`` ...)."""
+    names = list(names)
+    return dict(zip(names, sns.color_palette("viridis", len(names))))
+
+
+def plain(value, _=None) -> str:
+    """A tick label without an exponent: ``0.3``, ``20``, ``1e+04`` only beyond 10^4."""
+    return f"{value:g}"
+
+
+def log_ticks(ax, axis: str = "x") -> None:
+    """Readable ticks on a log axis, from its current limits: plain numbers at 1, 2, 5 x 10^k
+    over spans up to 1.5 decades, 1 and 3 x 10^k up to 3 decades, powers of ten beyond; no
+    labels on minor ticks."""
+    low, high = ax.get_xlim() if axis == "x" else ax.get_ylim()
+    if not (low > 0 and high > low):
+        return
+    span = np.log10(high / low)
+    mantissas = (1, 2, 3, 5) if span <= 1 else (1, 2, 5) if span <= 1.5 else \
+        (1, 3) if span <= 3 else (1,)
+    step = max(1, int(np.ceil(span / 6))) if span > 6 else 1
+    exponents = range(int(np.floor(np.log10(low))), int(np.ceil(np.log10(high))) + 1, step)
+    ticks = [m * 10.0 ** e for e in exponents for m in mantissas if low <= m * 10.0 ** e <= high]
+    if not ticks:      # a span inside one mantissa step: keep matplotlib's own ticks
+        return
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_major_locator(FixedLocator(ticks))
+    target.set_major_formatter(FuncFormatter(plain))
+    target.set_minor_formatter(NullFormatter())
+
+
+def legend_below(fig, ax=None, ncol: int = 4, title: str | None = None, handles=None,
+                  labels=None) -> None:
+    """One legend for the figure, centred below its panels (outside the data)."""
+    if handles is None:
+        handles, labels = (ax or fig.axes[0]).get_legend_handles_labels()
+    for a in fig.axes:
+        if a.get_legend() is not None:
+            a.get_legend().remove()
+    if handles:
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=ncol,
+                   title=title, fontsize="small")
+
+
+def legend_right(ax, title: str | None = None) -> None:
+    """The axes' legend to the right of its data."""
+    ax.legend(title=title, bbox_to_anchor=(1.02, 1), loc="upper left", fontsize="small")
+
+
+def score_label(score: str) -> str:
+    """``privacy loss P, α = 8 (log scale)`` for ``privacy_loss_a8``; other scores by name."""
+    alpha = privacy_order(score)
+    if alpha is not None:
+        return f"privacy loss P, α = {alpha:g} (log scale)"
+    return f"{score} (log scale)"
