@@ -385,6 +385,12 @@ class Claim:
     measure: str
     group_measure: str
     test: Callable[[Study, Choice], dict]
+    method: str = ""        # the unlearning method a claim about one method is about
+
+    @property
+    def key(self) -> str:
+        """The claims table's ``id``: ``2b``, or ``5 (finetune)`` for a claim about one method."""
+        return f"{self.id} ({self.method})" if self.method else self.id
 
     @property
     def title(self) -> str:
@@ -423,7 +429,7 @@ METHOD_MEASURE = "Spearman rho of the response amplitude A with P over quantile 
 def claims_for(study: Study) -> list[Claim]:
     """The claims a study tests: the five, then claim 5 for each method but the primary."""
     return [*CLAIMS_TESTED,
-            *(Claim("5", f"the trend holds for {m}", METHOD_MEASURE, "", claim_method(m))
+            *(Claim("5", f"the trend holds for {m}", METHOD_MEASURE, "", claim_method(m), m)
               for m in study.methods if m != study.primary_method)]
 
 
@@ -459,7 +465,7 @@ def claims_table(study: Study) -> pd.DataFrame:
         result = run(main)
         others = {c.label: run(c)["verdict"] for c in neighbours(study, main)}
         on_points = study.has_points and claim.group_measure
-        rows.append({"claim": claim.title,
+        rows.append({"id": claim.key, "claim": claim.title,
                      "measure": claim.measure if on_points or not claim.group_measure
                      else claim.group_measure,
                      **{k: result[k] for k in ("number", "value", "interval", "verdict",
@@ -470,13 +476,6 @@ def claims_table(study: Study) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- claim names
-def claim_id(claim: str) -> str:
-    """The short name of a claim: ``2b`` for ``2b. the response ...``, ``5 (finetune)`` for
-    ``5. the trend holds for finetune``."""
-    head = claim.split(".", 1)[0]
-    return f"{head} ({claim.rsplit(' for ', 1)[1]})" if head == "5" and " for " in claim else head
-
-
 def verdict_text(verdict: str, fragile: bool) -> str:
     """A verdict as the book writes it: ``, fragile`` added where a neighbour differs."""
     return verdict + (", fragile" if fragile else "")
@@ -487,6 +486,6 @@ def verdicts(claims: pd.DataFrame) -> dict[str, str]:
     ``{"claim_1": "supported", "claim_5_finetune": "not supported, fragile", ...}``."""
     out = {}
     for row in claims.itertuples():
-        key = "claim_" + claim_id(row.claim).replace(" (", "_").rstrip(")")
+        key = "claim_" + row.id.replace(" (", "_").rstrip(")")
         out[key] = verdict_text(row.verdict, row.fragile)
     return out

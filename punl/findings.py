@@ -7,7 +7,7 @@ import pandas as pd
 
 from . import analysis, pointclaims
 from .claims import (INCONCLUSIVE, NOT_SUPPORTED, SIGNIFICANCE, SUPPORTED, Choice, Study,
-                     barrier_trends, claim_id, hardest_result, law_result, response, verdicts)
+                     barrier_trends, hardest_result, law_result, response, verdicts)
 from .fits import spearman
 from .power import TARGET_POWER
 
@@ -113,7 +113,7 @@ def barrier_findings(study: Study, claims: pd.DataFrame) -> dict[str, str]:
 def summary_findings(claims: pd.DataFrame) -> dict[str, str]:
     """The summary chapter's closing paragraph: which claims each verdict went to and which
     verdicts are fragile."""
-    ids = claims.claim.map(claim_id)
+    ids = claims["id"]
     named = {v: analysis.listing(list(ids[claims.verdict == v]))
              for v in (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE)}
     fragile = list(ids[claims.fragile.astype(bool)])

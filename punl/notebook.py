@@ -87,7 +87,7 @@ class RunView:
     @cached_property
     def point_predictions(self) -> dict[str, pd.DataFrame]:
         """The held-out points' predictions by every score and constant, and their validation."""
-        from .pipeline import point_prediction_tables
+        from .pointpredict import point_prediction_tables
         return point_prediction_tables(self.study)
 
     @cached_property

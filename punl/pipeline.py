@@ -22,7 +22,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,9 @@ from .preflight import check_accounting, check_groups, check_training
 from .recipe import resolve_device
 from .store import ArtifactStore, CorruptArtifact, RecomputeWarning, StageDir
 from .tables import CLAIMS, POINT_TESTS, POINT_UTILITY, UnlearnTables
+
+if TYPE_CHECKING:
+    from .predict import MeasuredRun
 
 # The files each stage's record must list (resume caches come on top).
 POINTWISE_SPECS = {"point_tests": POINT_TESTS, "point_utility": POINT_UTILITY}
@@ -373,25 +376,6 @@ def claims(study_, config: Config | None = None, store: ArtifactStore | None = N
     return table
 
 
-def point_prediction_tables(study_) -> dict[str, pd.DataFrame]:
-    """Every score's and constant's prediction of the held-out points of the per-point study and
-    their validation (:mod:`punl.pointpredict`; empty without a per-point study)."""
-    from .claims import Choice
-    from .pointclaims import flag_distribution
-    from .pointpredict import point_predictions, point_validation
-    from .tables import POINT_PREDICTIONS, POINT_PREDICTION_VALIDATION
-    if not study_.has_points:
-        return {"point_predictions": POINT_PREDICTIONS.frame([]),
-                "point_prediction_validation": POINT_PREDICTION_VALIDATION.frame([])}
-    main = Choice(study_.level, "all", study_.primary_score)
-    columns = list(dict.fromkeys([study_.primary_score, *study_.baselines]))
-    flags = flag_distribution(study_.points(main, "placebo"), study_.checkpoints)
-    predicted = point_predictions(study_.points(main), columns, study_.checkpoints, flags,
-                                  study_.seed)
-    return {"point_predictions": predicted,
-            "point_prediction_validation": point_validation(predicted)}
-
-
 def run_tables(config: Config, store: ArtifactStore, through: str = "unlearn",
                progress: bool = True) -> dict[str, pd.DataFrame]:
     """Compute the stages up to ``through`` (``score`` or ``unlearn``), reusing what verifies,
@@ -404,6 +388,7 @@ def run_tables(config: Config, store: ArtifactStore, through: str = "unlearn",
     notebook."""
     from .heldout import prediction_tables
     from .pointclaims import point_steps
+    from .pointpredict import point_prediction_tables
     from .predict import MeasuredRun
     data = load_data(config)
     ensure_trained(config, store, data, progress)
@@ -450,7 +435,7 @@ class PublishedRun:
 
     config: Config
     folder: Path
-    measured: Any           # punl.predict.MeasuredRun
+    measured: MeasuredRun
     point_steps: pd.DataFrame | None = None    # the per-point study's steps, where it ran
 
     @property

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from . import fits, lawtest
+from .claims import Choice, Study
 from .fits import COVERAGE
 from .groups import stream_seed
 from .pointclaims import flag_distribution, intervals, select_points, with_scores
@@ -219,3 +220,18 @@ def predict_request(point_steps: pd.DataFrame, scores: pd.DataFrame, indices, sc
     placebo = select_points(point_steps, level, kind="placebo")
     flags = flag_distribution(placebo, checkpoints) if len(placebo) else None
     return forecast_points(rows, scores, score, idx, checkpoints, flags, coverage)
+
+
+def point_prediction_tables(study: Study) -> dict[str, pd.DataFrame]:
+    """Every score's and constant's prediction of the held-out points of the per-point study and
+    their validation (module docstring; empty without a per-point study)."""
+    if not study.has_points:
+        return {"point_predictions": POINT_PREDICTIONS.frame([]),
+                "point_prediction_validation": POINT_PREDICTION_VALIDATION.frame([])}
+    main = Choice(study.level, "all", study.primary_score)
+    columns = list(dict.fromkeys([study.primary_score, *study.baselines]))
+    flags = flag_distribution(study.points(main, "placebo"), study.checkpoints)
+    predicted = point_predictions(study.points(main), columns, study.checkpoints, flags,
+                                  study.seed)
+    return {"point_predictions": predicted,
+            "point_prediction_validation": point_validation(predicted)}

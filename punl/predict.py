@@ -284,13 +284,18 @@ class CostModel:
         a_low, a_high = amp.interval(x, self.coverage) if amp else (np.nan, np.nan)
         outside = "below" if x < self.calibrated_low else "above" if x > self.calibrated_high \
             else ""
+        checkpoint, checkpoint_low, checkpoint_high = (on_grid(k, self.grid, self.budget)
+                                                       for k in (mu, low, high))
         return Prediction(
-            self.score, self.aggregate, self.method, self.criterion,
-            self.calibration_size if size is None else size, float(x), mu, low, high,
-            *(on_grid(k, self.grid, self.budget) for k in (mu, low, high)),
-            amp.mean(x) if amp else np.nan, a_low, a_high, self.budget, self.training_steps,
-            self.coverage, outside, self.calibrated_low, self.calibrated_high,
-            self.calibration_size, self.steps_fit.groups)
+            score=self.score, aggregate=self.aggregate, method=self.method,
+            criterion=self.criterion, size=self.calibration_size if size is None else size,
+            x=float(x), steps=mu, steps_low=low, steps_high=high, checkpoint=checkpoint,
+            checkpoint_low=checkpoint_low, checkpoint_high=checkpoint_high,
+            amplitude=amp.mean(x) if amp else np.nan, amplitude_low=a_low,
+            amplitude_high=a_high, budget=self.budget, training_steps=self.training_steps,
+            coverage=self.coverage, outside_range=outside,
+            calibrated_low=self.calibrated_low, calibrated_high=self.calibrated_high,
+            calibration_size=self.calibration_size, calibration_groups=self.steps_fit.groups)
 
     def predict(self, scores: pd.DataFrame, indices) -> Prediction:
         """The prediction for a request: its indices checked (:func:`check_request`)."""

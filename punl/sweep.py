@@ -29,7 +29,7 @@ import yaml
 from .config import (ConfigError, check_name, load_config, typed_value, valid_keys,
                      yaml_problem)
 from .analysis import select
-from .claims import claim_id, verdict_text
+from .claims import verdict_text
 from .outputs import StagedFolder, output_lock, published_record, read_published
 from .parallel import process_pool
 from .tables import privacy_columns
@@ -285,7 +285,7 @@ def sweep_claims(table: pd.DataFrame, x: str, values: pd.Series, out_root: Path)
     for row, value in zip(table.itertuples(index=False), values):
         claims = read_published(out_root / row.point, "claims") if row.status != "failed" else None
         if claims is not None:
-            frames.append(claims[["claim", "measure", "number", "verdict", "power",
+            frames.append(claims[["id", "claim", "measure", "number", "verdict", "power",
                                   "fragile"]].assign(**{"point": row.point, x: value}))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -308,9 +308,9 @@ def replication_table(claims: pd.DataFrame, config: str) -> pd.DataFrame:
     power."""
     from .claims import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
     rows = []
-    for claim, c in claims.groupby("claim", sort=False):
+    for (key, claim), c in claims.groupby(["id", "claim"], sort=False):
         counts = c.verdict.value_counts()
-        rows.append({"config": config, "claim": claim, "runs": len(c),
+        rows.append({"config": config, "id": key, "claim": claim, "runs": len(c),
                      **{v: int(counts.get(v, 0)) for v in (SUPPORTED, NOT_SUPPORTED,
                                                            INCONCLUSIVE)},
                      "fragile": int(c.fragile.astype(bool).sum()),
@@ -328,7 +328,7 @@ def replication_text(table: pd.DataFrame) -> str:
     for r in table.to_dict("records"):
         verdicts = ", ".join(f"{v} {r[v]} of {r['runs']}"
                              for v in ("supported", "not supported", "inconclusive") if r[v])
-        lines.append(f"- {claim_id(r['claim'])}: {verdicts} (fragile in {r['fragile']}); "
+        lines.append(f"- {r['id']}: {verdicts} (fragile in {r['fragile']}); "
                      f"number {fmt(r['number_median'])} [{fmt(r['number_min'])}, "
                      f"{fmt(r['number_max'])}]; median power {percent(r['power_median'])}.")
     return "\n".join(lines) + "\n"
@@ -338,10 +338,10 @@ def sweep_findings(claims: pd.DataFrame, x: str) -> str:
     """One sentence per claim: at which swept values each verdict was reached."""
     from .analysis import fmt, listing
     sentences = []
-    for claim, c in claims.groupby("claim", sort=False):
+    for key, c in claims.groupby("id", sort=False):
         parts = [f"{verdict} at {x} = {listing([fmt(v) for v in part[x]])}"
                  for verdict, part in c.groupby("verdict", sort=False)]
-        sentences.append(f"- {claim_id(claim)}: {'; '.join(parts)}.")
+        sentences.append(f"- {key}: {'; '.join(parts)}.")
     return "\n".join(sentences) + "\n"
 
 

@@ -125,9 +125,10 @@ STEPS = TableSpec("steps", (
     "one group and method at one level and design: its status (never distinguishable, "
     "unlearned, censored), its steps to unlearn, and the fit D(k) = A exp(-c k) + floor of its "
     "divergence response")
-CLAIMS = TableSpec("claims", ("claim", "measure", "number", "value", "interval", "verdict",
+CLAIMS = TableSpec("claims", ("id", "claim", "measure", "number", "value", "interval", "verdict",
                               "power", "neighbours", "fragile"),
-                   "one claim of the study: the number that tests it (``number``, and in words "
+                   "one claim of the study (``id``: ``2b``, or ``5 (finetune)`` for a claim "
+                   "about one method): the number that tests it (``number``, and in words "
                    "with its context, ``value``), its interval, the verdict, its power at the "
                    "effect measured (NaN where no power model applies), the verdicts under "
                    "neighbouring analysis choices and whether any differs")

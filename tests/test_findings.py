@@ -1,5 +1,6 @@
 """The numbers each chapter's closing paragraph glues, and how the book prints numbers: every
 finding is checked against the analysis it comes from, on synthetic tables with a known truth."""
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -43,6 +44,7 @@ def truth():
 
 def test_claims_table_carries_each_claims_number(truth):
     study, table_ = truth
+    assert list(table_["id"]) == ["1", "2", "2b", "3", "4"]          # ids are data
     q = analysis.select(study.steps, "sgld", 0.05)
     quick = (q.steps_to_unlearn <= BUDGET / 10).mean()
     assert table_.number.iloc[0] == quick
@@ -72,7 +74,7 @@ def test_unlearning_findings_come_from_the_tables(truth):
 def _one_claim(study, number: str, rule) -> pd.DataFrame:
     """A claims table holding one claim's verdict under the main choice (no neighbours)."""
     result = rule(study, claims.Choice(0.05, "all", "privacy_loss_a8"))
-    return pd.DataFrame({"claim": [f"{number}. x"], "verdict": [result["verdict"]],
+    return pd.DataFrame({"id": [number], "claim": [f"{number}. x"], "verdict": [result["verdict"]],
                          "fragile": [False]})
 
 
@@ -100,7 +102,8 @@ def test_barrier_findings_come_from_the_tables(truth):
 
 
 def test_summary_findings_name_every_verdict_and_the_fragile_ones():
-    table_ = pd.DataFrame({"claim": ["1. a", "2. b", "2b. c", "5. the trend holds for finetune"],
+    table_ = pd.DataFrame({"id": ["1", "2", "2b", "5 (finetune)"],
+                           "claim": ["1. a", "2. b", "2b. c", "5. the trend holds for finetune"],
                            "verdict": ["supported", "not supported", "supported",
                                        "inconclusive"],
                            "fragile": [False, True, False, True]})
@@ -159,3 +162,11 @@ def test_score_findings():
     found = analysis.score_findings(scores.assign(flipped=False), "privacy_loss_a8",
                                     ["avg_grad_norm"])
     assert found["label_noise_sentence"].startswith("No label was flipped")
+
+
+def test_a_claim_about_one_method_carries_the_method_in_its_id():
+    study = make_study()
+    by_method = [c for c in claims.claims_for(replace(study, methods=("sgld", "finetune")))
+                 if c.method]
+    assert [(c.key, c.title) for c in by_method] == [
+        ("5 (finetune)", "5. the trend holds for finetune")]

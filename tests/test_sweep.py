@@ -95,7 +95,7 @@ def test_replication_counts_each_verdict_over_seeds_and_the_front_page_reads_it(
     from punl.book import REPLICATION, replication_for, replication_note
     from punl.sweep import replication_table, replication_text
     claims = pd.DataFrame({
-        "claim": ["1. a"] * 3 + ["2. b"] * 3, "measure": "m",
+        "id": ["1"] * 3 + ["2"] * 3, "claim": ["1. a"] * 3 + ["2. b"] * 3, "measure": "m",
         "number": [0.8, 0.9, 0.7, 1.0, -2.0, 3.0],
         "verdict": ["supported", "supported", "inconclusive", "not supported", "supported",
                     "supported"],
