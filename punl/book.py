@@ -225,6 +225,8 @@ def run_results(root: Path) -> list[dict]:
                         cfg["primary_method"], cfg["level"], cfg["primary_score"],
                         np.sort(tables["attack"].step.unique()))
         results.append({"name": folder.name, "index": _doc(folder / "index.md", root),
+                        "config": cfg, "n_train": len(tables["scores"]),
+                        "wall_time_s": record.get("wall_time_s"),
                         "replication": replication_for(root, cfg["name"]),
                         "doc": _doc(summary[0] if summary else folder / "index.md", root),
                         "claims": tables["claims"], "budget": int(cfg["unlearn_steps"]),
@@ -311,6 +313,32 @@ def listing_runs(results: list[dict]) -> str:
                      for r in results)
 
 
+def run_sentence(result: dict) -> str:
+    """What one run is, in one sentence: its data and size, model, training, the models the
+    per-point and group studies compare, the budget and how long the run took."""
+    from .analysis import fmt
+    from .catalog import DATASET_NAMES, MODEL_NAMES
+    c = result["config"]
+    data = (f"{fmt(result['n_train'])} training images of "
+            f"{DATASET_NAMES.get(c['dataset'], c['dataset'])}"
+            + (f" ({fmt(100 * c['label_noise'])}% of their labels flipped)"
+               if c.get("label_noise") else ""))
+    model = MODEL_NAMES.get(c["model"], c["model"]) + (
+        f" of width {c['width']}" if c["model"] != "logreg" else "")
+    training = (f"{c['runs']} runs of noisy SGD ($\\sigma = {fmt(c['sigma'])}$, "
+                f"$C = {fmt(c['clip'])}$, {fmt(c['epochs'])} epochs)")
+    models = c.get("point_models") or 0
+    points = (f"per point, {fmt(models)} models each forgetting every point with probability "
+              f"{fmt(c['forget_probability'])} (about {fmt(round(models * c['forget_probability']))}"
+              f" unlearned against as many retrained models for each point); "
+              if models else "")
+    groups = f"per group, {c['runs']} unlearned against {c['retrain_seeds']} retrained models"
+    took = (f"; the run took {fmt(result['wall_time_s'] / 60, 3)} min"
+            if result.get("wall_time_s") else "")
+    return (f"`{result['name']}`: {data}, {model}, {training}; {points}{groups}; budget "
+            f"$K = {fmt(c['unlearn_steps'])}$ steps of `{c['primary_method']}`{took}.")
+
+
 def landing_text(results: list[dict], figure: str | None) -> str:
     """The landing page's results: the headline figure and the claims side by side."""
     if not results:
@@ -320,7 +348,9 @@ def landing_text(results: list[dict], figure: str | None) -> str:
                     f"and response amplitude against the privacy loss\n\n"
                     f"{headline_caption(results)}\n```\n\n") if figure else ""
     runs = "one run" if len(results) == 1 else f"{len(results)} runs"
-    return (f"{figure_block}The claims of the study, as tested on the {runs} in this book. "
+    what = "\n".join(f"- {run_sentence(r)}" for r in results if "config" in r)
+    what = f"What was run:\n\n{what}\n\n" if what else ""
+    return (f"{what}{figure_block}The claims of the study, as tested on the {runs} in this book. "
             "Each verdict links to the run's summary chapter, which gives the number behind "
             "it, its interval and the verdicts under neighbouring analysis choices; "
             "*fragile* marks a verdict that one of those choices changes.\n\n"

@@ -37,10 +37,10 @@ def stage_inputs(args, through: str):
     created and locked for the command's duration."""
     from .outputs import output_lock
     from .pipeline import run_folder
-    from .preflight import check_folder, preflight
+    from .preflight import check_output_folder, preflight
     from .store import ArtifactStore
     config = load_config(args.config, args.overrides)
-    out = check_folder(run_folder(config, args.out, load_config(args.config)), "--out")
+    out = check_output_folder(run_folder(config, args.out, load_config(args.config)), "--out")
     preflight(config, through)
     with output_lock(out):
         yield config, out, ArtifactStore(out / "artifacts")

@@ -283,3 +283,22 @@ def test_landing_without_runs_is_written_and_says_so(tmp_path):
     assert page == root / "book/generated/landing.md"
     assert "No run is in the book yet" in page.read_text()
     assert "generated/landing.md" in (root / "book/intro.md").read_text()
+
+
+def test_the_front_page_says_what_each_run_ran():
+    from punl.book import landing_text, run_sentence
+    config = {"dataset": "digits", "label_noise": 0.1, "model": "mlp", "width": 64, "runs": 16,
+              "sigma": 0.5, "clip": 15.0, "epochs": 10.0, "point_models": 1024,
+              "forget_probability": 0.1, "retrain_seeds": 16, "unlearn_steps": 400,
+              "primary_method": "sgld"}
+    result = {**fake_result("a", ["supported"]), "config": config, "n_train": 1257,
+              "wall_time_s": 123.0}
+    sentence = run_sentence(result)
+    for part in ("1,257 training images of scikit-learn's 8x8 handwritten digits",
+                 "10% of their labels flipped", "an MLP of width 64", "16 runs of noisy SGD",
+                 "1,024 models", "about 102 unlearned", "16 unlearned against 16 retrained",
+                 "$K = 400$", "2.05 min"):
+        assert part in sentence, part
+    no_points = run_sentence({**result, "config": {**config, "point_models": 0}})
+    assert "per point" not in no_points and "per group" in no_points
+    assert f"- {sentence}" in landing_text([result], None)

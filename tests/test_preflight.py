@@ -224,3 +224,43 @@ def test_a_diverging_run_stops_with_one_line_and_is_never_marked_complete(workdi
     assert re.search(r"^punl: lr: training run 0 diverged .*; lower lr$", err.strip(), re.M), err
     assert "Traceback" not in err
     assert not list((workdir / "out/artifacts").glob("train-*/_complete.json"))
+
+
+@pytest.mark.parametrize("command", ["train", "run"])
+def test_out_onto_a_folder_of_the_users_is_refused_and_nothing_is_deleted(workdir, capsys,
+                                                                          command):
+    """A folder punl did not create, even one with punl's names in it, is never written to."""
+    mine = workdir / "mydir"
+    (mine / "published").mkdir(parents=True)
+    (mine / ".staging").mkdir()
+    (mine / "published" / "precious.txt").write_text("keep")
+    (mine / ".staging" / "notes.txt").write_text("keep")
+    assert main([command, "digits-quick", "--out", str(mine)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("punl: configuration error: --out"), err
+    assert ".staging/" in err[0] and "published/" in err[0]
+    assert (mine / "published" / "precious.txt").read_text() == "keep"
+    assert (mine / ".staging" / "notes.txt").read_text() == "keep"
+    assert sorted(p.name for p in mine.iterdir()) == [".staging", "published"]
+
+
+def test_punls_own_folders_are_marked_and_accepted(tmp_path):
+    from punl.outputs import MARKER, foreign_entries, output_lock
+    from punl.preflight import check_output_folder
+    new = tmp_path / "new"
+    assert check_output_folder(new) == new and not new.exists()      # nothing created
+    with output_lock(new):
+        pass
+    assert (new / MARKER).exists() and foreign_entries(new) == []
+    (new / "notes.txt").write_text("a marked folder is punl's")
+    assert foreign_entries(new) == []
+    old = tmp_path / "old"                    # a run's folder from before folders were marked
+    (old / "published").mkdir(parents=True)
+    (old / "artifacts" / "train-0123456789ab").mkdir(parents=True)
+    (old / "published" / "run.json").write_text('{"tables": {"scores.parquet": {}}}')
+    (old / "published" / "scores.parquet").write_bytes(b"")
+    assert foreign_entries(old) == []
+    (old / "published" / "mine.csv").write_text("")
+    assert foreign_entries(old) == ["published/"]
+    with pytest.raises(ConfigError, match="^--out: .* holds published/"):
+        check_output_folder(old)
