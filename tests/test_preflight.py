@@ -18,7 +18,9 @@ REPO = Path(__file__).resolve().parent.parent
 SMALL = ["--set", "n_train=200", "--set", "group_size=8", "--set", "n_groups=2",
          "--set", "runs=1", "--set", "epochs=1"]
 FILES = {"bad.yaml": "a: [1\n", "list.yaml": "- 1\n- 2\n", "scalar.yaml": "3\n",
-         "escape.yaml": "name: /tmp/elsewhere\n", "afile": "not a folder\n"}
+         "escape.yaml": "name: /tmp/elsewhere\n", "afile": "not a folder\n",
+         "twice.yaml": "sigma: 0.5\nlr: 0.1\nsigma: 1.0\n", "empty.yaml": "\n",
+         "binary.yaml": "\udcff\udcfe"}
 
 
 def sets(*pairs: str) -> list[str]:
@@ -85,6 +87,14 @@ CASES = [
     ("yaml-list", ["train", "list.yaml"], "config"),
     ("yaml-scalar", ["run", "scalar.yaml"], "config"),
     ("config-missing", ["train", "no-such-config"], "config"),
+    # ambiguity: one meaning or an error
+    ("yaml-duplicate-key", ["train", "twice.yaml"], "config: 'sigma' is given twice"),
+    ("yaml-empty", ["train", "empty.yaml"], "config"),
+    ("yaml-binary", ["train", "binary.yaml"], "config"),
+    ("set-twice", ["train", "digits-quick", *sets("sigma=0.5", "sigma=1")], "--set sigma"),
+    ("grid-twice", ["sweep", "digits-quick", "--grid", "sigma=0.5", "--grid", "sigma=1"],
+     "--grid sigma"),
+    ("out-empty", ["train", "digits-quick", "--out", ""], "--out"),
     ("unknown-key", ["train", "digits-quick", *sets("learning_rate=0.1")], "unknown key"),
     ("set-without-value", ["train", "digits-quick", "--set", "lr"], "--set"),
     ("set-bad-yaml", ["train", "digits-quick", "--set", "orders=[2,"], "--set orders"),
@@ -151,7 +161,7 @@ def endpoints():
 def workdir(tmp_path, monkeypatch):
     """An empty working directory holding only the files the cases name."""
     for name, text in FILES.items():
-        (tmp_path / name).write_text(text)
+        (tmp_path / name).write_text(text, errors="surrogateescape")
     (tmp_path / "empty").mkdir()
     monkeypatch.chdir(tmp_path)
     return tmp_path
