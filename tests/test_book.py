@@ -302,3 +302,24 @@ def test_the_front_page_says_what_each_run_ran():
     no_points = run_sentence({**result, "config": {**config, "point_models": 0}})
     assert "per point" not in no_points and "per group" in no_points
     assert f"- {sentence}" in landing_text([result], None)
+
+
+MARKUP = "a <img src=x onerror=alert(1)> `b` ``c`` <script>alert(2)</script> & d"
+
+
+def test_markup_in_a_users_values_never_reaches_the_page_live(tmp_path):
+    """A --set value holding HTML, script and backticks: every place the chapter and the
+    provenance box print it escapes the markup and keeps the code span closed."""
+    from punl.book import chapter_title, md_cell, md_code, provenance_box
+    from punl.plan import RunPlan
+    overrides = [f"data_root={MARKUP}"]
+    plan = RunPlan.make("digits-quick", overrides, tmp_path / "out", tmp_path / "book")
+    box = provenance_box(plan, {"train": "0123456789ab"}, None)
+    title = chapter_title(plan.name, {"data_root": MARKUP})
+    cell = md_cell(MARKUP)
+    for text in (title, cell):
+        assert "<img" not in text and "<script" not in text and "&lt;img" in text
+    code = md_code(overrides[0])
+    assert code.startswith("```") and code.endswith("```") and "``c``" in code
+    assert code in box                     # the override sits inside one closed code span
+    assert md_code("plain") == "`plain`" and md_code("`x`") == "`` `x` ``"
