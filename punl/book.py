@@ -38,11 +38,22 @@ class BookBuildError(RuntimeError):
 
 # ---------------------------------------------------------------------------------- run chapters
 def md_cell(value: Any) -> str:
-    """A value as the text of one markdown table cell (``|`` and ``*`` escaped, so that
-    ``a*log(b*P + 1)`` is not read as emphasis)."""
+    """A value as the text of one markdown table cell: ``|`` and ``*`` escaped (so that
+    ``a*log(b*P + 1)`` is not read as emphasis), and ``&``, ``<`` and ``>`` as HTML entities,
+    so that no markup in a value (a user's ``--set``) reaches the page live."""
     text = "null" if value is None else json.dumps(value) if isinstance(value, (list, dict)) \
         else str(value)
-    return " ".join(text.split()).replace("|", "\\|").replace("*", "\\*")
+    text = " ".join(text.split()).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("|", "\\|").replace("*", "\\*")
+
+
+def md_code(value: Any) -> str:
+    """``value`` as inline code whatever it holds: fenced by one more backtick than its
+    longest run of backticks (so none closes the span early), on one line."""
+    text = " ".join(str(value).split())
+    fence = "`" * (max((len(m) for m in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def md_table(rows: list[dict[str, Any]]) -> str:
@@ -91,19 +102,19 @@ def chapter_title(name: str, changed: dict[str, Any]) -> str:
     """``Run `digits-quick-1a2b3c4d` (sigma=0.3, label_noise=0.05)``: the run and what it
     changed in its configuration file."""
     what = ", ".join(f"{k}={md_cell(v)}" for k, v in changed.items())
-    return f"Run `{name}`" + (f" ({what})" if what else "")
+    return f"Run {md_code(name)}" + (f" ({what})" if what else "")
 
 
 def provenance_box(plan: RunPlan, stage_keys: dict[str, str], commit: str | None) -> str:
     """A small MyST box for the top of each executed notebook: the run, its configuration and
     overrides, the published tables' folder relative to the book root, the code's git commit and
     the stage keys (it stands in for the parameter cells, which the page does not show)."""
-    overrides = ", ".join(f"`{o}`" for o in plan.overrides) or "none"
+    overrides = ", ".join(md_code(o) for o in plan.overrides) or "none"
     keys = " · ".join(f"{stage} `{key}`" for stage, key in stage_keys.items())
     return (":::{admonition} Provenance\n:class: provenance\n\n"
-            f"**run** `{plan.name}` · **configuration** `{Path(plan.config_source).name}` · "
-            f"**overrides** {overrides}  \n"
-            f"**tables** `{plan.relative(plan.out_dir / 'published')}` · "
+            f"**run** {md_code(plan.name)} · **configuration** "
+            f"{md_code(Path(plan.config_source).name)} · **overrides** {overrides}  \n"
+            f"**tables** {md_code(plan.relative(plan.out_dir / 'published'))} · "
             f"**commit** `{(commit or 'unknown')[:12]}`  \n"
             f"**stage keys** {keys}\n:::\n")
 
@@ -116,15 +127,15 @@ def run_chapter_text(config: Config, out_dir: Path, run: dict, name: str | None 
     stages = [{"stage": s, "artifacts": how, "key": run["stage_keys"][s]}
               for s, how in run["stages"].items()]
     plan = run["plan"]
-    overrides = ", ".join(f"`{o}`" for o in plan["overrides"]) or "none"
+    overrides = ", ".join(md_code(o) for o in plan["overrides"]) or "none"
     config_rows = [{"field": f"`{k}`", "value": v} for k, v in config.to_dict().items()]
     return (
         f"# {chapter_title(name or config.name, changed or {})}\n\n"
-        f"This chapter holds the executed notebooks of configuration `{config.name}` "
-        f"(source `{Path(plan['config_source']).name}`, overrides: {overrides}). "
-        f"Tables were published to `{display_path(out_dir / 'published', root)}`.\n\n"
+        f"This chapter holds the executed notebooks of configuration {md_code(config.name)} "
+        f"(source {md_code(Path(plan['config_source']).name)}, overrides: {overrides}). "
+        f"Tables were published to {md_code(display_path(out_dir / 'published', root))}.\n\n"
         f"## Configuration\n\n{md_table(config_rows)}\n"
-        f"## What ran\n\nFinished {run['finished_at']} on `{run['machine']}` in "
+        f"## What ran\n\nFinished {md_cell(run['finished_at'])} on {md_code(run['machine'])} in "
         f"{run['wall_time_s']:.1f} s.\n\n{md_table(notebooks)}\n{md_table(stages)}\n"
         f"## Provenance\n\nEach stage folder carries a record of what produced it.\n\n"
         f"{_provenance_section(config, out_dir)}")
@@ -225,6 +236,8 @@ def run_results(root: Path) -> list[dict]:
                         cfg["primary_method"], cfg["level"], cfg["primary_score"],
                         np.sort(tables["attack"].step.unique()))
         results.append({"name": folder.name, "index": _doc(folder / "index.md", root),
+                        "config": cfg, "n_train": len(tables["scores"]),
+                        "wall_time_s": record.get("wall_time_s"),
                         "replication": replication_for(root, cfg["name"]),
                         "doc": _doc(summary[0] if summary else folder / "index.md", root),
                         "claims": tables["claims"], "budget": int(cfg["unlearn_steps"]),
@@ -311,6 +324,32 @@ def listing_runs(results: list[dict]) -> str:
                      for r in results)
 
 
+def run_sentence(result: dict) -> str:
+    """What one run is, in one sentence: its data and size, model, training, the models the
+    per-point and group studies compare, the budget and how long the run took."""
+    from .analysis import fmt
+    from .catalog import DATASET_NAMES, MODEL_NAMES
+    c = result["config"]
+    data = (f"{fmt(result['n_train'])} training images of "
+            f"{DATASET_NAMES.get(c['dataset'], c['dataset'])}"
+            + (f" ({fmt(100 * c['label_noise'])}% of their labels flipped)"
+               if c.get("label_noise") else ""))
+    model = MODEL_NAMES.get(c["model"], c["model"]) + (
+        f" of width {c['width']}" if c["model"] != "logreg" else "")
+    training = (f"{c['runs']} runs of noisy SGD ($\\sigma = {fmt(c['sigma'])}$, "
+                f"$C = {fmt(c['clip'])}$, {fmt(c['epochs'])} epochs)")
+    models = c.get("point_models") or 0
+    points = (f"per point, {fmt(models)} models each forgetting every point with probability "
+              f"{fmt(c['forget_probability'])} (about {fmt(round(models * c['forget_probability']))}"
+              f" unlearned against as many retrained models for each point); "
+              if models else "")
+    groups = f"per group, {c['runs']} unlearned against {c['retrain_seeds']} retrained models"
+    took = (f"; the run took {fmt(result['wall_time_s'] / 60, 3)} min"
+            if result.get("wall_time_s") else "")
+    return (f"`{result['name']}`: {data}, {model}, {training}; {points}{groups}; budget "
+            f"$K = {fmt(c['unlearn_steps'])}$ steps of `{c['primary_method']}`{took}.")
+
+
 def landing_text(results: list[dict], figure: str | None) -> str:
     """The landing page's results: the headline figure and the claims side by side."""
     if not results:
@@ -320,7 +359,9 @@ def landing_text(results: list[dict], figure: str | None) -> str:
                     f"and response amplitude against the privacy loss\n\n"
                     f"{headline_caption(results)}\n```\n\n") if figure else ""
     runs = "one run" if len(results) == 1 else f"{len(results)} runs"
-    return (f"{figure_block}The claims of the study, as tested on the {runs} in this book. "
+    what = "\n".join(f"- {run_sentence(r)}" for r in results if "config" in r)
+    what = f"What was run:\n\n{what}\n\n" if what else ""
+    return (f"{what}{figure_block}The claims of the study, as tested on the {runs} in this book. "
             "Each verdict links to the run's summary chapter, which gives the number behind "
             "it, its interval and the verdicts under neighbouring analysis choices; "
             "*fragile* marks a verdict that one of those choices changes.\n\n"

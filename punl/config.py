@@ -362,11 +362,15 @@ def yaml_problem(err: yaml.YAMLError) -> str:
 
 def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
     """``["lr=0.05", "orders=[2,8]"]`` -> ``{"lr": 0.05, "orders": [2, 8]}`` (values are YAML)."""
-    out = {}
+    out, given = {}, {}
     for pair in pairs or []:
         if "=" not in pair:
             raise ConfigError(f"--set: expected key=value, got {pair!r}")
         key, raw = pair.split("=", 1)
+        if key.strip() in given:
+            raise ConfigError(f"--set {key.strip()}: given twice ({given[key.strip()]!r} and "
+                              f"{raw!r}); set each field once")
+        given[key.strip()] = raw
         try:
             out[key.strip()] = yaml.safe_load(raw)
         except yaml.YAMLError as err:
@@ -386,17 +390,35 @@ def config_path(path: str | Path) -> Path:
     return builtin
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader refusing a mapping that names one key twice (plain YAML keeps the
+    last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"config: {key!r} is given twice (line "
+                                  f"{key_node.start_mark.line + 1}); give each field once")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(p: Path) -> dict[str, Any]:
     """The mapping in a YAML configuration file, or ConfigError saying what is wrong."""
     try:
-        values = yaml.safe_load(p.read_text())
+        values = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as err:
         raise ConfigError(f"config: {p} is not valid YAML ({yaml_problem(err)}); fix that "
                           "line") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config: {p} is not a text file; give a YAML configuration") from None
     except OSError as err:
         raise ConfigError(f"config: cannot read {p} ({err.strerror})") from None
     if values is None:
-        return {}
+        raise ConfigError(f"config: {p} is empty; give at least one key: value line (an empty "
+                          "file would run the built-in defaults)")
     if not isinstance(values, dict):
         raise ConfigError(f"config: {p} must hold a mapping of key: value lines, "
                           f"not a {type(values).__name__}")

@@ -113,6 +113,13 @@ def table(frame: pd.DataFrame, digits: int = 3, index: bool = False, **names: st
     return styled
 
 
+def note(*paragraphs: str) -> None:
+    """Paragraphs of prose in the page (Markdown), where a chapter states what it is about to
+    show or why something is missing: never raw printed output."""
+    from IPython.display import Markdown, display
+    display(Markdown("\n\n".join(paragraphs)))
+
+
 def _escape(text: str) -> str:
     return str(text).replace("*", "\\*").replace("_", "\\_")
 

@@ -9,6 +9,7 @@ mix, and a failing or killed run leaves the published folders as they were.
 
 Layout of an output folder::
 
+    <out>/.punl         marks the folder as punl's: punl writes only in folders it created
     <out>/.lock         advisory lock held by the run using the folder (fcntl.flock)
     <out>/artifacts/    stage folders with their resume caches (punl.store)
     <out>/published/    the last complete run: its tables and run.json
@@ -36,6 +37,7 @@ from typing import Any, Iterator
 from .store import atomic_write_bytes, matches
 
 LOCK = ".lock"
+MARKER = ".punl"
 PUBLISHED = "published"
 STAGING = ".staging"
 RUN_RECORD = "run.json"
@@ -65,6 +67,8 @@ def output_lock(folder: str | Path) -> Iterator[Path]:
         yield path
         return
     path.parent.mkdir(parents=True, exist_ok=True)
+    if not (path.parent / MARKER).exists():
+        atomic_write_bytes(path.parent / MARKER, b"an output folder of punl\n")
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
@@ -81,6 +85,38 @@ def output_lock(folder: str | Path) -> Iterator[Path]:
     finally:
         _held.discard(path)
         os.close(fd)
+
+
+def foreign_entries(folder: str | Path) -> list[str]:
+    """What in ``folder`` punl did not write, so that a run there would not touch it: nothing
+    for a new, empty or marked (``.punl``) folder. An unmarked folder is punl's only when it
+    holds the layout of the module docstring and nothing else: ``published/`` only ``run.json``
+    and the tables it lists, ``.staging/`` only tables and ``run.json``, ``artifacts/`` only
+    stage folders (a run made before folders were marked)."""
+    folder = Path(folder)
+    if not folder.is_dir() or (folder / MARKER).exists():
+        return []
+    return sorted(e.name + ("/" if e.is_dir() else "") for e in folder.iterdir()
+                  if not _punls(e))
+
+
+def _punls(entry: Path) -> bool:
+    """Whether an entry of an unmarked output folder is one punl writes (:func:`foreign_entries`)."""
+    name = entry.name
+    if name in (LOCK, aside(Path(PUBLISHED)).name):
+        return True
+    if not entry.is_dir() or entry.is_symlink():
+        return False
+    files = list(entry.iterdir())
+    if name == PUBLISHED:
+        record = published_record(entry.parent) or {}
+        listed = {RUN_RECORD, *(record.get("tables") or {})}
+        return all(f.name in listed and f.is_file() for f in files)
+    if name == STAGING:
+        return all(f.is_file() and (f.suffix == ".parquet" or f.name == RUN_RECORD) for f in files)
+    if name == "artifacts":
+        return all(f.is_dir() and "-" in f.name for f in files)
+    return False
 
 
 # ------------------------------------------------------------------------------------- swap

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import RUNTIME, STAGES, Config, load_config, stage_fields
+from .config import RUNTIME, STAGES, Config, ConfigError, load_config, stage_fields
 from .data import Dataset, load_dataset
 from .ledger import Ledger
 from .pergrad import Params
@@ -87,8 +87,11 @@ def _short_name(config: Config, identity: dict[str, Any]) -> str:
 
 def run_folder(config: Config, out_dir: str | Path | None = None,
                base: Config | None = None) -> Path:
-    """Where a run's tables and artifacts go: ``out_dir``, or ``runs/<run_name>``."""
-    return Path(out_dir) if out_dir else Path("runs") / run_name(config, base)
+    """Where a run's tables and artifacts go: ``out_dir``, or ``runs/<run_name>`` when it is
+    None (an empty ``out_dir`` is refused rather than read as the default)."""
+    if out_dir is not None and not str(out_dir).strip():
+        raise ConfigError("--out: empty; give a folder, or leave --out out for runs/<name>")
+    return Path(out_dir) if out_dir is not None else Path("runs") / run_name(config, base)
 
 
 def apply_runtime(config: Config) -> None:

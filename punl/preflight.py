@@ -124,6 +124,20 @@ def check_folder(path: str | Path, flag: str) -> Path:
     return folder
 
 
+def check_output_folder(path: str | Path, flag: str = "--out") -> Path:
+    """:func:`check_folder`, and a folder punl may write in: new, empty, or its own
+    (:func:`punl.outputs.foreign_entries`); a run never deletes what it did not write."""
+    from .outputs import foreign_entries
+    folder = check_folder(path, flag)
+    foreign = foreign_entries(folder)
+    if foreign:
+        shown = ", ".join(foreign[:4]) + (f" and {len(foreign) - 4} more" if len(foreign) > 4
+                                          else "")
+        raise ConfigError(f"{flag}: {folder} holds {shown}, which punl did not write; give a "
+                          "new or empty folder (punl writes only in folders it created)")
+    return folder
+
+
 def check_workers(workers: int) -> None:
     if workers < 1:
         raise ConfigError(f"--workers: must be >= 1 (got {workers})")

@@ -28,7 +28,7 @@ from .config import STAGES, Config
 from .outputs import Publication, chapter_staging, output_lock, write_json
 from .pipeline import run_record, run_tables, stage_complete
 from .plan import RUN_RECORD, NotebookRun, RunPlan
-from .preflight import check_folder, preflight
+from .preflight import check_folder, check_output_folder, preflight
 from .store import ArtifactStore, atomic_write_bytes, git_commit
 
 # Inside a kernel without ipywidgets, tqdm.auto warns on import; notebooks run with progress off.
@@ -160,7 +160,7 @@ def run_config(config: str | Path, overrides: list[str] | None = None,
 
 def check_run(plan: RunPlan) -> None:
     """Every check before a run: its folders and :func:`~punl.preflight.preflight`."""
-    check_folder(plan.out_dir, "--out")
+    check_output_folder(plan.out_dir, "--out")
     check_folder(plan.chapter_dir.parent, "--book-dir")
     preflight(plan.config, "unlearn")
 

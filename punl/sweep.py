@@ -51,6 +51,9 @@ def parse_grid(specs: list[str]) -> dict[str, list]:
         if "=" not in spec:
             raise ConfigError(f"--grid: expected key=v1,v2,..., got {spec!r}")
         key, raw = (s.strip() for s in spec.split("=", 1))
+        if key in grid:
+            raise ConfigError(f"--grid {key}: given twice; list all its values in one --grid "
+                              f"{key}=v1,v2,...")
         try:
             values = yaml.safe_load(f"[{raw}]")
         except yaml.YAMLError as err:

@@ -47,8 +47,11 @@ MAX_BARRIER_PAIRS = 16
 
 
 def checkpoint_steps(budget: int, n: int) -> np.ndarray:
-    """0 and about n - 1 log-spaced steps in [1, budget], deduplicated, ending at budget."""
-    spaced = np.unique(np.round(np.geomspace(1, budget, max(n - 1, 1))).astype(int))
+    """0 and about n - 1 log-spaced steps in [1, budget], deduplicated, ending at budget (with
+    n = 2: 0 and the budget)."""
+    if n <= 2:
+        return np.array([0, budget])
+    spaced = np.unique(np.round(np.geomspace(1, budget, n - 1)).astype(int))
     return np.concatenate([[0], spaced])
 
 

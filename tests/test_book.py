@@ -283,3 +283,43 @@ def test_landing_without_runs_is_written_and_says_so(tmp_path):
     assert page == root / "book/generated/landing.md"
     assert "No run is in the book yet" in page.read_text()
     assert "generated/landing.md" in (root / "book/intro.md").read_text()
+
+
+def test_the_front_page_says_what_each_run_ran():
+    from punl.book import landing_text, run_sentence
+    config = {"dataset": "digits", "label_noise": 0.1, "model": "mlp", "width": 64, "runs": 16,
+              "sigma": 0.5, "clip": 15.0, "epochs": 10.0, "point_models": 1024,
+              "forget_probability": 0.1, "retrain_seeds": 16, "unlearn_steps": 400,
+              "primary_method": "sgld"}
+    result = {**fake_result("a", ["supported"]), "config": config, "n_train": 1257,
+              "wall_time_s": 123.0}
+    sentence = run_sentence(result)
+    for part in ("1,257 training images of scikit-learn's 8x8 handwritten digits",
+                 "10% of their labels flipped", "an MLP of width 64", "16 runs of noisy SGD",
+                 "1,024 models", "about 102 unlearned", "16 unlearned against 16 retrained",
+                 "$K = 400$", "2.05 min"):
+        assert part in sentence, part
+    no_points = run_sentence({**result, "config": {**config, "point_models": 0}})
+    assert "per point" not in no_points and "per group" in no_points
+    assert f"- {sentence}" in landing_text([result], None)
+
+
+MARKUP = "a <img src=x onerror=alert(1)> `b` ``c`` <script>alert(2)</script> & d"
+
+
+def test_markup_in_a_users_values_never_reaches_the_page_live(tmp_path):
+    """A --set value holding HTML, script and backticks: every place the chapter and the
+    provenance box print it escapes the markup and keeps the code span closed."""
+    from punl.book import chapter_title, md_cell, md_code, provenance_box
+    from punl.plan import RunPlan
+    overrides = [f"data_root={MARKUP}"]
+    plan = RunPlan.make("digits-quick", overrides, tmp_path / "out", tmp_path / "book")
+    box = provenance_box(plan, {"train": "0123456789ab"}, None)
+    title = chapter_title(plan.name, {"data_root": MARKUP})
+    cell = md_cell(MARKUP)
+    for text in (title, cell):
+        assert "<img" not in text and "<script" not in text and "&lt;img" in text
+    code = md_code(overrides[0])
+    assert code.startswith("```") and code.endswith("```") and "``c``" in code
+    assert code in box                     # the override sits inside one closed code span
+    assert md_code("plain") == "`plain`" and md_code("`x`") == "`` `x` ``"

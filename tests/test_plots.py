@@ -295,3 +295,28 @@ def test_predictions_beyond_the_cap_draw_as_capped_intervals():
     fig.canvas.draw()
     tops = [max(line.get_ydata()) for line in fig.axes[0].lines if len(line.get_ydata())]
     assert max(tops) <= 1.5 * budget
+
+
+def test_no_two_texts_of_a_figure_collide(run):
+    """No tick label, title, axis label or legend entry of any figure sits on another."""
+    plots.set_style()
+    for name, draw in every_figure(run).items():
+        fig = draw()
+        assert not plots.text_collisions(fig), (name, plots.text_collisions(fig))
+        plt.close(fig)
+
+
+def test_the_collision_check_finds_a_broken_figure():
+    """Twenty long tick labels on a narrow axis collide, and tick labels of ticks outside the
+    view (laid out, never drawn) are not counted."""
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.set_xticks(range(20), [f"label {i}" for i in range(20)])
+    clashes = plots.text_collisions(fig)
+    assert ("label 0", "label 1") in clashes
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([0, 1], [0, 1])
+    ax.set_xticks([-5, 0, 0.5, 1, 5])
+    ax.set_xlim(0, 1)
+    assert not plots.text_collisions(fig)
+    drawn = {t.get_text() for t in plots.drawn_texts(fig)}
+    assert drawn >= {"0.0", "0.5", "1.0"} and not drawn & {"−5", "5"}

@@ -304,6 +304,34 @@ def test_indices_are_read_from_lists_and_files(tmp_path):
     assert read_indices(str(tmp_path / "r.csv")) == [9, 8]
     (tmp_path / "r.txt").write_text("1\n2, 3\n\n4.0\n")
     assert read_indices(str(tmp_path / "r.txt")) == [1, 2, 3, 4]
+    (tmp_path / "plain.csv").write_text("5\n6\n")              # no header: the 5 is data
+    assert read_indices(str(tmp_path / "plain.csv")) == [5, 6]
+
+
+@pytest.mark.parametrize("make, says", [
+    (lambda d: "1 2", "separates indices by spaces"),
+    (lambda d: _write(d / "s.txt", "1 2\n"), "separates indices by spaces"),
+    (lambda d: _save(d / "mask.npy", np.array([True, False])), "booleans"),
+    (lambda d: _save(d / "words.npy", np.array(["a", "b"])), "not indices"),
+    (lambda d: _write(d / "junk.npy", "not an array"), "cannot read"),
+    (lambda d: _write(d / "empty.csv", ""), "no readable CSV rows"),
+    (lambda d: _write(d / "bin.txt", b"\xff\xfe\x00"), "cannot read"),
+    (lambda d: "1,inf", "not a training index"),
+], ids=["spaces", "spaces-file", "mask", "strings", "garbage-npy", "empty-csv", "binary",
+        "inf"])
+def test_ambiguous_or_unreadable_indices_are_refused(tmp_path, make, says):
+    with pytest.raises(RequestError, match=f"^--indices: .*{says}"):
+        read_indices(str(make(tmp_path)))
+
+
+def _write(path, content):
+    path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+    return path
+
+
+def _save(path, array):
+    np.save(path, array)
+    return path
 
 
 # ------------------------------------------------------------------- held-out request groups

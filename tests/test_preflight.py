@@ -18,7 +18,9 @@ REPO = Path(__file__).resolve().parent.parent
 SMALL = ["--set", "n_train=200", "--set", "group_size=8", "--set", "n_groups=2",
          "--set", "runs=1", "--set", "epochs=1"]
 FILES = {"bad.yaml": "a: [1\n", "list.yaml": "- 1\n- 2\n", "scalar.yaml": "3\n",
-         "escape.yaml": "name: /tmp/elsewhere\n", "afile": "not a folder\n"}
+         "escape.yaml": "name: /tmp/elsewhere\n", "afile": "not a folder\n",
+         "twice.yaml": "sigma: 0.5\nlr: 0.1\nsigma: 1.0\n", "empty.yaml": "\n",
+         "binary.yaml": "\udcff\udcfe"}
 
 
 def sets(*pairs: str) -> list[str]:
@@ -85,6 +87,14 @@ CASES = [
     ("yaml-list", ["train", "list.yaml"], "config"),
     ("yaml-scalar", ["run", "scalar.yaml"], "config"),
     ("config-missing", ["train", "no-such-config"], "config"),
+    # ambiguity: one meaning or an error
+    ("yaml-duplicate-key", ["train", "twice.yaml"], "config: 'sigma' is given twice"),
+    ("yaml-empty", ["train", "empty.yaml"], "config"),
+    ("yaml-binary", ["train", "binary.yaml"], "config"),
+    ("set-twice", ["train", "digits-quick", *sets("sigma=0.5", "sigma=1")], "--set sigma"),
+    ("grid-twice", ["sweep", "digits-quick", "--grid", "sigma=0.5", "--grid", "sigma=1"],
+     "--grid sigma"),
+    ("out-empty", ["train", "digits-quick", "--out", ""], "--out"),
     ("unknown-key", ["train", "digits-quick", *sets("learning_rate=0.1")], "unknown key"),
     ("set-without-value", ["train", "digits-quick", "--set", "lr"], "--set"),
     ("set-bad-yaml", ["train", "digits-quick", "--set", "orders=[2,"], "--set orders"),
@@ -151,7 +161,7 @@ def endpoints():
 def workdir(tmp_path, monkeypatch):
     """An empty working directory holding only the files the cases name."""
     for name, text in FILES.items():
-        (tmp_path / name).write_text(text)
+        (tmp_path / name).write_text(text, errors="surrogateescape")
     (tmp_path / "empty").mkdir()
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -224,3 +234,43 @@ def test_a_diverging_run_stops_with_one_line_and_is_never_marked_complete(workdi
     assert re.search(r"^punl: lr: training run 0 diverged .*; lower lr$", err.strip(), re.M), err
     assert "Traceback" not in err
     assert not list((workdir / "out/artifacts").glob("train-*/_complete.json"))
+
+
+@pytest.mark.parametrize("command", ["train", "run"])
+def test_out_onto_a_folder_of_the_users_is_refused_and_nothing_is_deleted(workdir, capsys,
+                                                                          command):
+    """A folder punl did not create, even one with punl's names in it, is never written to."""
+    mine = workdir / "mydir"
+    (mine / "published").mkdir(parents=True)
+    (mine / ".staging").mkdir()
+    (mine / "published" / "precious.txt").write_text("keep")
+    (mine / ".staging" / "notes.txt").write_text("keep")
+    assert main([command, "digits-quick", "--out", str(mine)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("punl: configuration error: --out"), err
+    assert ".staging/" in err[0] and "published/" in err[0]
+    assert (mine / "published" / "precious.txt").read_text() == "keep"
+    assert (mine / ".staging" / "notes.txt").read_text() == "keep"
+    assert sorted(p.name for p in mine.iterdir()) == [".staging", "published"]
+
+
+def test_punls_own_folders_are_marked_and_accepted(tmp_path):
+    from punl.outputs import MARKER, foreign_entries, output_lock
+    from punl.preflight import check_output_folder
+    new = tmp_path / "new"
+    assert check_output_folder(new) == new and not new.exists()      # nothing created
+    with output_lock(new):
+        pass
+    assert (new / MARKER).exists() and foreign_entries(new) == []
+    (new / "notes.txt").write_text("a marked folder is punl's")
+    assert foreign_entries(new) == []
+    old = tmp_path / "old"                    # a run's folder from before folders were marked
+    (old / "published").mkdir(parents=True)
+    (old / "artifacts" / "train-0123456789ab").mkdir(parents=True)
+    (old / "published" / "run.json").write_text('{"tables": {"scores.parquet": {}}}')
+    (old / "published" / "scores.parquet").write_bytes(b"")
+    assert foreign_entries(old) == []
+    (old / "published" / "mine.csv").write_text("")
+    assert foreign_entries(old) == ["published/"]
+    with pytest.raises(ConfigError, match="^--out: .* holds published/"):
+        check_output_folder(old)

@@ -260,3 +260,16 @@ def test_interrupted_unlearning_resumes_from_finished_groups(tiny_config, tmp_pa
     fresh = ensure_unlearned(cfg, ArtifactStore(tmp_path / "fresh"), progress=False)
     for (name, frame), (_, other) in zip(tables.items(), fresh.items()):
         pd.testing.assert_frame_equal(frame, other)
+
+
+def test_checkpoints_start_at_zero_and_end_at_the_budget():
+    """Whatever n, the checkpoints span [0, K]: with n = 2 they were [0, 1], so unlearning
+    stopped at step 1 whatever the budget said."""
+    from punl.unlearn import checkpoint_steps
+    assert checkpoint_steps(400, 2).tolist() == [0, 400]
+    assert checkpoint_steps(400, 9).tolist() == [0, 1, 2, 6, 13, 31, 72, 170, 400]
+    for budget in (1, 2, 7, 400, 10 ** 6):
+        for n in range(2, 12):
+            steps = checkpoint_steps(budget, n)
+            assert steps[0] == 0 and steps[-1] == budget and (np.diff(steps) > 0).all()
+            assert len(steps) <= n

@@ -10,8 +10,9 @@ One module per chapter (``training``, ``scores``, ``unlearning``, ``barriers``, 
 and one for figures across runs (``runs``); ``style`` holds what they share. The per-point
 study's figures are :mod:`punl.pointplots`.
 """
-from .style import (DPI, MIN_FONT, WIDTH, categorical_palette, legend_below, legend_right,
-                    log_ticks, ordered_palette, plain, score_label, set_style)
+from .style import (DPI, MIN_FONT, WIDTH, categorical_palette, drawn_texts, legend_below,
+                    legend_right, log_ticks, ordered_palette, plain, score_label, set_style,
+                    text_collisions)
 from .training import (clipped_fraction_curve, norm_trajectories, training_curves)
 from .scores import (correlation_heatmap, extreme_images, privacy_histogram)
 from .unlearning import (STATUS_MARKERS, UTILITY_SETS, amplitude_against_score, attack_curves,
@@ -27,9 +28,9 @@ __all__ = [
     'WIDTH', 'adaptive_against_fixed', 'amplitude_against_score', 'attack_curves',
     'barrier_trajectories', 'categorical_palette', 'claims_against',
     'clipped_fraction_curve', 'controlled_barrier_figure', 'correlation_heatmap',
-    'cost_curves', 'disagreement_bars', 'extreme_images', 'headline_figure', 'legend_below',
-    'legend_right', 'log_ticks', 'norm_trajectories', 'ordered_palette',
+    'cost_curves', 'disagreement_bars', 'drawn_texts', 'extreme_images', 'headline_figure',
+    'legend_below', 'legend_right', 'log_ticks', 'norm_trajectories', 'ordered_palette',
     'path_losses_figure', 'plain', 'point_fraction_bars', 'predicted_against_measured',
     'privacy_histogram', 'response_curves', 'score_label', 'set_style',
-    'steps_against_score', 'sweep_overview', 'training_curves', 'utility_curves',
-    'validation_bars']
+    'steps_against_score', 'sweep_overview', 'text_collisions', 'training_curves',
+    'utility_curves', 'validation_bars']

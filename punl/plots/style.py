@@ -94,3 +94,57 @@ def score_label(score: str) -> str:
     if alpha is not None:
         return f"privacy loss P, α = {alpha:g} (log scale)"
     return f"{score} (log scale)"
+
+
+def drawn_texts(fig) -> list:
+    """Every text the figure draws: titles, labels, legend entries, annotations and the tick
+    labels of ticks inside their axis's view (those outside are laid out but never drawn)."""
+    from matplotlib.text import Text
+    fig.canvas.draw()
+    out = []
+    for text in fig.findobj(Text):
+        if not (text.get_visible() and text.get_text().strip()):
+            continue
+        axis = _tick_axis(fig, text)
+        if axis is not None and not _inside_view(axis, text):
+            continue
+        out.append(text)
+    return out
+
+
+def _tick_axis(fig, text):
+    """The axis whose tick label ``text`` is, else None."""
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if any(text is t.label1 or text is t.label2
+                   for t in axis.get_major_ticks() + axis.get_minor_ticks()):
+                return axis
+    return None
+
+
+def _inside_view(axis, text) -> bool:
+    """Whether a tick label's tick lies inside its axis's view interval."""
+    ax, box = axis.axes, text.get_window_extent()
+    frame = ax.get_window_extent()
+    if axis is ax.xaxis:
+        centre = (box.x0 + box.x1) / 2
+        return frame.x0 - 1 <= centre <= frame.x1 + 1 or text.get_rotation() != 0
+    centre = (box.y0 + box.y1) / 2
+    return frame.y0 - 1 <= centre <= frame.y1 + 1
+
+
+def text_collisions(fig, pixels: float = 1.0) -> list[tuple[str, str]]:
+    """The pairs of drawn texts (:func:`drawn_texts`) whose boxes overlap by more than
+    ``pixels`` in both directions: tick labels on top of each other, a title on a label, a
+    legend entry on another. Empty for a figure a reader can read."""
+    texts = drawn_texts(fig)
+    boxes = [t.get_window_extent() for t in texts]
+    clashes = []
+    for i in range(len(texts)):
+        for j in range(i + 1, len(texts)):
+            a, b = boxes[i], boxes[j]
+            width = min(a.x1, b.x1) - max(a.x0, b.x0)
+            height = min(a.y1, b.y1) - max(a.y0, b.y0)
+            if width > pixels and height > pixels:
+                clashes.append((texts[i].get_text(), texts[j].get_text()))
+    return clashes
