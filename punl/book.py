@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import yaml
 
 from .config import STAGES, Config
 from .outputs import published_record, read_published
+from .parallel import run_tied
 from .plan import RunPlan, read_plan, relative_to
 from .store import COMPLETE, ArtifactStore, atomic_write_bytes
 
@@ -404,7 +404,7 @@ def build_book(root: str | Path = ".", all_pages: bool = True) -> Path:
            "--path-output", str(root)]
     if all_pages:
         cmd.append("--all")
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
+    done = run_tied(cmd, capture_output=True, text=True, cwd=root)
     output = done.stdout + done.stderr
     if done.returncode != 0 or re.search(r"\bWARNING\b", output):
         tail = "\n".join(output.splitlines()[-40:])
