@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import yaml
 
 from .config import STAGES, Config
 from .outputs import published_record, read_published
+from .parallel import run_tied
 from .plan import RunPlan, read_plan, relative_to
 from .store import COMPLETE, ArtifactStore, atomic_write_bytes
 
@@ -37,10 +37,17 @@ class BookBuildError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------- run chapters
+class Markdown(str):
+    """Text the page writes as Markdown (a role, a link), which a table cell takes as it is."""
+
+
 def md_cell(value: Any) -> str:
     """A value as the text of one markdown table cell: ``|`` and ``*`` escaped (so that
     ``a*log(b*P + 1)`` is not read as emphasis), and ``&``, ``<`` and ``>`` as HTML entities,
-    so that no markup in a value (a user's ``--set``) reaches the page live."""
+    so that no markup in a value (a user's ``--set``) reaches the page live; :class:`Markdown`
+    as it is (on one line, ``|`` escaped)."""
+    if isinstance(value, Markdown):
+        return " ".join(value.split()).replace("|", "\\|")
     text = "null" if value is None else json.dumps(value) if isinstance(value, (list, dict)) \
         else str(value)
     text = " ".join(text.split()).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -286,7 +293,7 @@ def verdict_cell(row, doc: str, replication: pd.DataFrame | None = None) -> str:
     notes = (f"power {percent(power)}" if isinstance(power, float) and np.isfinite(power)
              else "") + replication_note(replication, row.claim)
     notes = f" ({notes.lstrip('; ')})" if notes else ""
-    return f"{{doc}}`{verdict_text(row.verdict, row.fragile)} </{doc}>`{notes}"
+    return Markdown(f"{{doc}}`{verdict_text(row.verdict, row.fragile)} </{doc}>`{notes}")
 
 
 def claims_side_by_side(results: list[dict]) -> str:
@@ -404,7 +411,7 @@ def build_book(root: str | Path = ".", all_pages: bool = True) -> Path:
            "--path-output", str(root)]
     if all_pages:
         cmd.append("--all")
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
+    done = run_tied(cmd, capture_output=True, text=True, cwd=root)
     output = done.stdout + done.stderr
     if done.returncode != 0 or re.search(r"\bWARNING\b", output):
         tail = "\n".join(output.splitlines()[-40:])

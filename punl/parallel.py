@@ -6,6 +6,8 @@ import ctypes
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -14,14 +16,27 @@ from typing import Callable, Iterator, Sequence
 _PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
-    """Make this process end when the process ``parent_pid`` does: the kernel sends SIGKILL
-    on Linux (``prctl(PR_SET_PDEATHSIG)``); elsewhere a daemon thread polls the parent."""
+def arm_death_signal() -> bool:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux's
+    ``prctl(PR_SET_PDEATHSIG)``); False where it cannot."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        armed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+        return libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
     except (OSError, AttributeError):
-        armed = False
+        return False
+
+
+def run_tied(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """``subprocess.run(cmd, **kwargs)`` of a command that dies with this process (Linux; it
+    is armed between fork and exec), so that killing punl never leaves it running."""
+    tie = arm_death_signal if sys.platform.startswith("linux") else None
+    return subprocess.run(cmd, preexec_fn=tie, **kwargs)
+
+
+def die_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
+    """Make this process end when the process ``parent_pid`` does: the kernel sends SIGKILL
+    on Linux (:func:`arm_death_signal`); elsewhere a daemon thread polls the parent."""
+    armed = arm_death_signal()
     if os.getppid() != parent_pid:      # the parent died before the signal was armed
         os._exit(1)
     if not armed:

@@ -164,9 +164,11 @@ class TrainingSnapshots:
         self.sd.file(self.NAME).unlink(missing_ok=True)
 
 
-def check_converged(config: Config, runs: list, ledger: Ledger) -> None:
-    """Raise :class:`Diverged` when a run ends with non-finite parameters or the ledger holds
-    non-finite norms or losses, so such a run is never marked complete."""
+def check_converged(config: Config, runs: list, ledger: Ledger, final_loss: float) -> None:
+    """Raise :class:`Diverged` when a run ends with non-finite parameters, the ledger holds
+    non-finite norms or losses, or ``final_loss`` (the mean training loss at the runs' final
+    parameters) lies above :data:`LOSS_RISE` times the ledger's at step 0, so such a run is
+    never marked complete."""
     for r, run in enumerate(runs):
         if not all(torch.isfinite(v).all() for v in run.final.values()):
             raise Diverged(f"lr: training run {r} diverged to non-finite parameters "
@@ -175,6 +177,14 @@ def check_converged(config: Config, runs: list, ledger: Ledger) -> None:
         if not np.isfinite(getattr(ledger, name)).all():
             raise Diverged(f"lr: the ledger's {name} holds non-finite values "
                            f"(lr = {config.lr}, clip = {config.clip}); lower lr")
+    start, end = ledger.loss[:, 0].mean(), final_loss
+    if end > LOSS_RISE * start:
+        raise Diverged(f"lr: training diverged: the mean training loss rose from {start:.3g} "
+                       f"to {end:.3g} (lr = {config.lr}, clip = {config.clip}); lower lr")
+
+
+#: Training whose mean loss ends above this multiple of where it started has diverged.
+LOSS_RISE = 2.0
 
 
 @dataclass(frozen=True)
@@ -196,7 +206,7 @@ def ensure_trained(config: Config, store: ArtifactStore, data: Dataset | None = 
                    progress: bool = True) -> TrainedRuns:
     """Train the R runs of ``config`` unless a complete training artifact already exists."""
     apply_runtime(config)
-    from .train import train
+    from .train import mean_training_loss, train
     found = reuse(config, store, "train", TrainedRuns.load)
     if found is not None:
         return found
@@ -205,7 +215,8 @@ def ensure_trained(config: Config, store: ArtifactStore, data: Dataset | None = 
     with store.producing(config, "train") as out:
         snapshots = TrainingSnapshots(out)
         runs, ledger = train(config, data, progress=progress, snapshots=snapshots)
-        check_converged(config, runs, ledger)
+        check_converged(config, runs, ledger,
+                        mean_training_loss(config, data, [r.final for r in runs]))
         out.save_bytes("ledger.npz", ledger.to_bytes())
         out.save_torch("models.pt", {"init": [r.init for r in runs],
                                      "final": [r.final for r in runs]})

@@ -126,3 +126,18 @@ def _ledger(rows: _LedgerRows, interval: int, steps: int) -> Ledger:
                                           dim=1).numpy().astype(np.int64),
                   train_acc=stacked["train_acc"].astype(np.float32),
                   test_acc=stacked["test_acc"].astype(np.float32))
+
+
+def mean_training_loss(config: Config, data: Dataset, params: list[Params]) -> float:
+    """The cross-entropy on the training set at each parameter vector, averaged over points
+    and vectors: one forward pass per vector, in chunks (no gradients)."""
+    from torch.func import functional_call
+    model = init_model(config, data, run_seeds(config, 0)[0])
+    total, chunk = 0.0, config.chunk_size or len(data.x_train)
+    with torch.no_grad():
+        for p in params:
+            for start in range(0, len(data.x_train), chunk):
+                x, y = (t[start:start + chunk] for t in (data.x_train, data.y_train))
+                logits = functional_call(model, p, (x,))
+                total += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+    return total / (len(params) * len(data.x_train))

@@ -174,7 +174,7 @@ def test_book_builds_without_warnings_and_shows_figures(book):
     claims_table = intro[intro.index("The claims of the study"):]
     claims_table = claims_table[:claims_table.index("</table>")]
     assert claims_table.count(f'href="runs/{book["chapter"].name}/06_summary.html"') == len(table)
-    assert "measured:" in (html / f"{run}/07_predict.html").read_text()
+    assert "Measured:" in (html / f"{run}/07_predict.html").read_text()
 
 
 def test_bad_key_or_value_stops_before_any_notebook(tmp_path):

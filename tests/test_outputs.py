@@ -215,3 +215,26 @@ def test_workers_die_with_their_parent():
     while any(map(_alive, workers)) and time.time() < deadline:
         time.sleep(0.1)
     assert not any(map(_alive, workers))
+
+
+TIED_SCRIPT = """
+import sys
+from punl.parallel import run_tied
+run_tied([sys.executable, "-c", "import os, time; print(os.getpid(), flush=True); time.sleep(60)"])
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG)")
+def test_a_command_punl_runs_dies_with_it():
+    """What `punl book` runs (jupyter-book) ends when punl is killed, as its workers do."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    parent = subprocess.Popen([sys.executable, "-c", TIED_SCRIPT], stdout=subprocess.PIPE,
+                              text=True, env=env)
+    child = int(parent.stdout.readline())
+    assert _alive(child)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 10
+    while _alive(child) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child)

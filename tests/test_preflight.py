@@ -236,6 +236,17 @@ def test_a_diverging_run_stops_with_one_line_and_is_never_marked_complete(workdi
     assert not list((workdir / "out/artifacts").glob("train-*/_complete.json"))
 
 
+def test_a_run_whose_loss_explodes_stops_though_every_number_is_finite(workdir, capsys):
+    argv = ["train", "digits-quick", "--set", "n_train=120", "--set", "runs=1", "--set",
+            "epochs=1", "--set", "width=8", "--set", "batch_size=32", "--set", "lr=1e10",
+            "--out", "out"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"^punl: lr: training diverged: the mean training loss rose from .*; "
+                     r"lower lr$", err.strip(), re.M), err
+    assert not list((workdir / "out/artifacts").glob("train-*/_complete.json"))
+
+
 @pytest.mark.parametrize("command", ["train", "run"])
 def test_out_onto_a_folder_of_the_users_is_refused_and_nothing_is_deleted(workdir, capsys,
                                                                           command):
