@@ -213,6 +213,10 @@ def validated_points(config: str, grid: dict[str, list], overrides: list[str],
     (:func:`~punl.preflight.preflight`); raises ConfigError first."""
     check_grid_keys(grid)
     check_grid_values(grid)
+    set_keys = {o.split("=", 1)[0].strip() for o in overrides}
+    for key in [k for k in grid if k in set_keys] + (["name"] if "name" in set_keys else []):
+        raise ConfigError(f"--grid {key}: also given with --set; sweep it or set it, not both"
+                          if key != "name" else "--set name: a sweep names each point itself")
     base = load_config(config, overrides)
     points = grid_points(base.name, grid)
     for p in points:

@@ -319,7 +319,7 @@ def test_a_second_run_on_the_same_output_folder_waits(reference, tmp_path):
                                 stderr=subprocess.PIPE, text=True)
         line = proc.stderr.readline()
         assert "is in use by pid" in line and "waiting" in line, line
-        assert sorted(p.name for p in out.iterdir()) == [".lock"]
+        assert sorted(p.name for p in out.iterdir()) == [".lock", ".punl"]
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
     assert_same(snapshot(out), reference[1])

@@ -15,8 +15,15 @@ from punl.preflight import check_accounting, check_groups, check_training, prefl
 
 REPO = Path(__file__).resolve().parent.parent
 # A tiny digits configuration: N = 200 training points, retain sets of 192.
-SMALL = ["--set", "n_train=200", "--set", "group_size=8", "--set", "n_groups=2",
-         "--set", "runs=1", "--set", "epochs=1"]
+SMALL_FIELDS = {"n_train": 200, "group_size": 8, "n_groups": 2, "runs": 1, "epochs": 1}
+SMALL = [a for k, v in SMALL_FIELDS.items() for a in ("--set", f"{k}={v}")]
+
+
+def small(**changes) -> list[str]:
+    """SMALL with some of its fields changed, or left out where the change is None (a field
+    may be set only once)."""
+    return [a for k, v in {**SMALL_FIELDS, **changes}.items() if v is not None
+            for a in ("--set", f"{k}={v}")]
 FILES = {"bad.yaml": "a: [1\n", "list.yaml": "- 1\n- 2\n", "scalar.yaml": "3\n",
          "escape.yaml": "name: /tmp/elsewhere\n", "afile": "not a folder\n",
          "twice.yaml": "sigma: 0.5\nlr: 0.1\nsigma: 1.0\n", "empty.yaml": "\n",
@@ -53,15 +60,15 @@ CASES = [
      "batch_size"),
     ("batch-equals-retain", ["run", "digits-quick", *SMALL, *sets("batch_size=192")],
      "batch_size"),
-    ("groups-exceed-n", ["unlearn", "digits-quick", *SMALL, *sets("group_size=150")],
+    ("groups-exceed-n", ["unlearn", "digits-quick", *small(group_size=150)],
      "group_size"),
     ("heldout-negative", ["unlearn", "digits-quick", *sets("heldout_requests=-1")],
      "heldout_requests"),
-    ("heldout-mixed-too-large", ["run", "digits-quick", *SMALL,
-                                 *sets("group_size=150", "n_groups=1", "heldout_requests=1")],
+    ("heldout-mixed-too-large", ["run", "digits-quick",
+                                 *small(group_size=150, n_groups=1, heldout_requests=1)],
      "heldout_requests"),
-    ("group-is-everything", ["unlearn", "digits-quick", *SMALL,
-                             *sets("group_size=200", "n_groups=1")], "group_size"),
+    ("group-is-everything", ["unlearn", "digits-quick", *small(group_size=200, n_groups=1)],
+     "group_size"),
     ("test-fraction-tiny", ["train", "digits-quick", *sets("test_fraction=0.001")],
      "test_fraction"),
     # score columns the scores table will not have
@@ -132,8 +139,12 @@ CASES = [
     ("grid-no-values", ["sweep", "digits-quick", *SMALL, "--grid", "sigma="], "--grid"),
     ("grid-bad-yaml", ["sweep", "digits-quick", *SMALL, "--grid", "orders=[2,"], "--grid orders"),
     ("grid-bad-point", ["sweep", "digits-quick", *SMALL, "--grid", "sigma=0.5,0"], "sigma"),
-    ("grid-point-too-large", ["sweep", "digits-quick", *SMALL, "--grid", "n_train=100,5000"],
-     "n_train"),
+    ("grid-point-too-large", ["sweep", "digits-quick", *small(n_train=None), "--grid",
+                              "n_train=100,5000"], "n_train"),
+    ("grid-and-set", ["sweep", "digits-quick", *SMALL, "--grid", "n_train=100,150"],
+     "--grid n_train: also given with --set"),
+    ("sweep-set-name", ["sweep", "digits-quick", *sets("name=mine"), "--grid", "seed=1,2"],
+     "--set name"),
 ]
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .style import MIN_FONT, WIDTH, categorical_palette, legend_below, log_ticks
+from .style import MIN_FONT, WIDTH, categorical_palette, legend_below, log_ticks, short_score
 from .unlearning import STATUS_MARKERS
 
 
@@ -44,7 +44,7 @@ def cost_curves(calibration: pd.DataFrame, curves: pd.DataFrame, heldout: pd.Dat
             ax.scatter(part.x, part.measured_steps, marker=marker, color="0.35", s=18,
                        label=kind.replace("heldout_", "held out: "))
         _steps_axis(ax, budget)
-        ax.set(xscale="log", title=how, xlabel=f"{how} of {score} (log)",
+        ax.set(xscale="log", title=how, xlabel=f"{how} of {short_score(score)} (log)",
                ylabel="steps to unlearn")
         log_ticks(ax)
     fig.tight_layout()
@@ -77,8 +77,8 @@ def predicted_against_measured(heldout: pd.DataFrame, score: str, budget: int) -
         ax.set_xscale("symlog", linthresh=1)
         _steps_axis(ax, budget)
         ax.axvline(budget, color="grey", lw=0.8, ls=":")
-        ax.set(title=f"{how} of {score}", xlabel="measured steps",
-               ylabel="predicted steps (90% interval)")
+        ax.set(title=f"{how} of {short_score(score)}", xlabel="measured steps",
+               ylabel="predicted steps (90% interval)" if ax is axes[0][0] else "")
     fig.tight_layout()
     legend_below(fig, axes[0][0], ncol=3)
     return fig

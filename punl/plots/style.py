@@ -96,6 +96,12 @@ def score_label(score: str) -> str:
     return f"{score} (log scale)"
 
 
+def short_score(score: str) -> str:
+    """``P, α = 8`` for ``privacy_loss_a8``; other scores by name (for narrow panels)."""
+    alpha = privacy_order(score)
+    return f"P, α = {alpha:g}" if alpha is not None else score
+
+
 def drawn_texts(fig) -> list:
     """Every text the figure draws: titles, labels, legend entries, annotations and the tick
     labels of ticks inside their axis's view (those outside are laid out but never drawn)."""
@@ -134,17 +140,48 @@ def _inside_view(axis, text) -> bool:
 
 
 def text_collisions(fig, pixels: float = 1.0) -> list[tuple[str, str]]:
-    """The pairs of drawn texts (:func:`drawn_texts`) whose boxes overlap by more than
-    ``pixels`` in both directions: tick labels on top of each other, a title on a label, a
-    legend entry on another. Empty for a figure a reader can read."""
+    """The pairs of drawn texts (:func:`drawn_texts`) that overlap by more than ``pixels``:
+    tick labels on top of each other, a title on a label, a legend entry on another. Each text
+    is its rotated rectangle (:func:`_text_corners`), so rotated tick labels that only share an
+    axis-aligned box do not count. Empty for a figure a reader can read."""
     texts = drawn_texts(fig)
-    boxes = [t.get_window_extent() for t in texts]
-    clashes = []
-    for i in range(len(texts)):
-        for j in range(i + 1, len(texts)):
-            a, b = boxes[i], boxes[j]
-            width = min(a.x1, b.x1) - max(a.x0, b.x0)
-            height = min(a.y1, b.y1) - max(a.y0, b.y0)
-            if width > pixels and height > pixels:
-                clashes.append((texts[i].get_text(), texts[j].get_text()))
-    return clashes
+    renderer = fig.canvas.get_renderer()
+    corners = [_text_corners(t, renderer) for t in texts]
+    return [(texts[i].get_text(), texts[j].get_text())
+            for i in range(len(texts)) for j in range(i + 1, len(texts))
+            if _overlap(corners[i], corners[j]) > pixels]
+
+
+def _text_corners(text, renderer) -> np.ndarray:
+    """The four corners [4, 2] (display pixels) of a text's rotated rectangle: the box of the
+    unrotated text, turned by its rotation about the centre of its drawn box (a rotated
+    rectangle's bounding box is centred on it)."""
+    box = text.get_window_extent(renderer)
+    angle = text.get_rotation()
+    if angle % 180 == 0:
+        width, height = box.width, box.height
+    elif angle % 90 == 0:
+        width, height = box.height, box.width
+    else:
+        text.set_rotation(0)
+        flat = text.get_window_extent(renderer)
+        text.set_rotation(angle)
+        width, height = flat.width, flat.height
+    theta = np.deg2rad(angle)
+    turn = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    half = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * [width / 2, height / 2]
+    centre = np.array([(box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2])
+    return centre + half @ turn.T
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """How far two convex quadrilaterals overlap: the smallest overlap of their projections
+    over the edge normals of both (separating axes); 0 or less when they are apart."""
+    depth = np.inf
+    for poly in (a, b):
+        for k in range(4):
+            edge = poly[(k + 1) % 4] - poly[k]
+            normal = np.array([-edge[1], edge[0]]) / max(np.hypot(*edge), 1e-12)
+            pa, pb = a @ normal, b @ normal
+            depth = min(depth, min(pa.max(), pb.max()) - max(pa.min(), pb.min()))
+    return float(depth)

@@ -75,10 +75,12 @@ def steps_against_score(rows: pd.DataFrame, fitted: dict, budget: int, score: st
     return fig
 
 
-def _symlog_ticks(ax, top: float) -> None:
-    """Readable ticks for a symlog axis from 0 to ``top``: 0, then 1, 3 x 10^k."""
+def _symlog_ticks(ax, top: float, linthresh: float) -> None:
+    """Readable ticks for a symlog axis from 0 to ``top``: 0, then 1, 3 x 10^k from the
+    linear threshold up (below it the axis is linear and compressed, so ticks there would sit
+    on top of each other)."""
     ticks = [0.0] + [m * 10.0 ** e for e in range(-4, 4) for m in (1, 3)
-                     if m * 10.0 ** e <= top * 1.5]
+                     if linthresh <= m * 10.0 ** e <= top * 1.5]
     ax.yaxis.set_major_locator(FixedLocator(ticks))
     ax.yaxis.set_major_formatter(FuncFormatter(plain))
 
@@ -102,8 +104,9 @@ def response_curves(attack: pd.DataFrame, rows: pd.DataFrame, method: str) -> pl
     ax.fill_between(null.index + 1, 0, null, color="grey", alpha=0.2, label="null 95%")
     top = float(a[a.group.isin(rows.group)].divergence.max()) if len(rows) else 1.0
     ax.set_xscale("log")
-    ax.set_yscale("symlog", linthresh=0.01, linscale=0.5)
-    _symlog_ticks(ax, top)
+    linthresh = 0.01
+    ax.set_yscale("symlog", linthresh=linthresh, linscale=0.5)
+    _symlog_ticks(ax, top, linthresh)
     ax.set(xlabel="unlearning step k + 1", ylabel="KL divergence D(k) (nats)",
            title=f"{method}: points measured, lines A exp(-ck) + floor")
     log_ticks(ax)
