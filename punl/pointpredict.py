@@ -24,7 +24,7 @@ from .claims import Choice, Study
 from .fits import COVERAGE
 from .groups import stream_seed
 from .pointclaims import flag_distribution, intervals, select_points, with_scores
-from .predict import RequestError, check_request, check_score
+from .predict import RequestError, check_coverage, check_request, check_score
 from .tables import POINT_PREDICTIONS, POINT_PREDICTION_VALIDATION
 
 #: The share of training points held out, and the fewest held out.
@@ -214,8 +214,7 @@ def predict_request(point_steps: pd.DataFrame, scores: pd.DataFrame, indices, sc
     levels = sorted(set(point_steps.level))
     if not np.isclose(levels, level).any():
         raise RequestError(f"--level: the per-point steps are at levels {levels}, not {level:g}")
-    if not 0 < coverage < 1:
-        raise RequestError(f"--coverage: must lie in (0, 1) (got {coverage})")
+    check_coverage(coverage)
     rows = with_scores(select_points(point_steps, level), scores, [score])
     placebo = select_points(point_steps, level, kind="placebo")
     flags = flag_distribution(placebo, checkpoints) if len(placebo) else None

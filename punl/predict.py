@@ -346,6 +346,11 @@ def check_choices(run: MeasuredRun, score: str, how: str, method: str, level: fl
         raise RequestError(f"--level: the run's steps are at levels {levels}, not {level:g}")
     if eps is not None and not (np.isfinite(eps) and eps > 0):
         raise RequestError(f"--eps: must be a finite number > 0 (got {eps})")
+    check_coverage(coverage)
+
+
+def check_coverage(coverage: float) -> None:
+    """The prediction intervals' coverage lies in (0, 1)."""
     if not 0 < coverage < 1:
         raise RequestError(f"--coverage: must lie in (0, 1) (got {coverage})")
 
