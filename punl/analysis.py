@@ -8,6 +8,8 @@ the controlled barriers of claim 4, the per-point fractions against their null, 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -130,59 +132,6 @@ def flipped_share_of_top(scores: pd.DataFrame, column: str, fraction: float = 0.
     return float(scores.flipped.astype(bool)[top].mean())
 
 
-# ------------------------------------------------------------------------ chapters' findings
-def training_findings(ledger: Ledger, clip: float, flipped: np.ndarray, n: int = 5) -> dict:
-    """The numbers of the training chapter's closing paragraph, as the book prints them:
-    accuracy at the end of training, how often clipping binds, and how the flipped points'
-    gradient norms compare with the clean ones'."""
-    flipped = np.asarray(flipped, bool)
-    accuracy = final_accuracy(ledger)
-    clipping = clipping_summary(ledger, clip)
-    extremes = extreme_norm_summary(ledger, flipped, n)
-    avg = ledger.grad_norm.mean(axis=(0, 1))
-    if flipped.any() and (~flipped).any():
-        ratio = float(np.median(avg[flipped]) / np.median(avg[~flipped]))
-        noise = (f"Of the {n} points with the highest average gradient norm, "
-                 f"{int(extremes.loc[f'highest {n}', 'flipped among them'])} have flipped "
-                 f"labels, and the median average norm of the {fmt(int(flipped.sum()))} flipped "
-                 f"points is {fmt(ratio, 2)} times that of the clean ones.")
-    else:
-        noise = "No label was flipped in this run, so there is no known-hard control group."
-    return {"runs": fmt(ledger.runs), "steps": fmt(ledger.total_steps),
-            "test_acc": fmt(accuracy.loc["test", "mean"]),
-            "test_acc_min": fmt(accuracy.loc["test", "min"]),
-            "test_acc_max": fmt(accuracy.loc["test", "max"]),
-            "train_acc": fmt(accuracy.loc["train", "mean"]),
-            "clip": fmt(clip), "clipped_share": percent(clipping.iloc[0]),
-            "clipped_once": percent(clipping.iloc[1]), "label_noise_sentence": noise}
-
-
-def score_findings(scores: pd.DataFrame, column: str, baselines: list[str]) -> dict:
-    """The numbers of the scores chapter's closing paragraph, as the book prints them: the
-    spread of the privacy loss, its rank agreement with the baselines, and the label-noise
-    control."""
-    spread = distribution_summary(scores[column])
-    q10, q90 = spread["10%"], spread["90%"]
-    decades = np.log10(q90 / q10) if q10 > 0 else np.nan
-    rho = scores[[column, *baselines]].corr(method="spearman")[column]
-    agreement = listing([f"{fmt(rho[b], 2)} with {b}" for b in baselines])
-    flipped = scores.flipped.astype(bool)
-    if flipped.any() and (~flipped).any():
-        test = label_noise_control(scores, [column]).iloc[0]
-        noise = (f"Flipped points have a mean loss {fmt(test['mean flipped'] / test['mean clean'], 2)} "
-                 f"times that of clean points (one-sided Mann-Whitney p = {fmt(test['p-value'], 2)}) "
-                 f"and make up {percent(flipped_share_of_top(scores, column))} of the 10% of points "
-                 f"with the highest loss, against {percent(flipped.mean())} of all points.")
-    else:
-        noise = "No label was flipped in this run, so there is no label-noise control."
-    return {"column": column, "points": fmt(len(scores)), "q10": fmt(q10),
-            "median": fmt(spread["median"]), "q90": fmt(q90), "maximum": fmt(spread["maximum"]),
-            "decades": fmt(decades, 2), "zero": fmt(int(spread["points with zero loss"])),
-            "ties": fmt(int(spread["points tied at the maximum"])), "agreement": agreement,
-            "label_noise_sentence": noise}
-
-
-
 # ---------------------------------------------------------------------------- steps table
 def _status_and_steps(steps: np.ndarray, adjusted_p: np.ndarray, level: float):
     distinguishable = adjusted_p <= level
@@ -239,28 +188,53 @@ def with_score(rows: pd.DataFrame, points: pd.DataFrame, scores: pd.DataFrame,
 
 
 # ------------------------------------------------------------------------------ claim 2, 5
-def steps_fits(rows: pd.DataFrame, checkpoints: np.ndarray) -> dict[str, float]:
+@dataclass(frozen=True)
+class StepsFit:
+    """The censoring-aware fits of groups' steps against their P (:func:`steps_fits`)."""
+
+    log_a: float                 # the log law a log(b P): a
+    log_b: float                 # and b
+    log_likelihood_log: float    # the log law's censored log-likelihood
+    line_slope: float            # the line c + d P: d
+    log_likelihood_line: float   # the line's censored log-likelihood
+    spearman: float              # Spearman's rho of steps with P
+    spearman_p: float            # its two-sided p-value
+    groups: int                  # the groups fitted
+    never_distinguishable: int   # of which never distinguishable (steps at or below 0)
+    censored: int                # and censored at the budget
+
+
+def steps_fits(rows: pd.DataFrame, checkpoints: np.ndarray) -> StepsFit:
     """Censoring-aware fits of steps against ``p`` (log and line), and Spearman's rho."""
     intervals = fits.StepIntervals.from_steps(rows.steps_to_unlearn, rows.censored,
                                               rows.status == "never distinguishable", checkpoints)
     log = fits.fit_log_censored(rows.p.to_numpy(), intervals)
     line = fits.fit_line_censored(rows.p.to_numpy(), intervals)
     rho, p_value = fits.spearman(rows.p, rows.steps_to_unlearn)
-    return {"log_a": log["a"], "log_b": log["b"], "log_likelihood_log": log["log_likelihood"],
-            "line_slope": line["slope"], "log_likelihood_line": line["log_likelihood"],
-            "spearman": rho, "spearman_p": p_value, "groups": len(rows),
-            "never_distinguishable": int((rows.status == "never distinguishable").sum()),
-            "censored": int(rows.censored.sum())}
+    return StepsFit(log_a=log.a, log_b=log.b, log_likelihood_log=log.log_likelihood,
+                    line_slope=line.slope, log_likelihood_line=line.log_likelihood,
+                    spearman=rho, spearman_p=p_value, groups=len(rows),
+                    never_distinguishable=int((rows.status == "never distinguishable").sum()),
+                    censored=int(rows.censored.sum()))
+
+
+@dataclass(frozen=True)
+class Headline:
+    """What the book's front figure shows of one run (:func:`headline`)."""
+
+    rows: pd.DataFrame           # the quantile groups' steps rows, with their P as ``p``
+    fit: StepsFit                # the censoring-aware fits of their steps
+    slope: fits.LogLogSlope      # the slope of log A on log P
 
 
 def headline(steps: pd.DataFrame, points: pd.DataFrame, scores: pd.DataFrame, method: str,
-             level: float, score: str, checkpoints: np.ndarray) -> dict:
+             level: float, score: str, checkpoints: np.ndarray) -> Headline:
     """What the book's front figure shows of one run: the quantile groups of ``method`` at
     ``level`` placed by their median ``score`` (``rows``), the censoring-aware fits of their
     steps (``fit``, as for claim 2) and the slope of log A on log P (``slope``)."""
     rows = with_score(select(steps, method, level), points, scores, score)
-    return {"rows": rows, "fit": steps_fits(rows, checkpoints),
-            "slope": fits.log_log_slope(rows.p, rows.response_amplitude)}
+    return Headline(rows=rows, fit=steps_fits(rows, checkpoints),
+                    slope=fits.log_log_slope(rows.p, rows.response_amplitude))
 
 
 def responding_curves(attack: pd.DataFrame, method: str, design: str = "all"):
@@ -278,7 +252,21 @@ def responding_curves(attack: pd.DataFrame, method: str, design: str = "all"):
     return k, curves
 
 
-def response_summary(rows: pd.DataFrame, attack: pd.DataFrame) -> dict[str, float]:
+@dataclass(frozen=True)
+class ResponseSummary:
+    """How the response amplitude A scales with P (:func:`response_summary`)."""
+
+    spearman: float              # Spearman's rho of A with P over the groups
+    spearman_p: float            # its two-sided p-value
+    log_log_slope: float         # the slope of log A on log P
+    slope_low: float             # its 95% interval
+    slope_high: float
+    responding_groups: int       # the method's groups that respond at step 0
+    shared_rate: float           # the decay rate shared by them (NaN: fewer than two)
+    shared_rate_p: float         # the F-test's p-value against a rate per group
+
+
+def response_summary(rows: pd.DataFrame, attack: pd.DataFrame) -> ResponseSummary:
     """How the response amplitude A scales with ``p`` over the groups of ``rows`` (Spearman,
     slope of log A on log P) and whether one decay rate fits every group of the method that
     responds (step-0 divergence above its null's 95% quantile; quantile groups or not)."""
@@ -287,11 +275,11 @@ def response_summary(rows: pd.DataFrame, attack: pd.DataFrame) -> dict[str, floa
     method, design = rows.method.iloc[0], rows.design.iloc[0]
     k, curves = responding_curves(attack, method, design)
     shared = fits.shared_rate_test(k, curves) if len(curves) >= 2 else \
-        {"shared_rate": np.nan, "f": np.nan, "p_value": np.nan}
-    return {"spearman": rho, "spearman_p": p_value, "log_log_slope": slope["slope"],
-            "slope_low": slope["low"], "slope_high": slope["high"],
-            "responding_groups": len(curves), "shared_rate": shared["shared_rate"],
-            "shared_rate_p": shared["p_value"]}
+        fits.SharedRateTest(shared_rate=np.nan, f=np.nan, p_value=np.nan)
+    return ResponseSummary(spearman=rho, spearman_p=p_value, log_log_slope=slope.slope,
+                           slope_low=slope.low, slope_high=slope.high,
+                           responding_groups=len(curves), shared_rate=shared.shared_rate,
+                           shared_rate_p=shared.p_value)
 
 
 # ---------------------------------------------------------------------------------- claim 3
@@ -426,8 +414,18 @@ def normalised_controlled_barrier(forget: np.ndarray, control: np.ndarray,
     return float(controlled.mean() / max(np.abs(f[:, 0] - f[:, -1]).mean(), 1e-12))
 
 
+@dataclass(frozen=True)
+class BarrierTrend:
+    """The trend of the normalised controlled barrier with P (:func:`barrier_trend`)."""
+
+    spearman: float              # Spearman's rho over the groups (NaN: fewer than 3)
+    low: float                   # its bootstrap 95% interval
+    high: float
+    groups: int                  # the quantile groups with enough points of the kind
+
+
 def barrier_trend(curves: pd.DataFrame, groups: pd.DataFrame, p: dict, partner: str,
-                  kind: str, rng: np.random.Generator, n_boot: int = 300) -> dict[str, float]:
+                  kind: str, rng: np.random.Generator, n_boot: int = 300) -> BarrierTrend:
     """Spearman's rho between each quantile group's ``p`` and its normalised controlled barrier
     (:func:`normalised_controlled_barrier`), over the quantile groups with at least
     :data:`MIN_BARRIER_POINTS` points of the kind, with a bootstrap interval that resamples
@@ -437,7 +435,7 @@ def barrier_trend(curves: pd.DataFrame, groups: pd.DataFrame, p: dict, partner: 
     arrays = {g: a for g, a in group_point_curves(curves, partner, kind).items()
               if g in quantile and g in p and a[0].shape[2] >= MIN_BARRIER_POINTS}
     if len(arrays) < 3:
-        return {"spearman": np.nan, "low": np.nan, "high": np.nan, "groups": len(arrays)}
+        return BarrierTrend(spearman=np.nan, low=np.nan, high=np.nan, groups=len(arrays))
     lambdas = np.sort(curves["lambda"].unique())
     names = list(arrays)
     x = np.array([p[g] for g in names])
@@ -458,7 +456,7 @@ def barrier_trend(curves: pd.DataFrame, groups: pd.DataFrame, p: dict, partner: 
     boots = np.asarray([b for b in boots if np.isfinite(b)])
     low, high = (np.quantile(boots, [0.025, 0.975]) if len(boots) >= n_boot // 2
                  else (np.nan, np.nan))
-    return {"spearman": rho(), "low": float(low), "high": float(high), "groups": len(names)}
+    return BarrierTrend(spearman=rho(), low=float(low), high=float(high), groups=len(names))
 
 
 # ------------------------------------------------------------------------------- per point

@@ -14,8 +14,9 @@ import io
 import json
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,9 @@ from .outputs import published_record, read_published
 from .parallel import run_tied
 from .plan import RunPlan, read_plan, relative_to
 from .store import COMPLETE, ArtifactStore, atomic_write_bytes
+
+if TYPE_CHECKING:
+    from .analysis import Headline
 
 GENERATED = Path("book") / "generated"
 LANDING = GENERATED / "landing.md"
@@ -226,7 +230,25 @@ def generate_toc(book_root: str | Path = ".") -> Path:
 HEADLINE_TABLES = ("claims", "steps", "points", "scores", "attack")
 
 
-def run_results(root: Path) -> list[dict]:
+@dataclass(frozen=True)
+class RunResult:
+    """What the front page shows of one run chapter (:func:`run_results`)."""
+
+    name: str                           # the chapter folder's name
+    index: str                          # the doc of the chapter's index
+    config: dict[str, Any]              # the run's configuration, as its run.json records it
+    n_train: int                        # its training points
+    wall_time_s: float | None           # how long it took (None: not recorded)
+    replication: pd.DataFrame | None    # each claim's replication over seeds, where a sweep ran
+    doc: str                            # the doc of its summary chapter (its index without one)
+    claims: pd.DataFrame                # its claims table
+    budget: int                         # its budget K
+    method: str                         # its primary method
+    score: str                          # its primary score
+    headline: Headline                  # :func:`punl.analysis.headline` of method and score
+
+
+def run_results(root: Path) -> list[RunResult]:
     """What the front page shows of every run chapter whose published tables verify: its
     ``name``, the ``doc`` of its summary chapter (the notebook named ``*summary*``, else its
     index), its ``claims`` table, its ``budget`` K and :func:`punl.analysis.headline`."""
@@ -242,13 +264,13 @@ def run_results(root: Path) -> list[dict]:
         data = headline(tables["steps"], tables["points"], tables["scores"],
                         cfg["primary_method"], cfg["level"], cfg["primary_score"],
                         np.sort(tables["attack"].step.unique()))
-        results.append({"name": folder.name, "index": _doc(folder / "index.md", root),
-                        "config": cfg, "n_train": len(tables["scores"]),
-                        "wall_time_s": record.get("wall_time_s"),
-                        "replication": replication_for(root, cfg["name"]),
-                        "doc": _doc(summary[0] if summary else folder / "index.md", root),
-                        "claims": tables["claims"], "budget": int(cfg["unlearn_steps"]),
-                        "method": cfg["primary_method"], "score": cfg["primary_score"], **data})
+        results.append(RunResult(
+            name=folder.name, index=_doc(folder / "index.md", root), config=cfg,
+            n_train=len(tables["scores"]), wall_time_s=record.get("wall_time_s"),
+            replication=replication_for(root, cfg["name"]),
+            doc=_doc(summary[0] if summary else folder / "index.md", root),
+            claims=tables["claims"], budget=int(cfg["unlearn_steps"]),
+            method=cfg["primary_method"], score=cfg["primary_score"], headline=data))
     return results
 
 
@@ -285,10 +307,10 @@ def replication_note(replication: pd.DataFrame | None, claim: str) -> str:
 
 
 def verdict_cell(row, doc: str, replication: pd.DataFrame | None = None) -> str:
-    """A claim's verdict (:func:`punl.claims.verdict_text`) linking to ``doc``, with its power
+    """A claim's verdict (:func:`punl.findings.verdict_text`) linking to ``doc``, with its power
     at the effect measured where the claims table has one."""
     from .analysis import percent
-    from .claims import verdict_text
+    from .findings import verdict_text
     power = getattr(row, "power", float("nan"))
     notes = (f"power {percent(power)}" if isinstance(power, float) and np.isfinite(power)
              else "") + replication_note(replication, row.claim)
@@ -296,23 +318,23 @@ def verdict_cell(row, doc: str, replication: pd.DataFrame | None = None) -> str:
     return Markdown(f"{{doc}}`{verdict_text(row.verdict, row.fragile)} </{doc}>`{notes}")
 
 
-def claims_side_by_side(results: list[dict]) -> str:
+def claims_side_by_side(results: list[RunResult]) -> str:
     """A markdown table: one row per claim, one column per run, each verdict linking to the
     run's summary chapter (a dash where a run does not test the claim)."""
-    claims = list(dict.fromkeys(c for r in results for c in r["claims"].claim))
+    claims = list(dict.fromkeys(c for r in results for c in r.claims.claim))
     rows = []
     for claim in claims:
         row = {"claim": claim}
         for r in results:
-            match = r["claims"][r["claims"].claim == claim]
-            row[f"{{doc}}`{r['name']} </{r['index']}>`"] = (
-                verdict_cell(next(match.itertuples()), r["doc"], r.get("replication"))
+            match = r.claims[r.claims.claim == claim]
+            row[f"{{doc}}`{r.name} </{r.index}>`"] = (
+                verdict_cell(next(match.itertuples()), r.doc, r.replication)
                 if len(match) else "—")
         rows.append(row)
     return md_table(rows)
 
 
-def headline_caption(results: list[dict]) -> str:
+def headline_caption(results: list[RunResult]) -> str:
     """The front figure's caption, naming the method and the privacy-loss column each run
     places its groups by."""
     placed = listing_runs(results)
@@ -325,19 +347,19 @@ def headline_caption(results: list[dict]) -> str:
             "least-squares line of $\\log A$ on $\\log P$.")
 
 
-def listing_runs(results: list[dict]) -> str:
+def listing_runs(results: list[RunResult]) -> str:
     """``digits-quick: sgld, privacy_loss_a8, K = 400; ...``."""
-    return "; ".join(f"`{r['name']}`: `{r['method']}`, `{r['score']}`, $K = {r['budget']}$"
+    return "; ".join(f"`{r.name}`: `{r.method}`, `{r.score}`, $K = {r.budget}$"
                      for r in results)
 
 
-def run_sentence(result: dict) -> str:
+def run_sentence(result: RunResult) -> str:
     """What one run is, in one sentence: its data and size, model, training, the models the
     per-point and group studies compare, the budget and how long the run took."""
     from .analysis import fmt
     from .catalog import DATASET_NAMES, MODEL_NAMES
-    c = result["config"]
-    data = (f"{fmt(result['n_train'])} training images of "
+    c = result.config
+    data = (f"{fmt(result.n_train)} training images of "
             f"{DATASET_NAMES.get(c['dataset'], c['dataset'])}"
             + (f" ({fmt(100 * c['label_noise'])}% of their labels flipped)"
                if c.get("label_noise") else ""))
@@ -351,13 +373,13 @@ def run_sentence(result: dict) -> str:
               f" unlearned against as many retrained models for each point); "
               if models else "")
     groups = f"per group, {c['runs']} unlearned against {c['retrain_seeds']} retrained models"
-    took = (f"; the run took {fmt(result['wall_time_s'] / 60, 3)} min"
-            if result.get("wall_time_s") else "")
-    return (f"`{result['name']}`: {data}, {model}, {training}; {points}{groups}; budget "
+    took = (f"; the run took {fmt(result.wall_time_s / 60, 3)} min"
+            if result.wall_time_s else "")
+    return (f"`{result.name}`: {data}, {model}, {training}; {points}{groups}; budget "
             f"$K = {fmt(c['unlearn_steps'])}$ steps of `{c['primary_method']}`{took}.")
 
 
-def landing_text(results: list[dict], figure: str | None) -> str:
+def landing_text(results: list[RunResult], figure: str | None) -> str:
     """The landing page's results: the headline figure and the claims side by side."""
     if not results:
         return ("No run is in the book yet: `make book` computes the quick configuration and "
@@ -366,7 +388,7 @@ def landing_text(results: list[dict], figure: str | None) -> str:
                     f"and response amplitude against the privacy loss\n\n"
                     f"{headline_caption(results)}\n```\n\n") if figure else ""
     runs = "one run" if len(results) == 1 else f"{len(results)} runs"
-    what = "\n".join(f"- {run_sentence(r)}" for r in results if "config" in r)
+    what = "\n".join(f"- {run_sentence(r)}" for r in results)
     what = f"What was run:\n\n{what}\n\n" if what else ""
     return (f"{what}{figure_block}The claims of the study, as tested on the {runs} in this book. "
             "Each verdict links to the run's summary chapter, which gives the number behind "
@@ -388,7 +410,8 @@ def write_landing(root: str | Path = ".") -> Path:
     figure = None
     if results:
         set_style()
-        fig = headline_figure({r["name"]: r for r in results})
+        fig = headline_figure({r.name: r.headline for r in results},
+                              {r.name: r.budget for r in results})
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=2 * fig.dpi)
         plt.close(fig)

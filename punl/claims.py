@@ -34,7 +34,7 @@ claim 1 is decided on points wherever a run has them:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -124,10 +124,20 @@ def _verdict(ok: bool | None) -> str:
     return INCONCLUSIVE if ok is None else SUPPORTED if ok else NOT_SUPPORTED
 
 
-def _untestable(why: str = "nothing in this run to test it on") -> dict:
+@dataclass(frozen=True)
+class ClaimResult:
+    """One claim tested under one analysis choice: the claims table's columns of it."""
+
+    number: float        # the number that tests the claim (NaN: nothing to test it on)
+    value: str           # the measurement, in words
+    interval: str        # its interval and what stands beside it, in words
+    verdict: str         # SUPPORTED, NOT_SUPPORTED or INCONCLUSIVE
+    power: float         # the test's power at the effect measured (NaN: no power model)
+
+
+def _untestable(why: str = "nothing in this run to test it on") -> ClaimResult:
     """A claim's result where the run has nothing to test it on."""
-    return {"number": np.nan, "value": why, "interval": "", "verdict": INCONCLUSIVE,
-            "power": np.nan}
+    return ClaimResult(number=np.nan, value=why, interval="", verdict=INCONCLUSIVE, power=np.nan)
 
 
 def _pct(x: float) -> str:
@@ -136,7 +146,7 @@ def _pct(x: float) -> str:
 
 # ------------------------------------------------------------------------------ claim 1
 @depends_on("level", "design")
-def claim_quick(study: Study, choice: Choice) -> dict:
+def claim_quick(study: Study, choice: Choice) -> ClaimResult:
     """Claim 1: on points where the run has a per-point study (:mod:`punl.pointclaims`), else on
     the quantile groups (module docstring)."""
     if study.has_points:
@@ -153,73 +163,76 @@ def claim_quick(study: Study, choice: Choice) -> dict:
     measurable = (q.adjusted_p_step0 <= choice.level).any() or top.adjusted_p_step0 <= choice.level
     pts = analysis.point_fractions(study.tables, choice.level, study.checkpoints, study.budget)
     pts = pts[(pts.method == study.primary_method) & pts.group.isin(q.group)]
-    return {"number": quick,
-            "value": f"{quick:.2f} of quantile groups within K/10 ({never} of {len(q)} never "
-                     f"distinguishable); top group {top.status}, {top.steps_to_unlearn} steps",
-            "interval": f"points: step 0 {pts.step0_fraction.mean():.2f} (null "
-                        f"{pts.null_step0_fraction.mean():.2f}), censored "
-                        f"{pts.censored_fraction.mean():.2f} (null "
-                        f"{pts.null_censored_fraction.mean():.2f})",
-            "verdict": _verdict(True if measurable and quick >= 0.5 and hard else None),
-            "power": np.nan}
+    return ClaimResult(
+        number=quick,
+        value=f"{quick:.2f} of quantile groups within K/10 ({never} of {len(q)} never "
+              f"distinguishable); top group {top.status}, {top.steps_to_unlearn} steps",
+        interval=f"points: step 0 {pts.step0_fraction.mean():.2f} (null "
+                 f"{pts.null_step0_fraction.mean():.2f}), censored "
+                 f"{pts.censored_fraction.mean():.2f} (null "
+                 f"{pts.null_censored_fraction.mean():.2f})",
+        verdict=_verdict(True if measurable and quick >= 0.5 and hard else None), power=np.nan)
 
 
-def _quick_points(study: Study, choice: Choice) -> dict:
+def _quick_points(study: Study, choice: Choice) -> ClaimResult:
     r = pointclaims.quick_claim(study.points(choice), study.points(choice, "placebo"),
                                 study.budget, study.training_steps)
-    return {"number": r["quick"],
-            "value": f"{_pct(r['quick'])} of {analysis.fmt(r['points'])} points unlearned within "
-                     f"K/10 = {analysis.fmt(study.budget / 10)} steps; {_pct(r['hard'])} need at "
-                     f"least T/2 = {analysis.fmt(study.training_steps / 2)} steps or are "
-                     f"censored (placebo {_pct(r['hard_placebo'])})",
-            "interval": f"quick share [{_pct(r['quick_low'])}, {_pct(r['quick_high'])}]; hard "
-                        f"share above the placebo's {_pct(r['excess'])} "
-                        f"[{_pct(r['excess_low'])}, {_pct(r['excess_high'])}]",
-            "verdict": _verdict(r["ok"]), "power": r["power"]}
+    return ClaimResult(
+        number=r.quick,
+        value=f"{_pct(r.quick)} of {analysis.fmt(r.points)} points unlearned within "
+              f"K/10 = {analysis.fmt(study.budget / 10)} steps; {_pct(r.hard)} need at "
+              f"least T/2 = {analysis.fmt(study.training_steps / 2)} steps or are "
+              f"censored (placebo {_pct(r.hard_placebo)})",
+        interval=f"quick share [{_pct(r.quick_low)}, {_pct(r.quick_high)}]; hard "
+                 f"share above the placebo's {_pct(r.excess)} "
+                 f"[{_pct(r.excess_low)}, {_pct(r.excess_high)}]",
+        verdict=_verdict(r.ok), power=r.power)
 
 
 # ------------------------------------------------------------------------------ claim 2
-def law_result(study: Study, choice: Choice) -> dict | None:
+def law_result(study: Study, choice: Choice) -> pointclaims.LogLawClaim | None:
     """Claim 2's measurement under ``choice`` (:func:`punl.pointclaims.log_law_claim` over the
-    points, or the quantile groups, with ``rows``); None with fewer than 3 rows. The chapters
-    call it too, so their numbers are the claims table's."""
+    points, or the quantile groups, with its ``rows``); None with fewer than 3 rows. The
+    chapters call it too, so their numbers are the claims table's."""
     rows = study.points(choice) if study.has_points else \
         study.quantiles(study.primary_method, choice)
     if len(rows) < 3:
         return None
-    r = pointclaims.log_law_claim(rows, "p", study.checkpoints,
-                                  study.rng("law", choice.level, choice.design, choice.p_column),
-                                  study.law_simulations,
-                                  study.points(choice, "placebo") if study.has_points else None)
-    return {**r, "rows": rows}
+    return pointclaims.log_law_claim(
+        rows, "p", study.checkpoints,
+        study.rng("law", choice.level, choice.design, choice.p_column), study.law_simulations,
+        study.points(choice, "placebo") if study.has_points else None)
 
 
 @depends_on("level", "design", "p_column")
-def claim_log(study: Study, choice: Choice) -> dict:
+def claim_log(study: Study, choice: Choice) -> ClaimResult:
     """Claim 2: the log law against a line (:func:`punl.pointclaims.log_law_claim`), over the
     points where the run has a per-point study, else over the quantile groups."""
     r = law_result(study, choice)
     if r is None:
         return _untestable()
-    law, rows = r["law"], r["rows"]
+    law = r.law
     what = "points" if study.has_points else "quantile groups"
-    return {"number": law.statistic,
-            "value": f"log-likelihood of the log law minus the line's {fmt(law.statistic, 2)} "
-                     f"over {analysis.fmt(len(rows))} {what}: line rejected p "
-                     f"{fmt(law.p_line, 3)}, log law rejected p {fmt(law.p_log, 3)}; "
-                     f"rho(steps, P) {fmt(r['spearman'])}",
-            "interval": f"goodness of fit p: log law {fmt(law.gof_log, 3)}, line "
-                        f"{fmt(law.gof_line, 3)}"
-                        f"{' (neither law fits)' if max(law.gof_log, law.gof_line) <= SIGNIFICANCE else ''}"
-                        f"; fitted a = {fmt(law.log_law['a'], 3)}, "
-                        f"b = {analysis.fmt(law.log_law['b'], 3)}",
-            "verdict": _verdict(r["ok"]), "power": r["power"]}
+    return ClaimResult(
+        number=law.statistic,
+        value=f"log-likelihood of the log law minus the line's {fmt(law.statistic, 2)} "
+              f"over {analysis.fmt(len(r.rows))} {what}: line rejected p "
+              f"{fmt(law.p_line, 3)}, log law rejected p {fmt(law.p_log, 3)}; "
+              f"rho(steps, P) {fmt(r.spearman)}",
+        interval=f"goodness of fit p: log law {fmt(law.gof_log, 3)}, line "
+                 f"{fmt(law.gof_line, 3)}"
+                 f"{' (neither law fits)' if max(law.gof_log, law.gof_line) <= SIGNIFICANCE else ''}"
+                 f"; fitted a = {fmt(law.log_law.a, 3)}, "
+                 f"b = {analysis.fmt(law.log_law.b, 3)}",
+        verdict=_verdict(r.ok), power=r.power)
 
 
 # ------------------------------------------------------------------------------ claim 2b
-def response(study: Study, method: str, choice: Choice) -> dict:
+def response(study: Study, method: str, choice: Choice) -> analysis.ResponseSummary | None:
+    """:func:`punl.analysis.response_summary` of ``method``'s quantile groups under ``choice``;
+    None with fewer than 3 groups."""
     q = study.quantiles(method, choice)
-    return analysis.response_summary(q, study.tables.attack) if len(q) >= 3 else {}
+    return analysis.response_summary(q, study.tables.attack) if len(q) >= 3 else None
 
 
 def _correlation_verdict(rho: float, p: float) -> bool | None:
@@ -230,29 +243,29 @@ def _correlation_verdict(rho: float, p: float) -> bool | None:
 
 
 @depends_on("design", "p_column")
-def claim_shape(study: Study, choice: Choice) -> dict:
+def claim_shape(study: Study, choice: Choice) -> ClaimResult:
     """Claim 2b (module docstring)."""
     r = response(study, study.primary_method, choice)
-    if not r or not np.isfinite(r["spearman"]):
+    if r is None or not np.isfinite(r.spearman):
         return _untestable()
-    rates_differ = np.isfinite(r["shared_rate_p"]) and r["shared_rate_p"] < SIGNIFICANCE
-    trend = _correlation_verdict(r["spearman"], r["spearman_p"])
+    rates_differ = np.isfinite(r.shared_rate_p) and r.shared_rate_p < SIGNIFICANCE
+    trend = _correlation_verdict(r.spearman, r.spearman_p)
     ok = False if (trend is False or rates_differ) else \
-        True if trend and np.isfinite(r["shared_rate_p"]) else None
+        True if trend and np.isfinite(r.shared_rate_p) else None
     groups = len(study.quantiles(study.primary_method, choice))
-    return {"number": r["spearman"],
-            "value": f"rho(A, P) {fmt(r['spearman'])} (p {fmt(r['spearman_p'], 4)}); shared "
-                     f"rate {fmt(r['shared_rate'], 4)}, F-test p {fmt(r['shared_rate_p'], 4)} "
-                     f"over {r['responding_groups']} responding groups",
-            "interval": f"slope of log A on log P {fmt(r['log_log_slope'])} "
-                        f"[{fmt(r['slope_low'])}, {fmt(r['slope_high'])}]",
-            "verdict": _verdict(ok),
-            "power": spearman_power(r["spearman"], groups, SIGNIFICANCE)}
+    return ClaimResult(
+        number=r.spearman,
+        value=f"rho(A, P) {fmt(r.spearman)} (p {fmt(r.spearman_p, 4)}); shared "
+              f"rate {fmt(r.shared_rate, 4)}, F-test p {fmt(r.shared_rate_p, 4)} "
+              f"over {r.responding_groups} responding groups",
+        interval=f"slope of log A on log P {fmt(r.log_log_slope)} "
+                 f"[{fmt(r.slope_low)}, {fmt(r.slope_high)}]",
+        verdict=_verdict(ok), power=spearman_power(r.spearman, groups, SIGNIFICANCE))
 
 
 # ------------------------------------------------------------------------------ claim 3
 @depends_on("level", "design", "p_column")
-def claim_metrics(study: Study, choice: Choice) -> dict:
+def claim_metrics(study: Study, choice: Choice) -> ClaimResult:
     """Claim 3: the hardest m points by P against the hardest m by each baseline where the run
     has a per-point study (:func:`punl.pointclaims.hardest_claim`), else the disagreement
     groups (module docstring)."""
@@ -269,8 +282,8 @@ def claim_metrics(study: Study, choice: Choice) -> dict:
         True if (d.harder == "privacy loss").all() else None
     power = min(float(z_power(r.difference, (r.high - r.low) / 3.92, SIGNIFICANCE))
                 for r in d.itertuples())
-    return {"number": float(d.difference.min()), "value": value, "interval": interval,
-            "verdict": _verdict(ok), "power": power}
+    return ClaimResult(number=float(d.difference.min()), value=value, interval=interval,
+                       verdict=_verdict(ok), power=power)
 
 
 def disagreement_result(study: Study, choice: Choice) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -288,7 +301,7 @@ def disagreement_result(study: Study, choice: Choice) -> tuple[pd.DataFrame, pd.
     return d, partial
 
 
-def hardest_result(study: Study, choice: Choice) -> dict | None:
+def hardest_result(study: Study, choice: Choice) -> pointclaims.HardestClaim | None:
     """Claim 3's measurement on points under ``choice`` (:func:`punl.pointclaims.hardest_claim`);
     None without baselines or with fewer than 20 points."""
     rows = study.points(choice)
@@ -299,25 +312,34 @@ def hardest_result(study: Study, choice: Choice) -> dict | None:
                                                choice.p_column))
 
 
-def _metrics_points(study: Study, choice: Choice) -> dict:
+def _metrics_points(study: Study, choice: Choice) -> ClaimResult:
     r = hardest_result(study, choice)
     if r is None:
         return _untestable("no baseline score to compare with")
-    d = r["comparison"]
+    d = r.comparison
     value = "; ".join(f"hardest {analysis.fmt(int(x.m))} by P {fmt(x.steps_p, 2)} steps vs "
                       f"by {x.baseline} {fmt(x.steps_baseline, 2)}: {fmt(x.difference, 2)} "
                       f"[{fmt(x.low, 2)}, {fmt(x.high, 2)}]" for x in d.itertuples())
     interval = "; ".join(f"partial rho(steps, P | {x.baseline}) {fmt(x.partial_rho)} "
-                         f"[{fmt(x.low)}, {fmt(x.high)}]" for x in r["partial"].itertuples())
-    if r["equivalent"]:
+                         f"[{fmt(x.low)}, {fmt(x.high)}]" for x in r.partial.itertuples())
+    if r.equivalent:
         interval += (f"; within +-{analysis.percent(pointclaims.EQUIVALENCE)} of P's steps at "
-                     f"every m: {', '.join(r['equivalent'])}")
-    return {"number": float(d.difference.min()), "value": value, "interval": interval,
-            "verdict": _verdict(r["ok"]), "power": r["power"]}
+                     f"every m: {', '.join(r.equivalent)}")
+    return ClaimResult(number=float(d.difference.min()), value=value, interval=interval,
+                       verdict=_verdict(r.ok), power=r.power)
 
 
 # ------------------------------------------------------------------------------ claim 4
-def barrier_trends(study: Study, choice: Choice) -> tuple[pd.DataFrame, dict, dict]:
+@dataclass(frozen=True)
+class BarrierTrends:
+    """Claim 4's measurements under one choice (:func:`barrier_trends`)."""
+
+    controlled: pd.DataFrame     # :func:`punl.analysis.controlled_barriers`
+    p: dict[str, float]          # each quantile group's P, by group
+    trends: dict[tuple[str, str], analysis.BarrierTrend]     # by (partner, points)
+
+
+def barrier_trends(study: Study, choice: Choice) -> BarrierTrends:
     """Claim 4's measurements under ``choice``: the controlled barriers, each quantile group's P
     and, for each (partner, points), the bootstrap trend of the normalised controlled barrier
     with P (:func:`punl.analysis.barrier_trend`)."""
@@ -331,47 +353,48 @@ def barrier_trends(study: Study, choice: Choice) -> tuple[pd.DataFrame, dict, di
         curves, groups, p, partner, points,
         study.rng("barrier", partner, points))
         for partner in ("independent", "coupled") for points in ("clean", "flipped")}
-    return controlled, p, trends
+    return BarrierTrends(controlled=controlled, p=p, trends=trends)
 
 
 @depends_on("p_column")
-def claim_barriers(study: Study, choice: Choice) -> dict:
+def claim_barriers(study: Study, choice: Choice) -> ClaimResult:
     """Claim 4 on clean points at step 0 with the independent partner (module docstring)."""
-    _, _, trends = barrier_trends(study, choice)
+    trends = barrier_trends(study, choice).trends
     main = trends[("independent", "clean")]
-    if not np.isfinite(main["spearman"]):
+    if not np.isfinite(main.spearman):
         return _untestable()
-    ok = True if main["low"] > 0 else False if main["high"] < 0 else None
-    others = "; ".join(f"{partner}, {points}: {fmt(t['spearman'])} [{fmt(t['low'])}, "
-                       f"{fmt(t['high'])}]" for (partner, points), t in trends.items()
-                       if (partner, points) != ("independent", "clean") and t["groups"])
-    return {"number": main["spearman"],
-            "value": f"rho(P, controlled barrier / loss gap) {fmt(main['spearman'])} over "
-                     f"{main['groups']} groups (independent partner, clean points; groups of "
-                     f"fewer than {analysis.MIN_BARRIER_POINTS} such points left out)",
-            "interval": f"[{fmt(main['low'])}, {fmt(main['high'])}]; {others}",
-            "verdict": _verdict(ok),
-            "power": float(z_power(main["spearman"], (main["high"] - main["low"]) / 3.92,
-                                   SIGNIFICANCE))}
+    ok = True if main.low > 0 else False if main.high < 0 else None
+    others = "; ".join(f"{partner}, {points}: {fmt(t.spearman)} [{fmt(t.low)}, "
+                       f"{fmt(t.high)}]" for (partner, points), t in trends.items()
+                       if (partner, points) != ("independent", "clean") and t.groups)
+    return ClaimResult(
+        number=main.spearman,
+        value=f"rho(P, controlled barrier / loss gap) {fmt(main.spearman)} over "
+              f"{main.groups} groups (independent partner, clean points; groups of "
+              f"fewer than {analysis.MIN_BARRIER_POINTS} such points left out)",
+        interval=f"[{fmt(main.low)}, {fmt(main.high)}]; {others}",
+        verdict=_verdict(ok),
+        power=float(z_power(main.spearman, (main.high - main.low) / 3.92, SIGNIFICANCE)))
 
 
 # ------------------------------------------------------------------------------ claim 5
-def claim_method(method: str) -> Callable[[Study, Choice], dict]:
+def claim_method(method: str) -> Callable[[Study, Choice], ClaimResult]:
     @depends_on("design", "p_column")
-    def claim(study: Study, choice: Choice) -> dict:
+    def claim(study: Study, choice: Choice) -> ClaimResult:
         """Claim 5 for one method (module docstring)."""
         r = response(study, method, choice)
         q = study.quantiles(method, choice)
         steps_rho = spearman(q.p, q.steps_to_unlearn)[0] if len(q) >= 3 else float("nan")
-        if not r or not np.isfinite(r["spearman"]):
+        if r is None or not np.isfinite(r.spearman):
             return _untestable()
-        return {"number": r["spearman"],
-                "value": f"rho(A, P) {fmt(r['spearman'])} (p {fmt(r['spearman_p'], 4)}); "
-                         f"rho(steps, P) {fmt(steps_rho)}",
-                "interval": f"slope of log A on log P {fmt(r['log_log_slope'])} "
-                            f"[{fmt(r['slope_low'])}, {fmt(r['slope_high'])}]",
-                "verdict": _verdict(_correlation_verdict(r["spearman"], r["spearman_p"])),
-                "power": spearman_power(r["spearman"], len(q), SIGNIFICANCE)}
+        return ClaimResult(
+            number=r.spearman,
+            value=f"rho(A, P) {fmt(r.spearman)} (p {fmt(r.spearman_p, 4)}); "
+                  f"rho(steps, P) {fmt(steps_rho)}",
+            interval=f"slope of log A on log P {fmt(r.log_log_slope)} "
+                     f"[{fmt(r.slope_low)}, {fmt(r.slope_high)}]",
+            verdict=_verdict(_correlation_verdict(r.spearman, r.spearman_p)),
+            power=spearman_power(r.spearman, len(q), SIGNIFICANCE))
     return claim
 
 
@@ -384,7 +407,7 @@ class Claim:
     statement: str
     measure: str
     group_measure: str
-    test: Callable[[Study, Choice], dict]
+    test: Callable[[Study, Choice], ClaimResult]
     method: str = ""        # the unlearning method a claim about one method is about
 
     @property
@@ -456,36 +479,19 @@ def claims_table(study: Study) -> pd.DataFrame:
     for claim in claims_for(study):
         cache: dict = {}
 
-        def run(choice: Choice) -> dict:
+        def run(choice: Choice) -> ClaimResult:
             key = tuple(getattr(choice, f) for f in claim.test.depends_on)
             if key not in cache:
                 cache[key] = claim.test(study, choice)
             return cache[key]
 
         result = run(main)
-        others = {c.label: run(c)["verdict"] for c in neighbours(study, main)}
+        others = {c.label: run(c).verdict for c in neighbours(study, main)}
         on_points = study.has_points and claim.group_measure
         rows.append({"id": claim.key, "claim": claim.title,
                      "measure": claim.measure if on_points or not claim.group_measure
                      else claim.group_measure,
-                     **{k: result[k] for k in ("number", "value", "interval", "verdict",
-                                               "power")},
+                     **asdict(result),
                      "neighbours": "; ".join(f"{k}: {v}" for k, v in others.items()),
-                     "fragile": any(v != result["verdict"] for v in others.values())})
+                     "fragile": any(v != result.verdict for v in others.values())})
     return CLAIMS.frame(rows)
-
-
-# --------------------------------------------------------------------------- claim names
-def verdict_text(verdict: str, fragile: bool) -> str:
-    """A verdict as the book writes it: ``, fragile`` added where a neighbour differs."""
-    return verdict + (", fragile" if fragile else "")
-
-
-def verdicts(claims: pd.DataFrame) -> dict[str, str]:
-    """Each claim's :func:`verdict_text` by its short name:
-    ``{"claim_1": "supported", "claim_5_finetune": "not supported, fragile", ...}``."""
-    out = {}
-    for row in claims.itertuples():
-        key = "claim_" + row.id.replace(" (", "_").rstrip(")")
-        out[key] = verdict_text(row.verdict, row.fragile)
-    return out

@@ -171,15 +171,25 @@ def log_law_nll(p: np.ndarray, y: StepIntervals) -> Callable[[np.ndarray], float
     return lambda theta: objective(np.clip(np.asarray(theta, float), -30, 30))[0]
 
 
-def fit_log_censored(p: np.ndarray, y: StepIntervals, start: dict | None = None,
-                     likelihood=None) -> dict[str, float]:
-    """ML fit of latent steps ~ a log(b P) + noise with censoring (module docstring): a, b,
-    sigma, log-likelihood. ``start`` (a previous fit) replaces the spread of starting values;
-    ``likelihood`` (default :class:`CensoredNormal` of ``y``) is any callable
-    (mu, log sigma) -> (log-likelihood, d/dmu, d/dlog sigma), such as :class:`FlaggedSteps`."""
+@dataclass(frozen=True)
+class CensoredLogFit:
+    """The ML fit of latent steps ~ a log(b P) + N(0, sigma^2) (:func:`fit_log_censored`)."""
+
+    a: float                 # steps per unit of log P
+    b: float                 # 1 / b: the P below which no steps are needed
+    sigma: float             # the noise's standard deviation, in steps
+    log_likelihood: float    # the censored log-likelihood at the fit
+
+
+def fit_log_censored(p: np.ndarray, y: StepIntervals, start: CensoredLogFit | None = None,
+                     likelihood=None) -> CensoredLogFit:
+    """ML fit of latent steps ~ a log(b P) + noise with censoring (module docstring).
+    ``start`` (a previous fit) replaces the spread of starting values; ``likelihood`` (default
+    :class:`CensoredNormal` of ``y``) is any callable (mu, log sigma) -> (log-likelihood,
+    d/dmu, d/dlog sigma), such as :class:`FlaggedSteps`."""
     p = np.asarray(p, float)
     if start is not None:
-        starts = [np.log([start["a"], start["b"], start["sigma"]])]
+        starts = [np.log([start.a, start.b, start.sigma])]
     else:
         mid, logp = y.midpoints(), np.log(np.maximum(p, 1e-300))
         slope, intercept = np.polyfit(logp, mid, 1) if np.ptp(logp) > 0 else (1.0, 0.0)
@@ -188,13 +198,24 @@ def fit_log_censored(p: np.ndarray, y: StepIntervals, start: dict | None = None,
         starts = [(np.log(slope * m), intercept / slope, spread) for m in (0.3, 1, 3)]
     best = _minimise(_log_law_objective(p, y, likelihood), starts, _LOG_BOUNDS)
     a, b, sigma = np.exp(best.x)
-    return {"a": float(a), "b": float(b), "sigma": float(sigma), "log_likelihood": -float(best.fun)}
+    return CensoredLogFit(a=float(a), b=float(b), sigma=float(sigma),
+                          log_likelihood=-float(best.fun))
 
 
-def fit_line_censored(p: np.ndarray, y: StepIntervals, start: dict | None = None,
-                      likelihood=None) -> dict[str, float]:
-    """ML fit of steps ~ c + d P + noise with censoring: intercept, slope, sigma, log-likelihood.
-    ``start`` and ``likelihood`` as for :func:`fit_log_censored`."""
+@dataclass(frozen=True)
+class CensoredLineFit:
+    """The ML fit of steps ~ intercept + slope P + N(0, sigma^2) (:func:`fit_line_censored`)."""
+
+    intercept: float         # the steps at P = 0
+    slope: float             # steps per unit of P
+    sigma: float             # the noise's standard deviation, in steps
+    log_likelihood: float    # the censored log-likelihood at the fit
+
+
+def fit_line_censored(p: np.ndarray, y: StepIntervals, start: CensoredLineFit | None = None,
+                      likelihood=None) -> CensoredLineFit:
+    """ML fit of steps ~ c + d P + noise with censoring. ``start`` and ``likelihood`` as for
+    :func:`fit_log_censored`."""
     p = np.asarray(p, float)
     likelihood = likelihood or CensoredNormal(y)
 
@@ -203,15 +224,15 @@ def fit_line_censored(p: np.ndarray, y: StepIntervals, start: dict | None = None
         return -ll, -np.array([g_mu.sum(), g_mu @ p, g_sigma])
 
     if start is not None:
-        starts = [(start["intercept"], start["slope"], np.log(start["sigma"]))]
+        starts = [(start.intercept, start.slope, np.log(start.sigma))]
     else:
         mid = y.midpoints()
         slope, intercept = np.polyfit(p, mid, 1) if np.ptp(p) > 0 else (0.0, mid.mean())
         spread = np.log(max(float(np.std(mid)), 1.0))
         starts = [(intercept, slope, spread), (mid.mean(), 0.0, spread)]
     best = _minimise(nll_grad, starts, [(None, None), (None, None), _LOG_BOUNDS[2]])
-    return {"intercept": float(best.x[0]), "slope": float(best.x[1]),
-            "sigma": float(np.exp(best.x[2])), "log_likelihood": -float(best.fun)}
+    return CensoredLineFit(intercept=float(best.x[0]), slope=float(best.x[1]),
+                           sigma=float(np.exp(best.x[2])), log_likelihood=-float(best.fun))
 
 
 # -------------------------------------------------------------------------- response curves
@@ -272,13 +293,22 @@ def fit_decay(k: np.ndarray, d: np.ndarray, rate: float | None = None) -> DecayF
     return refined if refined.rss <= best.rss else best
 
 
-def shared_rate_test(k: np.ndarray, curves: list[np.ndarray]) -> dict[str, float]:
+@dataclass(frozen=True)
+class SharedRateTest:
+    """One decay rate for every curve against a rate per curve (:func:`shared_rate_test`)."""
+
+    shared_rate: float       # the rate fitted to every curve at once (NaN: no test)
+    f: float                 # the F statistic of the nested models
+    p_value: float           # its p-value (small: the rates differ)
+
+
+def shared_rate_test(k: np.ndarray, curves: list[np.ndarray]) -> SharedRateTest:
     """One rate for every curve against a rate per curve: the shared rate, the F statistic and
-    its p-value (small: the rates differ)."""
+    its p-value (small: the rates differ); NaN with fewer than two curves or too few points."""
     k = np.asarray(k, float)
     g, n = len(curves), len(curves) * len(k)
     if g < 2 or n - 3 * g <= 0:
-        return {"shared_rate": np.nan, "f": np.nan, "p_value": np.nan}
+        return SharedRateTest(shared_rate=np.nan, f=np.nan, p_value=np.nan)
     free = sum(fit_decay(k, d).rss for d in curves)
 
     def shared_rss(rate):
@@ -292,8 +322,8 @@ def shared_rate_test(k: np.ndarray, curves: list[np.ndarray]) -> dict[str, float
     rate = min((grid[i], float(np.exp(res.x))), key=shared_rss)
     shared = shared_rss(rate)
     f = ((shared - free) / (g - 1)) / max(free / (n - 3 * g), 1e-300)
-    return {"shared_rate": float(rate), "f": float(max(f, 0.0)),
-            "p_value": float(stats.f.sf(max(f, 0.0), g - 1, n - 3 * g))}
+    return SharedRateTest(shared_rate=float(rate), f=float(max(f, 0.0)),
+                          p_value=float(stats.f.sf(max(f, 0.0), g - 1, n - 3 * g)))
 
 
 # ----------------------------------------------------------------------------- correlations
@@ -330,17 +360,27 @@ def bootstrap_interval(statistic, n: int, n_boot: int, rng: np.random.Generator,
     return float(lo), float(hi)
 
 
-def log_log_slope(p, amplitude) -> dict[str, float]:
+@dataclass(frozen=True)
+class LogLogSlope:
+    """The least-squares line of log A on log P (:func:`log_log_slope`)."""
+
+    slope: float             # d log A / d log P (NaN: fewer than 3 points with A, P > 0)
+    low: float               # the slope's 95% interval
+    high: float
+    intercept: float         # log A at P = 1
+
+
+def log_log_slope(p, amplitude) -> LogLogSlope:
     """OLS slope of log A on log P over the points with A > 0 and P > 0, with its 95% interval
     and the intercept (log A at P = 1)."""
     p, a = np.asarray(p, float), np.asarray(amplitude, float)
     keep = (p > 0) & (a > 0)
     if keep.sum() < 3:
-        return {"slope": np.nan, "low": np.nan, "high": np.nan, "intercept": np.nan}
+        return LogLogSlope(slope=np.nan, low=np.nan, high=np.nan, intercept=np.nan)
     res = stats.linregress(np.log(p[keep]), np.log(a[keep]))
     half = stats.t.ppf(0.975, keep.sum() - 2) * res.stderr
-    return {"slope": float(res.slope), "low": float(res.slope - half),
-            "high": float(res.slope + half), "intercept": float(res.intercept)}
+    return LogLogSlope(slope=float(res.slope), low=float(res.slope - half),
+                       high=float(res.slope + half), intercept=float(res.intercept))
 
 
 # ------------------------------------------------------------------- prediction fits
@@ -406,10 +446,10 @@ def fit_steps(x: np.ndarray, y: StepIntervals) -> LogLawFit:
     log sigma), flat directions left out; sigma corrected for the ML estimate's bias."""
     x = np.asarray(x, float)
     f = fit_log_censored(x, y)
-    theta = np.log([f["a"], f["b"], f["sigma"]])
+    theta = np.log([f.a, f.b, f.sigma])
     cov = flat_free_inverse(numerical_hessian(log_law_nll(x, y), theta))[:2, :2]
-    sigma = f["sigma"] * np.sqrt(len(x) / max(len(x) - 3, 1))     # the ML estimate's bias
-    return LogLawFit(f["a"], f["b"], sigma, cov, len(x))
+    sigma = f.sigma * np.sqrt(len(x) / max(len(x) - 3, 1))     # the ML estimate's bias
+    return LogLawFit(f.a, f.b, sigma, cov, len(x))
 
 
 @dataclass(frozen=True)

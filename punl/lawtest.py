@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
-from .fits import (LOG_SQRT_2PI, StepIntervals, fit_line_censored, fit_log_censored, log_mass,
-                   log_model)
+from .fits import (LOG_SQRT_2PI, CensoredLineFit, CensoredLogFit, StepIntervals,
+                   fit_line_censored, fit_log_censored, log_mass, log_model)
 
 
 def category_edges(checkpoints: np.ndarray) -> np.ndarray:
@@ -129,24 +129,35 @@ def binned_pearson(p: np.ndarray, recorded: np.ndarray, probabilities: np.ndarra
 class LawTest:
     """The log law against a line on censored steps (:func:`law_test`)."""
 
-    log_law: dict
-    line: dict
+    log_law: CensoredLogFit  # the log law fitted to the observed steps
+    line: CensoredLineFit    # the line fitted to them
     statistic: float     # log-likelihood of the log law minus the line's
     p_line: float        # small: the line is rejected in favour of the log law
     p_log: float         # small: the log law is rejected in favour of the line
     power: float         # P(p_line <= level) when the fitted log law holds
     gof_log: float       # goodness-of-fit p-value of the log law
     gof_line: float      # goodness-of-fit p-value of the line
-    simulations: int
+    simulations: int     # simulated data sets per law
 
 
-def _fit_both(p: np.ndarray, y: StepIntervals, likelihood, start=None) -> dict:
-    log = fit_log_censored(p, y, start and start["log"], likelihood)
-    line = fit_line_censored(p, y, start and start["line"], likelihood)
-    return {"log": log, "line": line,
-            "mu": {"log": log_model(p, log["a"], log["b"]),
-                   "line": line["intercept"] + line["slope"] * p},
-            "sigma": {"log": log["sigma"], "line": line["sigma"]}}
+@dataclass(frozen=True)
+class _BothFits:
+    """The log law and the line fitted to the same steps (:func:`_fit_both`)."""
+
+    log: CensoredLogFit          # the log law's fit
+    line: CensoredLineFit        # the line's fit
+    mu: dict[str, np.ndarray]    # each law's latent mean steps at the points' P, by law name
+    sigma: dict[str, float]      # each law's noise sd, by law name ("log", "line")
+
+
+def _fit_both(p: np.ndarray, y: StepIntervals, likelihood,
+              start: _BothFits | None = None) -> _BothFits:
+    log = fit_log_censored(p, y, None if start is None else start.log, likelihood)
+    line = fit_line_censored(p, y, None if start is None else start.line, likelihood)
+    return _BothFits(log=log, line=line,
+                     mu={"log": log_model(p, log.a, log.b),
+                         "line": line.intercept + line.slope * p},
+                     sigma={"log": log.sigma, "line": line.sigma})
 
 
 def law_test(p: np.ndarray, y: StepIntervals, checkpoints: np.ndarray,
@@ -174,26 +185,27 @@ def law_test(p: np.ndarray, y: StepIntervals, checkpoints: np.ndarray,
     observed = _fit_both(p, y, make(y))
 
     def pearson(fit, model, recorded):
-        probs = recorded_probabilities(fit["mu"][model], fit["sigma"][model], ck, flags)
+        probs = recorded_probabilities(fit.mu[model], fit.sigma[model], ck, flags)
         return binned_pearson(p, recorded, probs, coarse)
 
     gof_obs = {m: pearson(observed, m, categories(y, ck)) for m in ("log", "line")}
     lam, gof = {"log": [], "line": []}, {"log": [], "line": []}
     for truth in ("line", "log"):
         for _ in range(simulations):
-            latent = observed["mu"][truth] + observed["sigma"][truth] * rng.standard_normal(len(p))
+            latent = observed.mu[truth] + observed.sigma[truth] * rng.standard_normal(len(p))
             r = np.maximum(categories(threshold_steps(latent, ck), ck),
                            rng.choice(len(flags), size=len(p), p=flags))
             ys = category_intervals(r, ck)
             refit = _fit_both(p, ys, make(ys), observed)
-            lam[truth].append(refit["log"]["log_likelihood"] - refit["line"]["log_likelihood"])
+            lam[truth].append(refit.log.log_likelihood - refit.line.log_likelihood)
             gof[truth].append(pearson(refit, truth, r))
     lam = {k: np.asarray(v) for k, v in lam.items()}
     share = lambda hits: float((1 + np.sum(hits)) / (1 + simulations))  # noqa: E731
-    statistic = observed["log"]["log_likelihood"] - observed["line"]["log_likelihood"]
+    statistic = observed.log.log_likelihood - observed.line.log_likelihood
     critical = np.quantile(lam["line"], 1 - level)
-    return LawTest(observed["log"], observed["line"], float(statistic),
-                   share(lam["line"] >= statistic), share(lam["log"] <= statistic),
-                   float(np.mean(lam["log"] > critical)),
-                   share(np.asarray(gof["log"]) >= gof_obs["log"]),
-                   share(np.asarray(gof["line"]) >= gof_obs["line"]), simulations)
+    return LawTest(log_law=observed.log, line=observed.line, statistic=float(statistic),
+                   p_line=share(lam["line"] >= statistic), p_log=share(lam["log"] <= statistic),
+                   power=float(np.mean(lam["log"] > critical)),
+                   gof_log=share(np.asarray(gof["log"]) >= gof_obs["log"]),
+                   gof_line=share(np.asarray(gof["line"]) >= gof_obs["line"]),
+                   simulations=simulations)

@@ -47,6 +47,8 @@ lies within a stated margin, otherwise "inconclusive"; each with its power at th
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -113,14 +115,23 @@ def intervals(rows: pd.DataFrame, checkpoints: np.ndarray) -> fits.StepIntervals
                                          rows.status == "never distinguishable", checkpoints)
 
 
-def placebo_rate(steps: pd.DataFrame, level: float, design: str = "all") -> dict:
+@dataclass(frozen=True)
+class PlaceboRate:
+    """How often the per-point criterion flags a placebo point (:func:`placebo_rate`)."""
+
+    rate: float      # the share of placebo points flagged at some checkpoint
+    se: float        # its standard error were the rate the level
+    points: int      # the placebo points
+
+
+def placebo_rate(steps: pd.DataFrame, level: float, design: str = "all") -> PlaceboRate:
     """The share of placebo points flagged at some checkpoint, with its standard error and
     the number of placebo points."""
     placebo = select_points(steps, level, design, "placebo")
     n = len(placebo)
     rate = float((placebo.status != "never distinguishable").mean()) if n else np.nan
-    return {"rate": rate, "se": float(np.sqrt(level * (1 - level) / n)) if n else np.nan,
-            "points": n}
+    return PlaceboRate(rate=rate, se=float(np.sqrt(level * (1 - level) / n)) if n else np.nan,
+                       points=n)
 
 
 # ---------------------------------------------------------------------------------- claim 1
@@ -131,8 +142,29 @@ def quick_and_hard(rows: pd.DataFrame, budget: int, training_steps: int) -> tupl
     return (~censored & (steps <= budget / 10)), (censored | (steps >= training_steps / 2))
 
 
+@dataclass(frozen=True)
+class QuickClaim:
+    """Claim 1 on points (:func:`quick_claim`); shares are of training points unless named."""
+
+    quick: float             # the share unlearned within K/10 steps
+    quick_low: float         # its 95% Wilson interval
+    quick_high: float
+    quick_p: float           # one-sided binomial p-value of 'more than half'
+    hard: float              # the share needing at least T/2 steps or censored
+    hard_placebo: float      # the same share of placebo points
+    excess: float            # hard - hard_placebo
+    excess_low: float        # its 95% Newcombe interval
+    excess_high: float
+    hard_p: float            # one-sided Fisher p-value of 'hard exceeds hard_placebo'
+    points: int              # the training points
+    placebo_points: int      # the placebo points
+    resolved: bool           # whether more training points than placebo points are flagged
+    ok: bool | None          # the verdict: True supported, False not supported, None neither
+    power: float             # the power at the effects measured
+
+
 def quick_claim(train: pd.DataFrame, placebo: pd.DataFrame, budget: int,
-                training_steps: int) -> dict:
+                training_steps: int) -> QuickClaim:
     """Claim 1 on points (module docstring): shares, tests, intervals, verdict and power."""
     quick, hard = quick_and_hard(train, budget, training_steps)
     _, hard0 = quick_and_hard(placebo, budget, training_steps)
@@ -155,12 +187,12 @@ def quick_claim(train: pd.DataFrame, placebo: pd.DataFrame, budget: int,
     se = (excess_high - excess_low) / (2 * 1.96)
     power = min(z_power(share - 0.5, np.sqrt(share * (1 - share) / n), SIGNIFICANCE, 1),
                 z_power(excess, se, SIGNIFICANCE, 1))
-    return {"quick": float(share), "quick_low": float(low), "quick_high": float(high),
-            "quick_p": float(p_quick), "hard": float(hard.mean()),
-            "hard_placebo": float(hard0.mean()), "excess": float(excess),
-            "excess_low": float(excess_low), "excess_high": float(excess_high),
-            "hard_p": float(p_hard), "points": n, "placebo_points": n0, "resolved": resolved,
-            "ok": ok, "power": float(power)}
+    return QuickClaim(quick=float(share), quick_low=float(low), quick_high=float(high),
+                      quick_p=float(p_quick), hard=float(hard.mean()),
+                      hard_placebo=float(hard0.mean()), excess=float(excess),
+                      excess_low=float(excess_low), excess_high=float(excess_high),
+                      hard_p=float(p_hard), points=n, placebo_points=n0, resolved=resolved,
+                      ok=ok, power=float(power))
 
 
 def exceeds(k: int, n: int, k0: int, n0: int) -> float:
@@ -185,11 +217,25 @@ def flag_distribution(placebo: pd.DataFrame, checkpoints: np.ndarray) -> np.ndar
     return np.bincount(r, minlength=len(checkpoints) + 1) / max(len(r), 1)
 
 
+@dataclass(frozen=True)
+class LogLawClaim:
+    """Claim 2 (:func:`log_law_claim`)."""
+
+    law: lawtest.LawTest         # the log law against a line
+    spearman: float              # Spearman's rho of the recorded steps with P
+    spearman_p: float            # its two-sided p-value
+    ok: bool | None              # the verdict: True supported, False not supported, None neither
+    power: float                 # the law test's power (:attr:`punl.lawtest.LawTest.power`)
+    flags: np.ndarray | None     # the chance flags' distribution (None: no placebo)
+    rows: pd.DataFrame           # the rows the claim was measured on
+
+
 def log_law_claim(rows: pd.DataFrame, p_column: str, checkpoints: np.ndarray,
                   rng: np.random.Generator, simulations: int = LAW_SIMULATIONS,
-                  placebo: pd.DataFrame | None = None) -> dict:
-    """Claim 2 (module docstring): the law test, Spearman's rho, verdict and power; with
-    ``placebo`` rows, the recorded steps are modelled with the placebo's false flags."""
+                  placebo: pd.DataFrame | None = None) -> LogLawClaim:
+    """Claim 2 (module docstring): the law test, Spearman's rho, verdict and power, with the
+    ``rows``; with ``placebo`` rows, the recorded steps are modelled with the placebo's false
+    flags."""
     p = rows[p_column].to_numpy(float)
     y = intervals(rows, checkpoints)
     rho, rho_p = fits.spearman(p, rows.steps_to_unlearn + rows.censored)
@@ -201,8 +247,8 @@ def log_law_claim(rows: pd.DataFrame, p_column: str, checkpoints: np.ndarray,
     elif law.p_line <= SIGNIFICANCE and law.gof_log > SIGNIFICANCE and rho > 0 \
             and rho_p <= SIGNIFICANCE:
         ok = True
-    return {"law": law, "spearman": rho, "spearman_p": rho_p, "ok": ok, "power": law.power,
-            "flags": flags}
+    return LogLawClaim(law=law, spearman=rho, spearman_p=rho_p, ok=ok, power=law.power,
+                       flags=flags, rows=rows)
 
 
 # ---------------------------------------------------------------------------------- claim 3
@@ -295,20 +341,43 @@ def equivalent_baselines(d: pd.DataFrame) -> list[str]:
     return [b for b, ok in inside.groupby(d.baseline, sort=False).all().items() if ok]
 
 
+@dataclass(frozen=True)
+class HardestClaim:
+    """Claim 3 on points (:func:`hardest_claim`)."""
+
+    comparison: pd.DataFrame     # :func:`hardest_comparison`: per baseline and m
+    partial: pd.DataFrame        # :func:`partial_step_correlations`: per baseline
+    ok: bool | None              # the verdict: True supported, False not supported, None neither
+    equivalent: list[str]        # the baselines that pick out points as hard as P's
+    power: float                 # the smallest power over the comparisons
+
+
 def hardest_claim(rows: pd.DataFrame, p_column: str, baselines: list[str], budget: int,
-                  rng: np.random.Generator) -> dict:
+                  rng: np.random.Generator) -> HardestClaim:
     """Claim 3 on points (module docstring): the comparisons, verdict and power."""
     d = hardest_comparison(rows, p_column, baselines, budget, rng)
     partial = partial_step_correlations(rows, p_column, baselines, budget, rng)
     # every point recorded alike (all censored, say): no score can pick out anything
     equivalent = equivalent_baselines(d) if np.ptp(counted_steps(rows, budget)) > 0 else []
     ok = False if (d.high < 0).any() or equivalent else True if (d.low > 0).all() else None
-    return {"comparison": d, "partial": partial, "ok": ok, "equivalent": equivalent,
-            "power": float(d.power.min()) if len(d) else np.nan}
+    return HardestClaim(comparison=d, partial=partial, ok=ok, equivalent=equivalent,
+                        power=float(d.power.min()) if len(d) else np.nan)
 
 
 # ------------------------------------------------------------------------------------ power
-def design_power(rows: pd.DataFrame, looks: int, level: float) -> dict:
+@dataclass(frozen=True)
+class DesignPower:
+    """The per-point test's power at a run's design (:func:`design_power`)."""
+
+    models_per_side: float       # the median models per side n
+    looks: int                   # the checkpoints each point is tested at
+    alpha_look: float            # each look's level
+    mde: float                   # the smallest standardised step-0 effect found with 80% power
+    share_above_mde: float       # the share of points whose measured effect is at least that
+    median_power: float          # the median power at the points' measured effects
+
+
+def design_power(rows: pd.DataFrame, looks: int, level: float) -> DesignPower:
     """The per-point test's power at this design: the median models per side n, each look's
     level (level / looks), the smallest standardised step-0 effect it
     detects with 80% power there, and at the effects the points measured (their step-0 d; an
@@ -319,6 +388,6 @@ def design_power(rows: pd.DataFrame, looks: int, level: float) -> dict:
     mde = minimum_detectable_effect(n, alpha) if np.isfinite(n) else np.nan
     effect = rows.effect_step0.abs().to_numpy()
     each = welch_power(effect, rows.models.to_numpy(), alpha) if len(rows) else np.array([])
-    return {"models_per_side": n, "looks": looks, "alpha_look": alpha, "mde": mde,
-            "share_above_mde": float((effect >= mde).mean()) if len(rows) else np.nan,
-            "median_power": float(np.median(each)) if len(rows) else np.nan}
+    return DesignPower(models_per_side=n, looks=looks, alpha_look=alpha, mde=mde,
+                       share_above_mde=float((effect >= mde).mean()) if len(rows) else np.nan,
+                       median_power=float(np.median(each)) if len(rows) else np.nan)

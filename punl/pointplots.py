@@ -32,7 +32,7 @@ def steps_against_privacy(rows: pd.DataFrame, placebo: pd.DataFrame, law, checkp
     """Left: every training point's recorded steps against its privacy loss (``p``), jittered
     within its checkpoint interval so that points on one checkpoint do not hide each other;
     censored points at the top (triangles); the fitted log law and line
-    (``law``: :class:`punl.fits.LawTest`). Right: per tenth of the points by P, the share
+    (``law``: :class:`punl.lawtest.LawTest`). Right: per tenth of the points by P, the share
     distinguishable at some checkpoint, against the placebo's share (its floor: what the
     criterion flags with nothing to find)."""
     ck = np.asarray(checkpoints, float)
@@ -51,9 +51,9 @@ def steps_against_privacy(rows: pd.DataFrame, placebo: pd.DataFrame, law, checkp
         y = np.where(status == "censored", ck[-1] * 1.3, jitter[part]) if part.any() else []
         ax.scatter(rows.p[part], y, label=f"{status} ({int(part.sum())})", **style)
     grid = np.geomspace(max(rows.p.min(), 1e-9), rows.p.max(), 200)
-    ax.plot(grid, recorded_log_model(grid, law.log_law["a"], law.log_law["b"]),
+    ax.plot(grid, recorded_log_model(grid, law.log_law.a, law.log_law.b),
             color="C1", lw=1.6, label="log law max(0, a log bP)")
-    ax.plot(grid, np.clip(law.line["intercept"] + law.line["slope"] * grid, 0, None),
+    ax.plot(grid, np.clip(law.line.intercept + law.line.slope * grid, 0, None),
             color="C2", lw=1.2, ls="--", label="line c + dP")
     ax.set(xscale="log", xlabel=score_label(score), ylabel="steps to unlearn (symlog)")
     _steps_axis(ax, ck)

@@ -81,8 +81,8 @@ def point_predictions(rows: pd.DataFrame, columns: list[str], checkpoints: np.nd
     for column in columns:
         x = rows[column].to_numpy(float)
         law = fits.fit_log_censored(x[~held], y, likelihood=likelihood)
-        probs = lawtest.recorded_probabilities(fits.log_model(x[held], law["a"], law["b"]),
-                                            law["sigma"], ck, flags)
+        probs = lawtest.recorded_probabilities(fits.log_model(x[held], law.a, law.b),
+                                               law.sigma, ck, flags)
         frames.append(_rows(column, index, r[held], _quantile_category(probs, 0.5),
                             _quantile_category(probs, tail), _quantile_category(probs, 1 - tail),
                             ck))
@@ -116,7 +116,7 @@ class PointForecast:
     budget: int
     coverage: float
     fitted_points: int
-    law: dict
+    law: fits.CensoredLogFit    # the law of the score fitted on the per-point study
 
     def summary(self) -> str:
         """A few lines a provider reads: the request, then one line per point."""
@@ -124,8 +124,8 @@ class PointForecast:
             return f"more than {self.budget}" if not np.isfinite(k) else f"{k:.0f}"
         lines = [f"request of {len(self.points)} points; per point, from the law of "
                  f"{self.score} fitted on the {self.fitted_points} points of the per-point study "
-                 f"(steps = {self.law['a']:.3g} log({self.law['b']:.3g} x) + N(0, "
-                 f"{self.law['sigma']:.3g}^2))",
+                 f"(steps = {self.law.a:.3g} log({self.law.b:.3g} x) + N(0, "
+                 f"{self.law.sigma:.3g}^2))",
                  f"the request (its slowest point): {show(self.steps)} steps; "
                  f"{self.coverage:.0%} interval {show(self.steps_low)} to "
                  f"{show(self.steps_high)} steps (budget K = {self.budget})",
@@ -145,17 +145,17 @@ class PointForecast:
                 "steps_low": plain(self.steps_low), "steps_high": plain(self.steps_high),
                 "budget": self.budget, "coverage": self.coverage,
                 "fitted_points": self.fitted_points,
-                "law": {k: plain(float(v)) for k, v in self.law.items()},
+                "law": {k: plain(float(getattr(self.law, k))) for k in ("a", "b", "sigma")},
                 "points": [{k: plain(v) for k, v in row.items()}
                            for row in self.points.to_dict("records")]}
 
 
-def latent_category_probabilities(x: np.ndarray, law: dict,
+def latent_category_probabilities(x: np.ndarray, law: fits.CensoredLogFit,
                                   checkpoints: np.ndarray) -> np.ndarray:
     """P(c = r) for each point with score x: the category of its latent steps
     a log(b x) + N(0, sigma^2) on the checkpoints (no chance flags: what unlearning costs, not
     what the attack records)."""
-    return lawtest.recorded_probabilities(fits.log_model(x, law["a"], law["b"]), law["sigma"],
+    return lawtest.recorded_probabilities(fits.log_model(x, law.a, law.b), law.sigma,
                                           checkpoints)
 
 
@@ -199,8 +199,8 @@ def forecast_points(rows: pd.DataFrame, scores: pd.DataFrame, score: str, indice
         "status": measured.status.fillna("not in the study").to_numpy(object)})
     low, mid, high = (float(steps(_quantile_category(request, q))[0])
                       for q in (tail, 0.5, 1 - tail))
-    return PointForecast(score, points, mid, low, high, int(ck[-1]), coverage, len(rows),
-                         {k: float(law[k]) for k in ("a", "b", "sigma")})
+    return PointForecast(score=score, points=points, steps=mid, steps_low=low, steps_high=high,
+                         budget=int(ck[-1]), coverage=coverage, fitted_points=len(rows), law=law)
 
 
 def predict_request(point_steps: pd.DataFrame, scores: pd.DataFrame, indices, score: str,

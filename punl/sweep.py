@@ -29,7 +29,7 @@ import yaml
 from .config import (ConfigError, check_name, load_config, typed_value, valid_keys,
                      yaml_problem)
 from .analysis import select
-from .claims import verdict_text
+from .findings import verdict_text
 from .outputs import StagedFolder, output_lock, published_record, read_published
 from .parallel import process_pool
 from .tables import privacy_columns

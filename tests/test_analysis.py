@@ -21,7 +21,7 @@ def _verdict(truth: Truth, claim: str, level: float = 0.05) -> str:
     study = make_study(truth)
     fn = {"1": claims.claim_quick, "2": claims.claim_log, "2b": claims.claim_shape,
           "3": claims.claim_metrics, "4": claims.claim_barriers}[claim]
-    return fn(study, Choice(level, "all", "privacy_loss_a8"))["verdict"]
+    return fn(study, Choice(level, "all", "privacy_loss_a8")).verdict
 
 
 #: Groups whose steps grow linearly in log P (the log law), the rest as in Truth().
@@ -149,15 +149,15 @@ def test_normalised_controlled_barrier_by_hand_and_small_groups_left_out():
     p = {f"q{g}": m for g, m in enumerate(Truth().medians)}
     few = curves[curves.slot < MIN_BARRIER_POINTS - 1]           # every group too small
     rng = np.random.default_rng(0)
-    assert barrier_trend(few, study.tables.groups, p, "independent", "clean", rng)["groups"] == 0
+    assert barrier_trend(few, study.tables.groups, p, "independent", "clean", rng).groups == 0
     full = barrier_trend(curves, study.tables.groups, p, "independent", "clean", rng, n_boot=50)
-    assert full["groups"] == 10 and full["low"] <= full["spearman"] <= full["high"]
+    assert full.groups == 10 and full.low <= full.spearman <= full.high
 
 
 def test_claim4_reads_only_the_primary_scores_groups():
     """Group names repeat across scores (a baseline score's groups are named like P's): claim
     4's trend reads P's groups only, and mixing scores into the curves is refused."""
-    from dataclasses import replace
+    from dataclasses import asdict, replace
 
     from punl.analysis import group_point_curves
     from punl.claims import barrier_trends
@@ -169,9 +169,9 @@ def test_claim4_reads_only_the_primary_scores_groups():
         study.tables, barrier_points=pd.concat([curves, other], ignore_index=True),
         groups=pd.concat([groups, groups.assign(score="avg_grad_norm")], ignore_index=True)))
     choice = Choice(study.level, "all", study.primary_score)
-    alone, with_other = barrier_trends(study, choice)[2], barrier_trends(mixed, choice)[2]
+    alone, with_other = barrier_trends(study, choice).trends, barrier_trends(mixed, choice).trends
     for key, trend in alone.items():
-        assert trend == pytest.approx(with_other[key], nan_ok=True), key
+        assert asdict(trend) == pytest.approx(asdict(with_other[key]), nan_ok=True), key
     with pytest.raises(ValueError, match="curves"):
         group_point_curves(mixed.tables.barrier_points, "independent", "clean")
 

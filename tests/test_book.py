@@ -2,6 +2,7 @@
 import ast
 import json
 import re
+from dataclasses import replace
 
 import nbformat
 import pandas as pd
@@ -12,8 +13,8 @@ from pathlib import Path
 from bookutil import NOTEBOOKS, REPO, TINY, make_book_root, make_notebooks_dir
 from punl import claims as claims_module
 from punl import findings
-from punl.book import (build_book, claims_side_by_side, generate_toc, landing_text, toc_data,
-                       write_landing)
+from punl.book import (RunResult, build_book, claims_side_by_side, generate_toc, landing_text,
+                       toc_data, write_landing)
 from punl.config import ConfigError
 from punl.plan import RunPlan
 from punl.cli import build_parser, cmd_run
@@ -256,12 +257,15 @@ def test_toc_lists_runs_in_order_and_sweeps(tmp_path):
     assert (generate_toc(root)).read_text().startswith("# Generated")
 
 
-def fake_result(name: str, verdicts: list[str]) -> dict:
-    """What :func:`punl.book.run_results` gives of one run, as far as the claims table goes."""
+def fake_result(name: str, verdicts: list[str], **fields) -> RunResult:
+    """What :func:`punl.book.run_results` gives of one run, as far as the claims table goes
+    (``fields`` give the rest; no headline is drawn from it)."""
     claims = pd.DataFrame({"claim": ["1. a", "2. steps grow like a*log(b*P + 1)"][:len(verdicts)],
                            "verdict": verdicts, "fragile": [False, True][:len(verdicts)]})
-    return {"name": name, "index": f"book/runs/{name}/index",
-            "doc": f"book/runs/{name}/06_summary", "claims": claims}
+    return RunResult(**{"name": name, "index": f"book/runs/{name}/index", "config": {},
+                        "n_train": 0, "wall_time_s": None, "replication": None,
+                        "doc": f"book/runs/{name}/06_summary", "claims": claims, "budget": 0,
+                        "method": "", "score": "", "headline": None, **fields})
 
 
 def test_landing_puts_every_runs_claims_side_by_side():
@@ -291,15 +295,14 @@ def test_the_front_page_says_what_each_run_ran():
               "sigma": 0.5, "clip": 15.0, "epochs": 10.0, "point_models": 1024,
               "forget_probability": 0.1, "retrain_seeds": 16, "unlearn_steps": 400,
               "primary_method": "sgld"}
-    result = {**fake_result("a", ["supported"]), "config": config, "n_train": 1257,
-              "wall_time_s": 123.0}
+    result = fake_result("a", ["supported"], config=config, n_train=1257, wall_time_s=123.0)
     sentence = run_sentence(result)
     for part in ("1,257 training images of scikit-learn's 8x8 handwritten digits",
                  "10% of their labels flipped", "an MLP of width 64", "16 runs of noisy SGD",
                  "1,024 models", "about 102 unlearned", "16 unlearned against 16 retrained",
                  "$K = 400$", "2.05 min"):
         assert part in sentence, part
-    no_points = run_sentence({**result, "config": {**config, "point_models": 0}})
+    no_points = run_sentence(replace(result, config={**config, "point_models": 0}))
     assert "per point" not in no_points and "per group" in no_points
     assert f"- {sentence}" in landing_text([result], None)
 

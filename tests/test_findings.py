@@ -51,7 +51,7 @@ def test_claims_table_carries_each_claims_number(truth):
     rows = study.quantiles("sgld", claims.Choice(0.05, "all", "privacy_loss_a8"))
     fitted = analysis.steps_fits(rows, study.checkpoints)
     assert table_.number.iloc[1] == pytest.approx(
-        fitted["log_likelihood_log"] - fitted["log_likelihood_line"], rel=1e-9)
+        fitted.log_likelihood_log - fitted.log_likelihood_line, rel=1e-9)
 
 
 def test_unlearning_findings_come_from_the_tables(truth):
@@ -64,8 +64,8 @@ def test_unlearning_findings_come_from_the_tables(truth):
     assert "censored" in found["top_clause"]
     rows = study.quantiles("sgld", claims.Choice(0.05, "all", "privacy_loss_a8"))
     fits = analysis.steps_fits(rows, study.checkpoints)
-    assert found["rho_steps"] == fmt(fits["spearman"], 2)
-    assert found["ll_log"] == fmt(fits["log_likelihood_log"])
+    assert found["rho_steps"] == fmt(fits.spearman, 2)
+    assert found["ll_log"] == fmt(fits.log_likelihood_log)
     assert found["claim_1"] == "supported" and found["claim_3"] == "supported"
     assert "harder" in found["disagreement_clause"]
     assert all(isinstance(v, str) for v in found.values())
@@ -74,7 +74,7 @@ def test_unlearning_findings_come_from_the_tables(truth):
 def _one_claim(study, number: str, rule) -> pd.DataFrame:
     """A claims table holding one claim's verdict under the main choice (no neighbours)."""
     result = rule(study, claims.Choice(0.05, "all", "privacy_loss_a8"))
-    return pd.DataFrame({"id": [number], "claim": [f"{number}. x"], "verdict": [result["verdict"]],
+    return pd.DataFrame({"id": [number], "claim": [f"{number}. x"], "verdict": [result.verdict],
                          "fragile": [False]})
 
 
@@ -112,8 +112,8 @@ def test_summary_findings_name_every_verdict_and_the_fragile_ones():
     assert found["verdict_sentence"] == ("Supported: 1 and 2b. Not supported: 2. "
                                          "Inconclusive: 5 (finetune).")
     assert "2 and 5 (finetune)" in found["fragile_sentence"]
-    assert claims.verdicts(table_)["claim_2"] == "not supported, fragile"
-    assert claims.verdicts(table_)["claim_5_finetune"] == "inconclusive, fragile"
+    assert findings.verdicts(table_)["claim_2"] == "not supported, fragile"
+    assert findings.verdicts(table_)["claim_5_finetune"] == "inconclusive, fragile"
 
 
 def test_claims_markdown_escapes_what_markdown_would_read():
@@ -127,7 +127,7 @@ def test_claims_markdown_escapes_what_markdown_would_read():
 
 
 def fake_ledger(flipped):
-    """What :func:`punl.analysis.training_findings` reads of a ledger."""
+    """What :func:`punl.findings.training_findings` reads of a ledger."""
     rng = np.random.default_rng(0)
     norms = rng.uniform(1, 2, (2, 3, len(flipped)))
     norms[:, :, flipped] *= 4
@@ -139,14 +139,14 @@ def fake_ledger(flipped):
 def test_training_findings():
     flipped = np.zeros(20, bool)
     flipped[:5] = True
-    found = analysis.training_findings(fake_ledger(flipped), clip=7.0, flipped=flipped)
+    found = findings.training_findings(fake_ledger(flipped), clip=7.0, flipped=flipped)
     assert (found["test_acc"], found["test_acc_min"], found["test_acc_max"]) == \
         ("0.85", "0.8", "0.9")
     assert found["clip"] == "7" and found["steps"] == "90"
     assert found["label_noise_sentence"].startswith("Of the 5 points with the highest average "
                                                     "gradient norm, 5 have flipped labels")
     clean = np.zeros(20, bool)
-    found = analysis.training_findings(fake_ledger(clean), clip=7.0, flipped=clean)
+    found = findings.training_findings(fake_ledger(clean), clip=7.0, flipped=clean)
     assert found["label_noise_sentence"].startswith("No label was flipped")
 
 
@@ -155,11 +155,11 @@ def test_score_findings():
     p = np.geomspace(0.01, 100, 200)
     scores = pd.DataFrame({"privacy_loss_a8": p, "avg_grad_norm": np.log(p),
                            "el2n": rng.uniform(size=200), "flipped": np.arange(200) >= 180})
-    found = analysis.score_findings(scores, "privacy_loss_a8", ["avg_grad_norm", "el2n"])
+    found = findings.score_findings(scores, "privacy_loss_a8", ["avg_grad_norm", "el2n"])
     assert found["decades"] == fmt(np.log10(np.quantile(p, 0.9) / np.quantile(p, 0.1)), 2)
     assert found["agreement"].startswith("1 with avg_grad_norm and ")
     assert "100% of the 10% of points with the highest loss" in found["label_noise_sentence"]
-    found = analysis.score_findings(scores.assign(flipped=False), "privacy_loss_a8",
+    found = findings.score_findings(scores.assign(flipped=False), "privacy_loss_a8",
                                     ["avg_grad_norm"])
     assert found["label_noise_sentence"].startswith("No label was flipped")
 

@@ -21,8 +21,8 @@ def test_censored_log_fit_recovers_a_known_law_and_beats_a_line():
     assert (y.lo <= np.maximum(steps, 0) + 1e-9).all()
     assert (np.maximum(steps, 0)[~censored] <= y.hi[~censored] + 1e-9).all()
     log, line = fits.fit_log_censored(p, y), fits.fit_line_censored(p, y)
-    assert log["a"] == pytest.approx(40, rel=0.15) and log["b"] == pytest.approx(0.5, rel=0.5)
-    assert log["log_likelihood"] > line["log_likelihood"] + 10
+    assert log.a == pytest.approx(40, rel=0.15) and log.b == pytest.approx(0.5, rel=0.5)
+    assert log.log_likelihood > line.log_likelihood + 10
 
 
 def test_never_distinguishable_is_latent_at_or_below_zero():
@@ -40,8 +40,8 @@ def test_never_distinguishable_is_latent_at_or_below_zero():
     assert np.all(y.lo[never] == -np.inf) and np.all(y.hi[never] == 0)
     tobit = fits.fit_log_censored(p, y)
     as_zero = fits.fit_log_censored(p, fits.StepIntervals(np.where(never, 0.0, y.lo), y.hi))
-    assert abs(tobit["sigma"] - 15) < abs(as_zero["sigma"] - 15)
-    assert tobit["sigma"] == pytest.approx(15, rel=0.2)
+    assert abs(tobit.sigma - 15) < abs(as_zero.sigma - 15)
+    assert tobit.sigma == pytest.approx(15, rel=0.2)
 
 
 def test_censored_likelihood_gradient_matches_finite_differences():
@@ -68,9 +68,9 @@ def test_censored_fit_on_a_line_prefers_the_line():
     p = np.linspace(1, 100, 50)
     steps = 2 * p + rng.normal(0, 2, len(p))
     y = fits.StepIntervals(steps, steps)                       # exactly observed
-    assert fits.fit_line_censored(p, y)["slope"] == pytest.approx(2, rel=0.05)
-    assert fits.fit_line_censored(p, y)["log_likelihood"] > \
-        fits.fit_log_censored(p, y)["log_likelihood"]
+    assert fits.fit_line_censored(p, y).slope == pytest.approx(2, rel=0.05)
+    assert fits.fit_line_censored(p, y).log_likelihood > \
+        fits.fit_log_censored(p, y).log_likelihood
 
 
 def test_ignoring_censoring_biases_the_fit_and_the_likelihood_does_not():
@@ -81,7 +81,7 @@ def test_ignoring_censoring_biases_the_fit_and_the_likelihood_does_not():
     y = fits.StepIntervals(np.minimum(truth, budget), np.where(censored, np.inf, truth))
     aware = fits.fit_log_censored(p, y)
     naive = fits.fit_log_censored(p, fits.StepIntervals(y.lo, y.lo))  # censored read as K
-    assert abs(aware["a"] - 30) < abs(naive["a"] - 30)
+    assert abs(aware.a - 30) < abs(naive.a - 30)
 
 
 def test_decay_fit_and_the_steps_it_predicts():
@@ -99,16 +99,16 @@ def test_shared_rate_test_accepts_one_rate_and_rejects_two():
     noise = lambda: rng.normal(0, 0.01, len(k))  # noqa: E731
     same = [fits.exp_decay(k, a, 0.05, 0.1) + noise() for a in (0.5, 1.0, 2.0, 4.0)]
     shared = fits.shared_rate_test(k, same)
-    assert shared["shared_rate"] == pytest.approx(0.05, rel=0.1) and shared["p_value"] > 0.05
+    assert shared.shared_rate == pytest.approx(0.05, rel=0.1) and shared.p_value > 0.05
     differ = [fits.exp_decay(k, 2.0, c, 0.1) + noise() for c in (0.5, 0.05, 0.005, 0.2)]
-    assert fits.shared_rate_test(k, differ)["p_value"] < 1e-3
+    assert fits.shared_rate_test(k, differ).p_value < 1e-3
 
 
 def test_shared_rate_test_holds_its_level_when_the_rate_is_shared():
     rng = np.random.default_rng(4)
     k = np.array([0, 1, 2, 4, 8, 16, 32, 64, 128, 256], float)
     p = [fits.shared_rate_test(k, [fits.exp_decay(k, a, 0.05, 0.1) + rng.normal(0, 0.01, len(k))
-                                   for a in np.geomspace(0.05, 1, 8)])["p_value"]
+                                   for a in np.geomspace(0.05, 1, 8)]).p_value
          for _ in range(150)]
     rate, se = np.mean(np.array(p) < 0.05), np.sqrt(0.05 * 0.95 / 150)
     assert rate <= 0.05 + 2.5 * se
@@ -128,11 +128,11 @@ def test_log_log_slope_and_spearman():
     exact = fits.log_log_slope(p, 3 * p ** 0.7)
     # an exact power law: the interval collapses onto the slope, up to rounding (a few ulps,
     # whichever BLAS computed the regression), so only its width is bounded
-    assert exact["slope"] == pytest.approx(0.7, rel=1e-9)
-    assert exact["high"] - exact["low"] < 1e-9
+    assert exact.slope == pytest.approx(0.7, rel=1e-9)
+    assert exact.high - exact.low < 1e-9
     noisy = fits.log_log_slope(p, 3 * p ** 0.7 * np.exp(0.05 * np.random.default_rng(0).normal(size=10)))
     # with noise the interval has a real width (about 0.1) and covers the true slope
-    assert noisy["low"] < 0.7 < noisy["high"] and noisy["high"] - noisy["low"] > 0.01
+    assert noisy.low < 0.7 < noisy.high and noisy.high - noisy.low > 0.01
     assert fits.spearman([1, 2, 3, 4], [1, 2, 3, 5])[0] == pytest.approx(1.0)
     assert np.isnan(fits.spearman([1, 2, 3], [1, 1, 1])[0])
 
@@ -153,7 +153,7 @@ def test_law_test_prefers_a_true_log_law_and_passes_its_fit():
     r = lawtest.law_test(p, y, CHECKPOINTS, rng, simulations=60)
     assert r.p_line <= 0.05 and r.p_log > 0.05 and r.gof_log > 0.05 and r.gof_line <= 0.05
     assert r.power > 0.9
-    assert r.log_law["a"] == pytest.approx(40, rel=0.3)
+    assert r.log_law.a == pytest.approx(40, rel=0.3)
 
 
 def test_law_test_rejects_the_log_law_on_a_line():

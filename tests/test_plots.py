@@ -143,8 +143,8 @@ def every_figure(run):
             analysis.barrier_by_group(controlled, tables.groups), run.primary_score),
         "barrier_trajectories": lambda: plots.barrier_trajectories(tables.barriers,
                                                                    run.primary_method),
-        "headline_figure": lambda: plots.headline_figure(
-            {"a": {**head, "budget": cfg.unlearn_steps}}),
+        "headline_figure": lambda: plots.headline_figure({"a": head},
+                                                         {"a": cfg.unlearn_steps}),
         **prediction_figures(run),
     }
 
@@ -268,15 +268,20 @@ def test_figures_of_a_run_where_no_group_responded():
     """Every amplitude <= 0 (a tiny or a low-signal run): the log-log panels say so instead of
     failing to draw."""
     import numpy as np
+
+    from punl.analysis import Headline, StepsFit
+    from punl.fits import LogLogSlope
     rows = pd.DataFrame({"method": "sgld", "p": [0.1, 1.0, 10.0],
                          "response_amplitude": [0.0, -1.0, 0.0], "steps_to_unlearn": 0,
                          "status": "never distinguishable"})
     fig = plots.amplitude_against_score(rows, "privacy_loss_a8")
     fig.canvas.draw()
     assert "no group responded" in fig.axes[0].texts[0].get_text()
-    fig = plots.headline_figure({"a": {"rows": rows, "budget": 8,
-                                       "fit": {"log_a": np.nan, "log_b": np.nan},
-                                       "slope": {"slope": np.nan, "intercept": np.nan}}})
+    no_fit = StepsFit(log_a=np.nan, log_b=np.nan, log_likelihood_log=np.nan, line_slope=np.nan,
+                      log_likelihood_line=np.nan, spearman=np.nan, spearman_p=np.nan, groups=3,
+                      never_distinguishable=3, censored=0)
+    no_slope = LogLogSlope(slope=np.nan, low=np.nan, high=np.nan, intercept=np.nan)
+    fig = plots.headline_figure({"a": Headline(rows=rows, fit=no_fit, slope=no_slope)}, {"a": 8})
     fig.canvas.draw()
     assert "no group responded" in fig.axes[1].texts[0].get_text()
     plt.close("all")

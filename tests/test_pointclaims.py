@@ -15,7 +15,7 @@ MAIN = claims.Choice(0.05, "all", "privacy_loss_a8")
 
 
 def _verdict(truth: PointTruth, claim) -> str:
-    return claim(make_point_study(truth), MAIN)["verdict"]
+    return claim(make_point_study(truth), MAIN).verdict
 
 
 def test_point_steps_by_hand():
@@ -35,7 +35,7 @@ def test_point_steps_by_hand():
 def test_the_placebo_is_flagged_at_most_at_the_level():
     study = make_point_study(PointTruth())
     rate = pointclaims.placebo_rate(study.point_steps, 0.05)
-    assert rate["points"] == 600 and rate["rate"] <= 0.05 + 2 * rate["se"]
+    assert rate.points == 600 and rate.rate <= 0.05 + 2 * rate.se
 
 
 def test_claim_1_on_points():
@@ -92,11 +92,11 @@ def test_design_power_matches_a_simulated_welch_test():
     from scipy import stats
     rows = pd.DataFrame({"models": [40] * 10, "effect_step0": np.linspace(0, 2, 10)})
     power = pointclaims.design_power(rows, looks=9, level=0.05)
-    assert power["models_per_side"] == 40 and power["alpha_look"] == pytest.approx(0.05 / 9)
+    assert power.models_per_side == 40 and power.alpha_look == pytest.approx(0.05 / 9)
     rng = np.random.default_rng(1)
-    u = rng.normal(power["mde"], 1, (2000, 40))
+    u = rng.normal(power.mde, 1, (2000, 40))
     r = rng.normal(0, 1, (2000, 40))
-    hits = stats.ttest_ind(u, r, axis=1, equal_var=False).pvalue <= power["alpha_look"]
+    hits = stats.ttest_ind(u, r, axis=1, equal_var=False).pvalue <= power.alpha_look
     assert hits.mean() == pytest.approx(0.8, abs=0.03)
 
 
@@ -108,11 +108,11 @@ def test_point_findings_come_from_the_claims_analyses():
     found = findings.point_findings(study, table, 160, 0.25)
     quick = pointclaims.quick_claim(study.points(MAIN), study.points(MAIN, "placebo"),
                                     study.budget, study.training_steps)
-    assert found["quick_share"] == percent(quick["quick"])
-    assert found["hard_placebo"] == percent(quick["hard_placebo"])
+    assert found["quick_share"] == percent(quick.quick)
+    assert found["hard_placebo"] == percent(quick.hard_placebo)
     assert found["points"] == "800" and found["placebo_points"] == "600"
     assert found["claim_1"] == table.verdict.iloc[0] + (", fragile" if table.fragile.iloc[0] else "")
-    law = claims.law_result(study, MAIN)["law"]
+    law = claims.law_result(study, MAIN).law
     assert fmt(law.statistic, 3) in found["law_clause"]
     assert all(isinstance(v, str) for v in found.values())
 
@@ -123,7 +123,7 @@ def test_claim_1_needs_a_design_that_resolves_points():
     study = make_point_study(PointTruth(law="none", noise=1e-6, shift=-1000))
     r = pointclaims.quick_claim(study.points(MAIN), study.points(MAIN, "placebo"),
                                 study.budget, study.training_steps)
-    assert r["quick"] > 0.9 and not r["resolved"] and r["ok"] is None
+    assert r.quick > 0.9 and not r.resolved and r.ok is None
 
 
 def test_newcombe_interval_keeps_its_width_at_zero_shares():

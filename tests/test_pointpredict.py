@@ -57,8 +57,8 @@ def test_forecast_recovers_the_law_and_the_request_is_its_slowest_point():
     steps, scores = _published(study)
     ck = study.checkpoints
     one = pointpredict.predict_request(steps, scores, [5], "privacy_loss_a8", 0.05, ck)
-    assert one.law["a"] == pytest.approx(truth.a, rel=0.25)
-    assert one.law["b"] == pytest.approx(truth.b, rel=0.25)
+    assert one.law.a == pytest.approx(truth.a, rel=0.25)
+    assert one.law.b == pytest.approx(truth.b, rel=0.25)
     assert (one.steps, one.steps_low, one.steps_high) == tuple(
         one.points.loc[0, ["steps", "steps_low", "steps_high"]])
     request = [3, 17, 42, 108, 150]

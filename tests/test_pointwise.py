@@ -105,6 +105,6 @@ def test_a_tiny_study_holds_its_placebo_at_the_level(point_config):
     assert len(tests) == 2 * 4 * (data.n_train + len(data.y_test))
     steps = point_steps(tests)
     rate = placebo_rate(steps, 0.05)
-    assert rate["points"] == len(data.y_test) and rate["rate"] <= 0.05 + 3 * rate["se"]
+    assert rate.points == len(data.y_test) and rate.rate <= 0.05 + 3 * rate.se
     half = tests[(tests.design == "half") & (tests.step == 0)].models
     assert half.mean() == pytest.approx(tests[(tests.design == "all") & (tests.step == 0)].models.mean() / 2, rel=0.2)

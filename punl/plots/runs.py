@@ -2,6 +2,8 @@
 overviews."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -12,35 +14,37 @@ from ..fits import recorded_log_model
 from .style import WIDTH, legend_below, log_ticks, plain
 from .unlearning import STATUS_MARKERS
 
+if TYPE_CHECKING:
+    from ..analysis import Headline
 
-def headline_figure(runs: dict[str, dict]) -> plt.Figure:
+
+def headline_figure(runs: dict[str, Headline], budgets: dict[str, int]) -> plt.Figure:
     """The book's front figure, one colour per run: left, each quantile group's steps to
     unlearn against its median privacy loss with the censoring-aware fit of the log law max(0, a log bP)
     (filled: unlearned, open: censored, x: never distinguishable; dotted: each budget K);
     right, the response amplitude A against P (log-log) with the least-squares line of log A
-    on log P. ``runs[name]`` holds ``rows`` (with ``p``), ``fit`` (from
-    :func:`punl.analysis.steps_fits`), ``slope`` (from :func:`punl.fits.log_log_slope`) and
-    ``budget``."""
+    on log P. ``runs[name]`` is the run's :func:`punl.analysis.headline` (``rows`` with ``p``,
+    the steps ``fit`` and the ``slope`` of log A on log P), ``budgets[name]`` its budget K."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(WIDTH, 3.5))
     colours = dict(zip(runs, sns.color_palette("tab10", len(runs))))
     for name, run in runs.items():
-        colour, rows, fit = colours[name], run["rows"], run["fit"]
+        colour, rows, fit = colours[name], run.rows, run.fit
         for status, style in STATUS_MARKERS.items():
             part = rows[rows.status == status]
             style = {k: (colour if v == "C0" else v) for k, v in style.items()}
             left.scatter(part.p, part.steps_to_unlearn, s=22, **style)
-        if np.isfinite(fit["log_a"]) and len(rows):
+        if np.isfinite(fit.log_a) and len(rows):
             p = np.geomspace(max(rows.p.min(), 1e-12), rows.p.max(), 200)
-            left.plot(p, recorded_log_model(p, fit["log_a"], fit["log_b"]), color=colour, label=name)
+            left.plot(p, recorded_log_model(p, fit.log_a, fit.log_b), color=colour, label=name)
         else:
             left.plot([], [], color=colour, label=name)
-        left.axhline(run["budget"], color=colour, lw=0.8, ls=":")
+        left.axhline(budgets[name], color=colour, lw=0.8, ls=":")
         positive = rows[(rows.response_amplitude > 0) & (rows.p > 0)].sort_values("p")
         right.scatter(positive.p, positive.response_amplitude, color=colour, s=18)
-        slope = run["slope"]
-        if np.isfinite(slope["slope"]) and len(positive):
+        slope = run.slope
+        if np.isfinite(slope.slope) and len(positive):
             p = np.geomspace(positive.p.min(), positive.p.max(), 50)
-            right.plot(p, np.exp(slope["intercept"]) * p ** slope["slope"], color=colour)
+            right.plot(p, np.exp(slope.intercept) * p ** slope.slope, color=colour)
     left.set(xscale="log", xlabel="group median privacy loss P (log scale)",
              ylabel="steps to unlearn", title="Steps to unlearn")
     if any(len(points.get_offsets()) for points in right.collections):

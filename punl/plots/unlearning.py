@@ -2,6 +2,8 @@
 score, per-point fractions, utility."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -10,6 +12,9 @@ from matplotlib.ticker import FixedLocator, FuncFormatter
 
 from ..fits import recorded_log_model
 from .style import WIDTH, legend_below, legend_right, log_ticks, ordered_palette, plain, score_label
+
+if TYPE_CHECKING:
+    from ..analysis import StepsFit
 
 
 STATUS_MARKERS = {"unlearned": dict(marker="o", facecolors="C0", edgecolors="C0"),
@@ -50,7 +55,8 @@ def attack_curves(attack: pd.DataFrame, groups: list[str], methods: list[str],
     return fig
 
 
-def steps_against_score(rows: pd.DataFrame, fitted: dict, budget: int, score: str) -> plt.Figure:
+def steps_against_score(rows: pd.DataFrame, fitted: dict[str, StepsFit], budget: int,
+                        score: str) -> plt.Figure:
     """Per method: each quantile group's steps to unlearn against ``p`` (filled: unlearned,
     open: censored at K, x: never distinguishable) with the censoring-aware fits of the log
     law and of a line (``fitted[method]`` from :func:`punl.analysis.steps_fits`)."""
@@ -62,9 +68,9 @@ def steps_against_score(rows: pd.DataFrame, fitted: dict, budget: int, score: st
             part = g[g.status == status]
             ax.scatter(part.p, part.steps_to_unlearn, label=status, **style)
         f = fitted[method]
-        if np.isfinite(f["log_a"]) and len(g):
+        if np.isfinite(f.log_a) and len(g):
             p = np.geomspace(max(g.p.min(), 1e-12), g.p.max(), 200)
-            ax.plot(p, recorded_log_model(p, f["log_a"], f["log_b"]), color="C1",
+            ax.plot(p, recorded_log_model(p, f.log_a, f.log_b), color="C1",
                     label="fit max(0, a log bP)")
         ax.axhline(budget, color="grey", lw=0.8, ls=":", label=f"budget K = {budget}")
         ax.set(title=method, xlabel=score_label(score), xscale="log",
