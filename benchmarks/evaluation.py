@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from punl.models import build_model
-from punl.multimodel import CONV_EVAL_CHUNK, looped_logits, stack_params, stacked_logits
+from punl.engine.models import build_model
+from punl.engine.multimodel import CONV_EVAL_CHUNK, looped_logits, stack_params, stacked_logits
 
 from .timing import best_time, print_rows
 

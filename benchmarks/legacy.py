@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from punl.pergrad import per_example_grad_norms, weighted_loss_grad
-from punl.sgd import Member
+from punl.engine.pergrad import per_example_grad_norms, weighted_loss_grad
+from punl.engine.sgd import Member
 
 
 def legacy_step(model, params, xb, yb, rule, gen):

@@ -15,8 +15,8 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from punl.models import build_model
-from punl.pergrad import (clipped_gradient_sums, conv_rule_choices, detached_params,
+from punl.engine.models import build_model
+from punl.engine.pergrad import (clipped_gradient_sums, conv_rule_choices, detached_params,
                           per_example_grad_norms, weighted_loss_grad)
 
 from .timing import interleaved_best_times, print_rows

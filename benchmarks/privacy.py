@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from punl import privacy
+from punl.engine import privacy
 
 Q, SIGMA, CLIP = 0.01, 1.0, 1.0
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from punl.config import load_config
-from punl.methods import training_rule
-from punl.models import build_model
-from punl.pergrad import detached_params
-from punl.sgd import Member, run_steps
+from punl.core.config import load_config
+from punl.core.methods import training_rule
+from punl.engine.models import build_model
+from punl.engine.pergrad import detached_params
+from punl.engine.sgd import Member, run_steps
 
 from .timing import interleaved_best_times, print_rows
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from punl.config import load_config
-from punl.methods import training_rule
-from punl.pipeline import load_data
-from punl.recipe import from_scratch, init_model, run_seeds
-from punl.sgd import run_steps
+from punl.core.config import load_config
+from punl.core.methods import training_rule
+from punl.stages.pipeline import load_data
+from punl.engine.recipe import from_scratch, init_model, run_seeds
+from punl.engine.sgd import run_steps
 
 from .legacy import legacy_run
 from .timing import best_time, print_rows

@@ -1,20 +1,20 @@
 """One forget group of digits-quick: retraining and every method's trajectories, all models of
 the group together (the engine) against one model at a time (the previous loop).
 
-The group's models are those of :func:`punl.unlearn.unlearn_group`: M independent and R coupled
+The group's models are those of :func:`punl.study.unlearn.unlearn_group`: M independent and R coupled
 retrained models from scratch (T steps), then per method R unlearned + R coupled + M independent
 trajectories of K steps. Evaluation and the attack are not timed here."""
 from __future__ import annotations
 
 import numpy as np
 
-from punl.config import load_config
-from punl.methods import METHODS, training_rule
-from punl.groups import ForgetGroup
-from punl.pipeline import load_data
-from punl.recipe import from_scratch, init_model, initial_params, run_seeds, total_steps
-from punl.sgd import Member, run_steps
-from punl.unlearn import GroupSplit, coupled_replay, independent_seeds
+from punl.core.config import load_config
+from punl.core.methods import METHODS, training_rule
+from punl.study.groups import ForgetGroup
+from punl.stages.pipeline import load_data
+from punl.engine.recipe import from_scratch, init_model, initial_params, run_seeds, total_steps
+from punl.engine.sgd import Member, run_steps
+from punl.study.unlearn import GroupSplit, coupled_replay, independent_seeds
 
 from .legacy import legacy_run
 from .timing import best_time, print_rows

@@ -1,21 +1,21 @@
 """punl: per-instance privacy for machine unlearning.
 
-The stages, each reusing its artifacts (``punl.pipeline``)::
+The stages, each reusing its artifacts (``punl.stages.pipeline``)::
 
-    from punl.config import load_config
-    from punl.store import ArtifactStore
-    from punl.pipeline import ensure_trained, ensure_scored, ensure_unlearned
+    from punl.core.config import load_config
+    from punl.core.store import ArtifactStore
+    from punl.stages.pipeline import ensure_trained, ensure_scored, ensure_unlearned
 
     config = load_config("digits-quick", ["sigma=0.3"])
     store = ArtifactStore("runs/my-run/artifacts")
     scores = ensure_scored(config, store)        # one row per training point
-    tables = ensure_unlearned(config, store)     # punl.tables.UnlearnTables: groups, attack, ...
+    tables = ensure_unlearned(config, store)     # punl.core.tables.UnlearnTables: groups, attack, ...
 
 Per-example gradients and norms for any model without BatchNorm::
 
     from punl import per_example_grads, per_example_grad_norms
 
-Importing ``punl`` (or ``punl.config``) loads no torch; these two load it on first use.
+Importing ``punl`` (or ``punl.core.config``) loads no torch; these two load it on first use.
 """
 __version__ = "0.1.0"
 
@@ -24,6 +24,6 @@ __all__ = ["per_example_grad_norms", "per_example_grads", "__version__"]
 
 def __getattr__(name):
     if name in ("per_example_grad_norms", "per_example_grads"):
-        from . import pergrad
+        from .engine import pergrad
         return getattr(pergrad, name)
     raise AttributeError(f"module 'punl' has no attribute {name!r}")

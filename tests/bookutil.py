@@ -2,8 +2,8 @@
 import shutil
 from pathlib import Path
 
-from punl.book import build_book, generate_toc
-from punl.runner import run_config
+from punl.publish.book import build_book, generate_toc
+from punl.commands.runner import run_config
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["n_train=200", "runs=2", "epochs=2", "record_every=5", "width=16", "group_size=8",

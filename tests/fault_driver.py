@@ -46,19 +46,23 @@ def _named(filename: str, folder: str | None = None):
 
 
 def _swap_cut_between_renames() -> None:
-    from punl import outputs
+    from punl.core import outputs
     outputs.exchange = lambda a, b: False
     kill_on_call(os, "rename", when=lambda src, dst: str(dst).endswith(".old"), after=True)
 
 
 def _kill_after_a_training_snapshot() -> None:
-    from punl import pipeline, train
+    from punl.stages import pipeline
+    from punl.engine import train
     train.SNAPSHOT_SECONDS = -1.0          # a snapshot after every segment of training
     kill_on_call(pipeline.TrainingSnapshots, "save", after=True)
 
 
 def _points():
-    from punl import outputs, pipeline, runner, scores, store
+    from punl.core import outputs, store
+    from punl.stages import pipeline
+    from punl.commands import runner
+    from punl.study import scores
     return {
         "train-run": _kill_after_a_training_snapshot,
         "train-models": lambda: kill_on_call(
@@ -86,8 +90,8 @@ POINTS = ("train-run", "train-models", "score", "unlearn-group", "unlearn-tables
 
 
 def main(spec: dict) -> int:
-    from punl import plan
-    from punl.cli import main as punl
+    from punl.publish import plan
+    from punl.commands.cli import main as punl
     if spec.get("notebooks"):
         plan.NOTEBOOKS_DIR = Path(spec["notebooks"])
     _points()[spec["point"]]()

@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from punl.analysis import group_steps
-from punl.fits import log_model
-from punl.claims import Study
-from punl.tables import (ATTACK, BARRIER_POINTS, BARRIERS, GROUPS, PATHS, POINT_NULL, POINTS,
+from punl.analysis.measures import group_steps
+from punl.analysis.fits import log_model
+from punl.analysis.claims import Study
+from punl.core.tables import (ATTACK, BARRIER_POINTS, BARRIERS, GROUPS, PATHS, POINT_NULL, POINTS,
                          UNLEARNING, UnlearnTables)
 
 P = "privacy_loss_a8"
@@ -198,8 +198,8 @@ def _point_tests(kind, index, recorded, rng):
 def make_point_study(truth: PointTruth | None = None, law_simulations: int = 40) -> Study:
     """The group study of :func:`make_study` with a per-point study of ``truth`` added."""
     from dataclasses import replace
-    from punl.pointclaims import point_steps
-    from punl.tables import POINT_TESTS
+    from punl.analysis.pointclaims import point_steps
+    from punl.core.tables import POINT_TESTS
     t = truth or PointTruth()
     rng = np.random.default_rng(t.seed)
     p = np.exp(rng.normal(1, 1.2, t.points))

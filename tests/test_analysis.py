@@ -4,11 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from punl import analysis
+from punl.analysis import measures
 
 from synthetic import Truth, make_study
 
-from punl.claims import Choice, claims_table
+from punl.analysis.claims import Choice, claims_table
 
 
 def _verdicts(truth: Truth) -> dict[str, str]:
@@ -17,7 +17,7 @@ def _verdicts(truth: Truth) -> dict[str, str]:
 
 
 def _verdict(truth: Truth, claim: str, level: float = 0.05) -> str:
-    from punl import claims
+    from punl.analysis import claims
     study = make_study(truth)
     fn = {"1": claims.claim_quick, "2": claims.claim_log, "2b": claims.claim_shape,
           "3": claims.claim_metrics, "4": claims.claim_barriers}[claim]
@@ -94,7 +94,7 @@ def test_claim_5_per_other_method():
 
 
 def test_a_verdict_that_changes_with_the_level_is_fragile():
-    from punl.claims import neighbours
+    from punl.analysis.claims import neighbours
     study = make_study(Truth())
     labels = [c.label for c in neighbours(study, Choice(0.05, "all", "privacy_loss_a8"))]
     assert labels == ["level 0.01", "level 0.1", "half the models", "alpha 4", "alpha 16"]
@@ -103,7 +103,7 @@ def test_a_verdict_that_changes_with_the_level_is_fragile():
     # a study whose attack p-values sit between 0.01 and 0.05: distinguishable at 0.05 only
     edge = make_study(Truth())
     edge.tables.attack.loc[edge.tables.attack.adjusted_p < 0.05, "adjusted_p"] = 0.03
-    from punl.analysis import group_steps
+    from punl.analysis.measures import group_steps
     from dataclasses import replace
     edge = replace(edge, steps=group_steps(edge.tables))
     table = claims_table(edge).set_index(table.columns[0])
@@ -116,27 +116,27 @@ def test_label_noise_control_detects_higher_scores_of_flipped_points():
     flipped = np.arange(200) < 20
     scores = pd.DataFrame({"flipped": flipped, "a": rng.normal(size=200) + 3 * flipped,
                            "b": rng.normal(size=200)})
-    control = analysis.label_noise_control(scores, ["a", "b"]).set_index("score")
+    control = measures.label_noise_control(scores, ["a", "b"]).set_index("score")
     assert control.loc["a", "p-value"] < 1e-6 and control.loc["b", "p-value"] > 0.01
     assert control.loc["a", "mean flipped"] > control.loc["a", "mean clean"] + 2
-    assert analysis.flipped_share_of_top(scores, "a") > 0.7
-    assert analysis.label_noise_control(scores.assign(flipped=False), ["a"]).empty
+    assert measures.flipped_share_of_top(scores, "a") > 0.7
+    assert measures.label_noise_control(scores.assign(flipped=False), ["a"]).empty
 
 
 def test_clipping_summary_and_final_accuracy(tiny_config):
-    from punl.pipeline import load_data
-    from punl.train import train
+    from punl.stages.pipeline import load_data
+    from punl.engine.train import train
     cfg = tiny_config.replace(runs=2, epochs=1, clip=0.5)
     _, ledger = train(cfg, load_data(cfg), progress=False)
-    summary = analysis.clipping_summary(ledger, cfg.clip)
+    summary = measures.clipping_summary(ledger, cfg.clip)
     assert summary.iloc[0] == pytest.approx(ledger.clipped_fraction(cfg.clip))
     assert summary.iloc[2] <= summary.iloc[1] <= 1
-    acc = analysis.final_accuracy(ledger)
+    acc = measures.final_accuracy(ledger)
     assert acc.loc["test", "mean"] == pytest.approx(ledger.test_acc[:, -1].mean())
 
 
 def test_normalised_controlled_barrier_by_hand_and_small_groups_left_out():
-    from punl.analysis import MIN_BARRIER_POINTS, barrier_trend, normalised_controlled_barrier
+    from punl.analysis.measures import MIN_BARRIER_POINTS, barrier_trend, normalised_controlled_barrier
     lambdas = np.linspace(0, 1, 5)
     chord = 1.0 - 0.2 * lambdas                                  # loss gap 0.2
     forget = np.broadcast_to((chord + 0.1 * 4 * lambdas * (1 - lambdas))[None, :, None],
@@ -159,8 +159,8 @@ def test_claim4_reads_only_the_primary_scores_groups():
     4's trend reads P's groups only, and mixing scores into the curves is refused."""
     from dataclasses import asdict, replace
 
-    from punl.analysis import group_point_curves
-    from punl.claims import barrier_trends
+    from punl.analysis.measures import group_point_curves
+    from punl.analysis.claims import barrier_trends
     study = make_study(Truth())
     curves = study.tables.barrier_points
     other = curves.assign(score="avg_grad_norm", loss=curves.loss + 5.0)
@@ -177,8 +177,8 @@ def test_claim4_reads_only_the_primary_scores_groups():
 
 
 def test_score_columns_and_quantile_groups_are_parsed_in_one_place():
-    from punl.groups import quantile_groups
-    from punl.tables import privacy_column, privacy_columns, privacy_order
+    from punl.study.groups import quantile_groups
+    from punl.core.tables import privacy_column, privacy_columns, privacy_order
     assert privacy_order(privacy_column(8)) == 8.0 and privacy_order(privacy_column(0.5)) == 0.5
     assert privacy_order("avg_grad_norm") is None and privacy_order("privacy_loss_abc") is None
     assert privacy_columns(["index", "privacy_loss_a2", "el2n", "privacy_loss_a16"]) == [

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from punl.config import RUNTIME, STAGES, Config, stage_fields
+from punl.core.config import RUNTIME, STAGES, Config, stage_fields
 
 PACKAGE = Path(__file__).resolve().parent.parent / "punl"
 
@@ -101,8 +101,8 @@ def test_the_order_check_catches_a_circle(tmp_path):
 
 
 def test_configuration_loads_without_torch():
-    code = ("import sys; from punl.config import load_config; load_config('digits-quick'); "
-            "print(sorted(m for m in ('torch', 'punl.train', 'punl.unlearn') if m in sys.modules))")
+    code = ("import sys; from punl.core.config import load_config; load_config('digits-quick'); "
+            "print(sorted(m for m in ('torch', 'punl.engine.train', 'punl.study.unlearn') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -174,9 +174,9 @@ def test_stage_fields_partition_the_configuration():
 
 
 def test_catalog_names_have_implementations():
-    from punl.catalog import DATASETS, MODELS
-    from punl.data import load_dataset
-    from punl.models import build_model
+    from punl.core.catalog import DATASETS, MODELS
+    from punl.engine.data import load_dataset
+    from punl.engine.models import build_model
     for name in MODELS:
         build_model(name, (3, 8, 8), 4, width=4)
     for name in ("digits", "synthetic"):

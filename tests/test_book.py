@@ -11,15 +11,15 @@ import pytest
 from pathlib import Path
 
 from bookutil import NOTEBOOKS, REPO, TINY, make_book_root, make_notebooks_dir
-from punl import claims as claims_module
-from punl import findings
-from punl.book import (RunResult, build_book, claims_side_by_side, generate_toc, landing_text,
+from punl.analysis import claims as claims_module
+from punl.analysis import findings
+from punl.publish.book import (RunResult, build_book, claims_side_by_side, generate_toc, landing_text,
                        toc_data, write_landing)
-from punl.config import ConfigError
-from punl.plan import RunPlan
-from punl.cli import build_parser, cmd_run
-from punl.data import DatasetUnavailable
-from punl.runner import NotebookError, run_config
+from punl.core.config import ConfigError
+from punl.publish.plan import RunPlan
+from punl.commands.cli import build_parser, cmd_run
+from punl.engine.data import DatasetUnavailable
+from punl.commands.runner import NotebookError, run_config
 
 FIRST_TWO = ("01_train.ipynb", "02_score.ipynb")
 
@@ -258,7 +258,7 @@ def test_toc_lists_runs_in_order_and_sweeps(tmp_path):
 
 
 def fake_result(name: str, verdicts: list[str], **fields) -> RunResult:
-    """What :func:`punl.book.run_results` gives of one run, as far as the claims table goes
+    """What :func:`punl.publish.book.run_results` gives of one run, as far as the claims table goes
     (``fields`` give the rest; no headline is drawn from it)."""
     claims = pd.DataFrame({"claim": ["1. a", "2. steps grow like a*log(b*P + 1)"][:len(verdicts)],
                            "verdict": verdicts, "fragile": [False, True][:len(verdicts)]})
@@ -290,7 +290,7 @@ def test_landing_without_runs_is_written_and_says_so(tmp_path):
 
 
 def test_the_front_page_says_what_each_run_ran():
-    from punl.book import landing_text, run_sentence
+    from punl.publish.book import landing_text, run_sentence
     config = {"dataset": "digits", "label_noise": 0.1, "model": "mlp", "width": 64, "runs": 16,
               "sigma": 0.5, "clip": 15.0, "epochs": 10.0, "point_models": 1024,
               "forget_probability": 0.1, "retrain_seeds": 16, "unlearn_steps": 400,
@@ -313,8 +313,8 @@ MARKUP = "a <img src=x onerror=alert(1)> `b` ``c`` <script>alert(2)</script> & d
 def test_markup_in_a_users_values_never_reaches_the_page_live(tmp_path):
     """A --set value holding HTML, script and backticks: every place the chapter and the
     provenance box print it escapes the markup and keeps the code span closed."""
-    from punl.book import chapter_title, md_cell, md_code, provenance_box
-    from punl.plan import RunPlan
+    from punl.publish.book import chapter_title, md_cell, md_code, provenance_box
+    from punl.publish.plan import RunPlan
     overrides = [f"data_root={MARKUP}"]
     plan = RunPlan.make("digits-quick", overrides, tmp_path / "out", tmp_path / "book")
     box = provenance_box(plan, {"train": "0123456789ab"}, None)

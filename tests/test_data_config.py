@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from punl.config import Config, ConfigError, load_config, make_config
-from punl.data import DatasetUnavailable, load_dataset
-from punl.models import build_model
-from punl.pipeline import check_feasible, load_data
-from punl.recipe import resolve_device
+from punl.core.config import Config, ConfigError, load_config, make_config
+from punl.engine.data import DatasetUnavailable, load_dataset
+from punl.engine.models import build_model
+from punl.stages.pipeline import check_feasible, load_data
+from punl.engine.recipe import resolve_device
 
 
 def test_digits_split_is_deterministic_and_standardised():

@@ -22,13 +22,14 @@ import pandas as pd
 import pytest
 import torch
 
-from punl import plan, runner
-from punl.book import toc_data
-from punl.cli import main
-from punl.config import load_config
-from punl.outputs import aside, output_lock, published_record, read_published, recover
-from punl.pipeline import TrainedRuns
-from punl.store import COMPLETE, ArtifactStore
+from punl.publish import plan
+from punl.commands import runner
+from punl.publish.book import toc_data
+from punl.commands.cli import main
+from punl.core.config import load_config
+from punl.core.outputs import aside, output_lock, published_record, read_published, recover
+from punl.stages.pipeline import TrainedRuns
+from punl.core.store import COMPLETE, ArtifactStore
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -218,7 +219,7 @@ PARAMETERS = 'config = "digits-quick"\noverrides = []\nout_dir = None'
 def make_templates(folder: Path) -> Path:
     """Two small notebook templates: one reads the run's claims, one only prints."""
     folder.mkdir()
-    for name, code in (("01_claims.ipynb", "from punl.notebook import open_run\n"
+    for name, code in (("01_claims.ipynb", "from punl.publish.notebook import open_run\n"
                                            "run = open_run(config, overrides, out_dir)\n"
                                            "print(run.claims.verdict.tolist())"),
                        ("02_done.ipynb", "print(out_dir)")):
@@ -314,7 +315,7 @@ def test_a_second_run_on_the_same_output_folder_waits(reference, tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     with output_lock(out):
-        proc = subprocess.Popen([sys.executable, "-m", "punl.cli", *command("unlearn", out)],
+        proc = subprocess.Popen([sys.executable, "-m", "punl.commands.cli", *command("unlearn", out)],
                                 cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         line = proc.stderr.readline()

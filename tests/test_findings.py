@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from punl import analysis, claims, findings
-from punl.analysis import fmt, listing, percent, trend
-from punl.notebook import claims_markdown, table
+from punl.analysis import measures, claims, findings
+from punl.analysis.measures import fmt, listing, percent, trend
+from punl.publish.notebook import claims_markdown, table
 
 from synthetic import BUDGET, Truth, make_study
 
@@ -45,11 +45,11 @@ def truth():
 def test_claims_table_carries_each_claims_number(truth):
     study, table_ = truth
     assert list(table_["id"]) == ["1", "2", "2b", "3", "4"]          # ids are data
-    q = analysis.select(study.steps, "sgld", 0.05)
+    q = measures.select(study.steps, "sgld", 0.05)
     quick = (q.steps_to_unlearn <= BUDGET / 10).mean()
     assert table_.number.iloc[0] == quick
     rows = study.quantiles("sgld", claims.Choice(0.05, "all", "privacy_loss_a8"))
-    fitted = analysis.steps_fits(rows, study.checkpoints)
+    fitted = measures.steps_fits(rows, study.checkpoints)
     assert table_.number.iloc[1] == pytest.approx(
         fitted.log_likelihood_log - fitted.log_likelihood_line, rel=1e-9)
 
@@ -63,7 +63,7 @@ def test_unlearning_findings_come_from_the_tables(truth):
     assert found["quick_share"] == "70%" and found["groups"] == "10"
     assert "censored" in found["top_clause"]
     rows = study.quantiles("sgld", claims.Choice(0.05, "all", "privacy_loss_a8"))
-    fits = analysis.steps_fits(rows, study.checkpoints)
+    fits = measures.steps_fits(rows, study.checkpoints)
     assert found["rho_steps"] == fmt(fits.spearman, 2)
     assert found["ll_log"] == fmt(fits.log_likelihood_log)
     assert found["claim_1"] == "supported" and found["claim_3"] == "supported"
@@ -127,7 +127,7 @@ def test_claims_markdown_escapes_what_markdown_would_read():
 
 
 def fake_ledger(flipped):
-    """What :func:`punl.findings.training_findings` reads of a ledger."""
+    """What :func:`punl.analysis.findings.training_findings` reads of a ledger."""
     rng = np.random.default_rng(0)
     norms = rng.uniform(1, 2, (2, 3, len(flipped)))
     norms[:, :, flipped] *= 4

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from punl import fits, lawtest
+from punl.analysis import fits, lawtest
 
 
 def test_censored_log_fit_recovers_a_known_law_and_beats_a_line():

@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from punl import pergrad
-from punl.pergrad import clipped, conv2d, stacked
-from punl.models import build_model
-from punl.pergrad import clipped_gradient_sums, detached_params, per_example_grad_norms
-from punl.sgd import stack
+from punl.engine import pergrad
+from punl.engine.pergrad import clipped, conv2d, stacked
+from punl.engine.models import build_model
+from punl.engine.pergrad import clipped_gradient_sums, detached_params, per_example_grad_norms
+from punl.engine.sgd import stack
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

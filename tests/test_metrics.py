@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from punl.metrics import baseline_metrics, early_average, time_average
+from punl.engine.metrics import baseline_metrics, early_average, time_average
 
 
 def _tiny_ledger():
@@ -23,7 +23,7 @@ def test_time_average_by_hand():
 
 
 def test_baseline_metrics_by_hand():
-    from punl.ledger import Ledger
+    from punl.engine.ledger import Ledger
     L = _tiny_ledger()
     f32 = {k: L[k].astype(np.float32) for k in ("clipped_norm", "grad_norm", "prob", "el2n")}
     L.update(f32)
@@ -58,10 +58,10 @@ def test_metrics_reject_bad_ledgers():
 
 def test_scores_table_on_a_real_run_flipped_points_score_higher(tmp_path):
     """digits with 10% label noise: mislabeled points must carry more privacy loss."""
-    from punl.config import Config
-    from punl.pipeline import ensure_scored
-    from punl.scores import spearman_matrix
-    from punl.store import ArtifactStore
+    from punl.core.config import Config
+    from punl.stages.pipeline import ensure_scored
+    from punl.study.scores import spearman_matrix
+    from punl.core.store import ArtifactStore
     cfg = Config(dataset="digits", label_noise=0.1, runs=2, epochs=5, clip=10.0, record_every=10)
     scores = ensure_scored(cfg, ArtifactStore(tmp_path), progress=False)
     expected = {"index", "label", "true_label", "flipped", "epsilon", "avg_grad_norm",
@@ -81,7 +81,7 @@ def test_scores_table_on_a_real_run_flipped_points_score_higher(tmp_path):
 
 
 def test_memorisation_by_hand():
-    from punl.shadow import memorisation, shadow_memberships
+    from punl.study.shadow import memorisation, shadow_memberships
     members = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], dtype=bool)
     correct = np.array([[1, 0], [0, 1], [1, 0], [1, 1]])
     # point 0: in = models 0, 2 (both correct) -> 1; out = 1, 3 -> 0.5; point 1: in 1,2 -> .5; out 0,3 -> .5
@@ -92,7 +92,7 @@ def test_memorisation_by_hand():
 
 
 def test_lira_score_prefers_in_distribution():
-    from punl.shadow import lira_scores
+    from punl.study.shadow import lira_scores
     rng = np.random.default_rng(0)
     members = rng.random((16, 30)) < 0.5
     phi = np.where(members, 3.0, 0.0) + rng.normal(0, 0.3, (16, 30))
@@ -102,9 +102,9 @@ def test_lira_score_prefers_in_distribution():
 
 
 def test_shadow_columns_on_a_real_run(tmp_path):
-    from punl.config import Config
-    from punl.pipeline import ensure_scored
-    from punl.store import ArtifactStore
+    from punl.core.config import Config
+    from punl.stages.pipeline import ensure_scored
+    from punl.core.store import ArtifactStore
     cfg = Config(dataset="digits", n_train=300, label_noise=0.1, runs=2, epochs=5, clip=10.0,
                  width=16, shadow_models=4)
     scores = ensure_scored(cfg, ArtifactStore(tmp_path), progress=False)

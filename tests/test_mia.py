@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from punl.mia import (attack_accuracy, attack_track, centered, fold_resample,
+from punl.study.mia import (attack_accuracy, attack_track, centered, fold_resample,
                       gaussian_fit_accuracy, looks_adjusted,
                       gaussian_kl, group_status, lira_phi, min_p_adjusted,
                       permutation_p_values, relabellings, split_attack_accuracy,

@@ -11,12 +11,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from punl import outputs
-from punl.config import load_config
-from punl.outputs import Publication, StagedFolder, read_published, recover, swap_in
-from punl.pipeline import run_folder, run_name
-from punl.store import COMPLETE, CorruptArtifact, StageDir
-from punl.sweep import grid_points, point_name, value_slug
+from punl.core import outputs
+from punl.core.config import load_config
+from punl.core.outputs import Publication, StagedFolder, read_published, recover, swap_in
+from punl.stages.pipeline import run_folder, run_name
+from punl.core.store import COMPLETE, CorruptArtifact, StageDir
+from punl.commands.sweep import grid_points, point_name, value_slug
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -157,7 +157,7 @@ def test_grid_points_get_distinct_folders_with_negative_numbers():
 
 LOCK_SCRIPT = """
 import sys
-from punl.outputs import output_lock
+from punl.core.outputs import output_lock
 with output_lock(sys.argv[1]):
     print("locked", flush=True)
 """
@@ -183,7 +183,7 @@ def test_the_lock_is_reentrant_within_a_process(tmp_path):
 
 POOL_SCRIPT = """
 import time
-from punl.parallel import process_pool
+from punl.core.parallel import process_pool
 pool = process_pool(2)
 busy = [pool.submit(time.sleep, 600) for _ in range(2)]   # two workers, each sleeping
 while len(pool._processes) < 2:
@@ -219,7 +219,7 @@ def test_workers_die_with_their_parent():
 
 TIED_SCRIPT = """
 import sys
-from punl.parallel import run_tied
+from punl.core.parallel import run_tied
 run_tied([sys.executable, "-c", "import os, time; print(os.getpid(), flush=True); time.sleep(60)"])
 """
 

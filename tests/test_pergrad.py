@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from punl import pergrad
-from punl.pergrad import clipped, conv2d, stacked
-from punl.models import MODELS, build_model
-from punl.pergrad import (CONV_WEIGHT_RULES, clipped_gradient_sums, per_example_grad_norms,
+from punl.engine import pergrad
+from punl.engine.pergrad import clipped, conv2d, stacked
+from punl.engine.models import MODELS, build_model
+from punl.engine.pergrad import (CONV_WEIGHT_RULES, clipped_gradient_sums, per_example_grad_norms,
                           per_example_grads, supports_layer_norms)
 
 SHAPES = {"logreg": (1, 8, 8), "mlp": (1, 8, 8), "cnn": (3, 12, 12), "resnet": (3, 12, 12)}
@@ -336,7 +336,7 @@ def test_a_failing_stacked_pass_falls_back_to_one_pass_per_model(monkeypatch):
 
 # ------------------------------------------------------------------- the layer-type registry
 def test_every_registered_layer_type_has_a_norm_rule_and_a_stacked_twin():
-    from punl.pergrad.stacked import StackedLayer
+    from punl.engine.pergrad.stacked import StackedLayer
     assert {torch.nn.Linear, torch.nn.Conv2d, torch.nn.GroupNorm} <= set(pergrad.LAYER_TYPES)
     for module, record in pergrad.LAYER_TYPES.items():
         assert record.module is module and callable(record.norm_rule)

@@ -7,9 +7,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from punl import analysis, plots  # noqa: E402
-from punl.config import Config  # noqa: E402
-from punl.notebook import RunView  # noqa: E402
+from punl.analysis import measures
+from punl.publish import plots  # noqa: E402
+from punl.core.config import Config  # noqa: E402
+from punl.publish.notebook import RunView  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -52,7 +53,7 @@ def test_score_figures(run):
     fig = plots.extreme_images(run.data.x_train.numpy(), scores, run.primary_score, n=4)
     assert len(fig.axes) == 8 and "P = " in fig.axes[0].get_title()
     assert fig.get_size_inches()[0] <= plots.WIDTH
-    from punl.scores import spearman_matrix
+    from punl.study.scores import spearman_matrix
     fig = plots.correlation_heatmap(spearman_matrix(scores))
     assert "Spearman" in fig.axes[0].get_title()
     plt.close("all")
@@ -65,9 +66,9 @@ def test_unlearning_figures(run):
     assert sorted(ax.get_title() for ax in fig.axes) == sorted(cfg.methods)
     assert fig.axes[0].get_xscale() == "log"
     assert any(line.get_linestyle() == "--" for line in fig.axes[0].lines)   # the null's 95%
-    rows = {m: analysis.with_score(analysis.select(steps, m, cfg.level), tables.points,
+    rows = {m: measures.with_score(measures.select(steps, m, cfg.level), tables.points,
                                    run.scores, run.primary_score) for m in cfg.methods}
-    fitted = {m: analysis.steps_fits(r, tables.attack.step.unique()) for m, r in rows.items()}
+    fitted = {m: measures.steps_fits(r, tables.attack.step.unique()) for m, r in rows.items()}
     fig = plots.steps_against_score(pd.concat(rows.values()), fitted, cfg.unlearn_steps,
                                     run.primary_score)
     assert fig.axes[0].get_ylabel() == "steps to unlearn"
@@ -75,16 +76,16 @@ def test_unlearning_figures(run):
     assert fig.axes[0].get_xscale() == "log" and len(fig.axes[0].lines) == len(q)
     fig = plots.amplitude_against_score(pd.concat(rows.values()), run.primary_score)
     assert fig.axes[0].get_yscale() == "log"
-    fractions = analysis.point_fractions(tables, cfg.level, tables.attack.step.unique(),
+    fractions = measures.point_fractions(tables, cfg.level, tables.attack.step.unique(),
                                          cfg.unlearn_steps)
     fig = plots.point_fraction_bars(fractions)
     assert len(fig.axes) == 2
-    comparison = analysis.disagreement_comparison(tables, steps, run.primary_score,
+    comparison = measures.disagreement_comparison(tables, steps, run.primary_score,
                                                   list(cfg.baseline_scores), run.primary_method,
                                                   cfg.level)
     fig = plots.disagreement_bars(comparison)
     assert len(fig.axes[0].patches) == 2 * len(comparison)
-    fig = plots.utility_curves(analysis.utility(tables.unlearning))
+    fig = plots.utility_curves(measures.utility(tables.unlearning))
     assert sorted(ax.get_title() for ax in fig.axes) == sorted(cfg.methods)
     plt.close("all")
 
@@ -94,8 +95,8 @@ def test_barrier_figures(run):
     fig = plots.path_losses_figure(tables.paths, run.primary_method)
     assert {ax.get_title() for ax in fig.axes} >= {"coupled partner, clean points",
                                                    "independent partner, clean points"}
-    controlled = analysis.controlled_barriers(tables.barriers, run.primary_method)
-    fig = plots.controlled_barrier_figure(analysis.barrier_by_group(controlled, tables.groups),
+    controlled = measures.controlled_barriers(tables.barriers, run.primary_method)
+    fig = plots.controlled_barrier_figure(measures.barrier_by_group(controlled, tables.groups),
                                           run.primary_score)
     assert [ax.get_ylabel() for ax in fig.axes[:3]] == [
         "controlled barrier (nats)", "endpoint loss gap (nats)", "parameter distance"]
@@ -108,13 +109,13 @@ def every_figure(run):
     """Every figure the chapters draw, from the tiny run's tables: {name: draw()}."""
     tables, cfg, steps, scores = run.tables, run.config, run.steps, run.scores
     ledger, flipped = run.trained.ledger, run.data.flipped.numpy()
-    rows = {m: analysis.with_score(analysis.select(steps, m, cfg.level), tables.points, scores,
+    rows = {m: measures.with_score(measures.select(steps, m, cfg.level), tables.points, scores,
                                    run.primary_score) for m in cfg.methods}
-    fitted = {m: analysis.steps_fits(r, tables.attack.step.unique()) for m, r in rows.items()}
-    controlled = analysis.controlled_barriers(tables.barriers, run.primary_method)
-    from punl.scores import spearman_matrix
+    fitted = {m: measures.steps_fits(r, tables.attack.step.unique()) for m, r in rows.items()}
+    controlled = measures.controlled_barriers(tables.barriers, run.primary_method)
+    from punl.study.scores import spearman_matrix
     q = [g for g in tables.groups.group if g.startswith("q")]
-    head = analysis.headline(steps, tables.points, scores, run.primary_method, cfg.level,
+    head = measures.headline(steps, tables.points, scores, run.primary_method, cfg.level,
                              run.primary_score, tables.attack.step.unique())
     return {
         "training_curves": lambda: plots.training_curves(ledger),
@@ -132,15 +133,15 @@ def every_figure(run):
                                                          run.primary_method),
         "amplitude_against_score": lambda: plots.amplitude_against_score(
             pd.concat(rows.values()), run.primary_score),
-        "point_fraction_bars": lambda: plots.point_fraction_bars(analysis.point_fractions(
+        "point_fraction_bars": lambda: plots.point_fraction_bars(measures.point_fractions(
             tables, cfg.level, tables.attack.step.unique(), cfg.unlearn_steps)),
-        "disagreement_bars": lambda: plots.disagreement_bars(analysis.disagreement_comparison(
+        "disagreement_bars": lambda: plots.disagreement_bars(measures.disagreement_comparison(
             tables, steps, run.primary_score, list(cfg.baseline_scores), run.primary_method,
             cfg.level)),
-        "utility_curves": lambda: plots.utility_curves(analysis.utility(tables.unlearning)),
+        "utility_curves": lambda: plots.utility_curves(measures.utility(tables.unlearning)),
         "path_losses_figure": lambda: plots.path_losses_figure(tables.paths, run.primary_method),
         "controlled_barrier_figure": lambda: plots.controlled_barrier_figure(
-            analysis.barrier_by_group(controlled, tables.groups), run.primary_score),
+            measures.barrier_by_group(controlled, tables.groups), run.primary_score),
         "barrier_trajectories": lambda: plots.barrier_trajectories(tables.barriers,
                                                                    run.primary_method),
         "headline_figure": lambda: plots.headline_figure({"a": head},
@@ -152,7 +153,7 @@ def every_figure(run):
 def prediction_figures(run):
     """The figures of the prediction chapter, from the tiny run's prediction tables:
     {name: draw()}."""
-    from punl import heldout, predict
+    from punl.analysis import heldout, predict
     measured, tables, score = run.measured, run.predictions, run.primary_score
     held = tables["heldout_predictions"]
     models = {how: predict.fit_cost_model(measured, score, how) for how in predict.AGGREGATES}
@@ -257,7 +258,7 @@ def test_prediction_figures(run):
 
 
 def test_run_view_loads_stages_lazily(run, monkeypatch):
-    import punl.notebook as N
+    import punl.publish.notebook as N
     view = RunView(run.config, run.out_dir)
     monkeypatch.setattr(N, "ensure_unlearned", lambda *a, **k: pytest.fail("unlearned"))
     assert view.trained.ledger.runs == run.config.runs     # training only
@@ -269,8 +270,8 @@ def test_figures_of_a_run_where_no_group_responded():
     failing to draw."""
     import numpy as np
 
-    from punl.analysis import Headline, StepsFit
-    from punl.fits import LogLogSlope
+    from punl.analysis.measures import Headline, StepsFit
+    from punl.analysis.fits import LogLogSlope
     rows = pd.DataFrame({"method": "sgld", "p": [0.1, 1.0, 10.0],
                          "response_amplitude": [0.0, -1.0, 0.0], "steps_to_unlearn": 0,
                          "status": "never distinguishable"})

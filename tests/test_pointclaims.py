@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from punl import claims, pointclaims
-from punl.pointclaims import point_steps
-from punl.tables import POINT_TESTS
+from punl.analysis import claims, pointclaims
+from punl.analysis.pointclaims import point_steps
+from punl.core.tables import POINT_TESTS
 
 from synthetic import CHECKPOINTS, PointTruth, make_point_study
 
@@ -101,8 +101,8 @@ def test_design_power_matches_a_simulated_welch_test():
 
 
 def test_point_findings_come_from_the_claims_analyses():
-    from punl import findings
-    from punl.analysis import fmt, percent
+    from punl.analysis import findings
+    from punl.analysis.measures import fmt, percent
     study = make_point_study(PointTruth(tail=0.05))
     table = claims.claims_table(study)
     found = findings.point_findings(study, table, 160, 0.25)

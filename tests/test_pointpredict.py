@@ -3,9 +3,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from punl import pointpredict
-from punl.claims import Choice
-from punl.pointclaims import flag_distribution
+from punl.analysis import pointpredict
+from punl.analysis.claims import Choice
+from punl.analysis.pointclaims import flag_distribution
 
 from synthetic import CHECKPOINTS, PointTruth, make_point_study
 
@@ -76,7 +76,7 @@ def test_forecast_recovers_the_law_and_the_request_is_its_slowest_point():
 
 
 def test_predict_request_names_the_bad_option():
-    from punl.predict import RequestError
+    from punl.analysis.predict import RequestError
     study = make_point_study(PointTruth())
     steps, scores = _published(study)
     ck = study.checkpoints

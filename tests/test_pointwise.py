@@ -5,12 +5,12 @@ import pytest
 import torch
 from scipy import stats
 
-from punl import pointwise
-from punl.methods import METHODS
-from punl.mia import lira_phi
-from punl.pipeline import load_data
-from punl.recipe import fit, from_scratch, init_model
-from punl.sgd import Member, run_steps
+from punl.study import pointwise
+from punl.core.methods import METHODS
+from punl.study.mia import lira_phi
+from punl.stages.pipeline import load_data
+from punl.engine.recipe import fit, from_scratch, init_model
+from punl.engine.sgd import Member, run_steps
 
 
 @pytest.fixture
@@ -97,7 +97,7 @@ def test_the_study_does_not_depend_on_its_chunking(point_config, monkeypatch):
 
 
 def test_a_tiny_study_holds_its_placebo_at_the_level(point_config):
-    from punl.pointclaims import placebo_rate, point_steps
+    from punl.analysis.pointclaims import placebo_rate, point_steps
     data = load_data(point_config)
     tables = pointwise.run_pointwise(point_config, data, progress=False)
     tests = tables["point_tests"]

@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from punl import heldout, predict
-from punl.cli import main, read_indices
-from punl.config import Config
-from punl.outputs import Publication
-from punl.predict import MeasuredRun, RequestError
-from punl.tables import ATTACK, POINTS, STEPS
+from punl.analysis import heldout, predict
+from punl.commands.cli import main, read_indices
+from punl.core.config import Config
+from punl.core.outputs import Publication
+from punl.analysis.predict import MeasuredRun, RequestError
+from punl.core.tables import ATTACK, POINTS, STEPS
 
 P = "privacy_loss_a8"
 CHECKPOINTS = np.array([0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512])
@@ -336,7 +336,7 @@ def _save(path, array):
 
 # ------------------------------------------------------------------- held-out request groups
 def test_heldout_groups_are_random_mixed_and_single_class():
-    from punl.groups import group_kind, hard_count, heldout_groups, is_heldout, ranking
+    from punl.study.groups import group_kind, hard_count, heldout_groups, is_heldout, ranking
     rng = np.random.default_rng(0)
     scores = pd.DataFrame({"index": np.arange(400), "label": rng.integers(0, 4, 400),
                            P: rng.exponential(size=400),
@@ -396,7 +396,7 @@ def test_prediction_findings_name_the_best_predictor_and_the_adaptive_comparison
 @pytest.mark.parametrize("first, budget, growth", [(0, 400, 2.0), (3, 400, 1.5), (500, 400, 2.0),
                                                    (0, 0, 2.0), (7, 20, 1.1)])
 def test_the_live_adaptive_rule_looks_as_on_a_grid_of_every_step(first, budget, growth):
-    from punl.adaptive import look_schedule
+    from punl.analysis.adaptive import look_schedule
     steps = look_schedule(first, budget, growth)
     assert steps == heldout.recorded_looks(first, np.arange(budget + 1), growth)
     assert steps[0] == min(first, budget) and steps[-1] == budget
@@ -404,6 +404,6 @@ def test_the_live_adaptive_rule_looks_as_on_a_grid_of_every_step(first, budget, 
 
 
 def test_the_adaptive_rule_needs_growth():
-    from punl.adaptive import look_schedule
+    from punl.analysis.adaptive import look_schedule
     with pytest.raises(predict.RequestError, match="--growth"):
         look_schedule(1, 10, 1.0)

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from bookutil import TINY
-from punl.cli import main
-from punl.tables import UnlearnTables
+from punl.commands.cli import main
+from punl.core.tables import UnlearnTables
 
 REPO = Path(__file__).resolve().parent.parent
 HELDOUT_KINDS = {"heldout_random", "heldout_mixed", "heldout_class"}
@@ -56,8 +56,8 @@ def test_heldout_requests_are_unlearned_and_predicted(tiny):
 
 
 def test_claims_do_not_depend_on_heldout_requests(tiny):
-    from punl.config import load_config
-    from punl.pipeline import claims, study
+    from punl.core.config import load_config
+    from punl.stages.pipeline import claims, study
     t = tiny["tables"]
     config = load_config("digits-quick", TINY)
     tables = UnlearnTables(**{n: t[n] for n in UnlearnTables.SPECS})
@@ -71,10 +71,10 @@ def test_claims_do_not_depend_on_heldout_requests(tiny):
 def test_adaptive_unlearning_reproduces_the_recorded_group(tiny):
     """Run on a recorded group with its label, the rule's models at each look are the run's
     models at that checkpoint: the per-point divergences agree."""
-    from punl.adaptive import adaptive_unlearn
-    from punl.mia import gaussian_kl
-    from punl.pipeline import TrainedRuns, load_data, published_run, reuse
-    from punl.store import ArtifactStore
+    from punl.analysis.adaptive import adaptive_unlearn
+    from punl.study.mia import gaussian_kl
+    from punl.stages.pipeline import TrainedRuns, load_data, published_run, reuse
+    from punl.core.store import ArtifactStore
     run = published_run(tiny["root"] / "runs/digits-quick")
     trained = reuse(run.config, ArtifactStore(run.folder / "artifacts"), "train",
                     TrainedRuns.load)
@@ -108,7 +108,7 @@ def test_every_readme_predict_command_runs(tiny):
     (root / "request.txt").write_text("\n".join(map(str, indices)) + "\n")
     np.save(root / "request.npy", indices)
     for command in commands:
-        done = subprocess.run([sys.executable, "-m", "punl.cli", *command.split()[1:]],
+        done = subprocess.run([sys.executable, "-m", "punl.commands.cli", *command.split()[1:]],
                               cwd=root, capture_output=True, text=True, timeout=300,
                               env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
         assert done.returncode == 0, (command, done.stderr[-2000:])

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from punl.cli import main
-from punl.config import Config, ConfigError
-from punl.preflight import check_accounting, check_groups, check_training, preflight
+from punl.commands.cli import main
+from punl.core.config import Config, ConfigError
+from punl.stages.preflight import check_accounting, check_groups, check_training, preflight
 
 REPO = Path(__file__).resolve().parent.parent
 # A tiny digits configuration: N = 200 training points, retain sets of 192.
@@ -206,7 +206,7 @@ def test_every_listed_input_is_covered():
 ], ids=["run-sigma", "sweep-workers", "train-yaml"])
 def test_the_installed_entry_point_prints_one_line(workdir, argv):
     env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, "-m", "punl.cli", *argv], capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "punl.commands.cli", *argv], capture_output=True,
                           text=True, cwd=workdir, env=env, timeout=120)
     assert done.returncode == 2, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
@@ -272,8 +272,8 @@ def test_out_onto_a_folder_of_the_users_is_refused_and_nothing_is_deleted(workdi
 
 
 def test_punls_own_folders_are_marked_and_accepted(tmp_path):
-    from punl.outputs import MARKER, foreign_entries, output_lock
-    from punl.preflight import check_output_folder
+    from punl.core.outputs import MARKER, foreign_entries, output_lock
+    from punl.stages.preflight import check_output_folder
     new = tmp_path / "new"
     assert check_output_folder(new) == new and not new.exists()      # nothing created
     with output_lock(new):

@@ -1,4 +1,4 @@
-"""Tests for per-instance RDP accounting (punl.privacy) against dp_accounting."""
+"""Tests for per-instance RDP accounting (punl.engine.privacy) against dp_accounting."""
 from __future__ import annotations
 
 import math
@@ -11,8 +11,8 @@ from dp_accounting.rdp.rdp_privacy_accountant import RdpAccountant, compute_epsi
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from punl import privacy
-from punl.privacy import (
+from punl.engine import privacy
+from punl.engine.privacy import (
     INTERPOLATION_MAX_REL_ERROR,
     per_instance_epsilon,
     per_instance_rdp,

@@ -91,7 +91,7 @@ def scheduler():
 def test_readme_and_make_targets_run_in_tiny_mode(tmp_path, monkeypatch, scheduler):
     """Every ``punl`` command of the README and of ``make book`` / ``make book-full`` (tiny),
     then the README's site check on the book they built."""
-    from punl.cli import main
+    from punl.commands.cli import main
     root = make_book_root(tmp_path / "root")
     shutil.copytree(REPO / "configs", root / "configs")
     monkeypatch.chdir(root)
@@ -120,10 +120,10 @@ def test_readme_and_make_targets_run_in_tiny_mode(tmp_path, monkeypatch, schedul
 @pytest.mark.slow
 def test_readme_python_example_runs_in_tiny_mode(tmp_path, monkeypatch):
     """The README's "From Python" block, with the tiny settings added to its configuration."""
-    import punl.config
+    import punl.core.config
     block = next(b for b in readme_blocks("python") if "ensure_unlearned" in b)
-    load = punl.config.load_config
-    monkeypatch.setattr(punl.config, "load_config",
+    load = punl.core.config.load_config
+    monkeypatch.setattr(punl.core.config, "load_config",
                         lambda name, overrides=(): load(name, [*overrides, *TINY_SETTINGS]))
     monkeypatch.chdir(tmp_path)
     namespace = {}

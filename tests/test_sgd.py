@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from punl.methods import UpdateRule
-from punl.models import MODELS, build_model
-from punl.pergrad import detached_params
-from punl.sgd import Member, Population, _Frames, noisy_sgd_step, run_members, stack
+from punl.core.methods import UpdateRule
+from punl.engine.models import MODELS, build_model
+from punl.engine.pergrad import detached_params
+from punl.engine.sgd import Member, Population, _Frames, noisy_sgd_step, run_members, stack
 
 SHAPES = {"logreg": (1, 6, 6), "mlp": (1, 6, 6), "cnn": (3, 8, 8), "resnet": (3, 8, 8)}
 # the engine's checks run on a GPU too where one is visible (there the batch frames take the

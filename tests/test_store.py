@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from punl.pipeline import ensure_trained
-from punl.store import COMPLETE, ArtifactStore
+from punl.stages.pipeline import ensure_trained
+from punl.core.store import COMPLETE, ArtifactStore
 
 
 def test_training_artifacts_are_reused(tiny_config, tmp_path, monkeypatch):
@@ -19,7 +19,7 @@ def test_training_artifacts_are_reused(tiny_config, tmp_path, monkeypatch):
     assert {"torch", "numpy", "punl"} <= set(record["versions"]) and record["wall_time_s"] > 0
     assert set(record["files"]) == {"ledger.npz", "models.pt"}
     mtime = first.dir.file("ledger.npz").stat().st_mtime_ns
-    import punl.train as T
+    import punl.engine.train as T
     monkeypatch.setattr(T, "train", lambda *a, **k: pytest.fail("retrained a stored run"))
     second = ensure_trained(tiny_config, store, progress=False)
     assert second.dir.file("ledger.npz").stat().st_mtime_ns == mtime
@@ -38,10 +38,10 @@ def test_corrupt_artifact_is_recomputed_with_a_warning(tiny_config, tmp_path):
 
 KILL_SCRIPT = """
 import os, sys, signal
-from punl.config import Config
-from punl.store import ArtifactStore, StageDir
-from punl.pipeline import ensure_trained
-import punl.train as t
+from punl.core.config import Config
+from punl.core.store import ArtifactStore, StageDir
+from punl.stages.pipeline import ensure_trained
+import punl.engine.train as t
 orig = StageDir.save_torch
 def die(self, name, obj):  # the ledger is written, the models are not: kill mid-stage
     if name == "models.pt":
@@ -67,7 +67,7 @@ def test_killed_run_leaves_nothing_mistaken_for_complete(tiny_config, tmp_path):
 
 
 def test_atomic_write_leaves_no_temp_files(tmp_path):
-    from punl.store import atomic_write_bytes
+    from punl.core.store import atomic_write_bytes
     atomic_write_bytes(tmp_path / "a.bin", b"x" * 1000)
     assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]
 
@@ -83,8 +83,8 @@ def test_checkpoints_load_with_weights_only(tiny_config, tmp_path):
 
 
 def test_interrupted_training_resumes_from_its_snapshot(tiny_config, tmp_path, monkeypatch):
-    import punl.sgd as S
-    import punl.train as T
+    import punl.engine.sgd as S
+    import punl.engine.train as T
     cfg = tiny_config.replace(runs=3)
     store = ArtifactStore(tmp_path)
     monkeypatch.setattr(T, "SNAPSHOT_SECONDS", -1.0)      # a snapshot after every segment

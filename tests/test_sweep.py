@@ -3,9 +3,9 @@ import pandas as pd
 import pytest
 import torch
 
-from punl.book import build_book, generate_toc
-from punl.config import ConfigError
-from punl.sweep import grid_points, parse_grid, run_sweep
+from punl.publish.book import build_book, generate_toc
+from punl.core.config import ConfigError
+from punl.commands.sweep import grid_points, parse_grid, run_sweep
 
 from test_book import FIRST_TWO, TINY, make_book_root, make_notebooks_dir
 
@@ -79,7 +79,7 @@ def test_dask_sweep_reports_a_broken_point_and_finishes_the_other(tmp_path):
 
 
 def test_verdict_grid_names_its_columns_by_the_swept_value():
-    from punl.sweep import verdict_grid
+    from punl.commands.sweep import verdict_grid
     claims = pd.DataFrame({"claim": ["1. a", "1. a", "2. b"], "sigma": [0.5, 1.0, 0.5],
                            "verdict": ["supported", "inconclusive", "not supported"],
                            "fragile": [False, True, False]})
@@ -92,8 +92,8 @@ def test_verdict_grid_names_its_columns_by_the_swept_value():
 
 
 def test_replication_counts_each_verdict_over_seeds_and_the_front_page_reads_it(tmp_path):
-    from punl.book import REPLICATION, replication_for, replication_note
-    from punl.sweep import replication_table, replication_text
+    from punl.publish.book import REPLICATION, replication_for, replication_note
+    from punl.commands.sweep import replication_table, replication_text
     claims = pd.DataFrame({
         "id": ["1"] * 3 + ["2"] * 3, "claim": ["1. a"] * 3 + ["2. b"] * 3, "measure": "m",
         "number": [0.8, 0.9, 0.7, 1.0, -2.0, 3.0],

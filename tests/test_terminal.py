@@ -13,8 +13,8 @@ KERNEL_NOISE = ("[IPKernelApp] WARNING", "without encryption", "IProgress not fo
 EXECUTE_ONE = """
 import nbformat, sys
 from pathlib import Path
-from punl.plan import NotebookRun
-from punl.runner import execute_notebook
+from punl.publish.plan import NotebookRun
+from punl.commands.runner import execute_notebook
 nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")])
 nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
 nbformat.write(nb, "one.ipynb")
@@ -64,7 +64,7 @@ def test_punl_run_prints_progress_and_results_only(tiny_run, tmp_path):
     notebooks execute): no kernel warning on stderr, the notebooks' times on stdout."""
     shutil.copytree(tiny_run["root"] / "runs/tiny/artifacts", tmp_path / "out/artifacts")
     overrides = [arg for o in TINY for arg in ("--set", o)]
-    done = subprocess.run([sys.executable, "-m", "punl.cli", "run", "digits-quick", *overrides,
+    done = subprocess.run([sys.executable, "-m", "punl.commands.cli", "run", "digits-quick", *overrides,
                            "--out", "out", "--book-dir", "book"], cwd=tmp_path,
                           env=environment(), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]

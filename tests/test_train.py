@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from punl.ledger import LedgerError, record_steps
-from punl.pipeline import load_data
-from punl.train import train
+from punl.engine.ledger import LedgerError, record_steps
+from punl.stages.pipeline import load_data
+from punl.engine.train import train
 
 
 def test_record_steps_cover_all_steps():

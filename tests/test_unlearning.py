@@ -4,9 +4,9 @@ import pandas as pd
 import pytest
 import torch
 
-from punl.barriers import barrier_height, path_losses
-from punl.multimodel import looped_logits, many_logits, stack_params, stacked_logits
-from punl.groups import make_groups
+from punl.study.barriers import barrier_height, path_losses
+from punl.engine.multimodel import looped_logits, many_logits, stack_params, stacked_logits
+from punl.study.groups import make_groups
 
 
 def _scores(n=200, seed=0):
@@ -33,7 +33,7 @@ def test_groups_partition_and_retain_set_excludes_forget_points():
 
 
 def test_disagreement_groups_take_the_largest_rank_gaps_both_ways_within_classes():
-    from punl.groups import disagreement_groups, ranking
+    from punl.study.groups import disagreement_groups, ranking
     s = _scores()
     s["avg_grad_norm"] = s["privacy_loss_a8"].rank() + np.where(np.arange(200) < 10, 150.5, 0)
     p_over, b_over = disagreement_groups(s, "privacy_loss_a8", "avg_grad_norm", 20)
@@ -85,7 +85,7 @@ def test_barrier_zero_for_identical_models_positive_on_a_nonconvex_toy():
 
 
 def test_stacked_evaluation_equals_one_by_one():
-    from punl.models import build_model
+    from punl.engine.models import build_model
     model = build_model("cnn", (1, 8, 8), 10, width=8)
     params = []
     for s in range(3):
@@ -98,10 +98,10 @@ def test_stacked_evaluation_equals_one_by_one():
 
 
 def test_finetune_is_sgld_without_noise_and_clipping(tiny_config):
-    from punl.methods import METHODS
-    from punl.pipeline import load_data
-    from punl.recipe import init_model
-    from punl.sgd import Member, run_members
+    from punl.core.methods import METHODS
+    from punl.stages.pipeline import load_data
+    from punl.engine.recipe import init_model
+    from punl.engine.sgd import Member, run_members
     cfg = tiny_config.replace(sigma=0.0, per_example_clipping=False)
     data = load_data(cfg)
     model = init_model(cfg, data, 0)
@@ -122,10 +122,10 @@ def test_finetune_is_sgld_without_noise_and_clipping(tiny_config):
 
 
 def test_retraining_and_unlearning_never_sample_a_forget_point(tiny_config, monkeypatch):
-    import punl.sgd as S
-    import punl.unlearn as U
-    from punl.groups import make_groups
-    from punl.pipeline import load_data
+    import punl.engine.sgd as S
+    import punl.study.unlearn as U
+    from punl.study.groups import make_groups
+    from punl.stages.pipeline import load_data
     data = load_data(tiny_config)
     scores = _scores(data.n_train)
     scores["label"] = data.y_train.numpy()
@@ -149,9 +149,9 @@ def test_retraining_and_unlearning_never_sample_a_forget_point(tiny_config, monk
 
 
 def test_end_to_end_unlearning_tables(tiny_config, tmp_path):
-    from punl.analysis import group_steps
-    from punl.pipeline import ensure_unlearned
-    from punl.store import ArtifactStore
+    from punl.analysis.measures import group_steps
+    from punl.stages.pipeline import ensure_unlearned
+    from punl.core.store import ArtifactStore
     cfg = tiny_config.replace(baseline_scores=("avg_grad_norm",), n_groups=2, retrain_seeds=4,
                               n_permutations=40)
     tables = ensure_unlearned(cfg, ArtifactStore(tmp_path), progress=False)
@@ -181,11 +181,11 @@ def test_end_to_end_unlearning_tables(tiny_config, tmp_path):
 def test_coupled_partner_replays_the_original_run(tiny_config):
     """With F empty the coupled replay is the original run; with F non-empty it stays far
     closer to the original than an independent retrained model does."""
-    from punl.barriers import param_distance
-    from punl.pipeline import load_data
-    from punl.recipe import fit, from_scratch, run_seeds
-    from punl.train import train
-    from punl.unlearn import coupled_replay
+    from punl.study.barriers import param_distance
+    from punl.stages.pipeline import load_data
+    from punl.engine.recipe import fit, from_scratch, run_seeds
+    from punl.engine.train import train
+    from punl.study.unlearn import coupled_replay
     cfg = tiny_config.replace(runs=2, epochs=3)
     data = load_data(cfg)
     runs, _ = train(cfg, data, progress=False)
@@ -203,10 +203,10 @@ def test_coupled_partner_replays_the_original_run(tiny_config):
 
 
 def test_parallel_groups_give_the_same_tables(tiny_config):
-    from punl.groups import make_groups
-    from punl.pipeline import load_data
-    from punl.recipe import init_model
-    from punl.unlearn import map_groups
+    from punl.study.groups import make_groups
+    from punl.stages.pipeline import load_data
+    from punl.engine.recipe import init_model
+    from punl.study.unlearn import map_groups
     cfg = tiny_config.replace(unlearn_steps=6, n_checkpoints=3, retrain_seeds=2, n_bootstrap=10,
                               methods=("finetune",), primary_method="finetune")
     data = load_data(cfg)
@@ -223,7 +223,7 @@ def test_parallel_groups_give_the_same_tables(tiny_config):
 
 
 def test_many_logits_is_the_same_whichever_way_it_evaluates():
-    from punl.models import build_model
+    from punl.engine.models import build_model
     for name, n in (("mlp", 20), ("mlp", 400), ("cnn", 20)):
         model = build_model(name, (1, 8, 8), 10, width=8)
         params = [{k: v.detach() + 0.01 * s for k, v in model.named_parameters()} for s in range(3)]
@@ -233,9 +233,9 @@ def test_many_logits_is_the_same_whichever_way_it_evaluates():
 
 
 def test_interrupted_unlearning_resumes_from_finished_groups(tiny_config, tmp_path, monkeypatch):
-    import punl.unlearn as U
-    from punl.pipeline import ensure_unlearned
-    from punl.store import ArtifactStore
+    import punl.study.unlearn as U
+    from punl.stages.pipeline import ensure_unlearned
+    from punl.core.store import ArtifactStore
     cfg = tiny_config.replace(unlearn_steps=6, n_checkpoints=3, retrain_seeds=2, n_bootstrap=10,
                               methods=("finetune",), primary_method="finetune", n_groups=2,
                               baseline_scores=())
@@ -265,7 +265,7 @@ def test_interrupted_unlearning_resumes_from_finished_groups(tiny_config, tmp_pa
 def test_checkpoints_start_at_zero_and_end_at_the_budget():
     """Whatever n, the checkpoints span [0, K]: with n = 2 they were [0, 1], so unlearning
     stopped at step 1 whatever the budget said."""
-    from punl.unlearn import checkpoint_steps
+    from punl.study.unlearn import checkpoint_steps
     assert checkpoint_steps(400, 2).tolist() == [0, 400]
     assert checkpoint_steps(400, 9).tolist() == [0, 1, 2, 6, 13, 31, 72, 170, 400]
     for budget in (1, 2, 7, 400, 10 ** 6):

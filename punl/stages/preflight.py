@@ -1,0 +1,179 @@
+"""Every check that can be made from a configuration and its dataset's size, before any work.
+
+:func:`preflight` reads how many training points the dataset offers (which also checks that its
+files are present) and checks, up to the last stage a command runs:
+
+- ``train``: ``n_train`` within the dataset, ``batch_size`` at most N (q = B / N <= 1), the
+  device;
+- ``score``: ``sigma > 0`` and a finite privacy loss from the accountant (sigma = 0 adds no
+  noise, so the per-instance privacy loss is infinite and the scores are undefined);
+- ``unlearn``: the forget groups fit (``n_groups * group_size <= N``, and the mixed held-out
+  requests, :func:`punl.study.groups.mixed_fits`) and ``batch_size`` is below the retain set's size
+  N - ``group_size`` (q < 1 when unlearning and retraining).
+
+The configuration's own field checks (finite numbers, known names, score columns that the
+scores table will have) run when it is built (:mod:`punl.core.config`); the command line's own
+arguments are checked here too (:func:`check_folder`, :func:`check_workers`,
+:func:`check_scheduler`). Each problem raises :class:`~punl.core.config.ConfigError` (or
+:class:`~punl.engine.data.DatasetUnavailable`) with one line naming the field and the fix, before any
+folder is created.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from ..core.config import STAGES, Config, ConfigError
+from ..engine.data import available_training_points
+from ..engine.recipe import resolve_device, total_steps
+
+DASK_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
+
+
+def preflight(config: Config, through: str = "unlearn", device: bool = True) -> int:
+    """Run every check for the stages up to ``through``; return the number of training
+    points N. ``device=False`` leaves the device to the machines that run the stages."""
+    if through not in STAGES:
+        raise ValueError(f"through: {through!r} is not one of {STAGES}")
+    n = training_points(config)
+    if device:
+        resolve_device(config.device)
+    check_training(config, n)
+    if STAGES.index(through) >= STAGES.index("score"):
+        check_accounting(config, n)
+    if through == "unlearn":
+        check_groups(config, n)
+    return n
+
+
+def training_points(config: Config) -> int:
+    """N: ``n_train``, or every training point of the dataset; checks both against the data."""
+    try:
+        available = available_training_points(config.dataset, config.data_root,
+                                               config.test_fraction, config.data_seed)
+    except ValueError as err:
+        raise ConfigError(f"test_fraction: {config.test_fraction} cannot split "
+                          f"{config.dataset} ({err}); choose one that leaves every class in "
+                          "both splits") from None
+    if config.n_train is not None and config.n_train > available:
+        raise ConfigError(f"n_train: {config.n_train} exceeds the {available} training points "
+                          f"of {config.dataset}; use n_train <= {available} or null (all)")
+    return available if config.n_train is None else config.n_train
+
+
+def check_training(config: Config, n: int) -> None:
+    """Poisson sampling needs q = B / N <= 1."""
+    if config.batch_size > n:
+        raise ConfigError(f"batch_size: {config.batch_size} exceeds the {n} training points "
+                          f"(q = B / N must be <= 1); use batch_size <= {n}")
+
+
+def check_accounting(config: Config, n: int) -> None:
+    """The accountant needs noise, and a finite privacy loss over the T training steps."""
+    if config.sigma == 0:
+        raise ConfigError("sigma: 0 adds no noise, so every point's privacy loss is infinite "
+                          "and the privacy scores are undefined; use sigma > 0 (e.g. 0.5), or "
+                          "`punl train` alone for noise-free training")
+    from ..engine.privacy import sgm_rdp
+    q, steps = config.batch_size / n, total_steps(config, n)
+    try:
+        finite = bool(np.isfinite(steps * sgm_rdp(q, config.sigma, config.orders)).all())
+    except (ArithmeticError, ValueError):
+        finite = False
+    if not finite:
+        raise ConfigError(f"sigma: {config.sigma:g} is too small for the privacy accountant "
+                          f"(the privacy loss over {steps} steps at q = {q:.3g} is not a finite "
+                          "number); use a larger sigma, e.g. 0.5")
+
+
+def check_groups(config: Config, n: int) -> None:
+    """Forget groups fit the training set and leave a retain set larger than a batch."""
+    m, groups = config.group_size, config.n_groups
+    if m * groups > n or m >= n:
+        raise ConfigError(f"group_size: {groups} groups of {m} points need {m * groups} of the "
+                          f"{n} training points; lower group_size or n_groups")
+    if config.heldout_requests:
+        from ..study.groups import mixed_fits
+        if not mixed_fits(n, m):
+            raise ConfigError(f"heldout_requests: mixed requests of {m} points (most of them "
+                              f"from the lower half of the {n} points, a few from the top tenth) "
+                              "do not fit; lower group_size or set heldout_requests: 0")
+    retain = n - m
+    if config.batch_size >= retain:
+        raise ConfigError(f"batch_size: {config.batch_size} is not below the {retain} points of "
+                          f"a retain set (N - group_size), so q = B / |R| would reach 1; use "
+                          f"batch_size < {retain}")
+
+
+# ------------------------------------------------------------------------ command-line checks
+def check_folder(path: str | Path, flag: str) -> Path:
+    """A folder that is, or can be created as, a writable folder; returns it."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{flag}: {folder} is a file; give a folder")
+    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{flag}: {existing} is a file, so {folder} cannot be created")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag}: {existing} is not writable; give another folder")
+    return folder
+
+
+def check_output_folder(path: str | Path, flag: str = "--out") -> Path:
+    """:func:`check_folder`, and a folder punl may write in: new, empty, or its own
+    (:func:`punl.core.outputs.foreign_entries`); a run never deletes what it did not write."""
+    from ..core.outputs import foreign_entries
+    folder = check_folder(path, flag)
+    foreign = foreign_entries(folder)
+    if foreign:
+        shown = ", ".join(foreign[:4]) + (f" and {len(foreign) - 4} more" if len(foreign) > 4
+                                          else "")
+        raise ConfigError(f"{flag}: {folder} holds {shown}, which punl did not write; give a "
+                          "new or empty folder (punl writes only in folders it created)")
+    return folder
+
+
+def check_workers(workers: int) -> None:
+    if workers < 1:
+        raise ConfigError(f"--workers: must be >= 1 (got {workers})")
+
+
+def check_scheduler(address: str, timeout: float) -> None:
+    """A dask scheduler address that parses and answers the dask handshake within ``timeout``
+    seconds (``local`` needs nothing)."""
+    if address == "local":
+        return
+    from distributed.comm.addressing import parse_address, parse_host_port
+    try:
+        scheme, location = parse_address(address)
+        host, port = parse_host_port(location)
+    except ValueError as err:
+        raise ConfigError(f"--scheduler: {err}; give tcp://HOST:PORT or local") from None
+    if scheme not in DASK_SCHEMES:
+        raise ConfigError(f"--scheduler: unknown scheme {scheme!r} in {address!r}; give "
+                          f"tcp://HOST:PORT or local")
+    try:
+        if scheme != "ucx":
+            socket.create_connection((host, port), timeout=timeout).close()
+        with ThreadPoolExecutor(1) as thread:    # its own event loop, whatever the caller runs
+            thread.submit(asyncio.run, _handshake(address, timeout)).result()
+    except Exception as err:  # noqa: BLE001 - whatever answers, it is not a usable scheduler
+        reason = getattr(err, "strerror", None) or str(err)[:80] or type(err).__name__
+        raise ConfigError(f"--scheduler: no dask scheduler answers at {address} within "
+                          f"{timeout:g} s ({reason}); start `dask scheduler` there, or use "
+                          "--scheduler local") from None
+
+
+async def _handshake(address: str, timeout: float) -> None:
+    from distributed.comm import connect
+
+    async def connect_and_close():
+        comm = await connect(address, timeout=timeout)
+        await comm.close()
+
+    await asyncio.wait_for(connect_and_close(), timeout)
