@@ -12,92 +12,117 @@ from punl.core.config import RUNTIME, STAGES, Config, stage_fields
 
 PACKAGE = Path(__file__).resolve().parent.parent / "punl"
 
-# Upstream first: a module may import only modules listed before it.
-ORDER = [
-    "catalog", "methods", "tables", "config", "parallel",
-    "data", "models", "pergrad", "multimodel", "sgd", "recipe", "ledger", "train",
-    "privacy", "metrics", "mia", "groups", "shadow", "scores", "barriers", "unlearn",
-    "pointwise",
-    "fits", "lawtest", "power", "analysis", "pointclaims", "claims", "findings", "predict", "heldout", "adaptive", "pointpredict", "plots", "pointplots", "store", "outputs", "preflight", "pipeline",
-    "notebook", "plan", "book",
-    "runner", "sweep",
-    "cli",
-]
-
-
-#: Inside each sub-package, upstream first likewise.
+#: The layers, upstream first, and each layer's modules, upstream first: a module may import only
+#: the layers before its own and the modules before it in its layer.
+LAYERS = {
+    "core": ["catalog", "methods", "tables", "config", "parallel", "store", "outputs"],
+    "engine": ["data", "models", "pergrad", "multimodel", "sgd", "recipe", "ledger", "train",
+               "privacy", "metrics"],
+    "study": ["mia", "groups", "shadow", "scores", "barriers", "unlearn", "pointwise"],
+    "analysis": ["fits", "lawtest", "power", "measures", "pointclaims", "claims", "findings",
+                 "predict", "heldout", "adaptive", "pointpredict"],
+    "stages": ["preflight", "pipeline"],
+    "publish": ["plots", "pointplots", "notebook", "plan", "book"],
+    "commands": ["runner", "sweep", "cli"],
+}
+#: Inside each sub-package of a layer, upstream first likewise (its ``__init__`` last).
 SUBPACKAGE_ORDERS = {
-    "pergrad": ["registry", "functional", "stacked", "linear", "conv2d", "groupnorm", "norms",
-                "clipped", "__init__"],
-    "plots": ["style", "training", "scores", "unlearning", "barriers", "prediction", "runs",
-              "__init__"],
+    "engine.pergrad": ["registry", "functional", "stacked", "linear", "conv2d", "groupnorm",
+                       "norms", "clipped", "__init__"],
+    "publish.plots": ["style", "training", "scores", "unlearning", "barriers", "prediction",
+                      "runs", "__init__"],
 }
 
 
-def punl_imports(path: Path, level: int = 1) -> set[str]:
-    """Names of the modules of one package a file imports anywhere (top level or inside
-    functions): ``level`` 1 for a module of punl itself, 2 for a module of one of its
-    sub-packages (whose level-1 imports are its siblings: :func:`sibling_imports`)."""
+def upstream_order() -> list[str]:
+    """Every module of punl by dotted name, upstream first (a sub-package as its modules, its
+    ``__init__`` named by the package itself)."""
+    order = []
+    for layer, modules in LAYERS.items():
+        for module in modules:
+            inner = SUBPACKAGE_ORDERS.get(f"{layer}.{module}", ["__init__"])
+            order += [f"punl.{layer}.{module}" + ("" if m == "__init__" else f".{m}")
+                      for m in inner]
+    return order
+
+
+ORDER = upstream_order()
+
+
+def dotted_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _resolve(package: str, name: str) -> str:
+    """``package.name`` where that is a module or package of punl, else ``package``."""
+    path = PACKAGE.parent.joinpath(*package.split("."), name)
+    return f"{package}.{name}" if path.with_suffix(".py").exists() or path.is_dir() else package
+
+
+def punl_imports(path: Path) -> set[str]:
+    """The modules of punl (dotted names) a file imports anywhere, top level or inside
+    functions, relative imports resolved."""
+    name = dotted_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
-            if node.level == level and node.module:
-                found.add(node.module.split(".")[0])
-            elif node.level == level:  # from . import x: a module, or a name of __init__
-                package = path.parents[level - 1]
-                found.update(a.name if (package / f"{a.name}.py").exists()
-                             or (package / a.name).is_dir() else "__init__" for a in node.names)
-            elif node.module and node.module.startswith("punl."):
-                found.add(node.module.split(".")[1])
+            if node.level:
+                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1])
+                source = f"{base}.{node.module}" if node.module else base
+            else:
+                source = node.module or ""
+            if source == "punl" or source.startswith("punl."):
+                found.update(_resolve(source, a.name) for a in node.names)
         elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("punl."))
+            found.update(a.name for a in node.names if a.name.startswith("punl."))
     return found
 
 
-def module_files(module: str) -> list[Path]:
-    """The files of a punl module: itself, or every file of a sub-package."""
-    folder = PACKAGE / module
-    return sorted(folder.glob("*.py")) if folder.is_dir() else [PACKAGE / f"{module}.py"]
+def source_files() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
 
 
 def test_every_module_is_placed_in_the_order():
-    modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
-    packages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
-    assert modules | packages == set(ORDER)
-    assert packages == set(SUBPACKAGE_ORDERS)
-    for package, order in SUBPACKAGE_ORDERS.items():
-        assert {p.stem for p in (PACKAGE / package).glob("*.py")} == set(order)
+    layer_inits = {f"punl.{layer}" for layer in LAYERS}
+    modules = {dotted_name(p) for p in source_files()} - {"punl"} - layer_inits
+    assert modules == set(ORDER)
+    assert {p.parent.name for p in PACKAGE.glob("*/__init__.py")} == set(LAYERS)
 
 
-@pytest.mark.parametrize("module", ORDER)
-def test_a_stage_imports_only_earlier_stages(module):
-    files = module_files(module)
-    level = 2 if len(files) > 1 or files[0].parent != PACKAGE else 1
-    later = {m for f in files for m in punl_imports(f, level) if m != "__init__"}
-    bad = {m for m in later if ORDER.index(m) >= ORDER.index(module)}
-    assert not bad, f"{module} imports {sorted(bad)}, which come at or after it"
+def test_every_layer_says_what_it_holds_and_may_import():
+    for layer in LAYERS:
+        doc = ast.get_docstring(ast.parse((PACKAGE / layer / "__init__.py").read_text()))
+        assert doc and "May import" in doc, layer
+        for module in LAYERS[layer]:
+            assert f":mod:`.{module}`" in doc, f"{layer} does not name {module}"
 
 
-@pytest.mark.parametrize("package, module", [(p, m) for p, order in SUBPACKAGE_ORDERS.items()
-                                              for m in order])
-def test_a_subpackage_module_imports_only_earlier_ones(package, module):
-    order = SUBPACKAGE_ORDERS[package]
-    later = punl_imports(PACKAGE / package / f"{module}.py", level=1)
-    assert later <= set(order), f"{package}.{module} imports {sorted(later - set(order))} as " \
-                                "siblings (a module of punl is imported with ..)"
-    bad = {m for m in later if order.index(m) >= order.index(module)}
-    assert not bad, f"{package}.{module} imports {sorted(bad)}, which come at or after it"
+@pytest.mark.parametrize("path", source_files(), ids=lambda p: dotted_name(p))
+def test_a_module_imports_only_upstream_ones(path):
+    name = dotted_name(path)
+    if name == "punl" or name in {f"punl.{layer}" for layer in LAYERS}:
+        assert not punl_imports(path) - {"punl.engine.pergrad"}, "a layer imports nothing"
+        return
+    imported = punl_imports(path) - {"punl"}          # punl itself: its __version__
+    unknown = imported - set(ORDER)
+    assert not unknown, f"{name} imports {sorted(unknown)}, which is no module of the order"
+    bad = {m for m in imported if ORDER.index(m) >= ORDER.index(name)}
+    assert not bad, f"{name} imports {sorted(bad)}, which come at or after it"
 
 
-def test_the_order_check_catches_a_circle(tmp_path):
-    path = tmp_path / "config.py"
-    path.write_text("def f():\n    from .unlearn import METHODS\n")
-    assert "unlearn" in punl_imports(path)
-    inner = tmp_path / "pergrad" / "registry.py"
-    inner.parent.mkdir()
-    inner.write_text("from ..sgd import step\nfrom .clipped import ClippedSums\n")
-    assert punl_imports(inner, level=2) == {"sgd"}
-    assert punl_imports(inner, level=1) == {"clipped"}
+def test_the_order_check_catches_a_circle(tmp_path, monkeypatch):
+    fake = tmp_path / "punl"
+    (fake / "core").mkdir(parents=True)
+    (fake / "study").mkdir()
+    (fake / "study" / "unlearn.py").write_text("")
+    path = fake / "core" / "config.py"
+    path.write_text("def f():\n    from ..study.unlearn import METHODS\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
+    assert punl_imports(path) == {"punl.study.unlearn"}
+    with pytest.raises(AssertionError, match="come at or after it"):
+        test_a_module_imports_only_upstream_ones(path)
 
 
 def test_configuration_loads_without_torch():

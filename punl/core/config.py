@@ -384,7 +384,7 @@ def config_path(path: str | Path) -> Path:
     p = Path(path)
     if p.exists():
         return p
-    builtin = Path(__file__).resolve().parent.parent / "configs" / f"{path}.yaml"
+    builtin = Path(__file__).resolve().parents[2] / "configs" / f"{path}.yaml"
     if not builtin.exists():
         raise ConfigError(f"config: no file {str(path)!r} and no configs/{path}.yaml")
     return builtin

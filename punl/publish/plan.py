@@ -19,7 +19,7 @@ from ..core.config import Config, load_config
 from ..core.outputs import RUN_RECORD
 from ..stages.pipeline import overridden_fields, run_folder, run_name
 
-NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 
 
 def list_notebooks(notebooks_dir: str | Path | None = None) -> list[Path]:

@@ -356,17 +356,18 @@ def study(config: Config, tables: UnlearnTables, scores: pd.DataFrame, n_train: 
 
 
 #: The modules whose code decides the claims table: a change to any recomputes it.
-CLAIMS_CODE = ("analysis", "claims", "pointclaims", "fits", "lawtest", "power", "mia", "tables",
-               "groups", "unlearn", "recipe", "config", "pipeline")
+CLAIMS_CODE = ("analysis/measures", "analysis/claims", "analysis/pointclaims", "analysis/fits",
+               "analysis/lawtest", "analysis/power", "study/mia", "core/tables", "study/groups",
+               "study/unlearn", "engine/recipe", "core/config", "stages/pipeline")
 
 
 def claims_key(config: Config) -> str:
     """The claims table's cache key (12 hex chars): the keys of the stages it reads and the
     source of the modules that compute it."""
-    here = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]
     h = hashlib.sha256(json.dumps({s: config.stage_key(s) for s in STAGES}).encode())
     for name in CLAIMS_CODE:
-        h.update((here / f"{name}.py").read_bytes())
+        h.update((package / f"{name}.py").read_bytes())
     return h.hexdigest()[:12]
 
 
