@@ -134,7 +134,7 @@ def test_closing_paragraphs_glue_numbers_from_the_tables(book):
     assert summary == findings.summary_findings(table)
     scores = pd.read_parquet(published / "scores.parquet")
     found = glued(nbformat.read(chapter / "02_score.ipynb", as_version=4))
-    assert found["median"] == claims_module.analysis.fmt(scores.privacy_loss_a8.median())
+    assert found["median"] == claims_module.measures.fmt(scores.privacy_loss_a8.median())
     assert found["points"] == "200"
 
 
