@@ -3,17 +3,19 @@
 # seeds, four configurations and a sweep of sigma (measured times in the README). `make test` is
 # the fast suite (no notebook execution or book build, no fault injection: those tests are marked
 # slow); `make test-faults` runs the fault-injection suite. Each creates the virtual environment
-# it needs on first use.
+# it needs on first use, from the known-good set in constraints.txt; `make test-all` also installs
+# Debian's Chromium for the browser tests where it can (scripts/ensure-chromium).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+PYTEST := $(BIN)/python -m pytest -q
 
 .PHONY: book book-full test test-all test-faults bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
 book: $(VENV)/.installed
@@ -35,13 +37,14 @@ book-full: $(VENV)/.installed
 	$(BIN)/punl book
 
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 test-faults: $(VENV)/.installed
-	$(BIN)/python -m pytest -q -m faults
+	$(PYTEST) -m faults
 
 test-all: $(VENV)/.installed
-	$(BIN)/python -m pytest -q
+	scripts/ensure-chromium
+	$(PYTEST)
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m benchmarks pergrad

@@ -69,7 +69,7 @@ def bench_unlearn(overrides=(), rounds: int = 1, device: str = "cpu") -> list[di
 
 
 def main(tiny: bool = False, device: str = "cpu") -> None:
-    tiny_overrides = ["runs=2", "retrain_seeds=2", "unlearn_steps=3", "epochs=0.1",
-                      "group_size=5"]
+    tiny_overrides = ["runs=2", "retrain_seeds=2", "unlearn_steps=3", "n_checkpoints=4",
+                      "epochs=0.1", "el2n_epochs=0.1", "group_size=5"]
     print_rows(bench_unlearn(tiny_overrides, device=device) if tiny
                else bench_unlearn(device=device))

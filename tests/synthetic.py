@@ -86,6 +86,25 @@ def _barrier_points(t: Truth, method: str, rng) -> pd.DataFrame:
     return BARRIER_POINTS.check(pd.concat(frames, ignore_index=True))
 
 
+def _null_rows(label: str, method: str) -> list[dict]:
+    """The placebo's rows of one group: 70% pass at step 0, 5% censored, at each level."""
+    return [{"score": P, "group": label, "method": method, "level": lv,
+             "step0_fraction": 0.7, "censored_fraction": 0.05} for lv in (0.01, 0.05, 0.1)]
+
+
+def _barrier_rows(label: str, method: str, barrier: float, noise: float,
+                  rng: np.random.Generator) -> list[dict]:
+    """Barrier rows of one group: the forget subset at ``barrier`` plus noise, the control at 0."""
+    rows = []
+    for partner in ("independent", "coupled"):
+        for pair in range(PAIRS):
+            for side, value in (("forget", barrier + rng.normal(0, noise)), ("control", 0.0)):
+                rows.append({"score": P, "group": label, "method": method, "partner": partner,
+                             "pair": pair, "step": 0, "subset": f"{side}-clean", "barrier": value,
+                             "loss_gap": 0.1, "distance": 1.0})
+    return rows
+
+
 def make_study(truth: Truth | None = None) -> Study:
     t = truth or Truth()
     rng = np.random.default_rng(t.seed)
@@ -119,24 +138,14 @@ def make_study(truth: Truth | None = None) -> Study:
                         "welch_p": 0.01 if k < t.steps[g] else 0.5,
                         "kl": amps[g] * np.exp(-t.rate[g] * k) + 0.1}
                        for k in CHECKPOINTS for i in idx]
-            point_null += [{"score": P, "group": label, "method": method, "level": lv,
-                            "step0_fraction": 0.7, "censored_fraction": 0.05}
-                           for lv in (0.01, 0.05, 0.1)]
-            for partner in ("independent", "coupled"):
-                for pair in range(PAIRS):
-                    for side, value in (("forget", t.barrier[g] + rng.normal(0, t.barrier_noise)),
-                                        ("control", 0.0)):
-                        barriers.append({"score": P, "group": label, "method": method,
-                                         "partner": partner, "pair": pair, "step": 0,
-                                         "subset": f"{side}-clean", "barrier": value,
-                                         "loss_gap": 0.1, "distance": 1.0})
+            point_null += _null_rows(label, method)
+            barriers += _barrier_rows(label, method, t.barrier[g], t.barrier_noise, rng)
     idx = add_group("top", "top", t.medians[-1] * 2)
     for method in t.methods:
         attack += _attack_rows(P, "top", method, t.top_steps, 1.0, 0.05, 0.75, rng)
         points += [{"index": i, "score": P, "group": "top", "method": method, "step": int(k),
                     "flipped": False, "welch_p": 0.01, "kl": 1.0} for k in CHECKPOINTS for i in idx]
-        point_null += [{"score": P, "group": "top", "method": method, "level": lv,
-                        "step0_fraction": 0.7, "censored_fraction": 0.05} for lv in (0.01, 0.05, 0.1)]
+        point_null += _null_rows("top", method)
     for baseline, (acc_p, acc_b) in t.disagree.items():
         for label, acc in ((f"p_over_{baseline}", acc_p), (f"{baseline}_over_p", acc_b)):
             idx = add_group(label, "disagreement", 1.0)
@@ -145,9 +154,7 @@ def make_study(truth: Truth | None = None) -> Study:
                 points += [{"index": i, "score": P, "group": label, "method": method,
                             "step": int(k), "flipped": False, "welch_p": 0.5, "kl": 0.1}
                            for k in CHECKPOINTS for i in idx]
-                point_null += [{"score": P, "group": label, "method": method, "level": lv,
-                                "step0_fraction": 0.7, "censored_fraction": 0.05}
-                               for lv in (0.01, 0.05, 0.1)]
+                point_null += _null_rows(label, method)
     tables = UnlearnTables(GROUPS.frame(groups), UNLEARNING.frame([]), ATTACK.frame(attack),
                            POINTS.frame(points), POINT_NULL.frame(point_null),
                            BARRIERS.frame(barriers), PATHS.frame([]),

@@ -77,8 +77,10 @@ def test_claim_3_verdicts():
 def test_claim_4_verdicts():
     assert _verdict(Truth(), "4") == "supported"
     assert _verdict(Truth(barrier=list(np.linspace(0.5, 0.0, 10))), "4") == "not supported"
-    noisy = Truth(barrier=list(np.linspace(0.0, 0.05, 10)), barrier_noise=0.5)
-    assert _verdict(noisy, "4") in ("inconclusive", "not supported")
+    # a trend 100x smaller than its noise: too little power to decide either way, at any seed
+    for seed in range(3):
+        noisy = Truth(barrier=list(np.linspace(0.0, 0.05, 10)), barrier_noise=0.5, seed=seed)
+        assert _verdict(noisy, "4") == "inconclusive", seed
 
 
 def test_claim_5_per_other_method():

@@ -21,7 +21,7 @@ LAYERS = {
     "study": ["mia", "groups", "shadow", "scores", "barriers", "unlearn", "pointwise"],
     "analysis": ["fits", "lawtest", "power", "measures", "pointclaims", "claims", "findings",
                  "predict", "heldout", "adaptive", "pointpredict"],
-    "stages": ["preflight", "pipeline"],
+    "stages": ["resources", "preflight", "pipeline"],
     "publish": ["plots", "pointplots", "notebook", "plan", "book"],
     "commands": ["runner", "sweep", "cli"],
 }

@@ -139,6 +139,35 @@ def test_closing_paragraphs_glue_numbers_from_the_tables(book):
 
 
 @pytest.mark.slow
+def test_chapters_state_the_claims_tables_numbers(book):
+    """What a chapter's prose says of a claim is the published claims table's number, as the
+    chapter prints it: the chapters call the claims' own analyses (with their random streams)
+    instead of recomputing them."""
+    chapter, published = book["chapter"], book["root"] / "runs/tiny/published"
+    table = pd.read_parquet(published / "claims.parquet").set_index("id")
+    number = table.number
+    fmt, percent = claims_module.measures.fmt, claims_module.measures.percent
+    points = glued(nbformat.read(chapter / "03_points.ipynb", as_version=4))
+    assert points["quick_share"] == percent(number["1"])
+    assert f"log-likelihood difference {fmt(number['2'], 3)};" in points["law_clause"]
+    unlearning = glued(nbformat.read(chapter / "04_unlearn.ipynb", as_version=4))
+    assert unlearning["rho_amplitude"] == fmt(number["2b"], 2)
+    barriers = glued(nbformat.read(chapter / "05_loss_barriers.ipynb", as_version=4))
+    assert barriers["independent_clean_rho"] == fmt(number["4"], 2)
+    low, high = re.match(r"\[([^,]+), ([^\]]+)\]", table.interval["4"]).groups()
+    shown = re.match(r"\[([^,]+), ([^\]]+)\]", barriers["independent_clean_interval"]).groups()
+    # the table prints 3 significant digits and the chapter 2: equal within the chapter's rounding
+    for table_end, chapter_end in zip((low, high), shown):
+        assert float(chapter_end) == pytest.approx(float(table_end), abs=0.0051)
+    for name, found in (("03_points", points), ("04_unlearn", unlearning),
+                        ("05_loss_barriers", barriers)):
+        for key in ("claim_1", "claim_2", "claim_4"):
+            if key in found:
+                row = table.loc[key.removeprefix("claim_")]
+                assert found[key] == findings.verdict_text(row.verdict, row.fragile), (name, key)
+
+
+@pytest.mark.slow
 def test_rerun_reuses_artifacts(book):
     second, complete = book["second"], book["complete"]
     assert second["stages"] == {"train": "reused", "score": "reused", "pointwise": "reused",

@@ -238,6 +238,30 @@ def toc_files(toc: dict) -> list[str]:
     return [e["file"] for c in entries for e in (c, *c.get("sections", []))]
 
 
+def assert_full_disk_and_file_out_change_nothing(out, book, templates, tmp_path, monkeypatch):
+    """A full disk during a notebook, and an --out that is a file: nothing published changes,
+    and the table of contents lists no staging folder."""
+    published, chapter_state = published_state(out), chapters(book)
+    real = runner.execute_notebook
+
+    def disk_full(nb, progress=True):
+        if nb.template.name == "02_done.ipynb":
+            nb.output.write_bytes(nb.template.read_bytes()[:40])   # a truncated notebook
+            raise OSError(errno.ENOSPC, "No space left on device", str(nb.output))
+        return real(nb, progress)
+
+    monkeypatch.setattr(runner, "execute_notebook", disk_full)
+    monkeypatch.setattr(plan, "NOTEBOOKS_DIR", templates)
+    with pytest.raises(OSError, match="No space left"):
+        main(command("run", out, FAULT, "--book-dir", str(book), "--quiet"))
+    (tmp_path / "afile").write_text("")
+    assert main(command("run", tmp_path / "afile", FAULT, "--book-dir", str(book))) == 2
+    assert published_state(out) == published and chapters(book) == chapter_state
+    listed = toc_files(toc_data(tmp_path))
+    assert not any("staging" in f for f in listed)
+    assert sum(f.endswith("/index") and f.startswith("book/runs/") for f in listed) == 2
+
+
 def test_the_published_run_is_always_the_old_or_the_new_one(reference, tmp_path, monkeypatch):
     """Run A completes; run B (sigma 1.0, the same --out) is killed at every point of its way;
     after each kill the published folder is A's and A's chapter is untouched. Only when B
@@ -287,26 +311,7 @@ def test_the_published_run_is_always_the_old_or_the_new_one(reference, tmp_path,
     assert main(command("unlearn", fresh, OTHER)) == 0
     assert_same(snapshot(out, OTHER), snapshot(fresh, OTHER))
 
-    # a full disk during a notebook, and an --out that is a file: nothing published changes
-    published, chapter_state = published_state(out), chapters(book)
-    real = runner.execute_notebook
-
-    def disk_full(nb, progress=True):
-        if nb.template.name == "02_done.ipynb":
-            nb.output.write_bytes(nb.template.read_bytes()[:40])   # a truncated notebook
-            raise OSError(errno.ENOSPC, "No space left on device", str(nb.output))
-        return real(nb, progress)
-
-    monkeypatch.setattr(runner, "execute_notebook", disk_full)
-    monkeypatch.setattr(plan, "NOTEBOOKS_DIR", templates)
-    with pytest.raises(OSError, match="No space left"):
-        main(command("run", out, FAULT, "--book-dir", str(book), "--quiet"))
-    (tmp_path / "afile").write_text("")
-    assert main(command("run", tmp_path / "afile", FAULT, "--book-dir", str(book))) == 2
-    assert published_state(out) == published and chapters(book) == chapter_state
-    listed = toc_files(toc_data(tmp_path))
-    assert not any("staging" in f for f in listed)
-    assert sum(f.endswith("/index") and f.startswith("book/runs/") for f in listed) == 2
+    assert_full_disk_and_file_out_change_nothing(out, book, templates, tmp_path, monkeypatch)
 
 
 def test_a_second_run_on_the_same_output_folder_waits(reference, tmp_path):

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import optimize, stats
 
 from punl.analysis import measures, claims, findings
 from punl.analysis.measures import fmt, listing, percent, trend
@@ -45,13 +46,16 @@ def truth():
 def test_claims_table_carries_each_claims_number(truth):
     study, table_ = truth
     assert list(table_["id"]) == ["1", "2", "2b", "3", "4"]          # ids are data
-    q = measures.select(study.steps, "sgld", 0.05)
-    quick = (q.steps_to_unlearn <= BUDGET / 10).mean()
-    assert table_.number.iloc[0] == quick
+    steps = study.steps
+    q = steps[(steps.method == "sgld") & (steps.level == 0.05) & (steps.design == "all")
+              & (steps.kind == "quantile")]
+    assert table_.number.iloc[0] == pytest.approx((q.steps_to_unlearn <= BUDGET / 10).mean(),
+                                                  abs=1e-12)   # a share of 10 groups
     rows = study.quantiles("sgld", claims.Choice(0.05, "all", "privacy_loss_a8"))
-    fitted = measures.steps_fits(rows, study.checkpoints)
-    assert table_.number.iloc[1] == pytest.approx(
-        fitted.log_likelihood_log - fitted.log_likelihood_line, rel=1e-9)
+    ll_log, ll_line = censored_log_likelihoods(rows, study.checkpoints)
+    # Both are maxima of the same smooth likelihood, found by different optimisers: each stops
+    # within ~1e-6 of the maximum on any BLAS build, far inside 1e-3.
+    assert table_.number.iloc[1] == pytest.approx(ll_log - ll_line, abs=1e-3)
 
 
 def test_unlearning_findings_come_from_the_tables(truth):
@@ -63,9 +67,9 @@ def test_unlearning_findings_come_from_the_tables(truth):
     assert found["quick_share"] == "70%" and found["groups"] == "10"
     assert "censored" in found["top_clause"]
     rows = study.quantiles("sgld", claims.Choice(0.05, "all", "privacy_loss_a8"))
-    fits = measures.steps_fits(rows, study.checkpoints)
-    assert found["rho_steps"] == fmt(fits.spearman, 2)
-    assert found["ll_log"] == fmt(fits.log_likelihood_log)
+    assert found["rho_steps"] == fmt(stats.spearmanr(rows.p, rows.steps_to_unlearn).statistic, 2)
+    assert float(found["ll_log"]) == pytest.approx(
+        censored_log_likelihoods(rows, study.checkpoints)[0], abs=0.06)   # printed to 3 digits
     assert found["claim_1"] == "supported" and found["claim_3"] == "supported"
     assert "harder" in found["disagreement_clause"]
     assert all(isinstance(v, str) for v in found.values())
@@ -170,3 +174,38 @@ def test_a_claim_about_one_method_carries_the_method_in_its_id():
                  if c.method]
     assert [(c.key, c.title) for c in by_method] == [
         ("5 (finetune)", "5. the trend holds for finetune")]
+
+
+def censored_log_likelihoods(rows: pd.DataFrame, checkpoints) -> tuple[float, float]:
+    """An independent oracle for the censored fits: the maximised log-likelihoods of the log law
+    (steps ~ a log(b P)) and of the line (steps ~ c + d P), each with normal noise, where a group
+    unlearned at checkpoint k_j lies in (k_{j-1}, k_j], a censored group above the budget and a
+    never-distinguishable group at or below 0; maximised by Nelder-Mead from several starts."""
+    k = np.asarray(checkpoints, float)
+    steps = rows.steps_to_unlearn.to_numpy(float)
+    never = (rows.status == "never distinguishable").to_numpy()
+    censored = rows.censored.to_numpy(bool)
+    previous = np.array([k[k < s].max() if (k < s).any() else s for s in steps])
+    lo = np.where(never, -np.inf, np.where(censored, steps, previous))
+    hi = np.where(never, 0.0, np.where(censored, np.inf, steps))
+    exact = lo == hi
+    p = rows.p.to_numpy(float)
+
+    def log_likelihood(mu, sigma):
+        dense = stats.norm.logpdf(steps[exact], mu[exact], sigma).sum()
+        mass = stats.norm.cdf(hi[~exact], mu[~exact], sigma) - stats.norm.cdf(lo[~exact], mu[~exact], sigma)
+        return dense + np.log(np.maximum(mass, 1e-300)).sum()
+
+    def best(nll, starts):
+        return max(-optimize.minimize(nll, x0, method="Nelder-Mead",
+                                      options={"xatol": 1e-10, "fatol": 1e-12,
+                                               "maxiter": 40_000}).fun for x0 in starts)
+
+    log_law = best(lambda t: -log_likelihood(np.exp(t[0]) * np.log(np.maximum(np.exp(t[1]) * p,
+                                                                              1e-300)),
+                                             np.exp(t[2])),
+                   [(np.log(a), np.log(b), np.log(s)) for a in (3, 30) for b in (0.3, 3)
+                    for s in (3, 30)])
+    line = best(lambda t: -log_likelihood(t[0] + t[1] * p, np.exp(t[2])),
+                [(c, d, np.log(s)) for c in (0, 30) for d in (0, 10) for s in (3, 30)])
+    return log_law, line

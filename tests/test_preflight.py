@@ -1,5 +1,6 @@
 """Every bad input stops the command before any work: exit code 2, one line naming the field
 and the fix, no traceback, nothing created."""
+import dataclasses
 import re
 import socket
 import subprocess
@@ -10,12 +11,15 @@ from pathlib import Path
 import pytest
 
 from punl.commands.cli import main
-from punl.core.config import Config, ConfigError
+from punl.commands import runner, sweep
+from punl.core import outputs
+from punl.core.config import Config, ConfigError, valid_keys
 from punl.stages.preflight import check_accounting, check_groups, check_training, preflight
 
 REPO = Path(__file__).resolve().parent.parent
 # A tiny digits configuration: N = 200 training points, retain sets of 192.
-SMALL_FIELDS = {"n_train": 200, "group_size": 8, "n_groups": 2, "runs": 1, "epochs": 1}
+SMALL_FIELDS = {"n_train": 200, "group_size": 8, "n_groups": 2, "runs": 1, "epochs": 1,
+                "record_every": 1}
 SMALL = [a for k, v in SMALL_FIELDS.items() for a in ("--set", f"{k}={v}")]
 
 
@@ -148,6 +152,85 @@ CASES = [
 ]
 
 
+# Every field's non-finite, negative, zero, huge, wrong-type and ambiguous forms, as YAML
+FORMS = {"nan": ".nan", "inf": ".inf", "neg-inf": "-.inf", "negative": "-1", "zero": "0",
+         "huge": "1000000000000", "overflow": "18446744073709551616", "text": "text",
+         "list": "[1, 2]", "mapping": "{a: 1}", "spaced": "'1 2'", "null": "null",
+         "bool": "true", "fraction": "2.5", "tiny": "1.0e-300"}
+NUMBERS = ("nan", "inf", "neg-inf", "negative", "zero", "huge", "overflow", "fraction", "tiny")
+
+
+def _forms(*names: str) -> set[str]:
+    return set(names)
+
+
+#: The forms each field takes, because they mean something: text fields read numbers as names
+#: or paths; null where a field is optional; 0 where it switches a feature off; fractions of
+#: a float field; a cap (chunk_size, utility_points) that may exceed what it caps. Learning
+#: rates, noise, clipping and penalties of any float32 size are judged once training runs: the
+#: divergence check refuses to publish a run whose loss rises
+#: (test_a_diverging_run_stops_with_one_line_and_is_never_marked_complete).
+VALID = {
+    "name": _forms("nan", "inf", "zero", "huge", "overflow", "text", "fraction", "tiny"),
+    "data_root": _forms(*NUMBERS, "text", "spaced"),
+    "n_train": _forms("null"), "label_noise": _forms("zero", "tiny"),
+    "synthetic_outliers": _forms("zero"), "data_seed": _forms("zero"), "seed": _forms("zero"),
+    "epochs": _forms("fraction"),
+    "lr": _forms("huge", "overflow", "fraction"),
+    "sigma": _forms("zero", "huge", "overflow", "fraction"),
+    "clip": _forms("huge", "overflow", "fraction"),
+    "weight_decay": _forms("zero", "huge", "overflow", "fraction"),
+    "unlearn_lr": _forms("null", "huge", "overflow", "fraction"),
+    "l1_penalty": _forms("zero", "huge", "overflow", "fraction"),
+    "per_example_clipping": _forms("bool"), "baseline_groups": _forms("bool"),
+    "coupled": _forms("bool"), "force": _forms("bool"),
+    "records_per_epoch": _forms("null"), "chunk_size": _forms("huge", "overflow", "null"),
+    "delta": _forms("tiny"), "el2n_epochs": _forms("fraction", "tiny"),
+    "shadow_models": _forms("zero"), "utility_points": _forms("huge", "overflow", "null"),
+    "heldout_requests": _forms("zero"), "point_models": _forms("zero"),
+}
+#: Where the message names the field a value conflicts with (it says what to change).
+NAMED = {("epochs", "tiny"): "el2n_epochs", ("record_every", "null"): "records_per_epoch",
+         ("orders", "fraction"): "primary_score", ("forget_probability", "tiny"): "point_models"}
+COMMAND = {"train": "train", "score": "score", "pointwise": "run", "unlearn": "unlearn",
+           "runtime": "unlearn"}
+FIELD_CASES = [(f"{f.name}-{form}",
+                [COMMAND[f.metadata["stage"]], "digits-quick", "--set", f"{f.name}={value}"],
+                NAMED.get((f.name, form), f.name))
+               for f in dataclasses.fields(Config) for form, value in FORMS.items()
+               if form not in VALID.get(f.name, ())]
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Any command that gets past its checks stops at once (instead of running for minutes):
+    taking the output folder's lock is the first step of work."""
+    def refuse(*_, **__):
+        raise AssertionError("the input was accepted: work started")
+    for module in (outputs, runner, sweep):
+        monkeypatch.setattr(module, "output_lock", refuse)
+
+
+@pytest.mark.parametrize("argv,field", [c[1:] for c in FIELD_CASES],
+                         ids=[c[0] for c in FIELD_CASES])
+def test_every_fields_bad_forms_stop_with_one_line(workdir, no_work, capsys, argv, field):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"punl: configuration error: {field}"), lines[0]
+    assert created(workdir) == set()
+
+
+def test_the_valid_forms_are_accepted(workdir, no_work):
+    """The forms listed as meaningful pass every check (and reach the lock)."""
+    for name, forms in VALID.items():
+        stage = next(f.metadata["stage"] for f in dataclasses.fields(Config) if f.name == name)
+        for form in sorted(forms):
+            with pytest.raises(AssertionError, match="work started"):
+                main([COMMAND[stage], "digits-quick", "--set", f"{name}={FORMS[form]}"])
+
+
 @pytest.fixture(scope="module")
 def endpoints():
     """Two local TCP servers that are not dask schedulers: one never answers, one answers
@@ -197,6 +280,7 @@ def test_bad_input_stops_with_one_line_and_creates_nothing(workdir, endpoints, c
 
 def test_every_listed_input_is_covered():
     assert len(CASES) >= 51 and len({c[0] for c in CASES}) == len(CASES)
+    assert len(CASES) + len(FIELD_CASES) >= 250 and set(VALID) <= set(valid_keys())
 
 
 @pytest.mark.parametrize("argv", [
@@ -231,12 +315,12 @@ def test_size_checks_name_the_bound():
     with pytest.raises(ConfigError, match="^group_size: 5 groups of 20 points need 100"):
         check_groups(cfg, 99)
     check_accounting(cfg.replace(sigma=1e-3), 1000)
-    with pytest.raises(ConfigError, match="^sigma: 1e-170 is too small"):
-        check_accounting(cfg.replace(sigma=1e-170), 1000)
+    with pytest.raises(ConfigError, match="^sigma: must be 0 or between 1.18e-38"):
+        cfg.replace(sigma=1e-170)        # float32 would read it as 0: no noise
 
 
 @pytest.mark.parametrize("lr, message", [
-    ("1e300", r"training run 0 diverged .*"),           # non-finite parameters
+    ("1e38", r"the ledger's loss holds non-finite values .*"),   # float32 holds it; steps overflow
     ("1e10", r"training diverged: the mean training loss rose from .*"),   # finite, absurd
 ], ids=["non-finite", "loss-explodes"])
 def test_a_diverging_run_stops_with_one_line_and_is_never_marked_complete(workdir, capsys, lr,
@@ -245,7 +329,7 @@ def test_a_diverging_run_stops_with_one_line_and_is_never_marked_complete(workdi
     is non-finite or a training loss that ends far above its start."""
     argv = ["train", "digits-quick", "--set", "n_train=120", "--set", "runs=1", "--set",
             "epochs=1", "--set", "width=8", "--set", "batch_size=32", "--set", f"lr={lr}",
-            "--out", "out"]
+            "--set", "record_every=1", "--out", "out"]
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert re.search(rf"^punl: lr: {message}; lower lr$", err.strip(), re.M), err

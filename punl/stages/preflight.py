@@ -7,6 +7,8 @@ files are present) and checks, up to the last stage a command runs:
   device;
 - ``score``: ``sigma > 0`` and a finite privacy loss from the accountant (sigma = 0 adds no
   noise, so the per-instance privacy loss is infinite and the scores are undefined);
+- every stage: what the stages ask of the machine against stated limits
+  (:func:`punl.stages.resources.check_resources`; ``--force`` runs past them);
 - ``unlearn``: the forget groups fit (``n_groups * group_size <= N``, and the mixed held-out
   requests, :func:`punl.study.groups.mixed_fits`) and ``batch_size`` is below the retain set's size
   N - ``group_size`` (q < 1 when unlearning and retraining).
@@ -31,6 +33,7 @@ import numpy as np
 from ..core.config import STAGES, Config, ConfigError
 from ..engine.data import available_training_points
 from ..engine.recipe import resolve_device, total_steps
+from .resources import check_resources
 
 DASK_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
 
@@ -48,6 +51,7 @@ def preflight(config: Config, through: str = "unlearn", device: bool = True) -> 
         check_accounting(config, n)
     if through == "unlearn":
         check_groups(config, n)
+    check_resources(config, n, through)
     return n
 
 
@@ -67,10 +71,17 @@ def training_points(config: Config) -> int:
 
 
 def check_training(config: Config, n: int) -> None:
-    """Poisson sampling needs q = B / N <= 1."""
+    """Poisson sampling needs q = B / N <= 1; the ledger needs a record after step 0 (the
+    record interval at most T), or one record would stand for the whole run."""
     if config.batch_size > n:
         raise ConfigError(f"batch_size: {config.batch_size} exceeds the {n} training points "
                           f"(q = B / N must be <= 1); use batch_size <= {n}")
+    steps, interval = total_steps(config, n), config.record_interval(n)
+    if interval > steps:
+        field = "record_every" if config.record_every is not None else "records_per_epoch"
+        raise ConfigError(f"{field}: records every {interval} steps, more than the T = {steps} "
+                          "training steps, so the ledger would hold step 0 alone; record more "
+                          "often or train longer (epochs)")
 
 
 def check_accounting(config: Config, n: int) -> None:
@@ -95,7 +106,8 @@ def check_groups(config: Config, n: int) -> None:
     """Forget groups fit the training set and leave a retain set larger than a batch."""
     m, groups = config.group_size, config.n_groups
     if m * groups > n or m >= n:
-        raise ConfigError(f"group_size: {groups} groups of {m} points need {m * groups} of the "
+        field = "n_groups" if groups > n else "group_size"
+        raise ConfigError(f"{field}: {groups} groups of {m} points need {m * groups} of the "
                           f"{n} training points; lower group_size or n_groups")
     if config.heldout_requests:
         from ..study.groups import mixed_fits
