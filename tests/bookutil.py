@@ -6,11 +6,21 @@ from punl.publish.book import build_book, generate_toc
 from punl.commands.runner import run_config
 
 REPO = Path(__file__).resolve().parent.parent
+#: HTML, script and backticks in a user's value: the tiny run sets data_root (which digits never
+#: reads) to it, so that every tiny book shows whether a user's markup reaches a page live.
+MARKUP = "a <img src=x onerror=alert(1)> `b` ``c`` <script>alert(2)</script> & d"
 TINY = ["n_train=200", "runs=2", "epochs=2", "record_every=5", "width=16", "group_size=8",
         "n_groups=2", "baseline_scores=[avg_grad_norm]", "unlearn_steps=8",
         "n_checkpoints=3", "retrain_seeds=4", "n_bootstrap=20", "n_permutations=50",
         "barrier_points=5", "heldout_requests=1", "point_models=48",
-        "forget_probability=0.25", "name=tiny"]
+        "forget_probability=0.25", "name=tiny", f"data_root={MARKUP}"]
+
+
+def tiny_without(*fields: str) -> list[str]:
+    """TINY less the overrides of ``fields``, for a test that sets them itself."""
+    return [o for o in TINY if o.split("=", 1)[0] not in fields]
+
+
 NOTEBOOKS = tuple(sorted(p.name for p in (REPO / "notebooks").glob("0*.ipynb")))
 CHAPTERS = ("intro.md", "methods.md", "reproduce.md")
 

@@ -21,8 +21,8 @@ LAYERS = {
     "study": ["mia", "groups", "shadow", "scores", "barriers", "unlearn", "pointwise"],
     "analysis": ["fits", "lawtest", "power", "measures", "pointclaims", "claims", "findings",
                  "predict", "heldout", "adaptive", "pointpredict"],
-    "stages": ["resources", "preflight", "pipeline"],
-    "publish": ["plots", "pointplots", "notebook", "plan", "book"],
+    "stages": ["resources", "preflight", "convergence", "pipeline"],
+    "publish": ["plots", "pointplots", "notebook", "plan", "markdown", "book"],
     "commands": ["runner", "sweep", "cli"],
 }
 #: Inside each sub-package of a layer, upstream first likewise (its ``__init__`` last).

@@ -4,7 +4,9 @@ Every page of the tiny book must load nothing from outside the build folder, sho
 load every image and log no console error, and the search page must find a word of a chapter.
 A deliberately broken copy of the book shows that the checks catch each of these problems.
 """
+import html
 import shutil
+from html.parser import HTMLParser
 import sys
 from pathlib import Path
 
@@ -36,6 +38,42 @@ def test_every_page_works_offline(tiny_html, tiny_run):
     assert problems == [], "\n".join(problems)
     assert all(p.stat().st_size > 10_000 for p in shots.values())
     print(f"screenshots: {sorted(str(p) for p in shots.values())}")
+
+
+class LiveMarkup(HTMLParser):
+    """Elements and attributes of a page that would run a user's markup: an ``img`` with
+    ``src="x"``, any ``onerror`` attribute, a script that calls ``alert``."""
+
+    def __init__(self):
+        super().__init__()
+        self.live, self._in_script = [], False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if (tag == "img" and attrs.get("src") == "x") or "onerror" in attrs:
+            self.live.append(f"<{tag} {attrs}>")
+        self._in_script = tag == "script"
+
+    def handle_endtag(self, tag):
+        self._in_script = False
+
+    def handle_data(self, data):
+        if self._in_script and "alert(" in data:
+            self.live.append(f"<script>{data[:60]}")
+
+
+def test_a_users_markup_is_shown_as_text_never_live(tiny_html):
+    """The tiny run's data_root holds HTML and script (bookutil.MARKUP): every page that shows
+    it shows it as text, and no page holds it as live elements."""
+    shown = []
+    for page in tiny_html.rglob("*.html"):
+        text = page.read_text(errors="replace")
+        parser = LiveMarkup()
+        parser.feed(text)
+        assert parser.live == [], (page.relative_to(tiny_html), parser.live)
+        if "onerror=alert(1)" in html.unescape(text):
+            shown.append(page.name)
+    assert "index.html" in shown and "01_train.html" in shown, shown
 
 
 def test_no_remote_script_or_stylesheet(tiny_html):

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import optimize, stats
 
-from punl.analysis import measures, claims, findings
+from punl.analysis import claims, findings
 from punl.analysis.measures import fmt, listing, percent, trend
 from punl.publish.notebook import claims_markdown, table
 

@@ -1,6 +1,5 @@
 """The output contract's parts: swaps, recovery, verified cache entries and records, chapter
 and point names, the lock, and workers that die with their parent."""
-import json
 import os
 import signal
 import subprocess

@@ -9,7 +9,7 @@ from punl.analysis import claims, pointclaims
 from punl.analysis.pointclaims import point_steps
 from punl.core.tables import POINT_TESTS
 
-from synthetic import CHECKPOINTS, PointTruth, make_point_study
+from synthetic import PointTruth, make_point_study
 
 MAIN = claims.Choice(0.05, "all", "privacy_loss_a8")
 

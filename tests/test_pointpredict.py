@@ -1,6 +1,5 @@
 """Predicting a held-out point's steps: the scores' laws against constant predictors."""
 import numpy as np
-import pandas as pd
 import pytest
 
 from punl.analysis import pointpredict

@@ -114,6 +114,12 @@ CASES = [
     ("out-under-a-file", ["unlearn", "digits-quick", *SMALL, "--out", "afile/x"], "--out"),
     ("book-dir-is-a-file", ["run", "digits-quick", *SMALL, "--book-dir", "afile"],
      "--book-dir"),
+    # odd layouts inside punl's own (marked) output folders
+    ("staging-is-a-file", ["run", "digits-quick", *SMALL, "--out", "odd/staging"], "--out"),
+    ("stage-folder-is-a-file", ["train", "digits-quick", *SMALL, "--out", "odd/stage"],
+     "--out"),
+    ("published-is-a-file", ["unlearn", "digits-quick", *SMALL, "--out", "odd/published"],
+     "--out"),
     # sweeps
     ("sweep-workers-zero", ["sweep", "digits-quick", *SMALL, "--grid", "sigma=1,2",
                             "--workers", "0"], "--workers"),
@@ -257,12 +263,23 @@ def workdir(tmp_path, monkeypatch):
     for name, text in FILES.items():
         (tmp_path / name).write_text(text, errors="surrogateescape")
     (tmp_path / "empty").mkdir()
+    for name, file in ODD_LAYOUTS.items():       # punl's marked folders, a file where a folder goes
+        (tmp_path / "odd" / name / file).parent.mkdir(parents=True)
+        (tmp_path / "odd" / name / ".punl").write_text("")
+        (tmp_path / "odd" / name / file).write_text("not a folder\n")
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
 
+ODD_LAYOUTS = {"staging": ".staging", "stage": "artifacts/train-0123456789ab",
+               "published": "published"}
+
+
 def created(folder: Path) -> set[str]:
-    return {p.name for p in folder.iterdir()} - set(FILES) - {"empty"}
+    odd = {str(p.relative_to(folder)) for p in (folder / "odd").rglob("*")}
+    assert odd == {"odd/" + n for n in ODD_LAYOUTS} | {f"odd/{n}/.punl" for n in ODD_LAYOUTS} | {
+        f"odd/{n}/{f}" for n, f in ODD_LAYOUTS.items()} | {"odd/stage/artifacts"}, odd
+    return {p.name for p in folder.iterdir()} - set(FILES) - {"empty", "odd"}
 
 
 @pytest.mark.parametrize("argv,field", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -333,6 +350,20 @@ def test_a_diverging_run_stops_with_one_line_and_is_never_marked_complete(workdi
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert re.search(rf"^punl: lr: {message}; lower lr$", err.strip(), re.M), err
+    assert "Traceback" not in err
+    assert not list((workdir / "out/artifacts").glob("train-*/_complete.json"))
+
+
+def test_a_run_that_learns_nothing_stops_and_is_never_marked_complete(workdir, capsys):
+    """A weight decay that holds every weight at 0 leaves the model at chance: no rising loss,
+    but nothing learned, so nothing to unlearn; training stops with one line instead."""
+    argv = ["train", "digits-quick", "--set", "n_train=120", "--set", "runs=1", "--set",
+            "epochs=1", "--set", "width=8", "--set", "batch_size=32", "--set",
+            "weight_decay=19", "--set", "record_every=1", "--out", "out"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"^punl: training did not learn: the final test accuracy 0\.\d+ is at "
+                     r"chance \(1/10 = 0\.100; at most 0\.1\d+ is chance\)", err.strip(), re.M), err
     assert "Traceback" not in err
     assert not list((workdir / "out/artifacts").glob("train-*/_complete.json"))
 

@@ -1,7 +1,6 @@
 """Noisy-SGD training and the ledger."""
 import numpy as np
 import pytest
-import torch
 
 from punl.engine.ledger import LedgerError, record_steps
 from punl.stages.pipeline import load_data

@@ -183,7 +183,7 @@ def test_coupled_partner_replays_the_original_run(tiny_config):
     closer to the original than an independent retrained model does."""
     from punl.study.barriers import param_distance
     from punl.stages.pipeline import load_data
-    from punl.engine.recipe import fit, from_scratch, run_seeds
+    from punl.engine.recipe import fit, from_scratch
     from punl.engine.train import train
     from punl.study.unlearn import coupled_replay
     cfg = tiny_config.replace(runs=2, epochs=3)

@@ -375,19 +375,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def show_recompute_warnings() -> None:
-    """Print every :class:`~punl.core.store.RecomputeWarning` as one line on stderr."""
+    """Print every :class:`~punl.core.store.RecomputeWarning` and
+    :class:`~punl.publish.book.ChapterWarning` as one line on stderr."""
     from tqdm import tqdm
 
     from ..core.store import RecomputeWarning
+    from ..publish.book import ChapterWarning
     shown = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, RecomputeWarning):   # on its own line, above progress bars
+        if issubclass(category, (RecomputeWarning, ChapterWarning)):   # one line, above bars
             tqdm.write(f"punl: warning: {message}", file=sys.stderr)
         else:
             shown(message, category, filename, lineno, file, line)
 
     warnings.simplefilter("always", RecomputeWarning)
+    warnings.simplefilter("always", ChapterWarning)
     warnings.showwarning = show
 
 
@@ -396,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "force", False):
         args.overrides = [*args.overrides, "force=true"]
     from ..engine.data import DatasetUnavailable
-    from ..stages.pipeline import Diverged
+    from ..stages.convergence import Diverged
     from ..analysis.predict import RequestError
     try:
         with warnings.catch_warnings():

@@ -366,7 +366,8 @@ def write_sweep_chapter(name: str, table: pd.DataFrame, grid: dict[str, list], o
     written into a staging folder and swapped in whole."""
     import matplotlib
     matplotlib.use("Agg")
-    from ..publish.book import REPLICATION, display_path, md_table
+    from ..publish.book import REPLICATION
+    from ..publish.markdown import display_path, md_table
     from ..publish.plots import claims_against, set_style, sweep_overview
     staged = StagedFolder(chapter_dir, chapter_dir.parent / f".staging-{chapter_dir.name}")
     folder = staged.begin()

@@ -87,7 +87,7 @@ SEED_LIMIT = 2 ** 32
 
 
 def _seed(v, _):
-    return None if 0 <= v < SEED_LIMIT else f"must lie in [0, 2^32 - 1] (the generators' range)"
+    return None if 0 <= v < SEED_LIMIT else "must lie in [0, 2^32 - 1] (the generators' range)"
 
 
 def _at_least(low: int) -> Check:

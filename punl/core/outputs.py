@@ -100,6 +100,17 @@ def foreign_entries(folder: str | Path) -> list[str]:
                   if not _punls(e))
 
 
+def misplaced_files(folder: str | Path) -> list[str]:
+    """Files of an output folder standing where punl keeps a folder (``published``,
+    ``.staging``, ``artifacts`` and its stage folders): a run would fail on them midway."""
+    folder = Path(folder)
+    places = [folder / PUBLISHED, folder / STAGING, folder / "artifacts"]
+    if (folder / "artifacts").is_dir():
+        places += [e for e in (folder / "artifacts").iterdir() if "-" in e.name]
+    return sorted(p.relative_to(folder).as_posix() for p in places
+                  if p.exists() and not p.is_dir())
+
+
 def _punls(entry: Path) -> bool:
     """Whether an entry of an unmarked output folder is one punl writes (:func:`foreign_entries`)."""
     name = entry.name

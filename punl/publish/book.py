@@ -11,9 +11,9 @@ and ``book/reproduce.md``. :func:`generate_toc` writes ``_toc.yml`` from what ex
 from __future__ import annotations
 
 import io
-import json
 import re
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +25,8 @@ import yaml
 from ..core.config import STAGES, Config
 from ..core.outputs import published_record, read_published
 from ..core.parallel import run_tied
-from .plan import RunPlan, read_plan, relative_to
+from .markdown import Markdown, display_path, json_block, md_cell, md_code, md_table
+from .plan import RunPlan, plan_problem, read_plan
 from ..core.store import COMPLETE, ArtifactStore, atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -41,52 +42,6 @@ class BookBuildError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------- run chapters
-class Markdown(str):
-    """Text the page writes as Markdown (a role, a link), which a table cell takes as it is."""
-
-
-def md_cell(value: Any) -> str:
-    """A value as the text of one markdown table cell: ``|`` and ``*`` escaped (so that
-    ``a*log(b*P + 1)`` is not read as emphasis), and ``&``, ``<`` and ``>`` as HTML entities,
-    so that no markup in a value (a user's ``--set``) reaches the page live; :class:`Markdown`
-    as it is (on one line, ``|`` escaped)."""
-    if isinstance(value, Markdown):
-        return " ".join(value.split()).replace("|", "\\|")
-    text = "null" if value is None else json.dumps(value) if isinstance(value, (list, dict)) \
-        else str(value)
-    text = " ".join(text.split()).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return text.replace("|", "\\|").replace("*", "\\*")
-
-
-def md_code(value: Any) -> str:
-    """``value`` as inline code whatever it holds: fenced by one more backtick than its
-    longest run of backticks (so none closes the span early), on one line."""
-    text = " ".join(str(value).split())
-    fence = "`" * (max((len(m) for m in re.findall("`+", text)), default=0) + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
-
-
-def md_table(rows: list[dict[str, Any]]) -> str:
-    """A markdown table from a list of equal-keyed dicts."""
-    if not rows:
-        return ""
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(md_cell(r.get(k)) for k in keys) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def display_path(path: str | Path, root: str | Path | None = None) -> str:
-    """``path`` relative to ``root`` (the working directory by default), with ``..`` where it
-    lies outside: a page never shows an absolute path of the machine that built it."""
-    return relative_to(path, Path(root or Path.cwd()).resolve())
-
-
-def json_block(obj: Any) -> str:
-    return "```json\n" + json.dumps(obj, indent=2, default=str) + "\n```\n"
-
-
 def _provenance_section(config: Config, out_dir: Path) -> str:
     """One subsection per complete stage: its key, wall time, commit, versions and machine."""
     store, parts = ArtifactStore(out_dir / "artifacts"), []
@@ -167,9 +122,15 @@ def _doc(path: Path, root: Path) -> str:
     return path.relative_to(root).with_suffix("").as_posix()
 
 
+class ChapterWarning(UserWarning):
+    """A chapter or a run's results that the book cannot show, and why (``punl book`` prints
+    it; the front page lists it)."""
+
+
 def run_chapter_plans(root: Path) -> list[tuple[Path, RunPlan]]:
     """Every chapter folder ``book/runs/<run>/`` holding a run plan and an ``index.md``, with
-    its plan, in name order. Hidden folders are skipped."""
+    its plan, in name order. Hidden folders are skipped; the others are left out with a reason
+    (:func:`left_out_chapters`)."""
     found = []
     for folder in sorted((root / "book" / "runs").glob("*/")):
         if folder.name.startswith("."):
@@ -178,6 +139,25 @@ def run_chapter_plans(root: Path) -> list[tuple[Path, RunPlan]]:
         if plan is not None and (folder / "index.md").exists():
             found.append((folder, plan))
     return found
+
+
+def left_out_chapters(root: Path) -> list[tuple[str, str]]:
+    """(chapter folder, why) for every folder under ``book/runs`` that the table of contents
+    leaves out: an unreadable or incomplete ``run.json``, or no ``index.md``."""
+    out = []
+    for folder in sorted((root / "book" / "runs").glob("*/")):
+        if folder.name.startswith("."):
+            continue
+        why = plan_problem(folder) or (None if (folder / "index.md").exists()
+                                       else "it has no index.md")
+        if why:
+            out.append((f"book/runs/{folder.name}", why))
+    return out
+
+
+def warn_left_out(items: list[tuple[str, str]], what: str) -> None:
+    for name, why in items:
+        warnings.warn(f"{name} is left out of {what}: {why}", ChapterWarning, stacklevel=2)
 
 
 def chapter_notebooks(folder: Path, plan: RunPlan) -> list[Path]:
@@ -220,6 +200,7 @@ def generate_toc(book_root: str | Path = ".") -> Path:
     for name in ("intro", "methods", "reproduce"):
         if not (root / "book" / f"{name}.md").exists():
             raise FileNotFoundError(f"book chapter book/{name}.md is missing under {root}")
+    warn_left_out(left_out_chapters(root), "the table of contents")
     header = "# Generated by punl.publish.book.generate_toc from the folders under book/.\n"
     text = header + yaml.safe_dump(toc_data(root), sort_keys=False)
     atomic_write_bytes(root / "_toc.yml", text.encode())
@@ -251,27 +232,52 @@ class RunResult:
 def run_results(root: Path) -> list[RunResult]:
     """What the front page shows of every run chapter whose published tables verify: its
     ``name``, the ``doc`` of its summary chapter (the notebook named ``*summary*``, else its
-    index), its ``claims`` table, its ``budget`` K and :func:`punl.analysis.measures.headline`."""
-    from ..analysis.measures import headline
-    results = []
-    for folder, plan in run_chapter_plans(root):
-        record = published_record(plan.out_dir)
-        tables = {t: read_published(plan.out_dir, t) for t in HEADLINE_TABLES}
-        if record is None or any(t is None for t in tables.values()):
-            continue
-        cfg = record["config"]
-        summary = [nb for nb in chapter_notebooks(folder, plan) if "summary" in nb.stem]
-        data = headline(tables["steps"], tables["points"], tables["scores"],
-                        cfg["primary_method"], cfg["level"], cfg["primary_score"],
-                        np.sort(tables["attack"].step.unique()))
-        results.append(RunResult(
-            name=folder.name, index=_doc(folder / "index.md", root), config=cfg,
-            n_train=len(tables["scores"]), wall_time_s=record.get("wall_time_s"),
-            replication=replication_for(root, cfg["name"]),
-            doc=_doc(summary[0] if summary else folder / "index.md", root),
-            claims=tables["claims"], budget=int(cfg["unlearn_steps"]),
-            method=cfg["primary_method"], score=cfg["primary_score"], headline=data))
+    index), its ``claims`` table, its ``budget`` K and :func:`punl.analysis.measures.headline`.
+    A run that cannot be shown is left out with a :class:`ChapterWarning` (:func:`results_and_problems`)."""
+    results, problems = results_and_problems(root)
+    warn_left_out(problems, "the front page")
     return results
+
+
+def results_and_problems(root: Path) -> tuple[list[RunResult], list[tuple[str, str]]]:
+    """:func:`run_results` and (chapter, why) for each run chapter whose results cannot be shown."""
+    results, problems = [], []
+    for folder, plan in run_chapter_plans(root):
+        name = f"book/runs/{folder.name}"
+        record = published_record(plan.out_dir)
+        if not isinstance(record, dict):
+            problems.append((name, f"its published run.json in {display_path(plan.out_dir, root)}"
+                                   " is missing or unreadable"))
+            continue
+        tables = {t: read_published(plan.out_dir, t) for t in HEADLINE_TABLES}
+        bad = [f"{t}.parquet" for t, v in tables.items() if v is None]
+        if bad:
+            problems.append((name, f"its published {', '.join(bad)} missing or not as run.json "
+                                   "records"))
+            continue
+        try:
+            results.append(_run_result(root, folder, plan, record, tables))
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            problems.append((name, f"its published run.json is malformed ({type(err).__name__}: "
+                                   f"{err})"))
+    return results, problems
+
+
+def _run_result(root: Path, folder: Path, plan: RunPlan, record: dict,
+                tables: dict[str, pd.DataFrame]) -> RunResult:
+    """One run's :class:`RunResult` from its published record and tables."""
+    from ..analysis.measures import headline
+    cfg = record["config"]
+    summary = [nb for nb in chapter_notebooks(folder, plan) if "summary" in nb.stem]
+    data = headline(tables["steps"], tables["points"], tables["scores"], cfg["primary_method"],
+                    cfg["level"], cfg["primary_score"], np.sort(tables["attack"].step.unique()))
+    return RunResult(
+        name=folder.name, index=_doc(folder / "index.md", root), config=cfg,
+        n_train=len(tables["scores"]), wall_time_s=record.get("wall_time_s"),
+        replication=replication_for(root, cfg["name"]),
+        doc=_doc(summary[0] if summary else folder / "index.md", root),
+        claims=tables["claims"], budget=int(cfg["unlearn_steps"]),
+        method=cfg["primary_method"], score=cfg["primary_score"], headline=data)
 
 
 #: The file a sweep over ``seed`` leaves in its chapter folder: each claim's replication
@@ -379,11 +385,21 @@ def run_sentence(result: RunResult) -> str:
             f"$K = {fmt(c['unlearn_steps'])}$ steps of `{c['primary_method']}`{took}.")
 
 
-def landing_text(results: list[RunResult], figure: str | None) -> str:
-    """The landing page's results: the headline figure and the claims side by side."""
+def left_out_text(left_out: list[tuple[str, str]]) -> str:
+    """The landing page's note of the chapters and runs it cannot show, with why."""
+    if not left_out:
+        return ""
+    items = "\n".join(f"- {md_code(name)}: {md_cell(why)}" for name, why in left_out)
+    return f"\n\nNot shown, because they cannot be read:\n\n{items}\n"
+
+
+def landing_text(results: list[RunResult], figure: str | None,
+                 left_out: list[tuple[str, str]] = ()) -> str:
+    """The landing page's results: the headline figure and the claims side by side, then the
+    chapters and runs left out (``left_out``: (name, why))."""
     if not results:
         return ("No run is in the book yet: `make book` computes the quick configuration and "
-                "builds the book with it.\n")
+                "builds the book with it.\n" + left_out_text(list(left_out)))
     figure_block = (f"```{{figure}} /{figure}\n:name: fig-headline\n:width: 100%\n:alt: Steps to unlearn "
                     f"and response amplitude against the privacy loss\n\n"
                     f"{headline_caption(results)}\n```\n\n") if figure else ""
@@ -394,7 +410,7 @@ def landing_text(results: list[RunResult], figure: str | None) -> str:
             "Each verdict links to the run's summary chapter, which gives the number behind "
             "it, its interval and the verdicts under neighbouring analysis choices; "
             "*fragile* marks a verdict that one of those choices changes.\n\n"
-            f"{claims_side_by_side(results)}")
+            f"{claims_side_by_side(results)}{left_out_text(list(left_out))}")
 
 
 def write_landing(root: str | Path = ".") -> Path:
@@ -405,7 +421,9 @@ def write_landing(root: str | Path = ".") -> Path:
     import matplotlib.pyplot as plt
     from .plots import headline_figure, set_style
     root = Path(root).resolve()
-    results = run_results(root)
+    results, problems = results_and_problems(root)
+    warn_left_out(problems, "the front page")
+    left_out = left_out_chapters(root) + problems
     (root / GENERATED).mkdir(parents=True, exist_ok=True)
     figure = None
     if results:
@@ -417,7 +435,7 @@ def write_landing(root: str | Path = ".") -> Path:
         plt.close(fig)
         atomic_write_bytes(root / HEADLINE, buffer.getvalue())
         figure = HEADLINE.as_posix()
-    atomic_write_bytes(root / LANDING, landing_text(results, figure).encode())
+    atomic_write_bytes(root / LANDING, landing_text(results, figure, left_out).encode())
     return root / LANDING
 
 

@@ -136,8 +136,27 @@ class RunPlan:
 
 def read_plan(chapter_dir: Path) -> RunPlan | None:
     """The plan recorded in a chapter folder's ``run.json`` (None when there is none or it
-    cannot be read)."""
+    cannot be read: :func:`plan_problem` says why)."""
     try:
         return RunPlan.from_dict(json.loads((chapter_dir / RUN_RECORD).read_text())["plan"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def plan_problem(chapter_dir: Path) -> str | None:
+    """Why :func:`read_plan` finds no plan in ``chapter_dir`` (None when it finds one)."""
+    path = chapter_dir / RUN_RECORD
+    if not path.exists():
+        return f"it has no {RUN_RECORD}"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        return f"its {RUN_RECORD} is not text"
+    except ValueError as err:
+        return f"its {RUN_RECORD} is not valid JSON ({err})"
+    except OSError as err:
+        return f"its {RUN_RECORD} cannot be read ({err.strerror})"
+    if read_plan(chapter_dir) is None:
+        what = type(record).__name__ if not isinstance(record, dict) else "a record"
+        return f"its {RUN_RECORD} holds {what} without a complete run plan"
+    return None

@@ -32,6 +32,7 @@ from ..core.config import RUNTIME, STAGES, Config, ConfigError, load_config, sta
 from ..engine.data import Dataset, load_dataset
 from ..engine.ledger import Ledger
 from ..engine.pergrad import Params
+from .convergence import check_converged, check_learned
 from .preflight import check_accounting, check_groups, check_training
 from ..engine.recipe import resolve_device
 from ..core.store import ArtifactStore, CorruptArtifact, RecomputeWarning, StageDir
@@ -45,10 +46,6 @@ POINTWISE_SPECS = {"point_tests": POINT_TESTS, "point_utility": POINT_UTILITY}
 STAGE_FILES = {"train": ("ledger.npz", "models.pt"), "score": ("scores.parquet",),
                "pointwise": tuple(spec.filename for spec in POINTWISE_SPECS.values()),
                "unlearn": tuple(spec.filename for spec in UnlearnTables.SPECS.values())}
-
-
-class Diverged(RuntimeError):
-    """Training produced non-finite parameters or ledger values; the message names the fix."""
 
 
 # ------------------------------------------------------------------------------- run identity
@@ -164,29 +161,6 @@ class TrainingSnapshots:
         self.sd.file(self.NAME).unlink(missing_ok=True)
 
 
-def check_converged(config: Config, runs: list, ledger: Ledger, final_loss: float) -> None:
-    """Raise :class:`Diverged` when a run ends with non-finite parameters, the ledger holds
-    non-finite norms or losses, or ``final_loss`` (the mean training loss at the runs' final
-    parameters) lies above :data:`LOSS_RISE` times the ledger's at step 0, so such a run is
-    never marked complete."""
-    for r, run in enumerate(runs):
-        if not all(torch.isfinite(v).all() for v in run.final.values()):
-            raise Diverged(f"lr: training run {r} diverged to non-finite parameters "
-                           f"(lr = {config.lr}, clip = {config.clip}); lower lr")
-    for name in ("grad_norm", "loss"):
-        if not np.isfinite(getattr(ledger, name)).all():
-            raise Diverged(f"lr: the ledger's {name} holds non-finite values "
-                           f"(lr = {config.lr}, clip = {config.clip}); lower lr")
-    start, end = ledger.loss[:, 0].mean(), final_loss
-    if end > LOSS_RISE * start:
-        raise Diverged(f"lr: training diverged: the mean training loss rose from {start:.3g} "
-                       f"to {end:.3g} (lr = {config.lr}, clip = {config.clip}); lower lr")
-
-
-#: Training whose mean loss ends above this multiple of where it started has diverged.
-LOSS_RISE = 2.0
-
-
 @dataclass(frozen=True)
 class TrainedRuns:
     """The training stage's artifacts: initial and final parameters per run, and the ledger."""
@@ -217,6 +191,7 @@ def ensure_trained(config: Config, store: ArtifactStore, data: Dataset | None = 
         runs, ledger = train(config, data, progress=progress, snapshots=snapshots)
         check_converged(config, runs, ledger,
                         mean_training_loss(config, data, [r.final for r in runs]))
+        check_learned(config, ledger, data.num_classes, len(data.y_test))
         out.save_bytes("ledger.npz", ledger.to_bytes())
         out.save_torch("models.pt", {"init": [r.init for r in runs],
                                      "final": [r.final for r in runs]})

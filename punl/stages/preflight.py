@@ -139,8 +139,12 @@ def check_folder(path: str | Path, flag: str) -> Path:
 def check_output_folder(path: str | Path, flag: str = "--out") -> Path:
     """:func:`check_folder`, and a folder punl may write in: new, empty, or its own
     (:func:`punl.core.outputs.foreign_entries`); a run never deletes what it did not write."""
-    from ..core.outputs import foreign_entries
+    from ..core.outputs import foreign_entries, misplaced_files
     folder = check_folder(path, flag)
+    misplaced = misplaced_files(folder)
+    if misplaced:
+        raise ConfigError(f"{flag}: {folder / misplaced[0]} is a file where punl keeps a folder; "
+                          f"move it away or give another {flag}")
     foreign = foreign_entries(folder)
     if foreign:
         shown = ", ".join(foreign[:4]) + (f" and {len(foreign) - 4} more" if len(foreign) > 4
