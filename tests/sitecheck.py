@@ -14,7 +14,7 @@ from functools import partial
 from html.parser import HTMLParser
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterator
 from urllib.parse import urlsplit
 
 CHROMIUM = "/usr/bin/chromium"
@@ -56,6 +56,22 @@ MATH_STATE_JS = """() => {
 }"""
 
 RAW_TEX = ("\\(", "\\[", "$$")
+
+# What a reader of a narrow or wide screen stumbles on: how far the page scrolls sideways,
+# tables wider than their box, tables dumped raw (pandas' own HTML) and printed output.
+LAYOUT_JS = """() => {
+  const snippet = el => el.innerText.replace(/\\s+/g, " ").trim().slice(0, 60);
+  return {overflow: document.documentElement.scrollWidth - window.innerWidth,
+          wide: Array.from(document.querySelectorAll("div.reading-table"))
+                  .filter(box => box.querySelector("table").scrollWidth > box.clientWidth + 1)
+                  .map(box => snippet(box.querySelector("tr"))),
+          raw: Array.from(document.querySelectorAll("div.cell_output table.dataframe"))
+                  .map(t => snippet(t.querySelector("tr"))),
+          printed: Array.from(document.querySelectorAll("div.cell_output div.output.stream"))
+                  .map(snippet)};
+}"""
+#: The two widths a page is read at: a desktop window and a phone.
+WIDE, NARROW = {"width": 1400, "height": 900}, {"width": 390, "height": 844}
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -102,11 +118,11 @@ def is_local(url: str, base: str) -> bool:
 
 
 def open_page(browser, base: str, name: str, problems: list[str]):
-    """Open ``base + name`` as a first visit (a fresh context, 1280x900), recording what goes
+    """Open ``base + name`` as a first visit (a fresh context, 1400x900), recording what goes
     wrong into ``problems``; close it with ``page.context.close()``.
 
     Requests that would leave the local server are recorded and blocked."""
-    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    page = browser.new_context(viewport=WIDE).new_page()
 
     def route(r):
         if is_local(r.request.url, base):
@@ -140,15 +156,41 @@ def math_problems(page, name: str) -> list[str]:
     return found
 
 
-def check_page(browser, base: str, name: str, screenshot: Path | None = None) -> list[str]:
-    """Every problem of one page: requests, console, math and images."""
+def layout_problems(page, name: str, wide: bool) -> list[str]:
+    """At 1400 px: tables wider than the text column. At either width: a page that scrolls
+    sideways. Always: a table shown raw instead of for reading, and printed output."""
+    state, width = page.evaluate(LAYOUT_JS), page.viewport_size["width"]
+    found = []
+    if state["overflow"] > 1:
+        found.append(f"{name}: at {width} px the page scrolls sideways by {state['overflow']} px")
+    if wide:
+        found += [f"{name}: table wider than the column at {width} px: {row}"
+                  for row in state["wide"]]
+        found += [f"{name}: a table shown raw (not through punl's table): {row}"
+                  for row in state["raw"]]
+        found += [f"{name}: printed output in the page: {text}" for text in state["printed"]]
+    return found
+
+
+def shoot(page, folder: Path, name: str) -> None:
+    """A full-page PNG of ``page`` in ``folder``, named after the page and the width."""
+    stem = name.removesuffix(".html").replace("/", "__")
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{stem}-{page.viewport_size['width']}.png"), full_page=True)
+
+
+def check_page(browser, base: str, name: str, screenshots: Path | None = None) -> list[str]:
+    """Every problem of one page, read at 1400 px and at 390 px: requests, console, math,
+    images and layout; with ``screenshots``, a full-page PNG at each width in that folder."""
     problems: list[str] = []
     page = open_page(browser, base, name, problems)
     problems += math_problems(page, name)
     problems += [f"{name}: image does not load: {src}" for src in page.evaluate(BROKEN_IMAGES_JS)]
-    if screenshot:
-        screenshot.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(screenshot), full_page=True)
+    for viewport in (WIDE, NARROW):
+        page.set_viewport_size(viewport)
+        problems += layout_problems(page, name, viewport is WIDE)
+        if screenshots:
+            shoot(page, screenshots, name)
     page.context.close()
     return problems
 
@@ -174,15 +216,17 @@ def check_search(browser, base: str, word: str) -> list[str]:
 
 
 def check_site(html_dir: str | Path, search_word: str,
-               screenshots: Mapping[str, Path] | None = None) -> list[str]:
+               screenshots: Path | None = None) -> list[str]:
     """Open every page of ``html_dir`` in Chromium; the problems found (empty when all is well).
 
-    ``screenshots`` maps pages to PNG files written after the page is checked."""
-    html_dir, screenshots = Path(html_dir), dict(screenshots or {})
+    With ``screenshots`` (a folder), the landing page, the methods and every chapter are
+    photographed there at both widths after they are checked."""
+    html_dir = Path(html_dir)
     problems: list[str] = []
     with serve(html_dir) as base, chromium() as browser:
         for name in html_pages(html_dir):
-            problems += check_page(browser, base, name, screenshots.get(name))
+            folder = screenshots if screenshots and photographed(name) else None
+            problems += check_page(browser, base, name, folder)
         problems += check_search(browser, base, search_word)
     return problems
 
@@ -227,28 +271,21 @@ def path_leaks(html_dir: str | Path, paths: list[str | Path]) -> list[str]:
     return found
 
 
-def screenshot_targets(html_dir: Path) -> dict[str, Path]:
-    """The landing page and the first run's first chapter, as PNG files in
-    ``screenshots/`` next to ``html_dir``."""
-    folder = html_dir.parent / "screenshots"
-    shots = {"index.html": folder / "landing.png"}
-    chapters = sorted(p for p in html_pages(html_dir) if p.startswith("book/runs/")
-                      and not p.endswith("/index.html"))
-    if chapters:
-        shots[chapters[0]] = folder / "chapter.png"
-    return shots
+def photographed(name: str) -> bool:
+    """The pages a reader judges the book by: the landing page, the methods, every chapter."""
+    return name in ("index.html", "book/methods.html") or (
+        name.startswith("book/runs/") and not name.endswith("/index.html"))
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python tests/sitecheck.py [HTML_DIR] [SEARCH_WORD]``: check a built book (``_build/html``
-    by default), print its problems and write screenshots of its landing page and of one
-    chapter next to it (``_build/screenshots/``)."""
+    by default), print its problems and write screenshots of its landing page, methods and
+    chapters at 1400 and 390 px next to it (``_build/screenshots/``)."""
     args = sys.argv[1:] if argv is None else argv
     html_dir = Path(args[0] if args else "_build/html")
-    shots = screenshot_targets(html_dir)
+    shots = html_dir.parent / "screenshots"
     problems = check_site(html_dir, args[1] if len(args) > 1 else "Langevin", shots)
-    names = ", ".join(str(p) for p in shots.values())
-    print("\n".join(problems) or f"no problems; screenshots: {names}")
+    print("\n".join(problems) or f"no problems; screenshots in {shots}")
     return 1 if problems else 0
 
 

@@ -17,6 +17,7 @@ from punl.analysis import findings
 from punl.publish.book import (ChapterWarning, RunResult, build_book, claims_side_by_side, generate_toc, landing_text,
                        toc_data, write_landing)
 from punl.core.config import ConfigError
+from punl.publish.markdown import claim_anchor
 from punl.publish.plan import RunPlan
 from punl.commands.cli import build_parser, cmd_run, main
 from punl.engine.data import DatasetUnavailable
@@ -155,12 +156,13 @@ def test_chapters_state_the_claims_tables_numbers(book):
     assert unlearning["rho_amplitude"] == fmt(number["2b"], 2)
     barriers = glued(nbformat.read(chapter / "05_loss_barriers.ipynb", as_version=4))
     assert barriers["independent_clean_rho"] == fmt(number["4"], 2)
-    shown = re.match(r"\[([^,]+), ([^\]]+)\]", barriers["independent_clean_interval"]).groups()
+    result = barriers["independent_clean_result"]
     if not np.isfinite(number["4"]):
-        # too few groups for a trend: the table leaves the interval empty, the chapter says n/a
-        assert table.interval["4"] == "" and shown == ("n/a", "n/a")
+        # too few groups for a trend: the table leaves the interval empty, the chapter says why
+        assert table.interval["4"] == "" and result.startswith("no trend can be measured")
     else:
         low, high = re.match(r"\[([^,]+), ([^\]]+)\]", table.interval["4"]).groups()
+        shown = re.search(r"interval of \[([^,]+), ([^\]]+)\]", result).groups()
         # the table prints 3 significant digits and the chapter 2: equal within its rounding
         for table_end, chapter_end in zip((low, high), shown):
             assert float(chapter_end) == pytest.approx(float(table_end), abs=0.0051)
@@ -203,12 +205,15 @@ def test_book_builds_without_warnings_and_shows_figures(book):
         assert "pasted-text" in text, name    # the closing paragraph's glued numbers
     intro = (html / "book/intro.html").read_text()
     assert "Langevin" in intro and "supported" in (html / f"{run}/06_summary.html").read_text()
-    # the front page: the headline figure, and every verdict linking to the run's summary
+    # the front page: the headline figure, and every verdict linking to its claim in the run's
+    # summary
     assert "headline.png" in intro and (html / "_images").is_dir()
     table = pd.read_parquet(root / "runs/tiny/published/claims.parquet")
     claims_table = intro[intro.index("The claims of the study"):]
     claims_table = claims_table[:claims_table.index("</table>")]
-    assert claims_table.count(f'href="runs/{book["chapter"].name}/06_summary.html"') == len(table)
+    links = re.findall(rf'href="runs/{book["chapter"].name}/06_summary.html#(claim-[^"]+)"',
+                       claims_table)
+    assert sorted(links) == sorted(claim_anchor(i) for i in table["id"])
     assert "Measured:" in (html / f"{run}/07_predict.html").read_text()
 
 
@@ -355,6 +360,19 @@ def test_landing_puts_every_runs_claims_side_by_side():
     assert lines[3] == ("| 2. steps grow like a\\*log(b\\*P + 1) | "
                         "{doc}`not supported, fragile </book/runs/a/06_summary>` | — |")
     assert "No run is in the book yet" in landing_text([], None)
+
+
+def test_each_verdict_links_to_its_claim_in_the_summary():
+    """With claim ids (every claims table punl writes has them), a verdict links to its
+    claim's block in the run's summary page, not to the top of the page."""
+    result = fake_result("a b", ["supported", "inconclusive"])
+    result.claims["id"] = ["1", "5 (finetune)"]
+    lines = claims_side_by_side([result]).strip().splitlines()
+    # relative to the front page, book/intro
+    assert ('<a class="verdict" href="runs/a%20b/06_summary.html#claim-1">supported</a>'
+            in lines[2])
+    assert ('href="runs/a%20b/06_summary.html#claim-5-finetune">inconclusive, fragile</a>'
+            in lines[3])
 
 
 def test_landing_without_runs_is_written_and_says_so(tmp_path):

@@ -1,18 +1,22 @@
 """The built book in a real browser (Debian's Chromium, driven by Playwright), without a network.
 
 Every page of the tiny book must load nothing from outside the build folder, show typeset math,
-load every image and log no console error, and the search page must find a word of a chapter.
-A deliberately broken copy of the book shows that the checks catch each of these problems.
+load every image, log no console error, scroll sideways at neither 1400 nor 390 px, and show
+every table for reading and no printed output; the search page must find a word of a chapter
+and each verdict of the front page must land on its claim. A deliberately broken copy of the
+book shows that the checks catch each of these problems.
 """
 import html
+import re
 import shutil
 from html.parser import HTMLParser
 import sys
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
-from bookutil import REPO
+from bookutil import NOTEBOOKS, REPO
 from sitecheck import check_site, path_leaks, remote_assets
 
 pytestmark = pytest.mark.slow
@@ -21,23 +25,23 @@ SEARCH_WORD = "Langevin"                     # in book/intro.md
 REMOTE_SCRIPT = "https://cdn.example.org/lib.js"
 
 
-def screenshot_paths(chapter: str) -> dict:
-    """The landing page, the methods and one chapter of the run ``chapter``, as PNG files in
-    the repository's ``_build/screenshots/tiny-book/`` (pytest's temporary folders do not
-    last); old ones are removed first."""
-    folder = REPO / "_build" / "screenshots" / "tiny-book"
-    shutil.rmtree(folder, ignore_errors=True)
-    return {"index.html": folder / "landing.png", "book/methods.html": folder / "methods.png",
-            f"book/runs/{chapter}/01_train.html": folder / "01_train.png",
-            f"book/runs/{chapter}/04_unlearn.html": folder / "04_unlearn.png"}
+SCREENSHOTS = REPO / "_build" / "screenshots" / "tiny-book"
 
 
 def test_every_page_works_offline(tiny_html, tiny_run):
-    shots = screenshot_paths(Path(tiny_run["first"]["plan"]["chapter_dir"]).name)
-    problems = check_site(tiny_html, SEARCH_WORD, shots)
+    """Every page at 1400 and 390 px; the landing page, the methods and every chapter kept as
+    screenshots in the repository's ``_build/screenshots/tiny-book/`` (pytest's temporary
+    folders do not last)."""
+    shutil.rmtree(SCREENSHOTS, ignore_errors=True)
+    problems = check_site(tiny_html, SEARCH_WORD, SCREENSHOTS)
     assert problems == [], "\n".join(problems)
-    assert all(p.stat().st_size > 10_000 for p in shots.values())
-    print(f"screenshots: {sorted(str(p) for p in shots.values())}")
+    chapter = Path(tiny_run["first"]["plan"]["chapter_dir"]).name
+    shots = {p.name: p.stat().st_size for p in SCREENSHOTS.glob("*.png")}
+    for width in (1400, 390):
+        assert shots[f"index-{width}.png"] > 10_000 and shots[f"book__methods-{width}.png"] > 10_000
+        assert all(shots[f"book__runs__{chapter}__{n.removesuffix('.ipynb')}-{width}.png"]
+                   > 10_000 for n in NOTEBOOKS)
+    print(f"screenshots: {len(shots)} in {SCREENSHOTS}")
 
 
 class LiveMarkup(HTMLParser):
@@ -74,6 +78,18 @@ def test_a_users_markup_is_shown_as_text_never_live(tiny_html):
         if "onerror=alert(1)" in html.unescape(text):
             shown.append(page.name)
     assert "index.html" in shown and "01_train.html" in shown, shown
+
+
+def test_each_verdict_of_the_front_page_lands_on_its_claim(tiny_html):
+    """Every verdict link of the front page points at a page of the book that holds an
+    element with the link's id (the claim's block in the run's summary)."""
+    front = tiny_html / "book" / "intro.html"
+    hrefs = re.findall(r'<a class="verdict" href="([^"]+)"', front.read_text())
+    assert len(hrefs) >= 5, hrefs
+    for href in hrefs:
+        page, anchor = html.unescape(href).split("#")
+        assert anchor.startswith("claim-")
+        assert f'id="{anchor}"' in (front.parent / unquote(page)).read_text(), href
 
 
 def test_no_remote_script_or_stylesheet(tiny_html):
@@ -115,7 +131,17 @@ def broken_html(tiny_html, tmp_path):
     (html / "raw.html").write_text('<!DOCTYPE html><html><head><title>raw</title></head><body>'
                                    '<p>Raw <span class="math">\\(x^2\\)</span></p></body></html>')
     (html / "searchindex.js").unlink()
+    insert_before_body_end(html / "book/reproduce.html", LAYOUT_FAULTS)
     return html
+
+
+#: A raw pandas table, printed output, a table wider than the column and a block wider than
+#: a phone, as a notebook's outputs would hold them.
+LAYOUT_FAULTS = (
+    '<div class="cell_output"><table class="dataframe"><tr><th>raw_column</th></tr></table>'
+    '<div class="output stream highlight-myst-ansi"><pre>printed on purpose</pre></div></div>'
+    '<div class="reading-table"><table><tr>' + "<th>wide header</th>" * 40 + "</tr></table></div>"
+    '<div style="width: 900px; height: 4px"></div>')
 
 
 def assert_reported(problems, page: str, *fragments: str) -> None:
@@ -134,5 +160,9 @@ def test_checks_catch_a_broken_page(broken_html, tmp_path):
     assert_reported(problems, "raw.html", "none typeset")
     assert_reported(problems, "raw.html", "raw TeX \\(")
     assert_reported(problems, f"search.html?q={SEARCH_WORD}", "found no page")
+    assert_reported(problems, "book/reproduce.html", "shown raw", "raw_column")
+    assert_reported(problems, "book/reproduce.html", "printed output", "printed on purpose")
+    assert_reported(problems, "book/reproduce.html", "wider than the column", "wide header")
+    assert_reported(problems, "book/reproduce.html", "at 390 px the page scrolls sideways")
     assert f"book/intro.html: {REMOTE_SCRIPT}" in remote_assets(broken_html)
     assert f"book/reproduce.html: {tmp_path}" in path_leaks(broken_html, [tmp_path])

@@ -1,5 +1,6 @@
 """The output contract's parts: swaps, recovery, verified cache entries and records, chapter
 and point names, the lock, and workers that die with their parent."""
+import json
 import os
 import signal
 import subprocess
@@ -237,3 +238,44 @@ def test_a_command_punl_runs_dies_with_it():
     while _alive(child) and time.time() < deadline:
         time.sleep(0.1)
     assert not _alive(child)
+
+
+def _published_run(folder, config):
+    """A published run.json of ``config`` in ``folder`` (what punl run leaves)."""
+    from punl.core.config import STAGES
+    (folder / "published").mkdir(parents=True)
+    (folder / "published" / "run.json").write_text(json.dumps({
+        "config": config.to_dict(), "stage_keys": {s: config.stage_key(s) for s in STAGES},
+        "plan": {"overrides": ["sigma=0.3", "n_train=200"]}}))
+
+
+def test_a_notebook_opened_on_a_run_of_other_settings_is_refused(tmp_path):
+    """Re-running a notebook by hand (papermill) without the run's overrides would compute
+    another configuration into the finished run's folder: it is refused, naming what differs
+    and the overrides to pass."""
+    from punl.core.config import ConfigError, load_config
+    from punl.publish.notebook import open_run
+    _published_run(tmp_path / "run", load_config("digits-quick", ["sigma=0.3", "n_train=200"]))
+    view = open_run("digits-quick", ["sigma=0.3", "n_train=200", "num_threads=2"],
+                    str(tmp_path / "run"))         # runtime fields may differ
+    assert view.out_dir == tmp_path / "run"
+    with pytest.raises(ConfigError) as err:
+        open_run("digits-quick", [], str(tmp_path / "run"))
+    message = str(err.value)
+    assert message.startswith("out_dir: ") and "n_train, sigma differ" in message
+    assert """-y 'overrides: ["sigma=0.3", "n_train=200"]'""" in message
+
+
+def test_a_run_in_progress_opens_its_own_folder(tmp_path):
+    """punl run records the settings it is running in the staging folder before any notebook
+    opens the folder, so a new run into a folder of an older run is not refused."""
+    from punl.core.config import load_config
+    from punl.publish.notebook import open_run
+    _published_run(tmp_path / "run", load_config("digits-quick", ["sigma=0.3", "n_train=200"]))
+    new = load_config("digits-quick", ["sigma=0.5"])
+    staging = tmp_path / "run" / ".staging"
+    staging.mkdir()
+    (staging / "run.json").write_text(json.dumps({
+        "config": new.to_dict(), "stage_keys": {s: new.stage_key(s) for s in
+                                                ("train", "score", "pointwise", "unlearn")}}))
+    assert open_run("digits-quick", ["sigma=0.5"], str(tmp_path / "run")).config.sigma == 0.5

@@ -121,14 +121,18 @@ def test_every_readme_predict_command_runs(tiny):
 
 
 @pytest.mark.slow
-def test_readme_predict_python_block_runs(tiny, monkeypatch):
-    """The README's Python example of prediction, in the tiny run's root."""
+def test_readme_predict_python_block_runs(tiny):
+    """The README's Python example of prediction, as a script in the tiny run's root."""
     text = (REPO / "README.md").read_text()
     block = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S)
                  if "predict_request" in b)
-    monkeypatch.chdir(tiny["root"])
-    namespace = {}
-    exec(compile(block, "README.md", "exec"), namespace)
-    assert np.isfinite(namespace["prediction"].x)
-    forecast = namespace["forecast"]
-    assert list(forecast.points["index"]) == [3, 17, 42] and forecast.fitted_points == 200
+    (tiny["root"] / "example.py").write_text(block)
+    done = subprocess.run([sys.executable, "example.py"], cwd=tiny["root"], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # the group prediction's summary, then the per-point request: fitted on all 200 points,
+    # one line for each of its three points
+    out = done.stdout
+    assert "request of 3 points" in out and "fitted on the 200 points" in out, out
+    rows = re.findall(r"^\s+(\d+)\s+\S+\s+\S+", out.split("index  score")[-1], re.M)
+    assert [int(r) for r in rows] == [3, 17, 42], out

@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
-from bookutil import REPO, TINY, make_book_root
+from bookutil import REPO, TINY, make_book_root, make_notebooks_dir
 
 #: The tiny overrides without the name (each command keeps the run name it would have) or the
 #: markup in data_root (mnist5k's configuration reads its own), and
@@ -65,7 +66,7 @@ def runner_for(command: str) -> str:
     for prefix, where in RUN_ELSEWHERE.items():
         if command.startswith(prefix):
             return where
-    if command.startswith("punl ") or command.startswith("python tests/sitecheck.py"):
+    if command.startswith(("punl ", "python tests/sitecheck.py", "papermill notebooks/")):
         return "here"
     if command in ("make book", "make book-full"):
         return "here, through the target's punl lines"
@@ -110,10 +111,25 @@ def test_readme_commands_run_in_tiny_mode(tmp_path, monkeypatch, scheduler):
     """Every ``punl`` command the README shows outside the Makefile targets (tiny), in the order
     it shows them, then ``punl book`` over what they made."""
     from punl.commands.cli import main
-    tiny_root(tmp_path, monkeypatch)
+    root = tiny_root(tmp_path, monkeypatch)
     run_all([c for c in readme_commands() if c.startswith("punl ") and c != "punl book"
              and runner_for(c) == "here"], scheduler)
     assert main(["book", "--no-build"]) == 0
+    make_notebooks_dir(root / "notebooks")
+    for command in [c for c in readme_commands() if c.startswith("papermill ")]:
+        done = subprocess.run(papermill_argv(command), cwd=root, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+
+def papermill_argv(command: str) -> list[str]:
+    """A README papermill command with the tiny settings added to its overrides (so that it
+    opens the tiny run the README's ``punl run`` made), run by this Python's papermill."""
+    argv = shlex.split(command)
+    at = argv.index("-y") + 1
+    overrides = yaml.safe_load(argv[at])["overrides"]
+    argv[at] = yaml.safe_dump({"overrides": [*overrides, *TINY_SETTINGS]})
+    return [sys.executable, "-m", *argv]
 
 
 @pytest.mark.slow
@@ -141,16 +157,45 @@ def test_make_targets_run_in_tiny_mode(tmp_path, monkeypatch):
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
 
+#: Which test runs each Python block of the README, as a script in a subprocess (a block that
+#: a test ``exec``s would hide a missing ``if __name__ == "__main__":`` guard).
+PYTHON_BLOCKS = {"ensure_unlearned": "test_readme_python_example_runs_as_a_script_in_tiny_mode",
+                 "PrivacyAccountant": "test_readme_own_model_script_runs_as_a_script",
+                 "predict_request": "tests/test_predict_run.py"}
+
+
+def run_script(text: str, folder: Path) -> subprocess.CompletedProcess:
+    """``text`` saved as ``folder/example.py`` and run as ``python example.py`` there."""
+    (folder / "example.py").write_text(text)
+    return subprocess.run([sys.executable, "example.py"], cwd=folder, capture_output=True,
+                          text=True, timeout=900)
+
+
+def test_every_readme_python_block_has_a_runner():
+    blocks = readme_blocks("python")
+    assert blocks and all(sum(key in b for key in PYTHON_BLOCKS) == 1 for b in blocks), blocks
+
+
+def test_readme_own_model_script_runs_as_a_script(tmp_path):
+    """The own-model example as a user runs it; its printed median is "about a third" of the
+    largest epsilon, as the README says."""
+    block = next(b for b in readme_blocks("python") if "PrivacyAccountant" in b)
+    done = run_script(block, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = re.search(r"min ([\d.]+), median ([\d.]+), max ([\d.]+)", done.stdout)
+    low, median, high = map(float, found.groups())
+    assert 0 < low < median < high and 0.25 < median / high < 0.45, done.stdout
+
+
 @pytest.mark.slow
-def test_readme_python_example_runs_in_tiny_mode(tmp_path, monkeypatch):
-    """The README's "From Python" block, with the tiny settings added to its configuration."""
-    import punl.core.config
+def test_readme_python_example_runs_as_a_script_in_tiny_mode(tmp_path):
+    """The README's "From Python" block as a script (its stages start worker processes, which
+    import the script again), with the tiny settings added to its configuration."""
     block = next(b for b in readme_blocks("python") if "ensure_unlearned" in b)
-    load = punl.core.config.load_config
-    monkeypatch.setattr(punl.core.config, "load_config",
-                        lambda name, overrides=(): load(name, [*overrides, *TINY_SETTINGS]))
-    monkeypatch.chdir(tmp_path)
-    namespace = {}
-    exec(compile(block, "README.md", "exec"), namespace)
-    assert len(namespace["scores"]) == 200 and len(namespace["tables"].groups) > 0
-    assert namespace["config"].sigma == 0.3
+    given = 'load_config("digits-quick", ["sigma=0.3"])'
+    assert given in block
+    block = block.replace(given, f'load_config("digits-quick", ["sigma=0.3", *{TINY_SETTINGS!r}])')
+    done = run_script(block, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    groups = int(re.search(r"200 points scored, (\d+) groups unlearned", done.stdout).group(1))
+    assert groups > 0 and (tmp_path / "runs/my-run/artifacts").is_dir()

@@ -152,6 +152,17 @@ def unlearning_findings(study: Study, claims: pd.DataFrame) -> dict[str, str]:
             "disagreement_clause": _disagreement_clause(d), **verdicts(claims)}
 
 
+def _trend_result(t) -> str:
+    """A barrier trend in words: its ρ, groups and interval, or why there is none."""
+    fmt = measures.fmt
+    if not np.isfinite(t.spearman):
+        return (f"no trend can be measured, since {fmt(t.groups)} quantile groups hold at least "
+                f"{measures.MIN_BARRIER_POINTS} such points and a rank correlation needs three")
+    return (f"Spearman ρ = {fmt(t.spearman, 2)} over {fmt(t.groups)} quantile groups (those "
+            f"with at least {measures.MIN_BARRIER_POINTS} such points), with a 95% interval of "
+            f"[{fmt(t.low, 2)}, {fmt(t.high, 2)}] over model pairs and points")
+
+
 def barrier_findings(study: Study, claims: pd.DataFrame) -> dict[str, str]:
     """The numbers of the loss-barrier chapter's closing paragraph, as the book prints them:
     claim 4's trends of the controlled barrier with P (independent and coupled partner, clean
@@ -165,6 +176,7 @@ def barrier_findings(study: Study, claims: pd.DataFrame) -> dict[str, str]:
         out[f"{key}_interval"] = f"[{fmt(t.low, 2)}, {fmt(t.high, 2)}]"
         out[f"{key}_trend"] = measures.trend(t.spearman, t.low, t.high)
         out[f"{key}_groups"] = fmt(t.groups)
+        out[f"{key}_result"] = _trend_result(t)
     by_group = measures.barrier_by_group(measured.controlled, study.tables.groups)
     main = by_group[(by_group.kind == "quantile") & (by_group.partner == "independent")
                     & (by_group.points == "clean")]
@@ -176,9 +188,8 @@ def barrier_findings(study: Study, claims: pd.DataFrame) -> dict[str, str]:
         out["flipped_clause"] = "No quantile group holds flipped points, so they are not shown apart."
     else:
         out["flipped_clause"] = (f"On flipped points the controlled barrier "
-                                 f"{out['independent_flipped_trend']} (ρ = "
-                                 f"{out['independent_flipped_rho']}, "
-                                 f"{out['independent_flipped_interval']}).")
+                                 f"{out['independent_flipped_trend']}: "
+                                 f"{out['independent_flipped_result']}.")
     return {**out, **verdicts(claims)}
 
 

@@ -1,4 +1,5 @@
-"""Command line: ``punl train|score|unlearn|predict|run|sweep|book``, one Config for all.
+"""Command line: ``punl train|score|unlearn|predict|run|sweep|book|configs|fields``, one Config
+for all.
 
 One configuration flows through every stage.
 
@@ -285,6 +286,35 @@ def cmd_sweep(args) -> int:
     return 0 if (table.status != "failed").all() else 1
 
 
+def cmd_configs(args) -> int:
+    """``punl configs``: each configuration punl ships, with the first sentence of the comment
+    at its top (cut at 80 characters)."""
+    from ..core.config import builtin_configs
+    for name, path in builtin_configs().items():
+        lines = path.read_text(errors="replace").splitlines()
+        comment = " ".join(line.lstrip("# ").strip() for line in
+                           lines[:next((i for i, x in enumerate(lines) if not x.startswith("#")),
+                                       len(lines))])
+        first = comment.split(". ")[0].rstrip(".")
+        print(f"{name:<18} {first if len(first) <= 80 else first[:77] + '...'}")
+    return 0
+
+
+def cmd_fields(args) -> int:
+    """``punl fields``: every field ``--set`` accepts (of one stage with ``--stage``): its
+    stage, default and meaning."""
+    import dataclasses
+
+    from ..core.config import Config, field_meanings
+    meanings = field_meanings()
+    for f in dataclasses.fields(Config):
+        if args.stage in (None, f.metadata["stage"]):
+            default = f.default if not isinstance(f.default, tuple) else list(f.default)
+            print(f"{f.name:<22} {f.metadata['stage']:<10} {str(default):<30} "
+                  f"{meanings.get(f.name, '')}".rstrip())
+    return 0
+
+
 def cmd_book(args) -> int:
     """``punl book``: regenerate ``_toc.yml`` and the landing page's results, and build the HTML
     book."""
@@ -340,8 +370,26 @@ def add_predict_parser(sub) -> None:
     p.set_defaults(func=cmd_predict)
 
 
+DESCRIPTION = ("punl: per-instance privacy for machine unlearning. Train with noisy SGD, score "
+               "every point's privacy loss, unlearn and test with membership inference, and "
+               "publish it all as a book.")
+
+
+def add_listing_parsers(sub) -> None:
+    """``punl configs`` and ``punl fields``: what a user can run and set."""
+    from ..core.config import RUNTIME, STAGES
+    p = sub.add_parser("configs", help="list the configurations punl ships")
+    p.set_defaults(func=cmd_configs)
+    p = sub.add_parser("fields", help="list every field --set accepts: stage, default, meaning")
+    p.add_argument("--stage", choices=[*STAGES, RUNTIME], default=None,
+                   help="only the fields of this stage")
+    p.set_defaults(func=cmd_fields)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="punl", description=__doc__.splitlines()[0])
+    from .. import __version__
+    parser = argparse.ArgumentParser(prog="punl", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"punl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, func, text in [
             ("train", cmd_train, "train the R noisy-SGD runs and write the ledger"),
@@ -371,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=".", help="book root holding _config.yml")
     p.add_argument("--no-build", action="store_true", help="only write _toc.yml and the landing page's results")
     p.set_defaults(func=cmd_book)
+    add_listing_parsers(sub)
     return parser
 
 

@@ -234,48 +234,48 @@ def _baseline_scores(v, config):
 class Config:
     """Every parameter of an experiment; units and meanings are in the field comments."""
 
-    name: str = setting("digits-quick", RUNTIME, _simple_name)
+    name: str = setting("digits-quick", RUNTIME, _simple_name)  # the run's name: its folder under runs/ and book/runs/
     # --- data
-    dataset: str = setting("digits", "train", _one_of(DATASETS))
+    dataset: str = setting("digits", "train", _one_of(DATASETS))  # digits, mnist5k, mnist, svhn, cifar10 or synthetic
     data_root: str = setting("data", RUNTIME)       # where torchvision datasets are read from
-    n_train: int | None = setting(None, "train", _optional(_at_least(2), "all points"))
-    test_fraction: float = setting(0.2, "train", _in_open_unit)
+    n_train: int | None = setting(None, "train", _optional(_at_least(2), "all points"))  # training points drawn from the dataset (null: all)
+    test_fraction: float = setting(0.2, "train", _in_open_unit)  # share of the data held out for testing
     label_noise: float = setting(0.0, "train", lambda v, _: None if 0 <= v < 1 else
                                  "must lie in [0, 1)")  # fraction of labels flipped (recorded)
-    synthetic_outliers: int = setting(20, "train", _synthetic_outliers)
-    data_seed: int = setting(0, "train", _seed)
+    synthetic_outliers: int = setting(20, "train", _synthetic_outliers)  # points moved into another class's cluster (synthetic)
+    data_seed: int = setting(0, "train", _seed)  # the split and the flipped labels
     # --- model
-    model: str = setting("mlp", "train", _one_of(MODELS))
-    width: int = setting(64, "train", _at_least(1))
-    depth: int = setting(1, "train", _at_least(1))
+    model: str = setting("mlp", "train", _one_of(MODELS))  # logreg, mlp, cnn or resnet
+    width: int = setting(64, "train", _at_least(1))  # hidden units (MLP) or channels (CNN, ResNet)
+    depth: int = setting(1, "train", _at_least(1))  # hidden layers of the MLP
     # --- noisy-SGD training (book/methods.md, "Training with noisy SGD")
     runs: int = setting(2, "train", _at_least(1))     # R independent training runs (seeds)
-    seed: int = setting(0, "train", _seed)
+    seed: int = setting(0, "train", _seed)  # the training runs' seeds derive from it
     epochs: float = setting(10.0, "train", _positive)  # T = ceil(epochs * N / B) steps
     batch_size: int = setting(64, "train", _at_least(1))  # expected Poisson batch B, q = B / N
-    lr: float = setting(0.1, "train", _float32(_positive))
+    lr: float = setting(0.1, "train", _float32(_positive))  # learning rate of noisy SGD
     sigma: float = setting(1.0, "train", _float32(_non_negative))  # noise std on the summed gradient: sigma*C
     clip: float = setting(4.0, "train", _float32(_positive))       # C: clipping norm and noise scale
     per_example_clipping: bool = setting(True, "train")  # False: SGLD; C only sets the noise scale
-    weight_decay: float = setting(0.0, "train", _float32(_non_negative))
-    record_every: int | None = setting(10, "train", _optional(_at_least(1), "set records_per_epoch"))
-    records_per_epoch: float | None = setting(None, "train", _records_per_epoch)
+    weight_decay: float = setting(0.0, "train", _float32(_non_negative))  # L2 penalty of training
+    record_every: int | None = setting(10, "train", _optional(_at_least(1), "set records_per_epoch"))  # steps between ledger records of every point's norm
+    records_per_epoch: float | None = setting(None, "train", _records_per_epoch)  # ledger records per epoch (instead of record_every)
     device: str = setting("cpu", "train", _device)   # cpu, cuda, cuda:N or auto
-    chunk_size: int | None = setting(512, RUNTIME, _optional(_at_least(1), "one chunk"))
+    chunk_size: int | None = setting(512, RUNTIME, _optional(_at_least(1), "one chunk"))  # examples per per-example-gradient chunk (null: one chunk)
     num_threads: int = setting(1, RUNTIME, _at_least(1))  # torch CPU threads
     workers: int = setting(1, RUNTIME, _at_least(1))      # processes unlearning groups
     force: bool = setting(False, RUNTIME)  # run past the resource check (punl.stages.preflight)
     # --- privacy scoring (book/methods.md, "Per-instance privacy loss")
-    orders: tuple[float, ...] = setting((2.0, 4.0, 8.0, 16.0, 32.0), "score", _orders)
-    delta: float = setting(1e-5, "score", _in_open_unit)
+    orders: tuple[float, ...] = setting((2.0, 4.0, 8.0, 16.0, 32.0), "score", _orders)  # Renyi orders alpha of the per-instance loss
+    delta: float = setting(1e-5, "score", _in_open_unit)  # delta of the per-point (eps, delta)
     el2n_epochs: float = setting(1.0, "score", _el2n_epochs)  # EL2N over this many first epochs
     shadow_models: int = setting(0, "score", lambda v, _: None if v == 0 or v >= 2 else
-                                 "must be 0 (off) or >= 2")
+                                 "must be 0 (off) or >= 2")  # shadow models for memorisation and LiRA scores (0: off)
     # --- unlearning (book/methods.md, "Unlearning" and "When is a point unlearned?")
-    methods: tuple[str, ...] = setting(("sgld", "finetune"), "unlearn", _methods)
+    methods: tuple[str, ...] = setting(("sgld", "finetune"), "unlearn", _methods)  # unlearning methods (punl.core.methods)
     primary_method: str = setting("sgld", "unlearn", _primary_method)  # claims 1-4 use it
     primary_score: str = setting("privacy_loss_a8", "unlearn", _primary_score)  # quantile/top/bottom/random groups
-    baseline_scores: tuple[str, ...] = setting(("avg_grad_norm",), "unlearn", _baseline_scores)
+    baseline_scores: tuple[str, ...] = setting(("avg_grad_norm",), "unlearn", _baseline_scores)  # scores P is compared with (claim 3)
     n_groups: int = setting(5, "unlearn", _at_least(1))   # G quantile groups
     # each baseline score's top-m group and its two disagreement groups with the primary score
     # (claim 3 on groups; a run with a per-point study decides claim 3 on points instead)
@@ -283,14 +283,14 @@ class Config:
     group_size: int = setting(20, "unlearn", _at_least(1))  # m points per group
     unlearn_steps: int = setting(200, "unlearn", _at_least(1))  # K, the budget in steps
     n_checkpoints: int = setting(8, "unlearn", _n_checkpoints)  # log-spaced checkpoints in [0, K]
-    unlearn_lr: float | None = setting(None, "unlearn", _optional(_float32(_positive), "same as lr"))
-    l1_penalty: float = setting(1e-4, "unlearn", _float32(_non_negative))
+    unlearn_lr: float | None = setting(None, "unlearn", _optional(_float32(_positive), "same as lr"))  # learning rate of unlearning (null: lr)
+    l1_penalty: float = setting(1e-4, "unlearn", _float32(_non_negative))  # lambda of the l1_sparse method
     retrain_seeds: int = setting(2, "unlearn", _at_least(2))  # M independent retrained models
     coupled: bool = setting(False, "unlearn", _coupled)  # MIA reference: coupled replays (paired)
     level: float = setting(0.05, "unlearn", _level)  # distinguishable: adjusted p <= level
     n_permutations: int = setting(300, "unlearn", _at_least(20))  # relabellings of the null
-    n_bootstrap: int = setting(200, "unlearn", _at_least(1))
-    utility_points: int | None = setting(None, "unlearn", _optional(_at_least(1), "all points"))
+    n_bootstrap: int = setting(200, "unlearn", _at_least(1))  # bootstrap resamples of every interval
+    utility_points: int | None = setting(None, "unlearn", _optional(_at_least(1), "all points"))  # retained and test points of the utility curves (null: all)
     barrier_points: int = setting(11, "unlearn", _at_least(3))  # lambda grid for loss barriers
     # held-out deletion requests of each kind (random, mixed, single-class): unlearned like every
     # group, never used to fit a prediction or decide a claim; they validate punl.analysis.predict
@@ -357,6 +357,34 @@ def _plain(v):
 
 def valid_keys() -> list[str]:
     return [f.name for f in fields(Config)]
+
+
+def field_meanings() -> dict[str, str]:
+    """What each field means, read from :class:`Config`'s source: the comment on a field's
+    lines, else the comment lines just above it (section headers ``# ---`` excepted); empty
+    where it has none. ``punl fields`` prints them."""
+    import inspect
+    import io
+    import tokenize
+    comments: dict[int, str] = {}
+    source = inspect.getsource(Config)
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            comments[tok.start[0]] = tok.string.lstrip("#").strip()
+    lines, meanings, above = source.splitlines(), {}, []
+    field_start = re.compile(r"^    (\w+): .*=\s*setting\(")
+    for number, line in enumerate(lines, start=1):
+        match = field_start.match(line)
+        if line.strip().startswith("#"):
+            above = [] if line.strip().startswith("# ---") else [*above, comments[number]]
+        elif match:
+            end = number
+            while lines[end - 1].count("(") > lines[end - 1].count(")") and end < len(lines):
+                end += 1                      # a setting(...) continued on the next lines
+            own = [comments[n] for n in range(number, end + 1) if n in comments]
+            meanings[match.group(1)] = " ".join(own or above)
+            above = []
+    return meanings
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:
@@ -438,12 +466,21 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
     return out
 
 
+#: The configurations punl ships (``punl configs`` lists them).
+CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+def builtin_configs() -> dict[str, Path]:
+    """Each shipped configuration's name and file, by name."""
+    return {p.stem: p for p in sorted(CONFIGS_DIR.glob("*.yaml"))}
+
+
 def config_path(path: str | Path) -> Path:
     """A YAML file, or ``configs/<path>.yaml`` of the repository for a bare name."""
     p = Path(path)
     if p.exists():
         return p
-    builtin = Path(__file__).resolve().parents[2] / "configs" / f"{path}.yaml"
+    builtin = CONFIGS_DIR / f"{path}.yaml"
     if not builtin.exists():
         raise ConfigError(f"config: no file {str(path)!r} and no configs/{path}.yaml")
     return builtin

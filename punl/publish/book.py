@@ -10,13 +10,16 @@ and ``book/reproduce.md``. :func:`generate_toc` writes ``_toc.yml`` from what ex
 """
 from __future__ import annotations
 
+import html
 import io
+import posixpath
 import re
 import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -25,13 +28,14 @@ import yaml
 from ..core.config import STAGES, Config
 from ..core.outputs import published_record, read_published
 from ..core.parallel import run_tied
-from .markdown import Markdown, display_path, json_block, md_cell, md_code, md_table
+from .markdown import Markdown, claim_anchor, display_path, json_block, md_cell, md_code, md_table
 from .plan import RunPlan, plan_problem, read_plan
 from ..core.store import COMPLETE, ArtifactStore, atomic_write_bytes
 
 if TYPE_CHECKING:
     from ..analysis.measures import Headline
 
+FRONT_PAGE = "book/intro"                  # the book's root page; it includes the landing
 GENERATED = Path("book") / "generated"
 LANDING = GENERATED / "landing.md"
 HEADLINE = GENERATED / "headline.png"
@@ -191,7 +195,7 @@ def toc_data(root: Path) -> dict:
     if sweeps:
         parts.append({"caption": "Sweeps", "chapters": sweeps})
     parts.append({"caption": "Reproducing", "chapters": [{"file": "book/reproduce"}]})
-    return {"format": "jb-book", "root": "book/intro", "parts": parts}
+    return {"format": "jb-book", "root": FRONT_PAGE, "parts": parts}
 
 
 def generate_toc(book_root: str | Path = ".") -> Path:
@@ -313,15 +317,22 @@ def replication_note(replication: pd.DataFrame | None, claim: str) -> str:
 
 
 def verdict_cell(row, doc: str, replication: pd.DataFrame | None = None) -> str:
-    """A claim's verdict (:func:`punl.analysis.findings.verdict_text`) linking to ``doc``, with its power
-    at the effect measured where the claims table has one."""
+    """A claim's verdict (:func:`punl.analysis.findings.verdict_text`) linking to the claim's
+    block in the page ``doc`` (:func:`claim_anchor`; the link is relative to the front page,
+    which shows the verdicts), with its power at the effect measured where the claims table
+    has one."""
     from ..analysis.measures import percent
     from ..analysis.findings import verdict_text
     power = getattr(row, "power", float("nan"))
     notes = (f"power {percent(power)}" if isinstance(power, float) and np.isfinite(power)
              else "") + replication_note(replication, row.claim)
     notes = f" ({notes.lstrip('; ')})" if notes else ""
-    return Markdown(f"{{doc}}`{verdict_text(row.verdict, row.fragile)} </{doc}>`{notes}")
+    text = verdict_text(row.verdict, row.fragile)
+    if getattr(row, "id", None) is None:
+        return Markdown(f"{{doc}}`{text} </{doc}>`{notes}")
+    page = posixpath.relpath(doc, posixpath.dirname(FRONT_PAGE))
+    href = html.escape(f"{quote(page)}.html#{claim_anchor(row.id)}", quote=True)
+    return Markdown(f'<a class="verdict" href="{href}">{html.escape(text)}</a>{notes}')
 
 
 def claims_side_by_side(results: list[RunResult]) -> str:
@@ -407,7 +418,7 @@ def landing_text(results: list[RunResult], figure: str | None,
     what = "\n".join(f"- {run_sentence(r)}" for r in results)
     what = f"What was run:\n\n{what}\n\n" if what else ""
     return (f"{what}{figure_block}The claims of the study, as tested on the {runs} in this book. "
-            "Each verdict links to the run's summary chapter, which gives the number behind "
+            "Each verdict links to its claim in the run's summary chapter, which gives the number behind "
             "it, its interval and the verdicts under neighbouring analysis choices; "
             "*fragile* marks a verdict that one of those choices changes.\n\n"
             f"{claims_side_by_side(results)}{left_out_text(list(left_out))}")

@@ -55,3 +55,10 @@ def display_path(path: str | Path, root: str | Path | None = None) -> str:
 
 def json_block(obj: Any) -> str:
     return "```json\n" + json.dumps(obj, indent=2, default=str) + "\n```\n"
+
+
+def claim_anchor(claim_id) -> str:
+    """The HTML id of a claim's block in its run's summary chapter: ``claim-`` and the claim's
+    id in lower case with every run of other characters as one ``-`` (``5 (finetune)`` gives
+    ``claim-5-finetune``); the front page's verdicts link to it."""
+    return "claim-" + re.sub(r"[^a-z0-9]+", "-", str(claim_id).lower()).strip("-")

@@ -2,23 +2,27 @@
 
 Each notebook's second cell is ``run = open_run(config, overrides, out_dir)``. Stages are loaded
 (or computed, when a notebook is run on its own) on first use, so the training chapter never
-triggers unlearning. :func:`table` shows a table rounded for reading and :func:`glue_all`
-hands a chapter's findings to its closing paragraph (myst-nb's ``{glue:text}`` role).
+triggers unlearning. :func:`note` states in prose what a chapter shows or why something is
+missing, and :func:`glue_all` hands a chapter's findings to its closing paragraph (myst-nb's
+``{glue:text}`` role). Tables are shown by :func:`punl.publish.reading.table`.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
 
-from ..core.config import Config, load_config
+from ..core.config import Config, ConfigError, load_config
 from ..engine.data import Dataset
 from ..stages.pipeline import (TrainedRuns, claims, ensure_pointwise, ensure_scored, ensure_trained,
                                ensure_unlearned, load_data, run_folder, study)
 from ..core.store import ArtifactStore
 from ..core.tables import UnlearnTables
+from .markdown import claim_anchor
 
 
 @dataclass
@@ -97,22 +101,6 @@ class RunView:
         return prediction_tables(self.measured)
 
 
-def table(frame: pd.DataFrame, digits: int = 3, index: bool = False, **names: str):
-    """``frame`` for reading: numbers through :func:`punl.analysis.measures.fmt` (``digits``
-    significant digits), the index hidden unless ``index``, columns renamed by ``names``
-    (``steps_to_unlearn="steps to unlearn"``)."""
-    from ..analysis.measures import fmt
-    frame = frame.rename(columns=names)
-    numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])
-               and not pd.api.types.is_bool_dtype(frame[c])]
-    styled = frame.style.format(lambda v: fmt(v, digits), subset=numeric)
-    if not index:
-        styled = styled.hide(axis="index")
-    else:
-        styled = styled.format_index(lambda v: fmt(v, digits))
-    return styled
-
-
 def note(*paragraphs: str) -> None:
     """Paragraphs of prose in the page (Markdown), where a chapter states what it is about to
     show or why something is missing: never raw printed output."""
@@ -127,13 +115,16 @@ def _escape(text: str) -> str:
 def claims_markdown(claims: pd.DataFrame) -> str:
     """Every claim of a claims table as a short markdown block: the claim and its verdict, then
     what measures it, the number with its context, the interval and the verdicts under the
-    neighbouring analysis choices."""
+    neighbouring analysis choices. Each block starts with an anchor (:func:`claim_anchor`)
+    where the table has claim ids."""
     from ..analysis.measures import fmt
     blocks = []
     for row in claims.itertuples():
         fragile = " (fragile: a neighbouring choice changes it)" if row.fragile else ""
+        anchor = (f'<span id="{claim_anchor(row.id)}"></span>'
+                  if "id" in claims.columns else "")
         blocks.append(
-            f"**{_escape(row.claim)}**: *{row.verdict}*{fragile}\n\n"
+            f"{anchor}**{_escape(row.claim)}**: *{row.verdict}*{fragile}\n\n"
             f"- measure: {_escape(row.measure)}\n"
             f"- number: {fmt(row.number)}; {_escape(row.value)}\n"
             f"- interval and context: {_escape(row.interval) or 'none'}\n"
@@ -155,5 +146,37 @@ def open_run(config: str, overrides: list[str] | None = None,
     """Validate the configuration and set the book's plotting style; nothing is computed yet."""
     from .plots import set_style
     cfg = load_config(config, overrides)
+    folder = run_folder(cfg, out_dir, load_config(config))
+    check_same_run(cfg, folder)
     set_style()
-    return RunView(cfg, run_folder(cfg, out_dir, load_config(config)))
+    return RunView(cfg, folder)
+
+
+def check_same_run(config: Config, folder: Path) -> None:
+    """Refuse to open ``folder`` for ``config`` when it holds a published run of other
+    settings (a notebook re-run by hand without the run's overrides would otherwise compute
+    another configuration into it): ConfigError naming the fields that differ and the
+    overrides to pass."""
+    from ..core.config import RUNTIME, STAGES
+    from ..core.outputs import RUN_RECORD, STAGING, published_record
+    try:                         # a run in progress (punl run) records its settings here first
+        staged = json.loads((Path(folder) / STAGING / RUN_RECORD).read_text())
+    except (OSError, ValueError):
+        staged = None
+    keys = {s: config.stage_key(s) for s in STAGES}
+    records = [r for r in (staged, published_record(folder))
+               if isinstance(r, dict) and isinstance(r.get("config"), dict)]
+    if not records or any(r.get("stage_keys") == keys for r in records):
+        return
+    record, given = records[-1], config.to_dict()
+    runtime = {f.name for f in dataclasses.fields(Config) if f.metadata["stage"] == RUNTIME}
+    differ = sorted(k for k, v in record["config"].items()
+                    if k in given and k not in runtime and given[k] != v)
+    if not differ:               # the same settings, stored by another version of punl
+        return
+    plan = record.get("plan") if isinstance(record.get("plan"), dict) else {}
+    wanted = plan.get("overrides") if isinstance(plan.get("overrides"), list) else [
+        f"{k}={json.dumps(record['config'][k])}" for k in differ]
+    raise ConfigError(f"out_dir: {folder} holds a run of other settings ({', '.join(differ)} "
+                      f"differ); open it with its overrides, e.g. papermill -y "
+                      f"'overrides: {json.dumps(wanted)}'")

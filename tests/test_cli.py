@@ -1,0 +1,50 @@
+"""The command line tells a user what exists: its version, the shipped configurations and every
+field ``--set`` accepts, each with its meaning."""
+import dataclasses
+
+import pytest
+
+import punl
+from punl.commands.cli import build_parser, main
+from punl.core.config import Config, builtin_configs, field_meanings, valid_keys
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"punl {punl.__version__}"
+
+
+def test_help_is_plain_text():
+    text = build_parser().format_help()
+    assert "``" not in text and ":mod:" not in text
+    for command in ("train", "run", "sweep", "book", "configs", "fields"):
+        assert command in text
+
+
+def test_configs_lists_every_shipped_configuration(capsys):
+    assert main(["configs"]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert [r.split()[0] for r in rows] == list(builtin_configs())
+    assert "digits-quick" in builtin_configs() and all(len(r.split()) > 2 for r in rows)
+
+
+def test_every_field_has_a_meaning_and_fields_lists_them(capsys):
+    meanings = field_meanings()
+    assert [k for k in valid_keys() if not meanings.get(k)] == []
+    assert main(["fields"]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert [r.split()[0] for r in rows] == valid_keys()
+    sigma = next(r for r in rows if r.startswith("sigma "))
+    assert "train" in sigma and "1.0" in sigma and meanings["sigma"] in sigma
+
+
+def test_fields_of_one_stage(capsys):
+    assert main(["fields", "--stage", "score"]) == 0
+    names = [r.split()[0] for r in capsys.readouterr().out.strip().splitlines()]
+    assert names == [f.name for f in dataclasses.fields(Config) if f.metadata["stage"] == "score"]
+
+
+def test_a_field_comment_spanning_lines_is_read_whole():
+    assert field_meanings()["heldout_requests"].startswith("held-out deletion requests of each")
+    assert "validate punl.analysis.predict" in field_meanings()["heldout_requests"]
