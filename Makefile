@@ -44,6 +44,7 @@ test-faults: $(VENV)/.installed
 
 test-all: $(VENV)/.installed
 	scripts/ensure-chromium
+	scripts/ensure-fashion-mnist
 	$(PYTEST)
 
 bench: $(VENV)/.installed

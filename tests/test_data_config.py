@@ -1,4 +1,7 @@
 """Datasets, label noise, configuration validation."""
+import gzip
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -63,6 +66,86 @@ def test_cifar10_loader_reads_the_real_file_layout(tmp_path, monkeypatch):
     monkeypatch.setattr(tv_cifar, "check_integrity", lambda *a, **k: True)  # md5s of real files
     d = load_dataset("cifar10", data_root=str(tmp_path))
     assert d.x_train.shape == (20, 3, 32, 32) and d.x_test.shape == (3, 3, 32, 32)
+
+
+def test_svhn_loader_reads_the_real_mat_format(tmp_path, monkeypatch):
+    """SVHN's .mat files (tiny): X is [32, 32, 3, n] uint8 and y is [n, 1] with 10 for the
+    digit 0; the loader gives [n, 3, 32, 32] images and labels 0-9."""
+    import scipy.io
+    rng = np.random.default_rng(0)
+    raw = {}
+    for split, n in (("train", 6), ("test", 4)):
+        x = rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8)
+        y = np.array([[10], [1], [2], [3], [9], [10]][:n], dtype=np.uint8)
+        scipy.io.savemat(tmp_path / f"{split}_32x32.mat", {"X": x, "y": y})
+        raw[split] = (x, y)
+    import torchvision.datasets.svhn as tv_svhn
+    monkeypatch.setattr(tv_svhn, "check_integrity", lambda *a, **k: True)  # md5s of real files
+    d = load_dataset("svhn", data_root=str(tmp_path))
+    assert d.x_train.shape == (6, 3, 32, 32) and d.x_test.shape == (4, 3, 32, 32)
+    assert d.y_train.tolist() == [0, 1, 2, 3, 9, 0] and d.y_test.tolist() == [0, 1, 2, 3]
+    # image 1, channel 2 is the file's X[:, :, 2, 1] (height, width), up to standardisation
+    expected = raw["train"][0][:, :, 2, 1].astype(float)
+    assert np.corrcoef(d.x_train[1, 2].numpy().ravel(), expected.ravel())[0, 1] > 0.9999
+
+
+def write_idx(path, array: np.ndarray) -> None:
+    """``array`` (uint8) as an idx file: magic 0x0000080D (D dimensions), sizes, bytes."""
+    header = np.array([0x800 + array.ndim, *array.shape], dtype=">u4").tobytes()
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def fashion(tmp_path, monkeypatch):
+    """Fashion-MNIST's four idx files (tiny; the training images gzipped as Debian ships
+    them, the rest plain) in ``data_root/fashion-mnist``; no Debian package to fall back on."""
+    from punl.engine import data
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "no-package")
+    folder = tmp_path / "fashion-mnist"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    arrays = {"train-images-idx3-ubyte.gz": rng.integers(0, 256, (12, 28, 28)),
+              "train-labels-idx1-ubyte": np.arange(12) % 10,
+              "t10k-images-idx3-ubyte": rng.integers(0, 256, (5, 28, 28)),
+              "t10k-labels-idx1-ubyte": np.arange(5)}
+    for name, array in arrays.items():
+        write_idx(folder / name, array)
+    return tmp_path, arrays
+
+
+def test_fashion_mnist_reads_idx_files_plain_or_gzipped(fashion):
+    from punl.engine.data import available_training_points
+    root, arrays = fashion
+    d = load_dataset("fashion-mnist", data_root=str(root), test_fraction=0.5)
+    assert d.x_train.shape == (12, 1, 28, 28) and d.x_test.shape == (5, 1, 28, 28)
+    assert d.y_train.tolist() == (np.arange(12) % 10).tolist()     # its own split, kept
+    assert d.y_test.tolist() == [0, 1, 2, 3, 4]
+    image = arrays["train-images-idx3-ubyte.gz"][3].astype(float)
+    assert np.corrcoef(d.x_train[3, 0].numpy().ravel(), image.ravel())[0, 1] > 0.9999
+    assert available_training_points("fashion-mnist", str(root)) == 12
+    assert load_dataset("fashion-mnist", data_root=str(root), n_train=7).n_train == 7
+
+
+def test_fashion_mnist_missing_or_malformed_is_one_clear_error(fashion, tmp_path):
+    from punl.engine import data
+    with pytest.raises(DatasetUnavailable, match="apt-get install dataset-fashion-mnist"):
+        load_dataset("fashion-mnist", data_root=str(tmp_path / "empty"))
+    root, _ = fashion
+    write_idx(root / "fashion-mnist" / "t10k-labels-idx1-ubyte", np.zeros((5, 2)))   # 2-D
+    with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte: not an idx file of 1-D"):
+        load_dataset("fashion-mnist", data_root=str(root))
+    (root / "fashion-mnist" / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00")
+    with pytest.raises(ValueError, match="too short"):
+        data.read_idx(root / "fashion-mnist" / "t10k-labels-idx1-ubyte", 1)
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+                    reason="Debian's dataset-fashion-mnist is not installed")
+def test_fashion_mnist_from_the_debian_package():
+    from punl.engine.data import available_training_points
+    assert available_training_points("fashion-mnist", "no-such-folder") == 60_000
 
 
 @pytest.mark.parametrize("name,shape", [("logreg", (1, 8, 8)), ("mlp", (1, 8, 8)),

