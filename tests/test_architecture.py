@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "punl"
 #: The layers, upstream first, and each layer's modules, upstream first: a module may import only
 #: the layers before its own and the modules before it in its layer.
 LAYERS = {
-    "core": ["catalog", "methods", "tables", "config", "parallel", "store", "outputs"],
+    "core": ["catalog", "methods", "tables", "resources", "config", "parallel", "store", "outputs"],
     "engine": ["data", "models", "pergrad", "multimodel", "sgd", "recipe", "ledger", "train",
                "privacy", "accountant", "metrics"],
     "study": ["mia", "groups", "shadow", "scores", "barriers", "unlearn", "pointwise"],

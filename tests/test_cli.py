@@ -48,3 +48,27 @@ def test_fields_of_one_stage(capsys):
 def test_a_field_comment_spanning_lines_is_read_whole():
     assert field_meanings()["heldout_requests"].startswith("held-out deletion requests of each")
     assert "validate punl.analysis.predict" in field_meanings()["heldout_requests"]
+
+
+def test_init_lays_out_a_book_folder_and_never_overwrites(tmp_path, capsys):
+    from punl.core.resources import BOOK_SKELETON, resource
+    assert main(["init", str(tmp_path / "b")]) == 0
+    for name in BOOK_SKELETON:
+        assert (tmp_path / "b" / name).exists(), name
+    assert (tmp_path / "b/book/intro.md").read_text() == resource("book/intro.md").read_text()
+    (tmp_path / "b/book/intro.md").write_text("mine")
+    assert main(["init", str(tmp_path / "b")]) == 2
+    assert "already holds _config.yml" in capsys.readouterr().err
+    assert (tmp_path / "b/book/intro.md").read_text() == "mine"
+
+
+def test_book_without_a_book_folder_says_how_to_make_one(tmp_path, capsys):
+    assert main(["book", "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"punl init {tmp_path}" in err
+
+
+def test_a_checkout_reads_its_own_folders():
+    from punl.core.resources import CHECKOUT, resource
+    assert resource("configs") == CHECKOUT / "configs"
+    assert resource("notebooks") == CHECKOUT / "notebooks"

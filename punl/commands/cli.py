@@ -1,5 +1,5 @@
-"""Command line: ``punl train|score|unlearn|predict|run|sweep|book|configs|fields``, one Config
-for all.
+"""Command line: ``punl train|score|unlearn|predict|run|sweep|book|configs|fields|init``, one
+Config for all.
 
 One configuration flows through every stage.
 
@@ -315,10 +315,26 @@ def cmd_fields(args) -> int:
     return 0
 
 
+def cmd_init(args) -> int:
+    """``punl init DIR``: lay out a book folder (configuration, extension, stylesheet, prose
+    chapters) that ``punl run`` and ``punl book`` fill, refusing to overwrite anything."""
+    from ..core.resources import init_book
+    try:
+        written = init_book(args.folder)
+    except FileExistsError as err:
+        raise ConfigError(f"init: {err}") from None
+    print(f"wrote {len(written)} files and folders into {args.folder}; next, there: "
+          "punl run digits-quick, then punl book")
+    return 0
+
+
 def cmd_book(args) -> int:
     """``punl book``: regenerate ``_toc.yml`` and the landing page's results, and build the HTML
     book."""
     from ..publish.book import BookBuildError, build_book, generate_toc, write_landing
+    if not (Path(args.root) / "_config.yml").is_file():
+        raise ConfigError(f"--root: {args.root} holds no _config.yml; `punl init {args.root}` "
+                          "lays out a book folder there")
     print(f"wrote {generate_toc(args.root)}")
     if args.no_build:
         print(f"wrote {write_landing(args.root)}")
@@ -376,8 +392,12 @@ DESCRIPTION = ("punl: per-instance privacy for machine unlearning. Train with no
 
 
 def add_listing_parsers(sub) -> None:
-    """``punl configs`` and ``punl fields``: what a user can run and set."""
+    """``punl configs``, ``punl fields`` and ``punl init``: what a user can run and set, and a
+    book folder to start from."""
     from ..core.config import RUNTIME, STAGES
+    p = sub.add_parser("init", help="lay out a book folder to run configurations into")
+    p.add_argument("folder", help="the folder (created if needed; nothing in it is overwritten)")
+    p.set_defaults(func=cmd_init)
     p = sub.add_parser("configs", help="list the configurations punl ships")
     p.set_defaults(func=cmd_configs)
     p = sub.add_parser("fields", help="list every field --set accepts: stage, default, meaning")

@@ -466,21 +466,19 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
     return out
 
 
-#: The configurations punl ships (``punl configs`` lists them).
-CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
-
-
 def builtin_configs() -> dict[str, Path]:
-    """Each shipped configuration's name and file, by name."""
-    return {p.stem: p for p in sorted(CONFIGS_DIR.glob("*.yaml"))}
+    """Each configuration punl ships (``punl configs`` lists them), by name."""
+    from .resources import resource
+    return {p.stem: p for p in sorted(resource("configs").glob("*.yaml"))}
 
 
 def config_path(path: str | Path) -> Path:
-    """A YAML file, or ``configs/<path>.yaml`` of the repository for a bare name."""
+    """A YAML file, or a shipped configuration (``configs/<path>.yaml``) for a bare name."""
+    from .resources import resource
     p = Path(path)
     if p.exists():
         return p
-    builtin = CONFIGS_DIR / f"{path}.yaml"
+    builtin = resource("configs") / f"{path}.yaml"
     if not builtin.exists():
         raise ConfigError(f"config: no file {str(path)!r} and no configs/{path}.yaml")
     return builtin

@@ -17,14 +17,18 @@ from pathlib import Path
 
 from ..core.config import Config, load_config
 from ..core.outputs import RUN_RECORD
+from ..core.resources import resource
 from ..stages.pipeline import overridden_fields, run_folder, run_name
 
-NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+#: Where the notebook templates are read from when none is given: None for punl's own
+#: (:func:`punl.core.resources.resource`).
+NOTEBOOKS_DIR: Path | None = None
 
 
 def list_notebooks(notebooks_dir: str | Path | None = None) -> list[Path]:
-    """The notebook templates to execute, in name order: ``0*.ipynb`` in ``notebooks_dir``."""
-    folder = Path(notebooks_dir) if notebooks_dir else NOTEBOOKS_DIR
+    """The notebook templates to execute, in name order: ``0*.ipynb`` in ``notebooks_dir``
+    (punl's own templates by default)."""
+    folder = Path(notebooks_dir) if notebooks_dir else NOTEBOOKS_DIR or resource("notebooks")
     found = sorted(folder.glob("0*.ipynb"))
     if not found:
         raise FileNotFoundError(f"no notebooks 0*.ipynb in {folder}")
