@@ -28,11 +28,13 @@ SIGMAS ?= 0.25,0.5,1,2
 SEEDS ?= 0,1,2,3,4
 
 book-full: $(VENV)/.installed
+	scripts/ensure-fashion-mnist
 	$(BIN)/punl sweep digits-quick --grid seed=$(SEEDS) --set workers=1 --workers 2
 	$(BIN)/punl run digits-quick
 	$(BIN)/punl run digits-lownoise
 	$(BIN)/punl run digits
 	$(BIN)/punl run mnist5k
+	$(BIN)/punl run fashion-mnist
 	$(BIN)/punl sweep digits-quick --grid sigma=$(SIGMAS) --set workers=1 --workers 2
 	$(BIN)/punl book
 

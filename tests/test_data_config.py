@@ -195,8 +195,8 @@ def test_stage_keys_change_only_downstream():
     assert all(a.stage_key(s) != c.stage_key(s) for s in ("train", "score", "unlearn"))
 
 
-@pytest.mark.parametrize("name", ["digits-quick", "digits-lownoise", "digits", "mnist5k", "svhn",
-                                  "cifar10"])
+@pytest.mark.parametrize("name", ["digits-quick", "digits-lownoise", "digits", "mnist5k",
+                                  "fashion-mnist", "svhn", "cifar10"])
 def test_shipped_configs_are_valid(name):
     cfg = load_config(name)
     assert cfg.name == name

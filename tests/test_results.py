@@ -1,0 +1,55 @@
+"""The measured results the README reports for runs outside `make book`: each row of its
+Fashion-MNIST table says what the kept claims table says (verdict, power and every number)."""
+import re
+
+import pandas as pd
+import pytest
+
+from bookutil import REPO
+from punl.analysis.findings import verdict_text
+from punl.analysis.measures import percent
+
+KEPT = REPO / "results" / "fashion-mnist"
+
+
+def readme_rows(heading: str) -> dict[str, list[str]]:
+    """The cells of the first table under ``heading``, by the claim id that starts each row."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index(heading):]
+    rows = re.findall(r"^\| (\d+b?)\. [^|]+\|(.+)\|$", section.split("\n\n###")[0], re.M)
+    return {claim: [c.strip() for c in cells.split("|")] for claim, cells in rows}
+
+
+@pytest.fixture(scope="module")
+def kept():
+    table = pd.read_csv(KEPT / "claims.csv", dtype={"id": str})
+    table["id"] = table["id"].str.split().str[0]          # "5 (finetune)" is row 5
+    return table.set_index("id")
+
+
+def numbers(text: str) -> list[str]:
+    """Every number written in ``text`` (thousands separators and signs kept)."""
+    return re.findall(r"-?\d[\d,]*\.?\d*(?:e-?\d+)?", text)
+
+
+def test_every_claim_of_the_kept_table_is_a_row(kept):
+    assert set(readme_rows("### Real images: Fashion-MNIST")) == set(kept.index)
+
+
+def test_each_rows_verdict_and_power_are_the_tables(kept):
+    for claim, (measured, verdict, power) in readme_rows(
+            "### Real images: Fashion-MNIST").items():
+        row = kept.loc[claim]
+        assert verdict.startswith(verdict_text(row.verdict, bool(row.fragile))), claim
+        assert power == percent(row.power), claim
+
+
+def test_each_number_a_row_states_is_in_the_table(kept):
+    """A number of the measured column is the table's (its value or interval text), or one of
+    the design's (K/10 = 40, the counts of points), or a percentage the table's number gives."""
+    config = (KEPT / "run.json").read_text()
+    for claim, (measured, _, _) in readme_rows("### Real images: Fashion-MNIST").items():
+        row = kept.loc[claim]
+        source = f"{row.value} {row.interval} {percent(row.number)}"
+        for number in numbers(measured):
+            assert number in source or number.strip("-") in config, (claim, number)
