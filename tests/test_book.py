@@ -399,6 +399,16 @@ def test_the_front_page_says_what_each_run_ran():
     no_points = run_sentence(replace(result, config={**config, "point_models": 0}))
     assert "per point" not in no_points and "per group" in no_points
     assert f"- {sentence}" in landing_text([result], None)
+    assert "reused" not in sentence
+    assert "stages computed by an earlier run and reused" in run_sentence(
+        replace(result, stages_reused=True))
+
+
+def test_a_run_that_reused_every_stage_is_told_apart():
+    from punl.publish.book import _all_reused
+    assert _all_reused({"stages": {"train": "reused", "score": "reused", "unlearn": "reused"}})
+    assert not _all_reused({"stages": {"train": "computed", "score": "reused"}})
+    assert not _all_reused({"stages": {}}) and not _all_reused({})
 
 
 def test_markup_in_a_users_values_never_reaches_the_page_live(tmp_path):

@@ -231,6 +231,7 @@ class RunResult:
     method: str                         # its primary method
     score: str                          # its primary score
     headline: Headline                  # :func:`punl.analysis.measures.headline` of method and score
+    stages_reused: bool = False         # every stage came from an earlier run's artifacts
 
 
 def run_results(root: Path) -> list[RunResult]:
@@ -281,7 +282,14 @@ def _run_result(root: Path, folder: Path, plan: RunPlan, record: dict,
         replication=replication_for(root, cfg["name"]),
         doc=_doc(summary[0] if summary else folder / "index.md", root),
         claims=tables["claims"], budget=int(cfg["unlearn_steps"]),
-        method=cfg["primary_method"], score=cfg["primary_score"], headline=data)
+        method=cfg["primary_method"], score=cfg["primary_score"], headline=data,
+        stages_reused=_all_reused(record))
+
+
+def _all_reused(record: dict) -> bool:
+    stages = record.get("stages")
+    return isinstance(stages, dict) and bool(stages) and all(
+        s in ("reused", "not run") for s in stages.values()) and "reused" in stages.values()
 
 
 #: The file a sweep over ``seed`` leaves in its chapter folder: each claim's replication
@@ -390,8 +398,10 @@ def run_sentence(result: RunResult) -> str:
               f" unlearned against as many retrained models for each point); "
               if models else "")
     groups = f"per group, {c['runs']} unlearned against {c['retrain_seeds']} retrained models"
-    took = (f"; the run took {fmt(result.wall_time_s / 60, 3)} min"
-            if result.wall_time_s else "")
+    took = (f"; the run took {fmt(result.wall_time_s / 60, 3)} min" if result.wall_time_s
+            else "")
+    if took and result.stages_reused:
+        took += " (its stages computed by an earlier run and reused, so only the chapters ran)"
     return (f"`{result.name}`: {data}, {model}, {training}; {points}{groups}; budget "
             f"$K = {fmt(c['unlearn_steps'])}$ steps of `{c['primary_method']}`{took}.")
 
