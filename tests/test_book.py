@@ -362,6 +362,12 @@ def test_landing_puts_every_runs_claims_side_by_side():
     assert "No run is in the book yet" in landing_text([], None)
 
 
+def test_a_run_without_a_summary_chapter_links_its_verdicts_to_its_index():
+    result = fake_result("a", ["supported"], doc="book/runs/a/index")
+    result.claims["id"] = ["1"]
+    assert "{doc}`supported </book/runs/a/index>`" in claims_side_by_side([result])
+
+
 def test_each_verdict_links_to_its_claim_in_the_summary():
     """With claim ids (every claims table punl writes has them), a verdict links to its
     claim's block in the run's summary page, not to the top of the page."""

@@ -269,7 +269,8 @@ def test_a_notebook_opened_on_a_run_of_other_settings_is_refused(tmp_path):
 def test_a_run_in_progress_opens_its_own_folder(tmp_path):
     """punl run records the settings it is running in the staging folder before any notebook
     opens the folder, so a new run into a folder of an older run is not refused."""
-    from punl.core.config import load_config
+    from punl.core.config import ConfigError, load_config
+    from punl.core.outputs import output_lock
     from punl.publish.notebook import open_run
     _published_run(tmp_path / "run", load_config("digits-quick", ["sigma=0.3", "n_train=200"]))
     new = load_config("digits-quick", ["sigma=0.5"])
@@ -278,4 +279,24 @@ def test_a_run_in_progress_opens_its_own_folder(tmp_path):
     (staging / "run.json").write_text(json.dumps({
         "config": new.to_dict(), "stage_keys": {s: new.stage_key(s) for s in
                                                 ("train", "score", "pointwise", "unlearn")}}))
-    assert open_run("digits-quick", ["sigma=0.5"], str(tmp_path / "run")).config.sigma == 0.5
+    with output_lock(tmp_path / "run"):                  # the run holds its folder
+        assert open_run("digits-quick", ["sigma=0.5"], str(tmp_path / "run")).config.sigma == 0.5
+    # once no run holds the folder, what a killed run left in staging proves nothing
+    with pytest.raises(ConfigError, match="sigma differ"):
+        open_run("digits-quick", ["sigma=0.5"], str(tmp_path / "run"))
+
+
+def test_a_lock_held_by_another_process_is_seen(tmp_path):
+    from punl.core.outputs import lock_in_use
+    assert not lock_in_use(tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from punl.core.outputs import output_lock\n"
+        f"with output_lock({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(30)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert lock_in_use(tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not lock_in_use(tmp_path)

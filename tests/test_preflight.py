@@ -434,15 +434,35 @@ def test_a_worker_on_a_private_disk_is_named(tmp_path):
     private, stale = tmp_path / "private", tmp_path / "stale"
     private.mkdir()
     stale.mkdir()
-    (stale / PROBE).write_text("another sweep's token")
     shared = tmp_path / "shared"
     shared.mkdir()
+
+    class StaleCopy(FakeClient):
+        """The stale worker's folder holds a probe of the same name with other contents."""
+
+        def run(self, fn, folder, token):
+            (stale / f"{PROBE}-{token}").write_text("another sweep's token")
+            return super().run(fn, folder, token)
+
     problems = workers_sharing_problems(
-        FakeClient({"tcp://ok": None, "tcp://private": private, "tcp://stale": stale}), shared)
+        StaleCopy({"tcp://ok": None, "tcp://private": private, "tcp://stale": stale}), shared)
     assert set(problems) == {"tcp://private", "tcp://stale"}
     assert "No such file" in problems["tcp://private"]
     assert "another folder" in problems["tcp://stale"]
     assert list(shared.iterdir()) == []
+
+
+def test_a_failing_client_leaves_no_probe(tmp_path):
+    from punl.stages.preflight import workers_sharing_problems
+
+    class Broken:
+        def run(self, fn, folder, token):
+            fn(folder, token)                # one worker answered, then the cluster failed
+            raise OSError("connection lost")
+
+    with pytest.raises(OSError):
+        workers_sharing_problems(Broken(), tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_check_workers_share_needs_nothing_for_local_sweeps(tmp_path):

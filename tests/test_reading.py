@@ -103,3 +103,16 @@ def test_a_short_table_has_no_fold():
 def test_max_rows_below_one_is_refused_by_name():
     with pytest.raises(ValueError, match="max_rows"):
         table(pd.DataFrame({"a": [1]}), max_rows=0)
+
+
+def test_repeated_row_labels_are_shown_and_clashing_headers_refused():
+    frame = pd.concat([pd.DataFrame({"a": [1.5]}), pd.DataFrame({"a": [2.5]})])   # labels 0, 0
+    assert len(cells(table(frame).to_html()).cells) == 2
+    with pytest.raises(ValueError, match="names: two columns would both be headed count"):
+        table(pd.DataFrame({"n": [1], "count": [2]}))
+
+
+def test_a_large_table_keeps_every_row_in_its_fold():
+    frame = pd.DataFrame({"v": np.arange(300_000) % 7})          # beyond the Styler's default
+    html = table(frame).to_html()
+    assert html.split("<details>")[1].count("<td") == 300_000

@@ -155,12 +155,17 @@ def unlearning_findings(study: Study, claims: pd.DataFrame) -> dict[str, str]:
 def _trend_result(t) -> str:
     """A barrier trend in words: its ρ, groups and interval, or why there is none."""
     fmt = measures.fmt
-    if not np.isfinite(t.spearman):
+    if t.groups < 3:
         return (f"no trend can be measured, since {fmt(t.groups)} quantile groups hold at least "
                 f"{measures.MIN_BARRIER_POINTS} such points and a rank correlation needs three")
+    if not np.isfinite(t.spearman):
+        return (f"no trend can be measured over its {fmt(t.groups)} quantile groups, since the "
+                "privacy loss or the barrier does not vary across them")
+    interval = (f"a 95% interval of [{fmt(t.low, 2)}, {fmt(t.high, 2)}] over model pairs and "
+                "points" if np.isfinite(t.low) and np.isfinite(t.high)
+                else "no interval, since the resamples gave no finite correlation")
     return (f"Spearman ρ = {fmt(t.spearman, 2)} over {fmt(t.groups)} quantile groups (those "
-            f"with at least {measures.MIN_BARRIER_POINTS} such points), with a 95% interval of "
-            f"[{fmt(t.low, 2)}, {fmt(t.high, 2)}] over model pairs and points")
+            f"with at least {measures.MIN_BARRIER_POINTS} such points), with {interval}")
 
 
 def barrier_findings(study: Study, claims: pd.DataFrame) -> dict[str, str]:

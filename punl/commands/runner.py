@@ -177,7 +177,8 @@ def _run_locked(plan: RunPlan, progress: bool) -> dict[str, Any]:
     before, start = stage_status(cfg, store), time.perf_counter()
     try:
         record["tables"] = publication.write_tables(run_tables(cfg, store, "unlearn", progress))
-        publication.write_record(record)   # the settings the notebooks open this folder with
+        running = {k: v for k, v in record.items() if k != "finished_at"}
+        publication.write_record({**running, "status": "running"})   # what notebooks open
         box = provenance_box(plan, record["stage_keys"], git_commit())
         for nb in tqdm(plan.notebook_runs(into=chapter.staging), desc=f"{plan.name}: notebooks",
                        unit="notebook", disable=not progress):

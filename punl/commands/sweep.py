@@ -18,7 +18,7 @@ import itertools
 import re
 import time
 import traceback
-from concurrent.futures import Executor, as_completed
+from concurrent.futures import CancelledError, Executor, as_completed
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -230,8 +230,9 @@ def _row(point: dict, future) -> dict[str, Any]:
     try:
         result = future.result()
     except Exception as err:  # noqa: BLE001 - a worker that died is a failed point
-        why = str(err) or ("the dask scheduler or its worker was lost before the point finished"
-                           if type(err).__name__ == "CancelledError" else "no message")
+        why = str(err) or "no message"
+        if isinstance(err, CancelledError):
+            why = f"the dask scheduler or its worker was lost before the point finished ({why})"
         result = {"status": "failed", "wall_s": float("nan"), "error": f"{type(err).__name__}: {why}"}
     values = {k: yaml_text(v) for k, v in point["values"].items()}
     return {"point": point["point"], **values, "overrides": " ".join(point["overrides"]),

@@ -56,6 +56,25 @@ def _lock_holder(path: Path) -> str:
         return "another process"
 
 
+def lock_in_use(folder: str | Path) -> bool:
+    """Whether a run holds ``<folder>/.lock`` now (this process included)."""
+    path = Path(folder).resolve() / LOCK
+    if path in _held:
+        return True
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def output_lock(folder: str | Path) -> Iterator[Path]:
     """Hold the exclusive advisory lock ``<folder>/.lock`` (the folder is created).

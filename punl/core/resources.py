@@ -46,9 +46,10 @@ def init_book(folder: str | Path) -> list[Path]:
     present = [name for name in BOOK_SKELETON if (folder / name).exists()]
     if present:
         raise FileExistsError(f"{folder} already holds {', '.join(present)}; nothing copied")
+    sources = {name: resource(name) for name in BOOK_SKELETON}    # all found, or nothing copied
     written = []
-    for name in BOOK_SKELETON:
-        source, target = resource(name), folder / name
+    for name, source in sources.items():
+        target = folder / name
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
             shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))

@@ -16,8 +16,10 @@ one model, for a loop that has none of its own:
     theta <- theta - lr * (sum_{i in B} min(1, C / ||g_i||) g_i + N(0, sigma^2 C^2 I)) / (q N).
 
 Per-example gradients come from ``torch.func`` (``vmap`` of ``grad``) with the user's loss on
-a batch of one example, so any differentiable loss works (``reduction`` "mean" or "sum" give the
-same per-example value; "none" is summed). BatchNorm mixes the examples of a batch, so a
+a batch of one example, so any differentiable loss works: its value on that batch of one (summed
+where it is not a scalar) is the example's loss, so a mean over several outputs per example
+(``MSELoss`` on [1, k] targets) is that example's mean. Dropout draws its own mask for every
+example. BatchNorm mixes the examples of a batch, so a
 per-example gradient does not exist for it: such models are refused with one error; use
 GroupNorm or LayerNorm.
 """
@@ -89,7 +91,7 @@ class PrivacyAccountant:
             out = functional_call(self.model, (p, buffers), (xi.unsqueeze(0),))
             return self.loss_fn(out, yi.unsqueeze(0)).sum()
 
-        return vmap(grad(loss), in_dims=(None, 0, 0))(params, x, y)
+        return vmap(grad(loss), in_dims=(None, 0, 0), randomness="different")(params, x, y)
 
     def _params(self) -> dict:
         return {k: v.detach() for k, v in self.model.named_parameters() if v.requires_grad}

@@ -214,9 +214,9 @@ IDX_MAGIC = {3: 0x00000803, 1: 0x00000801}
 
 def fashion_mnist_folder(data_root: str) -> Path:
     """The folder holding Fashion-MNIST's four idx files (each plain or ``.gz``):
-    ``data_root/fashion-mnist``, ``data_root`` itself, else Debian's package folder; else
-    :class:`DatasetUnavailable` saying how to get them."""
-    for folder in (Path(data_root) / "fashion-mnist", Path(data_root), DEBIAN_FASHION_MNIST):
+    ``data_root/fashion-mnist``, else Debian's package folder (never ``data_root`` itself, where
+    MNIST's files have the same names); else :class:`DatasetUnavailable` saying how to get them."""
+    for folder in (Path(data_root) / "fashion-mnist", DEBIAN_FASHION_MNIST):
         if all(_idx_path(folder, f) for f in IDX_FILES.values()):
             return folder
     raise DatasetUnavailable(

@@ -336,7 +336,7 @@ def verdict_cell(row, doc: str, replication: pd.DataFrame | None = None) -> str:
              else "") + replication_note(replication, row.claim)
     notes = f" ({notes.lstrip('; ')})" if notes else ""
     text = verdict_text(row.verdict, row.fragile)
-    if getattr(row, "id", None) is None:
+    if getattr(row, "id", None) is None or "summary" not in posixpath.basename(doc):
         return Markdown(f"{{doc}}`{text} </{doc}>`{notes}")
     page = posixpath.relpath(doc, posixpath.dirname(FRONT_PAGE))
     href = html.escape(f"{quote(page)}.html#{claim_anchor(row.id)}", quote=True)

@@ -156,13 +156,16 @@ def check_same_run(config: Config, folder: Path) -> None:
     """Refuse to open ``folder`` for ``config`` when it holds a published run of other
     settings (a notebook re-run by hand without the run's overrides would otherwise compute
     another configuration into it): ConfigError naming the fields that differ and the
-    overrides to pass."""
+    overrides to pass. The settings of a run in progress (its staging record, trusted only
+    while a run holds the folder's lock) count as the folder's too."""
     from ..core.config import RUNTIME, STAGES
-    from ..core.outputs import RUN_RECORD, STAGING, published_record
-    try:                         # a run in progress (punl run) records its settings here first
-        staged = json.loads((Path(folder) / STAGING / RUN_RECORD).read_text())
-    except (OSError, ValueError):
-        staged = None
+    from ..core.outputs import RUN_RECORD, STAGING, lock_in_use, published_record
+    staged = None
+    if lock_in_use(folder):      # a run in progress (punl run) records its settings here first
+        try:
+            staged = json.loads((Path(folder) / STAGING / RUN_RECORD).read_text())
+        except (OSError, ValueError):
+            staged = None
     keys = {s: config.stage_key(s) for s in STAGES}
     records = [r for r in (staged, published_record(folder))
                if isinstance(r, dict) and isinstance(r.get("config"), dict)]

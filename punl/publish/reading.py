@@ -65,6 +65,8 @@ class ReadingTable:
 
     def _styled_html(self, frame: pd.DataFrame) -> str:
         from ..analysis.measures import fmt
+        if not self.index:
+            frame = frame.reset_index(drop=True)       # the Styler needs unique row labels
         numeric = _numeric(frame)
         styled = (frame.style.format(lambda v: fmt(v, self.digits), subset=numeric)
                   .set_properties(subset=numeric, **{"text-align": "right",
@@ -73,7 +75,9 @@ class ReadingTable:
             styled = styled.format_index(lambda v: fmt(v, self.digits))
         else:
             styled = styled.hide(axis="index")
-        return styled.to_html()
+        cells = max(frame.size, 1) * 2               # every cell shown: never cut by the Styler
+        with pd.option_context("styler.render.max_elements", max(cells, 262_144)):
+            return styled.to_html()
 
     def csv_link(self) -> str:
         """A link that downloads every row at full precision, with no server behind it."""
@@ -109,6 +113,10 @@ def table(frame: pd.DataFrame, digits: int = 3, index: bool = False, *,
     frame = frame.rename(columns=names).rename(columns=header)
     if index_in_words:
         frame = frame.rename(index=header)
+    repeated = sorted({str(c) for c in frame.columns if list(frame.columns).count(c) > 1})
+    if repeated:
+        raise ValueError(f"names: two columns would both be headed {', '.join(repeated)}; "
+                         "rename one of them")
     frame = frame.rename_axis(index=[header(n) for n in frame.index.names],
                               columns=[header(n) for n in frame.columns.names])
     return ReadingTable(frame, digits, index, max_rows, csv_name)

@@ -42,17 +42,20 @@ def check_converged(config: Config, runs: list, ledger: Ledger, final_loss: floa
 LOSS_RISE = 2.0
 
 
-def check_learned(config: Config, ledger: Ledger, classes: int, n_test: int) -> None:
+def check_learned(config: Config, ledger: Ledger, test_labels) -> None:
     """Raise :class:`Diverged` when the runs' final test accuracy, pooled over the R runs, is at
-    chance: at most 1/k + 3 sqrt((1/k)(1 - 1/k) / (R n_test)) for k classes (three standard
-    errors of a guess's accuracy; a guess passes it with probability about 0.1%). A model that
-    learned nothing has nothing to unlearn, so its claims would be meaningless."""
-    chance = 1.0 / classes
+    chance: at most c + 3 sqrt(c (1 - c) / (R n_test)), where c is the test set's largest class
+    share (what always answering the commonest class scores; 1/k for balanced classes) and
+    three standard errors cover a guess's luck (it passes with probability about 0.1%). A model
+    that learned nothing has nothing to unlearn, so its claims would be meaningless."""
+    labels = np.asarray(test_labels)
+    chance = float(np.bincount(labels).max() / len(labels))
     accuracy = float(np.mean(ledger.test_acc[:, -1]))
-    bound = chance + 3.0 * np.sqrt(chance * (1 - chance) / (ledger.test_acc.shape[0] * n_test))
+    bound = chance + 3.0 * np.sqrt(chance * (1 - chance) / (ledger.test_acc.shape[0] * len(labels)))
     if accuracy <= bound:
         raise Diverged(f"training did not learn: the final test accuracy {accuracy:.3f} is "
-                       f"at chance (1/{classes} = {chance:.3f}; at most {bound:.3f} is chance) "
+                       f"at chance (the commonest class is {chance:.3f} of the test set; at most "
+                       f"{bound:.3f} is chance) "
                        f"(lr = {config.lr}, sigma = {config.sigma}, clip = {config.clip}, "
                        f"weight_decay = {config.weight_decay}); train longer, with less noise or "
                        "a larger lr")

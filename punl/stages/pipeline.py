@@ -191,7 +191,7 @@ def ensure_trained(config: Config, store: ArtifactStore, data: Dataset | None = 
         runs, ledger = train(config, data, progress=progress, snapshots=snapshots)
         check_converged(config, runs, ledger,
                         mean_training_loss(config, data, [r.final for r in runs]))
-        check_learned(config, ledger, data.num_classes, len(data.y_test))
+        check_learned(config, ledger, data.y_test.cpu().numpy())
         out.save_bytes("ledger.npz", ledger.to_bytes())
         out.save_torch("models.pt", {"init": [r.init for r in runs],
                                      "final": [r.final for r in runs]})

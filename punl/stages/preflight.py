@@ -200,51 +200,57 @@ PROBE = ".punl-probe"
 
 
 def _probe_from_worker(folder: str, token: str) -> str:
-    """Run on a dask worker: read the client's probe in ``folder`` and answer with a file of
-    its own; returns that file's name, or what went wrong (prefixed ``problem: ``)."""
+    """Run on a dask worker: read the client's probe ``folder/.punl-probe-<token>`` and answer
+    with a file of its own beside it; returns that file's name, or what went wrong (prefixed
+    ``problem: ``)."""
     import secrets
     try:
-        if (Path(folder) / PROBE).read_text() != token:
+        if (Path(folder) / f"{PROBE}-{token}").read_text() != token:
             return "problem: it reads another folder of that name (its own filesystem)"
-        answer = Path(folder) / f"{PROBE}-{secrets.token_hex(6)}"
+        answer = Path(folder) / f"{PROBE}-{token}-{secrets.token_hex(6)}"
         answer.write_text(token)
         return answer.name
-    except OSError as err:
-        return f"problem: {err.strerror or type(err).__name__}"
+    except (OSError, ValueError) as err:
+        return f"problem: {getattr(err, 'strerror', None) or type(err).__name__}"
 
 
 def workers_sharing_problems(client, folder: Path) -> dict[str, str]:
     """Each dask worker of ``client`` that cannot read and write ``folder`` as the client
-    does, with why: the client writes a probe, every worker reads it and writes an answer,
-    and the client must see each answer. Leaves no file in ``folder``."""
+    does, with why: the client writes a probe named by a fresh token (so that sweeps sharing a
+    parent folder never meet), every worker reads it and writes an answer, and the client must
+    see each answer. Leaves no file of the probe in ``folder``, whatever happens."""
     import secrets
-    token, probe = secrets.token_hex(8), folder / PROBE
+    token = secrets.token_hex(8)
+    probe = folder / f"{PROBE}-{token}"
     probe.write_text(token)
     try:
         answers = client.run(_probe_from_worker, str(folder), token)
+        return {worker: (answer.removeprefix("problem: ") if answer.startswith("problem: ")
+                         else "what it writes there does not reach the client")
+                for worker, answer in answers.items()
+                if answer.startswith("problem: ") or not (folder / answer).is_file()}
     finally:
-        probe.unlink(missing_ok=True)
-    problems = {}
-    for worker, answer in answers.items():
-        if answer.startswith("problem: "):
-            problems[worker] = answer.removeprefix("problem: ")
-        elif not (folder / answer).is_file():
-            problems[worker] = "what it writes there does not reach the client"
-        else:
-            (folder / answer).unlink()
-    return problems
+        for leftover in folder.glob(f"{PROBE}-{token}*"):
+            leftover.unlink(missing_ok=True)
 
 
 def check_workers_share(address: str, folder: Path, timeout: float) -> None:
-    """Every worker of the dask scheduler at ``address`` reads and writes ``folder`` (its
-    nearest existing parent: nothing is created), else one ConfigError naming a worker and
-    the fix. Results travel through that folder, so a worker on a private disk would finish
-    its points where the client never sees them."""
+    """The dask scheduler at ``address`` has at least one worker within ``timeout`` seconds, and
+    every worker connected reads and writes ``folder`` (its nearest existing parent: nothing
+    is created); else one ConfigError naming the problem and the fix. Results travel through
+    that folder, so a worker on a private disk would finish its points where the client never
+    sees them. Workers that join after this check are not probed."""
     if address == "local":
         return
     from distributed import Client
     existing = next(p for p in [folder, *folder.parents] if p.is_dir())
     with Client(address, timeout=timeout) as client:
+        try:
+            client.wait_for_workers(1, timeout=timeout)
+        except Exception:  # noqa: BLE001 - dask raises its own TimeoutError types
+            raise ConfigError(f"--scheduler: the dask scheduler at {address} has no worker "
+                              f"within {timeout:g} s; start `dask worker {address}` on each "
+                              "machine") from None
         problems = workers_sharing_problems(client, existing)
     if problems:
         worker, why = next(iter(sorted(problems.items())))
