@@ -363,7 +363,8 @@ def test_a_run_that_learns_nothing_stops_and_is_never_marked_complete(workdir, c
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert re.search(r"^punl: training did not learn: the final test accuracy 0\.\d+ is at "
-                     r"chance \(1/10 = 0\.100; at most 0\.1\d+ is chance\)", err.strip(), re.M), err
+                     r"chance \(the commonest class is 0\.1\d+ of the test set; at most 0\.1\d+ "
+                     r"is chance\)", err.strip(), re.M), err
     assert "Traceback" not in err
     assert not list((workdir / "out/artifacts").glob("train-*/_complete.json"))
 
@@ -469,3 +470,17 @@ def test_check_workers_share_needs_nothing_for_local_sweeps(tmp_path):
     from punl.stages.preflight import check_workers_share
     check_workers_share("local", tmp_path / "not-there", 1.0)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_chance_is_the_commonest_class_of_the_test_set():
+    """On a test set that is 90% one class, 90% accuracy is what always answering that class
+    scores: no evidence of learning."""
+    from types import SimpleNamespace
+
+    from punl.core.config import load_config
+    from punl.stages.convergence import Diverged, check_learned
+    ledger = SimpleNamespace(test_acc=np.full((4, 3), 0.9))
+    skewed = np.array([0] * 900 + [1] * 100)
+    with pytest.raises(Diverged, match="commonest class is 0.900"):
+        check_learned(load_config("digits-quick"), ledger, skewed)
+    check_learned(load_config("digits-quick"), ledger, np.arange(1000) % 10)   # balanced: learned
