@@ -21,6 +21,14 @@ def tiny_without(*fields: str) -> list[str]:
     return [o for o in TINY if o.split("=", 1)[0] not in fields]
 
 
+#: The tiny overrides for a shipped configuration run as a user would: without the name (each
+#: command keeps its run name) or the markup in data_root, and with two ledger records an epoch
+#: whatever the configuration's own interval (a tiny run of a few steps would otherwise record
+#: step 0 alone, which the preflight refuses).
+TINY_SETTINGS = tiny_without("name", "record_every", "data_root") + [
+    "record_every=null", "records_per_epoch=2"]
+
+
 NOTEBOOKS = tuple(sorted(p.name for p in (REPO / "notebooks").glob("0*.ipynb")))
 CHAPTERS = ("intro.md", "methods.md", "reproduce.md")
 

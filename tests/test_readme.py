@@ -15,14 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bookutil import REPO, TINY, make_book_root, make_notebooks_dir
+from bookutil import REPO, TINY_SETTINGS, make_book_root, make_notebooks_dir
 
-#: The tiny overrides without the name (each command keeps the run name it would have) or the
-#: markup in data_root (mnist5k's configuration reads its own), and
-#: two ledger records an epoch whatever the configuration's own interval (a tiny run of a few
-#: steps would otherwise record step 0 alone, which the preflight refuses).
-TINY_SETTINGS = [o for o in TINY if not o.startswith(("name=", "record_every=", "data_root="))] + [
-    "record_every=null", "records_per_epoch=2"]
 RUN_ELSEWHERE = {"python -m benchmarks": "tests/test_benchmarks.py",
                  "punl predict": "tests/test_predict_run.py",
                  "python -m pytest -q tests/test_browser.py": "tests/test_browser.py",

@@ -14,15 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from bookutil import REPO, TINY
+from bookutil import REPO, TINY_SETTINGS
 
 pytestmark = pytest.mark.slow
-
-#: The tiny settings, without the markup in data_root (the wheel's own test of escaping is
-#: tests/test_browser.py) and with two ledger records an epoch.
-SETTINGS = [o for o in TINY if not o.startswith(("name=", "data_root=", "record_every="))] + [
-    "record_every=null", "records_per_epoch=2"]
-
 
 def run(argv, cwd, env, timeout=600) -> subprocess.CompletedProcess:
     done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True,
@@ -73,7 +67,7 @@ def test_a_tiny_book_from_the_installed_wheel_outside_the_source_tree(installed)
     run(["punl", "init", "mybook"], outside, env)
     book = outside / "mybook"
     argv = ["punl", "run", "digits-quick", "--quiet"]
-    run(argv + [a for o in SETTINGS for a in ("--set", o)], book, env)
+    run(argv + [a for o in TINY_SETTINGS for a in ("--set", o)], book, env)
     run(["punl", "book"], book, env)
     html = book / "_build" / "html"
     chapters = list((html / "book" / "runs").glob("digits-quick-*/04_unlearn.html"))

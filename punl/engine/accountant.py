@@ -93,6 +93,11 @@ class PrivacyAccountant:
 
         return vmap(grad(loss), in_dims=(None, 0, 0), randomness="different")(params, x, y)
 
+    @staticmethod
+    def _norms_of(grads: dict) -> torch.Tensor:
+        """``||g_i||`` over every parameter, from per-example gradients ``{p: [B, *shape]}``."""
+        return torch.sqrt(sum(v.flatten(1).pow(2).sum(1) for v in grads.values()))
+
     def _params(self) -> dict:
         return {k: v.detach() for k, v in self.model.named_parameters() if v.requires_grad}
 
@@ -104,7 +109,7 @@ class PrivacyAccountant:
         for start in range(0, len(x), self.chunk_size):
             g = self._example_grads(params, x[start:start + self.chunk_size],
                                     y[start:start + self.chunk_size])
-            parts.append(torch.sqrt(sum(v.flatten(1).pow(2).sum(1) for v in g.values())))
+            parts.append(self._norms_of(g))
         return torch.cat(parts) if parts else x.new_zeros(0)
 
     # -------------------------------------------------------------------------- recording
@@ -151,7 +156,7 @@ class PrivacyAccountant:
         for start in range(0, len(x), self.chunk_size):
             g = self._example_grads(params, x[start:start + self.chunk_size],
                                     y[start:start + self.chunk_size])
-            norm = torch.sqrt(sum(v.flatten(1).pow(2).sum(1) for v in g.values()))
+            norm = self._norms_of(g)
             scale = torch.clamp(self.clip / (norm + 1e-12), max=1.0)
             for k, v in g.items():
                 total[k] += torch.einsum("b,b...->...", scale, v)
