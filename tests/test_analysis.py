@@ -162,7 +162,7 @@ def test_claim4_reads_only_the_primary_scores_groups():
     from dataclasses import asdict, replace
 
     from punl.analysis.measures import group_point_curves
-    from punl.analysis.claims import barrier_trends
+    from punl.analysis.barriers import barrier_trends
     study = make_study(Truth())
     curves = study.tables.barrier_points
     other = curves.assign(score="avg_grad_norm", loss=curves.loss + 5.0)

@@ -15,14 +15,15 @@ PACKAGE = Path(__file__).resolve().parent.parent / "punl"
 #: The layers, upstream first, and each layer's modules, upstream first: a module may import only
 #: the layers before its own and the modules before it in its layer.
 LAYERS = {
-    "core": ["catalog", "methods", "tables", "resources", "config", "parallel", "store", "outputs"],
+    "core": ["catalog", "methods", "tables", "resources", "yamlfiles", "config", "parallel", "store", "outputs"],
     "engine": ["data", "models", "pergrad", "multimodel", "sgd", "recipe", "ledger", "train",
                "privacy", "accountant", "metrics"],
     "study": ["mia", "groups", "shadow", "scores", "barriers", "unlearn", "pointwise"],
-    "analysis": ["fits", "lawtest", "power", "measures", "pointclaims", "claims", "findings",
-                 "predict", "heldout", "adaptive", "pointpredict"],
+    "analysis": ["fits", "lawtest", "power", "measures", "barriers", "pointclaims", "claims",
+                 "findings", "predict", "heldout", "adaptive", "pointpredict"],
     "stages": ["resources", "preflight", "convergence", "pipeline"],
-    "publish": ["plots", "pointplots", "reading", "plan", "markdown", "notebook", "book"],
+    "publish": ["plots", "pointplots", "reading", "plan", "markdown", "notebook", "chapters",
+                "landing", "book"],
     "commands": ["runner", "sweep", "cli"],
 }
 #: Inside each sub-package of a layer, upstream first likewise (its ``__init__`` last).

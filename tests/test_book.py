@@ -14,8 +14,9 @@ from pathlib import Path
 from bookutil import MARKUP, NOTEBOOKS, REPO, TINY, make_book_root, tiny_without, make_notebooks_dir
 from punl.analysis import claims as claims_module
 from punl.analysis import findings
-from punl.publish.book import (ChapterWarning, RunResult, build_book, claims_side_by_side, generate_toc, landing_text,
-                       toc_data, write_landing)
+from punl.publish.book import build_book, generate_toc, toc_data
+from punl.publish.chapters import ChapterWarning
+from punl.publish.landing import RunResult, claims_side_by_side, landing_text, write_landing
 from punl.core.config import ConfigError
 from punl.publish.markdown import claim_anchor
 from punl.publish.plan import RunPlan
@@ -339,7 +340,7 @@ def test_chapters_and_runs_that_cannot_be_shown_are_named_never_dropped(tmp_path
 
 
 def fake_result(name: str, verdicts: list[str], **fields) -> RunResult:
-    """What :func:`punl.publish.book.run_results` gives of one run, as far as the claims table goes
+    """What :func:`punl.publish.landing.run_results` gives of one run, as far as the claims table goes
     (``fields`` give the rest; no headline is drawn from it)."""
     claims = pd.DataFrame({"claim": ["1. a", "2. steps grow like a*log(b*P + 1)"][:len(verdicts)],
                            "verdict": verdicts, "fragile": [False, True][:len(verdicts)]})
@@ -390,7 +391,7 @@ def test_landing_without_runs_is_written_and_says_so(tmp_path):
 
 
 def test_the_front_page_says_what_each_run_ran():
-    from punl.publish.book import landing_text, run_sentence
+    from punl.publish.landing import landing_text, run_sentence
     config = {"dataset": "digits", "label_noise": 0.1, "model": "mlp", "width": 64, "runs": 16,
               "sigma": 0.5, "clip": 15.0, "epochs": 10.0, "point_models": 1024,
               "forget_probability": 0.1, "retrain_seeds": 16, "unlearn_steps": 400,
@@ -411,7 +412,7 @@ def test_the_front_page_says_what_each_run_ran():
 
 
 def test_a_run_that_reused_every_stage_is_told_apart():
-    from punl.publish.book import _all_reused
+    from punl.publish.landing import _all_reused
     assert _all_reused({"stages": {"train": "reused", "score": "reused", "unlearn": "reused"}})
     assert not _all_reused({"stages": {"train": "computed", "score": "reused"}})
     assert not _all_reused({"stages": {}}) and not _all_reused({})
@@ -434,3 +435,28 @@ def test_markup_in_a_users_values_never_reaches_the_page_live(tmp_path):
     assert code.startswith("```") and code.endswith("```") and "``c``" in code
     assert code in box                     # the override sits inside one closed code span
     assert md_code("plain") == "`plain`" and md_code("`x`") == "`` `x` ``"
+
+
+def test_the_front_figure_is_the_first_per_point_study_and_groups_only_across_runs():
+    from punl.publish.landing import front_figures
+    plain, pointed = fake_result("a", ["supported"]), fake_result("b", ["supported"], points="P")
+    assert front_figures([plain, pointed]) == (pointed, True)
+    assert front_figures([pointed]) == (pointed, False)
+    assert front_figures([plain]) == (None, True)
+    assert front_figures([]) == (None, False)
+
+
+def test_the_front_page_gives_the_two_commands_with_their_measured_times():
+    from punl.publish.landing import commands_text, duration_text, read_timings
+    assert duration_text(228) == "3 min 48 s" and duration_text(45.4) == "45 s"
+    timings = pd.DataFrame({"command": ["make book", "make test-all"], "seconds": [228, 1688],
+                            "what": ["installed", "from a clean clone"],
+                            "measured": ["2026-12-03", "2026-12-04"]})
+    text = commands_text(timings)
+    lines = text[text.index("```bash"):].splitlines()
+    assert lines[1].startswith("make book ") and lines[1].endswith(", 3 min 48 s")
+    assert lines[2].startswith("make test-all ") and lines[2].endswith(", 28 min 8 s")
+    assert "`make test-all`: from a clean clone (2026-12-04)" in text
+    bare = commands_text(None)
+    assert "make book" in bare and "make test-all" in bare and " min " not in bare
+    assert read_timings(REPO) is not None      # the repository's own, which the README quotes

@@ -6,7 +6,8 @@ import pytest
 
 import punl
 from punl.commands.cli import build_parser, main
-from punl.core.config import Config, builtin_configs, field_meanings, valid_keys
+from punl.core.config import Config, field_meanings, valid_keys
+from punl.core.yamlfiles import builtin_configs
 
 
 def test_version(capsys):

@@ -92,9 +92,14 @@ def test_unlearning_figures(run):
 
 def test_barrier_figures(run):
     tables = run.tables
-    fig = plots.path_losses_figure(tables.paths, run.primary_method)
-    assert {ax.get_title() for ax in fig.axes} >= {"coupled partner, clean points",
-                                                   "independent partner, clean points"}
+    sizes = tables.groups.set_index("group").group_size.to_dict()
+    fig = plots.hard_easy_paths(tables.paths, run.primary_method, run.config.unlearn_steps, sizes)
+    assert [ax.get_title() for ax in fig.axes] == [
+        "from the original model", f"from the model after {run.config.unlearn_steps} steps"]
+    labels = {line.get_label() for ax in fig.axes for line in ax.get_lines()}
+    hardest = {label for label in labels if label.startswith("hardest 5 (")}
+    assert hardest and {label.rsplit(", ", 1)[1] for label in hardest} == {"forget", "control"}
+    assert any(label.startswith("easiest 5 (") for label in labels)
     controlled = measures.controlled_barriers(tables.barriers, run.primary_method)
     fig = plots.controlled_barrier_figure(measures.barrier_by_group(controlled, tables.groups),
                                           run.primary_score)
@@ -139,7 +144,9 @@ def every_figure(run):
             tables, steps, run.primary_score, list(cfg.baseline_scores), run.primary_method,
             cfg.level)),
         "utility_curves": lambda: plots.utility_curves(measures.utility(tables.unlearning)),
-        "path_losses_figure": lambda: plots.path_losses_figure(tables.paths, run.primary_method),
+        "hard_easy_paths": lambda: plots.hard_easy_paths(
+            tables.paths, run.primary_method, cfg.unlearn_steps,
+            tables.groups.set_index("group").group_size.to_dict()),
         "controlled_barrier_figure": lambda: plots.controlled_barrier_figure(
             measures.barrier_by_group(controlled, tables.groups), run.primary_score),
         "barrier_trajectories": lambda: plots.barrier_trajectories(tables.barriers,

@@ -131,3 +131,24 @@ def test_newcombe_interval_keeps_its_width_at_zero_shares():
     assert low < 0 < high and high > 0.003          # no events: still an interval, not [0, 0]
     low, high = pointclaims.difference_interval(60, 1000, 5, 500)
     assert low < 0.05 < high
+
+
+def test_the_front_pages_fits_are_claim_2s():
+    """The front page refits claim 2's two laws from the published tables alone
+    (:func:`pointclaims.point_overview`, no simulations); they must be the claim's own fits.
+    Both run the same deterministic optimiser on the same data, so they agree to its
+    tolerance on any BLAS build (relative 1e-6)."""
+    study = make_point_study(PointTruth())
+    law = claims.law_result(study, MAIN).law
+    overview = pointclaims.point_overview(study.point_steps, study.scores, MAIN.p_column,
+                                          MAIN.level, study.checkpoints)
+    assert len(overview.rows) == len(study.points(MAIN))
+    assert len(overview.placebo) == len(study.points(MAIN, "placebo"))
+    for mine, theirs in ((overview.log_law, law.log_law), (overview.line, law.line)):
+        assert mine.log_likelihood == pytest.approx(theirs.log_likelihood, rel=1e-6)
+        assert mine.sigma == pytest.approx(theirs.sigma, rel=1e-6)
+    assert overview.log_law.a == pytest.approx(law.log_law.a, rel=1e-6)
+    assert overview.line.slope == pytest.approx(law.line.slope, rel=1e-6)
+    empty = study.point_steps.iloc[:0]
+    assert pointclaims.point_overview(empty, study.scores, MAIN.p_column, MAIN.level,
+                                      study.checkpoints) is None

@@ -55,3 +55,17 @@ def test_each_number_a_row_states_is_in_the_table(kept):
         written |= {f"{config['n_train']:,}"}
         for number in numbers(measured):
             assert number in written, (claim, number, sorted(written))
+
+
+def test_the_readmes_set_up_times_are_the_kept_timings():
+    """The README's times of its two set-up commands are the ones in results/timings.csv (the
+    front page quotes that file), written as ``3 min 48 s``."""
+    from punl.publish.landing import duration_text, read_timings
+    timings = read_timings(REPO).set_index("command")
+    text = (REPO / "README.md").read_text()
+    rows = {"make book": r"^\| `make book` \(the environment installed[^|]*\| \*\*([^*]+)\*\*",
+            "make test-all": r"^\| `\.ci/run` from a clean clone[^|]*\| \*\*([^*]+)\*\*"}
+    for command, pattern in rows.items():
+        stated = re.search(pattern, text, re.M)
+        assert stated, command
+        assert stated.group(1) == duration_text(float(timings.loc[command, "seconds"])), command

@@ -92,7 +92,7 @@ def test_verdict_grid_names_its_columns_by_the_swept_value():
 
 
 def test_replication_counts_each_verdict_over_seeds_and_the_front_page_reads_it(tmp_path):
-    from punl.publish.book import REPLICATION, replication_for, replication_note
+    from punl.publish.landing import REPLICATION, replication_for, replication_note
     from punl.commands.sweep import replication_table, replication_text
     claims = pd.DataFrame({
         "id": ["1"] * 3 + ["2"] * 3, "claim": ["1. a"] * 3 + ["2. b"] * 3, "measure": "m",

@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from . import measures, pointclaims
+from .barriers import barrier_trends, trend_interval
 from .measures import fmt
 from .fits import spearman
 from .power import spearman_power, z_power
@@ -330,32 +331,6 @@ def _metrics_points(study: Study, choice: Choice) -> ClaimResult:
 
 
 # ------------------------------------------------------------------------------ claim 4
-@dataclass(frozen=True)
-class BarrierTrends:
-    """Claim 4's measurements under one choice (:func:`barrier_trends`)."""
-
-    controlled: pd.DataFrame     # :func:`punl.analysis.measures.controlled_barriers`
-    p: dict[str, float]          # each quantile group's P, by group
-    trends: dict[tuple[str, str], measures.BarrierTrend]     # by (partner, points)
-
-
-def barrier_trends(study: Study, choice: Choice) -> BarrierTrends:
-    """Claim 4's measurements under ``choice``: the controlled barriers, each quantile group's P
-    and, for each (partner, points), the bootstrap trend of the normalised controlled barrier
-    with P (:func:`punl.analysis.measures.barrier_trend`)."""
-    controlled = measures.controlled_barriers(study.tables.barriers, study.primary_method)
-    q = study.quantiles(study.primary_method, choice)
-    p = dict(zip(q.group, q.p))
-    curves = study.tables.barrier_points
-    curves = curves[(curves.method == study.primary_method) & (curves.score == study.primary_score)]
-    groups = study.tables.groups[study.tables.groups.score == study.primary_score]
-    trends = {(partner, points): measures.barrier_trend(
-        curves, groups, p, partner, points,
-        study.rng("barrier", partner, points))
-        for partner in ("independent", "coupled") for points in ("clean", "flipped")}
-    return BarrierTrends(controlled=controlled, p=p, trends=trends)
-
-
 @depends_on("p_column")
 def claim_barriers(study: Study, choice: Choice) -> ClaimResult:
     """Claim 4 on clean points at step 0 with the independent partner (module docstring)."""
@@ -364,8 +339,8 @@ def claim_barriers(study: Study, choice: Choice) -> ClaimResult:
     if not np.isfinite(main.spearman):
         return _untestable()
     ok = True if main.low > 0 else False if main.high < 0 else None
-    others = "; ".join(f"{partner}, {points}: {fmt(t.spearman)} [{fmt(t.low)}, "
-                       f"{fmt(t.high)}]" for (partner, points), t in trends.items()
+    others = "; ".join(f"{partner}, {points}: {trend_interval(t)}"
+                       for (partner, points), t in trends.items()
                        if (partner, points) != ("independent", "clean") and t.groups)
     return ClaimResult(
         number=main.spearman,

@@ -10,7 +10,8 @@ from .measures import (ResponseSummary, clipping_summary, distribution_summary,
                        extreme_norm_summary, final_accuracy, flipped_share_of_top, fmt,
                        label_noise_control, listing, percent)
 from .claims import (INCONCLUSIVE, NOT_SUPPORTED, SIGNIFICANCE, SUPPORTED, Choice, Study,
-                     barrier_trends, hardest_result, law_result, response)
+                     hardest_result, law_result, response)
+from .barriers import barrier_trends, hard_easy_barriers, hard_easy_sentence
 from .fits import spearman
 from ..engine.ledger import Ledger
 from .power import TARGET_POWER
@@ -186,9 +187,19 @@ def barrier_findings(study: Study, claims: pd.DataFrame) -> dict[str, str]:
     main = by_group[(by_group.kind == "quantile") & (by_group.partner == "independent")
                     & (by_group.points == "clean")]
     main = main.assign(p=main.group.map(measured.p))
-    for column in ("loss_gap", "distance"):
-        rho = spearman(main.p, main[column])[0] if len(main) >= 3 else np.nan
-        out[f"{column}_rho"] = fmt(rho, 2)
+    if len(main) >= 3:
+        rho = {c: fmt(spearman(main.p, main[c])[0], 2) for c in ("loss_gap", "distance")}
+        out["gap_distance"] = (f"The endpoint loss gap has ρ = {rho['loss_gap']} with the "
+                               f"privacy loss and the parameter distance ρ = "
+                               f"{rho['distance']} (independent partner, clean points).")
+    else:
+        out["gap_distance"] = (f"Only {len(main)} quantile groups hold clean points, too few to "
+                               "correlate the loss gap and the distance with the privacy loss.")
+    sizes = study.tables.groups[study.tables.groups.score == study.primary_score]
+    out["hard_easy"] = hard_easy_sentence(
+        hard_easy_barriers(study.tables.barriers, study.primary_method, study.budget,
+                           study.primary_score),
+        sizes.set_index("group").group_size.to_dict(), study.budget)
     if out["independent_flipped_groups"] == "0":
         out["flipped_clause"] = "No quantile group holds flipped points, so they are not shown apart."
     else:

@@ -150,6 +150,16 @@ class _BothFits:
     sigma: dict[str, float]      # each law's noise sd, by law name ("log", "line")
 
 
+def fit_laws(p: np.ndarray, y: StepIntervals, checkpoints: np.ndarray,
+             flags: np.ndarray | None = None) -> _BothFits:
+    """The log law and the line fitted by maximum likelihood to the steps ``y`` recorded at
+    ``checkpoints`` (with false flags of probabilities ``flags``: :class:`FlaggedSteps`), as
+    :func:`law_test` fits them before simulating; ``.log`` and ``.line`` are the fits."""
+    ck = np.asarray(checkpoints, float)
+    flags = np.eye(len(ck) + 1)[0] if flags is None else np.asarray(flags, float)
+    return _fit_both(np.asarray(p, float), y, FlaggedSteps(y, ck, flags))
+
+
 def _fit_both(p: np.ndarray, y: StepIntervals, likelihood,
               start: _BothFits | None = None) -> _BothFits:
     log = fit_log_censored(p, y, None if start is None else start.log, likelihood)

@@ -251,6 +251,33 @@ def log_law_claim(rows: pd.DataFrame, p_column: str, checkpoints: np.ndarray,
                        flags=flags, rows=rows)
 
 
+@dataclass(frozen=True)
+class PointOverview:
+    """Every training point's steps against P with the two laws fitted to them, and the
+    placebo's rows beside (:func:`point_overview`): what the front page draws of a run."""
+
+    rows: pd.DataFrame                 # the training points' rows, P as ``p``
+    placebo: pd.DataFrame              # the placebo's rows
+    log_law: fits.CensoredLogFit       # the log law fitted as claim 2 fits it
+    line: fits.CensoredLineFit         # the line fitted as claim 2 fits it
+
+
+def point_overview(point_steps: pd.DataFrame, scores: pd.DataFrame, p_column: str, level: float,
+                   checkpoints: np.ndarray) -> PointOverview | None:
+    """Claim 2's rows at ``level`` (design "all") and its two fits (:func:`punl.analysis.lawtest.fit_laws`
+    with the placebo's chance flags), without its simulations: the same fits as
+    :func:`log_law_claim` makes. None with fewer than 3 training points."""
+    rows = select_points(point_steps, level)
+    if len(rows) < 3:
+        return None
+    rows = with_scores(rows, scores, [p_column]).assign(p=lambda r: r[p_column])
+    placebo = select_points(point_steps, level, kind="placebo")
+    flags = None if placebo.empty else flag_distribution(placebo, checkpoints)
+    fitted = lawtest.fit_laws(rows.p.to_numpy(float), intervals(rows, checkpoints), checkpoints,
+                              flags)
+    return PointOverview(rows=rows, placebo=placebo, log_law=fitted.log, line=fitted.line)
+
+
 # ---------------------------------------------------------------------------------- claim 3
 def counted_steps(rows: pd.DataFrame, budget: int) -> np.ndarray:
     """Each point's steps as claim 3 averages them: the recorded checkpoint, K when censored."""

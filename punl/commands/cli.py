@@ -289,7 +289,7 @@ def cmd_sweep(args) -> int:
 def cmd_configs(args) -> int:
     """``punl configs``: each configuration punl ships, with the first sentence of the comment
     at its top (cut at 80 characters)."""
-    from ..core.config import builtin_configs
+    from ..core.yamlfiles import builtin_configs
     for name, path in builtin_configs().items():
         lines = path.read_text(errors="replace").splitlines()
         comment = " ".join(line.lstrip("# ").strip() for line in
@@ -331,7 +331,8 @@ def cmd_init(args) -> int:
 def cmd_book(args) -> int:
     """``punl book``: regenerate ``_toc.yml`` and the landing page's results, and build the HTML
     book."""
-    from ..publish.book import BookBuildError, build_book, generate_toc, write_landing
+    from ..publish.book import BookBuildError, build_book, generate_toc
+    from ..publish.landing import write_landing
     if not (Path(args.root) / "_config.yml").is_file():
         raise ConfigError(f"--root: {args.root} holds no _config.yml; `punl init {args.root}` "
                           "lays out a book folder there")
@@ -445,11 +446,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def show_recompute_warnings() -> None:
     """Print every :class:`~punl.core.store.RecomputeWarning` and
-    :class:`~punl.publish.book.ChapterWarning` as one line on stderr."""
+    :class:`~punl.publish.chapters.ChapterWarning` as one line on stderr."""
     from tqdm import tqdm
 
     from ..core.store import RecomputeWarning
-    from ..publish.book import ChapterWarning
+    from ..publish.chapters import ChapterWarning
     shown = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):

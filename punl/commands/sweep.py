@@ -26,8 +26,8 @@ from typing import Any, Iterator
 import pandas as pd
 import yaml
 
-from ..core.config import (ConfigError, check_name, load_config, typed_value, valid_keys,
-                           yaml_problem)
+from ..core.config import ConfigError, check_name, load_config, typed_value, valid_keys
+from ..core.yamlfiles import yaml_problem
 from ..analysis.measures import select
 from ..analysis.findings import verdict_text
 from ..core.outputs import StagedFolder, output_lock, published_record, read_published
@@ -371,7 +371,7 @@ def write_sweep_chapter(name: str, table: pd.DataFrame, grid: dict[str, list], o
     written into a staging folder and swapped in whole."""
     import matplotlib
     matplotlib.use("Agg")
-    from ..publish.book import REPLICATION
+    from ..publish.landing import REPLICATION
     from ..publish.markdown import display_path, md_table
     from ..publish.plots import claims_against, set_style, sweep_overview
     staged = StagedFolder(chapter_dir, chapter_dir.parent / f".staging-{chapter_dir.name}")

@@ -331,9 +331,9 @@ def study(config: Config, tables: UnlearnTables, scores: pd.DataFrame, n_train: 
 
 
 #: The modules whose code decides the claims table: a change to any recomputes it.
-CLAIMS_CODE = ("analysis/measures", "analysis/claims", "analysis/pointclaims", "analysis/fits",
-               "analysis/lawtest", "analysis/power", "study/mia", "core/tables", "study/groups",
-               "study/unlearn", "engine/recipe", "core/config", "stages/pipeline")
+CLAIMS_CODE = ("analysis/measures", "analysis/claims", "analysis/barriers", "analysis/pointclaims",
+               "analysis/fits", "analysis/lawtest", "analysis/power", "study/mia", "core/tables",
+               "study/groups", "study/unlearn", "engine/recipe", "core/config", "stages/pipeline")
 
 
 def claims_key(config: Config) -> str:

@@ -18,7 +18,7 @@ from .scores import correlation_heatmap, extreme_images, privacy_histogram
 from .unlearning import (STATUS_MARKERS, UTILITY_SETS, amplitude_against_score, attack_curves,
                          disagreement_bars, point_fraction_bars, response_curves,
                          steps_against_score, utility_curves)
-from .barriers import barrier_trajectories, controlled_barrier_figure, path_losses_figure
+from .barriers import barrier_trajectories, controlled_barrier_figure, hard_easy_paths
 from .prediction import (KIND_MARKERS, adaptive_against_fixed, cost_curves,
                          predicted_against_measured, validation_bars)
 from .runs import VERDICT_MARKERS, claims_against, headline_figure, sweep_overview
@@ -27,10 +27,10 @@ __all__ = [
     'DPI', 'KIND_MARKERS', 'MIN_FONT', 'STATUS_MARKERS', 'UTILITY_SETS', 'VERDICT_MARKERS',
     'WIDTH', 'adaptive_against_fixed', 'amplitude_against_score', 'attack_curves',
     'barrier_trajectories', 'categorical_palette', 'claims_against',
-    'clipped_fraction_curve', 'controlled_barrier_figure', 'correlation_heatmap',
+    'clipped_fraction_curve', 'controlled_barrier_figure', 'hard_easy_paths', 'correlation_heatmap',
     'cost_curves', 'disagreement_bars', 'drawn_texts', 'extreme_images', 'headline_figure',
     'legend_below', 'legend_right', 'log_ticks', 'norm_trajectories', 'ordered_palette',
-    'path_losses_figure', 'plain', 'point_fraction_bars', 'predicted_against_measured',
+    'plain', 'point_fraction_bars', 'predicted_against_measured',
     'privacy_histogram', 'response_curves', 'score_label', 'set_style',
     'steps_against_score', 'sweep_overview', 'text_collisions', 'training_curves',
     'utility_curves', 'validation_bars']

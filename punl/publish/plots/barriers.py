@@ -1,5 +1,5 @@
-"""Figures of the loss-barrier chapter: losses along paths, controlled barriers,
-trajectories."""
+"""Figures of the loss-barrier chapter: the hardest against the easiest points along the paths
+(the paper's figure), controlled barriers, trajectories."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -10,29 +10,33 @@ from ...study.groups import quantile_groups
 from .style import WIDTH, legend_below, log_ticks, score_label
 
 
-def path_losses_figure(paths: pd.DataFrame, method: str, step: int = 0) -> plt.Figure:
-    """Mean loss (over model pairs) along the path from the unlearned (at step 0: the
-    original) model to its partner, per quantile group, on forget (solid) and control (dashed)
-    points; one panel per partner and kind of point."""
-    p = paths[(paths.method == method) & (paths.step == step)]
+def hard_easy_paths(paths: pd.DataFrame, method: str, budget: int, sizes: dict[str, int],
+                    partner: str = "independent") -> plt.Figure:
+    """The paper's loss-barrier figure: mean loss (over model pairs, log scale) along the path
+    to an independent retrained partner from the original model (left) and from the model
+    unlearned for ``budget`` steps (right), on the hardest m points by the privacy loss (group
+    ``top``) and the easiest m (``bottom``), forget points solid and their class-matched
+    controls dashed (``sizes``: each group's m)."""
+    p = paths[(paths.method == method) & (paths.partner == partner)
+              & paths.group.isin(["top", "bottom"])]
     p = p.assign(side=p.subset.str.split("-").str[0], points=p.subset.str.split("-").str[1])
-    groups = quantile_groups(p.group.unique()) or sorted(p.group.unique())
-    p = p[p.group.isin(groups)]
-    kinds = [k for k in ("clean", "flipped") if (p.points == k).any()]
-    partners = ["coupled", "independent"]
-    fig, axes = plt.subplots(len(kinds), 2, figsize=(WIDTH, 2.7 * len(kinds) + 0.6),
-                             squeeze=False, sharex=True)
-    for r, kind in enumerate(kinds):
-        for c, partner in enumerate(partners):
-            ax = axes[r][c]
-            sns.lineplot(p[(p.points == kind) & (p.partner == partner)], x="lambda", y="loss",
-                         hue="group", hue_order=groups, style="side",
-                         style_order=["forget", "control"], palette="viridis", errorbar=None,
-                         ax=ax)
-            ax.set(title=f"{partner} partner, {kind} points", xlabel="λ (0: original, 1: partner)",
-                   ylabel="mean loss (nats)")
+    fig, axes = plt.subplots(1, 2, figsize=(WIDTH, 3.3), sharey=True)
+    colours = {"top": "C3", "bottom": "C0"}
+    words = {"top": "hardest", "bottom": "easiest"}
+    for ax, step, title in zip(axes, (0, budget), ("from the original model",
+                                                   f"from the model after {budget} steps")):
+        here = p[p.step == step]
+        for (group, points), g in here.groupby(["group", "points"]):
+            for side, dash in (("forget", "-"), ("control", "--")):
+                line = g[g.side == side].sort_values("lambda")
+                label = (f"{words[group]} {sizes.get(group, '')} ({points}), {side}"
+                         ).replace("  ", " ")
+                ax.plot(line["lambda"], line.loss, ls=dash, color=colours[group], lw=1.5,
+                        label=label)
+        ax.set(title=title, xlabel="λ (0: start, 1: retrained partner)", yscale="log")
+    axes[0].set_ylabel("mean loss (nats, log scale)")
     fig.tight_layout()
-    legend_below(fig, axes[0][0], ncol=7)
+    legend_below(fig, axes[0], ncol=2)
     return fig
 
 
