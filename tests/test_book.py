@@ -73,7 +73,14 @@ def test_run_executes_notebooks_and_writes_tables(book):
     for name in (*NOTEBOOKS, "index.md", "run.json"):
         assert (chapter / name).exists(), name
     index = (chapter / "index.md").read_text()
-    assert "## Provenance" in index and "Stage `train`" in index and "git_commit" in index
+    assert "## Provenance" in index
+    assert re.search(r"^\| `coupled` \| \w+ \| MIA reference", index, re.M)   # each field explained
+    provenance = index[index.index("## Provenance"):index.index("Files:")]
+    record = json.loads((chapter / "run.json").read_text())
+    for stage in record["stages"]:       # each stage's row once
+        assert len(re.findall(rf"^\| {stage} \|", provenance, re.M)) == 1, stage
+    assert provenance.count('"versions"') == 1       # one environment produced every stage
+    assert len(re.findall(r"computed from commit `([0-9a-f]{40}|unknown)`", provenance)) == 1
     assert index.startswith(f"# Run `{chapter.name}` (n_train=200, ")
 
 
@@ -358,7 +365,7 @@ def test_landing_puts_every_runs_claims_side_by_side():
                         "{doc}`b </book/runs/b/index>` |")
     assert lines[2] == ("| 1. a | {doc}`supported </book/runs/a/06_summary>` | "
                         "{doc}`inconclusive </book/runs/b/06_summary>` |")
-    assert lines[3] == ("| 2. steps grow like a\\*log(b\\*P + 1) | "
+    assert lines[3] == ("| 2. steps grow like $a \\log(bP + 1)$ | "
                         "{doc}`not supported, fragile </book/runs/a/06_summary>` | — |")
     assert "No run is in the book yet" in landing_text([], None)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from ..core.config import STAGES, Config
+from ..core.config import STAGES, Config, field_meanings
 from ..core.parallel import run_tied
 from .markdown import display_path, json_block, md_cell, md_code, md_table
 from .plan import RunPlan
@@ -31,26 +31,55 @@ class BookBuildError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------- run chapters
-def _provenance_section(config: Config, out_dir: Path) -> str:
-    """One subsection per complete stage: its key, wall time, commit, versions and machine."""
-    store, parts = ArtifactStore(out_dir / "artifacts"), []
+def stage_records(config: Config, out_dir: Path) -> dict[str, dict]:
+    """Each complete stage's provenance record (:func:`punl.core.store.provenance`)
+    with its folder's name, by stage, in the order a run computes them."""
+    store, records = ArtifactStore(out_dir / "artifacts"), {}
     for stage in STAGES:
         sd = store.stage(config, stage)
-        if not sd.file(COMPLETE).exists():
-            continue
-        record = sd.provenance()
-        summary = {k: record.get(k) for k in ("key", "wall_time_s", "finished_at", "git_commit")}
-        summary["folder"] = sd.path.name
-        parts.append(f"### Stage `{stage}`\n\n{md_table([summary])}\n"
-                     f"Versions and machine:\n\n"
-                     f"{json_block({k: record.get(k) for k in ('versions', 'machine')})}\n"
-                     f"Files:\n\n{md_table(_file_rows(record))}")
-    return "\n".join(parts) or "No stage artifacts were found.\n"
+        if sd.file(COMPLETE).exists():
+            records[stage] = {**sd.provenance(), "folder": sd.path.name}
+    return records
 
 
-def _file_rows(record: dict) -> list[dict]:
-    return [{"file": f"`{name}`", "bytes": meta["size"], "sha256": f"`{meta['sha256'][:16]}…`"}
-            for name, meta in record.get("files", {}).items()]
+def _stage_rows(run: dict, records: dict[str, dict]) -> list[dict]:
+    """One row per stage: computed or reused, its key (its folder is ``<stage>-<key>``) and,
+    where its folder is complete, its wall time and when it finished."""
+    rows = []
+    for stage, how in run["stages"].items():
+        record = records.get(stage, {})
+        rows.append({"stage": stage, "artifacts": how, "key": f"`{run['stage_keys'][stage]}`",
+                     "wall time (s)": record.get("wall_time_s"),
+                     "finished": record.get("finished_at")})
+    return rows
+
+
+def _grouped(records: dict[str, dict], what) -> dict[str, list[str]]:
+    """The distinct values of ``what(record)`` over the stages, each with its stages."""
+    groups: dict[str, list[str]] = {}
+    for stage, record in records.items():
+        groups.setdefault(what(record), []).append(stage)
+    return groups
+
+
+def _environment_section(records: dict[str, dict]) -> str:
+    """The commit, versions and machine that produced the stages, each distinct one once with
+    the stages it produced."""
+    if not records:
+        return "No stage artifacts were found.\n"
+    named = lambda stages: ", ".join(md_code(s) for s in stages)  # noqa: E731
+    commits = _grouped(records, lambda r: r.get("git_commit") or "unknown")
+    blocks = _grouped(records, lambda r: json_block({k: r.get(k) for k in ("versions", "machine")}))
+    return ("".join(f"Stages {named(stages)} were computed from commit {md_code(commit)}.\n\n"
+                    for commit, stages in commits.items())
+            + "\n".join(f"Versions and machine of {named(stages)}:\n\n{block}"
+                         for block, stages in blocks.items()))
+
+
+def _file_rows(records: dict[str, dict]) -> list[dict]:
+    return [{"stage": stage, "file": f"`{name}`", "bytes": meta["size"],
+             "sha256": f"`{meta['sha256'][:16]}…`"}
+            for stage, record in records.items() for name, meta in record.get("files", {}).items()]
 
 
 def chapter_title(name: str, changed: dict[str, Any]) -> str:
@@ -79,11 +108,13 @@ def run_chapter_text(config: Config, out_dir: Path, run: dict, name: str | None 
     """The markdown of ``book/runs/<run>/index.md``: configuration, what ran, provenance (paths
     relative to the book root ``root``)."""
     notebooks = [{"notebook": n, "wall time (s)": s} for n, s in run["notebooks"].items()]
-    stages = [{"stage": s, "artifacts": how, "key": run["stage_keys"][s]}
-              for s, how in run["stages"].items()]
+    records = stage_records(config, out_dir)
+    stages = _stage_rows(run, records)
     plan = run["plan"]
     overrides = ", ".join(md_code(o) for o in plan["overrides"]) or "none"
-    config_rows = [{"field": f"`{k}`", "value": v} for k, v in config.to_dict().items()]
+    meanings = field_meanings()
+    config_rows = [{"field": f"`{k}`", "value": v, "meaning": meanings.get(k, "")}
+                   for k, v in config.to_dict().items()]
     return (
         f"# {chapter_title(name or config.name, changed or {})}\n\n"
         f"This chapter holds the executed notebooks of configuration {md_code(config.name)} "
@@ -91,9 +122,11 @@ def run_chapter_text(config: Config, out_dir: Path, run: dict, name: str | None 
         f"Tables were published to {md_code(display_path(out_dir / 'published', root))}.\n\n"
         f"## Configuration\n\n{md_table(config_rows)}\n"
         f"## What ran\n\nFinished {md_cell(run['finished_at'])} on {md_code(run['machine'])} in "
-        f"{run['wall_time_s']:.1f} s.\n\n{md_table(notebooks)}\n{md_table(stages)}\n"
-        f"## Provenance\n\nEach stage folder carries a record of what produced it.\n\n"
-        f"{_provenance_section(config, out_dir)}")
+        f"{run['wall_time_s']:.1f} s.\n\n{md_table(notebooks)}\n"
+        f"## Provenance\n\nEach stage folder carries a record of what produced it: the stage's "
+        f"key (a hash of the fields it depends on), when it was computed and from which "
+        f"commit.\n\n{md_table(stages)}\n{_environment_section(records)}\n"
+        f"Files:\n\n{md_table(_file_rows(records))}")
 
 
 def write_run_chapter(plan: RunPlan, record: dict, folder: Path | None = None) -> Path:

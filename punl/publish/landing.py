@@ -183,13 +183,27 @@ def verdict_cell(row, doc: str, replication: pd.DataFrame | None = None) -> str:
     return Markdown(f'<a class="verdict" href="{href}">{html.escape(text)}</a>{notes}')
 
 
+#: Formulas the claims table writes as text, and as the front page typesets them.
+CLAIM_MATH = {"a*log(b*P + 1)": "$a \\log(bP + 1)$", "privacy loss P": "privacy loss $P$",
+              "grows with P": "grows with $P$", "P picks out": "$P$ picks out"}
+
+
+def claim_markdown(claim: str) -> Markdown:
+    """A claim's text as a table cell (:func:`punl.publish.markdown.md_cell`) with its formulas
+    typeset (:data:`CLAIM_MATH`)."""
+    text = md_cell(claim)
+    for plain, math in CLAIM_MATH.items():
+        text = text.replace(md_cell(plain), math)
+    return Markdown(text)
+
+
 def claims_side_by_side(results: list[RunResult]) -> str:
     """A markdown table: one row per claim, one column per run, each verdict linking to the
     run's summary chapter (a dash where a run does not test the claim)."""
     claims = list(dict.fromkeys(c for r in results for c in r.claims.claim))
     rows = []
     for claim in claims:
-        row = {"claim": claim}
+        row = {"claim": claim_markdown(claim)}
         for r in results:
             match = r.claims[r.claims.claim == claim]
             row[f"{{doc}}`{r.name} </{r.index}>`"] = (

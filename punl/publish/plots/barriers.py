@@ -34,6 +34,7 @@ def hard_easy_paths(paths: pd.DataFrame, method: str, budget: int, sizes: dict[s
                 ax.plot(line["lambda"], line.loss, ls=dash, color=colours[group], lw=1.5,
                         label=label)
         ax.set(title=title, xlabel="λ (0: start, 1: retrained partner)", yscale="log")
+        log_ticks(ax, "y")
     axes[0].set_ylabel("mean loss (nats, log scale)")
     fig.tight_layout()
     legend_below(fig, axes[0], ncol=2)
