@@ -65,3 +65,10 @@ def test_a_trend_without_enough_groups_says_why():
     assert trend_interval(t) == "not measured (2 groups with enough points, 3 needed)"
     t = BarrierTrend(spearman=0.5, low=0.1, high=0.8, groups=9)
     assert trend_interval(t) == "0.5 [0.1, 0.8]"
+
+
+def test_a_step_without_barriers_gives_no_rows_not_an_error():
+    b = barriers_table(np.random.default_rng(2))
+    table = hard_easy_barriers(b, "sgld", 99, "privacy_loss_a8")   # no barriers at step 99
+    assert set(table.step) == {0}
+    assert hard_easy_barriers(b, "finetune", 10, "privacy_loss_a8").empty

@@ -357,8 +357,11 @@ def controlled_barriers(barriers: pd.DataFrame, method: str, step: int = 0) -> p
     control points along the same path, for clean and flipped points apart, with the loss gap
     and distance beside."""
     b = barriers[(barriers.method == method) & (barriers.step == step)]
-    b = b.assign(side=b.subset.str.split("-").str[0], points=b.subset.str.split("-").str[1])
     keys = ["score", "group", "partner", "pair", "points"]
+    if b.empty:
+        return pd.DataFrame(columns=[*keys, "barrier_forget", "barrier_control",
+                                     "loss_gap_forget", "distance", "controlled_barrier"])
+    b = b.assign(side=b.subset.str.split("-").str[0], points=b.subset.str.split("-").str[1])
     wide = b.pivot_table(index=keys, columns="side", values=["barrier", "loss_gap"]).dropna()
     dist = b.groupby(keys).distance.first()
     out = pd.DataFrame({"barrier_forget": wide["barrier"]["forget"],
