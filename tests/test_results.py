@@ -1,5 +1,5 @@
-"""The measured results the README reports for runs outside `make book`: each row of its
-Fashion-MNIST table says what the kept claims table says (verdict, power and every number)."""
+"""The measured results the README reports: each row of its digits-quick and Fashion-MNIST
+tables says what the kept claims table of that run says (verdict, power and every number)."""
 import json
 import re
 
@@ -10,22 +10,28 @@ from bookutil import REPO
 from punl.analysis.findings import verdict_text
 from punl.analysis.measures import percent
 
-KEPT = REPO / "results" / "fashion-mnist"
+#: Each kept run's folder under results/, with the heading of its README section.
+KEPT_RUNS = {"digits-quick": "## What the quick configuration finds",
+             "fashion-mnist": "### Real images: Fashion-MNIST"}
 
 
 def readme_rows(heading: str) -> dict[str, list[str]]:
     """The cells of the first table under ``heading``, by the claim id that starts each row."""
     text = (REPO / "README.md").read_text()
     section = text[text.index(heading):]
-    rows = re.findall(r"^\| (\d+b?)\. [^|]+\|(.+)\|$", section.split("\n\n###")[0], re.M)
+    section = re.split(r"\n\n##", section[len(heading):])[0]
+    rows = re.findall(r"^\| (\d+b?)\. [^|]+\|(.+)\|$", section, re.M)
     return {claim: [c.strip() for c in cells.split("|")] for claim, cells in rows}
 
 
-@pytest.fixture(scope="module")
-def kept():
-    table = pd.read_csv(KEPT / "claims.csv", dtype={"id": str})
+@pytest.fixture(scope="module", params=list(KEPT_RUNS))
+def kept(request):
+    """(the README heading of the run, its kept claims table by claim id, its run.json)."""
+    folder = REPO / "results" / request.param
+    table = pd.read_csv(folder / "claims.csv", dtype={"id": str})
     table["id"] = table["id"].str.split().str[0]          # "5 (finetune)" is row 5
-    return table.set_index("id")
+    return (KEPT_RUNS[request.param], table.set_index("id"),
+            json.loads((folder / "run.json").read_text()))
 
 
 def numbers(text: str) -> list[str]:
@@ -34,25 +40,28 @@ def numbers(text: str) -> list[str]:
 
 
 def test_every_claim_of_the_kept_table_is_a_row(kept):
-    assert set(readme_rows("### Real images: Fashion-MNIST")) == set(kept.index)
+    heading, table, _ = kept
+    assert set(readme_rows(heading)) == set(table.index)
 
 
 def test_each_rows_verdict_and_power_are_the_tables(kept):
-    for claim, (measured, verdict, power) in readme_rows(
-            "### Real images: Fashion-MNIST").items():
-        row = kept.loc[claim]
+    heading, table, _ = kept
+    for claim, (measured, verdict, power) in readme_rows(heading).items():
+        row = table.loc[claim]
         assert verdict.startswith(verdict_text(row.verdict, bool(row.fragile))), claim
         assert power == percent(row.power), claim
 
 
 def test_each_number_a_row_states_is_in_the_table(kept):
     """Every number of the measured column is one the table's row writes (its value or
-    interval text, or its number as a percentage), or the run's point count."""
-    config = json.loads((KEPT / "run.json").read_text())["config"]
-    for claim, (measured, _, _) in readme_rows("### Real images: Fashion-MNIST").items():
-        row = kept.loc[claim]
+    interval text, or its number as a percentage), or the run's point count where its
+    configuration sets one."""
+    heading, table, record = kept
+    for claim, (measured, _, _) in readme_rows(heading).items():
+        row = table.loc[claim]
         written = set(numbers(f"{row.value} {row.interval} {percent(row.number)}"))
-        written |= {f"{config['n_train']:,}"}
+        n_train = record["config"]["n_train"]
+        written |= {f"{n_train:,}"} if n_train else set()
         for number in numbers(measured):
             assert number in written, (claim, number, sorted(written))
 
