@@ -68,7 +68,14 @@ LAYOUT_JS = """() => {
           raw: Array.from(document.querySelectorAll("div.cell_output table.dataframe"))
                   .map(t => snippet(t.querySelector("tr"))),
           printed: Array.from(document.querySelectorAll("div.cell_output div.output.stream"))
-                  .map(snippet)};
+                  .map(snippet),
+          images: Array.from(document.querySelectorAll("div.cell_output img, figure img"))
+                  .filter(img => img.complete && img.naturalWidth > 0 && img.clientHeight > 0)
+                  .map(img => ({src: img.getAttribute("src"),
+                                squashed: Math.abs(img.clientWidth / img.clientHeight /
+                                                   (img.naturalWidth / img.naturalHeight) - 1)
+                                          > 0.03,
+                                linked: !!img.closest("a") && img.closest("a").href === img.src}))};
 }"""
 #: The two widths a page is read at: a desktop window and a phone.
 WIDE, NARROW = {"width": 1400, "height": 900}, {"width": 390, "height": 844}
@@ -157,13 +164,19 @@ def math_problems(page, name: str) -> list[str]:
 
 
 def layout_problems(page, name: str, wide: bool) -> list[str]:
-    """At 1400 px: tables wider than the text column. At either width: a page that scrolls
-    sideways. Always: a table shown raw instead of for reading, and printed output."""
+    """At 1400 px: tables wider than the text column, and a figure that does not link to
+    itself (so that a reader can open it full size). At either width: a page that scrolls
+    sideways, and a figure drawn at another aspect ratio than its own (squashed). Always: a
+    table shown raw instead of for reading, and printed output."""
     state, width = page.evaluate(LAYOUT_JS), page.viewport_size["width"]
     found = []
     if state["overflow"] > 1:
         found.append(f"{name}: at {width} px the page scrolls sideways by {state['overflow']} px")
+    found += [f"{name}: at {width} px an image is squashed (not at its own aspect ratio): "
+              f"{image['src']}" for image in state["images"] if image["squashed"]]
     if wide:
+        found += [f"{name}: an image does not open full size (no link to itself): "
+                  f"{image['src']}" for image in state["images"] if not image["linked"]]
         found += [f"{name}: table wider than the column at {width} px: {row}"
                   for row in state["wide"]]
         found += [f"{name}: a table shown raw (not through punl's table): {row}"

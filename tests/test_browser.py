@@ -132,6 +132,10 @@ def broken_html(tiny_html, tmp_path):
                                    '<p>Raw <span class="math">\\(x^2\\)</span></p></body></html>')
     (html / "searchindex.js").unlink()
     insert_before_body_end(html / "book/reproduce.html", LAYOUT_FAULTS)
+    figure = sorted((html / "_images").glob("*.png"))[0].name
+    insert_before_body_end(html / "book/reproduce.html",   # squashed, and not a link to itself
+                           f'<div class="cell_output"><img src="../_images/{figure}" '
+                           f'alt="squashed" style="width: 300px; height: 20px"></div>')
     return html
 
 
@@ -164,5 +168,7 @@ def test_checks_catch_a_broken_page(broken_html, tmp_path):
     assert_reported(problems, "book/reproduce.html", "printed output", "printed on purpose")
     assert_reported(problems, "book/reproduce.html", "wider than the column", "wide header")
     assert_reported(problems, "book/reproduce.html", "at 390 px the page scrolls sideways")
+    assert_reported(problems, "book/reproduce.html", "at 1400 px an image is squashed")
+    assert_reported(problems, "book/reproduce.html", "does not open full size")
     assert f"book/intro.html: {REMOTE_SCRIPT}" in remote_assets(broken_html)
     assert f"book/reproduce.html: {tmp_path}" in path_leaks(broken_html, [tmp_path])

@@ -4,6 +4,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
@@ -154,6 +155,30 @@ def every_figure(run):
         "headline_figure": lambda: plots.headline_figure({"a": head},
                                                          {"a": cfg.unlearn_steps}),
         **prediction_figures(run),
+        **point_figures(),
+    }
+
+
+def point_figures():
+    """The per-point study's figures (:mod:`punl.publish.pointplots`), from a synthetic study
+    with a known truth (the tiny run has no per-point study)."""
+    from punl.analysis import claims, pointclaims
+    from punl.publish import pointplots
+    from synthetic import make_point_study
+    study = make_point_study()
+    choice = claims.Choice(0.05, "all", "privacy_loss_a8")
+    rows, placebo = study.points(choice), study.points(choice, "placebo")
+    overview = pointclaims.point_overview(study.point_steps, study.scores, choice.p_column,
+                                          choice.level, study.checkpoints)
+    means = pointclaims.hardest_means(rows, [choice.p_column, *study.baselines], study.budget,
+                                      np.random.default_rng(0))
+    return {
+        "steps_against_privacy": lambda: pointplots.steps_against_privacy(
+            rows, placebo, overview, study.checkpoints, choice.p_column),
+        "hardest_bars": lambda: pointplots.hardest_bars(means),
+        "step_distribution": lambda: pointplots.step_distribution(rows, placebo,
+                                                                  study.checkpoints),
+        "effect_distribution": lambda: pointplots.effect_distribution(rows, 0.5),
     }
 
 
