@@ -73,3 +73,29 @@ def test_a_checkout_reads_its_own_folders():
     from punl.core.resources import CHECKOUT, resource
     assert resource("configs") == CHECKOUT / "configs"
     assert resource("notebooks") == CHECKOUT / "notebooks"
+
+
+def test_every_command_takes_quiet():
+    """``--quiet`` is accepted by every subcommand, before or after its other arguments."""
+    from punl.commands.cli import build_parser
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    for name, sub in commands.items():
+        assert any("--quiet" in a.option_strings for a in sub._actions), name
+    assert parser.parse_args(["train", "--quiet", "digits-quick"]).quiet
+    assert parser.parse_args(["fields", "--quiet"]).quiet
+    assert not parser.parse_args(["configs"]).quiet
+
+
+def test_quiet_training_draws_no_bar(tmp_path, capsys, monkeypatch):
+    """A quiet command prints its results and no progress bar; without ``--quiet`` the same
+    command draws one (so the check can fail)."""
+    from punl.commands.cli import main
+    monkeypatch.chdir(tmp_path)
+    tiny = ["--set", "n_train=300", "--set", "runs=1", "--set", "epochs=3", "--set", "width=16",
+            "--set", "batch_size=32", "--set", "sigma=0.1", "--set", "record_every=5"]
+    assert main(["train", "digits-quick", *tiny, "--out", "a", "--quiet"]) == 0
+    out = capsys.readouterr()
+    assert "final test accuracy per run" in out.out and "it/s" not in out.err
+    assert main(["train", "digits-quick", *tiny, "--out", "b"]) == 0
+    assert "it/s" in capsys.readouterr().err

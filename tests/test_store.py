@@ -111,3 +111,13 @@ def test_interrupted_training_resumes_from_its_snapshot(tiny_config, tmp_path, m
     assert resumed.ledger.to_bytes() == fresh.ledger.to_bytes()
     for a, b in zip(resumed.final, fresh.final):
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_mapped_bar_reaches_n_of_n(workers, capsys):
+    """The bar of :func:`punl.core.parallel.map_in_order` ends at n of n once the caller has
+    every result (in one process and on a pool)."""
+    from punl.core.parallel import map_in_order
+    assert list(map_in_order(abs, [-1, -2, -3], workers, "jobs", progress=True)) == [1, 2, 3]
+    err = capsys.readouterr().err
+    assert "3/3" in err.splitlines()[-1].split("\r")[-1], err

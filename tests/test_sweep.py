@@ -49,6 +49,7 @@ def test_local_sweep_writes_table_and_a_chapter_that_builds(tmp_path):
                       out_root=tmp_path / "out", name="noise", book_root=root, progress=False,
                       notebooks_dir=make_notebooks_dir(tmp_path / "templates", FIRST_TWO))
     assert list(table.status) == ["ran", "ran"], table.error.tolist()
+    assert list(table.retries) == [0, 0]
     assert (tmp_path / "out/sweep.parquet").exists()
     assert pd.read_parquet(tmp_path / "out/sweep.parquet").point.tolist() == table.point.tolist()
     chapter = root / "book/sweeps/noise"
@@ -115,3 +116,34 @@ def test_replication_counts_each_verdict_over_seeds_and_the_front_page_reads_it(
     found = replication_for(tmp_path, "digits-quick")
     assert len(found) == 2 and replication_for(tmp_path, "other") is None
     assert replication_note(found, "2. b") == "; over 3 seeds: supported 2, not supported 1"
+
+
+def test_a_point_started_twice_in_one_sweep_counts_a_retry(tmp_path, monkeypatch):
+    """A worker lost mid-point makes the scheduler start the point again: the second start
+    reads the first from the point's attempts file, so the table records one retry and the
+    point as ``ran`` although the lost attempt left every stage complete; a later sweep (another
+    invocation) starting it once records none."""
+    from punl.commands import sweep
+    every_stage_reused = {"stages": {"train": "reused", "score": "reused", "unlearn": "reused"}}
+    monkeypatch.setattr(sweep, "run_config", lambda *a, **k: every_stage_reused)
+    point = tmp_path / "point"
+    assert sweep.record_attempt(point, "first-sweep") == 1      # the lost worker's start
+    again = sweep.run_point("digits-quick", [], str(point), str(tmp_path / "nb"),
+                            invocation="first-sweep")
+    assert again["retries"] == 1 and again["status"] == "ran"
+    later = sweep.run_point("digits-quick", [], str(point), str(tmp_path / "nb"),
+                            invocation="second-sweep")
+    assert later["retries"] == 0 and later["status"] == "reused"
+    lines = (point / sweep.ATTEMPTS).read_text().splitlines()
+    assert len(lines) == 3 and all('"host"' in line for line in lines)
+
+
+def test_progress_within_a_point_counts_its_complete_stages(tmp_path):
+    from punl.commands.sweep import point_progress
+    from punl.core.store import COMPLETE
+    assert point_progress(tmp_path, 4) == 0
+    for stage in ("train-abc", "score-def"):
+        (tmp_path / "artifacts" / stage).mkdir(parents=True)
+        (tmp_path / "artifacts" / stage / COMPLETE).write_text("{}")
+    (tmp_path / "artifacts" / "pointwise-ghi").mkdir()        # started, not complete
+    assert point_progress(tmp_path, 4) == pytest.approx(2 / 5)

@@ -52,13 +52,13 @@ def stage_inputs(args, through: str):
 # ------------------------------------------------------------------------------------ stages
 def cmd_train(args) -> int:
     with stage_inputs(args, "train") as (config, _, store):
-        return _train(config, store)
+        return _train(config, store, progress=not args.quiet)
 
 
-def _train(config, store) -> int:
+def _train(config, store, progress: bool = True) -> int:
     from ..stages.pipeline import ensure_trained
     start = time.perf_counter()
-    runs = ensure_trained(config, store)
+    runs = ensure_trained(config, store, progress=progress)
     ledger = runs.ledger
     print(f"config {config.name}: {config.runs} runs, {ledger.total_steps} steps, "
           f"{ledger.records} ledger records x {ledger.n_points} points")
@@ -74,7 +74,7 @@ def cmd_score(args) -> int:
     from ..stages.pipeline import publish
     from ..study.scores import spearman_matrix
     with stage_inputs(args, "score") as (config, out, store):
-        published = publish(config, store, out, through="score")
+        published = publish(config, store, out, progress=not args.quiet, through="score")
     scores = pd.read_parquet(published / "scores.parquet")
     print(scores.describe().T.to_string())
     print("\nSpearman correlations:\n" + spearman_matrix(scores).round(2).to_string())
@@ -86,7 +86,7 @@ def cmd_unlearn(args) -> int:
     from ..analysis.measures import select
     from ..stages.pipeline import publish
     with stage_inputs(args, "unlearn") as (config, out, store):
-        published = publish(config, store, out)
+        published = publish(config, store, out, progress=not args.quiet)
     steps = select(pd.read_parquet(published / "steps.parquet"), config.primary_method,
                    config.level, kind=None)
     cols = ["score", "group", "group_score_median", "status", "steps_to_unlearn",
@@ -278,7 +278,8 @@ def cmd_sweep(args) -> int:
     from .sweep import parse_grid, run_sweep
     table = run_sweep(args.config, parse_grid(args.grid), scheduler=args.scheduler,
                       workers=args.workers, out_root=args.out, overrides=args.overrides,
-                      name=args.name, scheduler_timeout=args.scheduler_timeout)
+                      name=args.name, scheduler_timeout=args.scheduler_timeout,
+                      progress=not args.quiet)
     with pd.option_context("display.width", 160, "display.max_colwidth", 60):
         print(table.drop(columns=["overrides"]).to_string(index=False))
     if Path("_config.yml").exists():   # at the book root: add the sweep chapter to _toc.yml
@@ -407,10 +408,22 @@ def add_listing_parsers(sub) -> None:
     p.set_defaults(func=cmd_fields)
 
 
+class _QuietSubparsers(argparse._SubParsersAction):
+    """Subcommands that each take ``--quiet`` (no progress bars; results and errors are still
+    printed), before or after their other arguments."""
+
+    def add_parser(self, name, **kwargs):
+        parser = super().add_parser(name, **kwargs)
+        parser.add_argument("--quiet", action="store_true",
+                            help="no progress bars (results and errors are still printed)")
+        return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
     parser = argparse.ArgumentParser(prog="punl", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"punl {__version__}")
+    parser.register("action", "parsers", _QuietSubparsers)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, func, text in [
             ("train", cmd_train, "train the R noisy-SGD runs and write the ledger"),
@@ -423,7 +436,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="execute the notebooks for one configuration into book/runs/")
     add_config_args(p)
     p.add_argument("--book-dir", default="book/runs", help="where executed notebooks go")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("sweep", help="run a grid of configurations, locally or on a dask cluster")
     add_config_args(p, out_default="runs/sweeps/<sweep name>")

@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
+import os
 import re
+import socket
 import time
 import traceback
-from concurrent.futures import CancelledError, Executor, as_completed
+import uuid
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Executor, wait
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -37,9 +41,15 @@ from ..publish.plan import book_root, config_argument
 from ..stages.preflight import (check_folder, check_scheduler, check_workers, check_workers_share,
                                 preflight)
 from .runner import run_config
-from ..core.store import atomic_write_bytes, atomic_write_parquet
+from ..core.store import COMPLETE, atomic_write_bytes, atomic_write_parquet
 
 MAX_NAME = 100
+#: Each start of a point by a worker appends a line here, in the point's folder: the sweep's
+#: invocation, the host and the process; a point a worker started twice in one invocation (the
+#: first worker lost, the scheduler retrying it) records ``retries`` in the sweep table.
+ATTEMPTS = "attempts.jsonl"
+#: Seconds between two looks at the points in progress, for the sweep's bar.
+POLL_S = 2.0
 
 
 # ---------------------------------------------------------------------------------------- grids
@@ -130,19 +140,44 @@ def check_grid_values(grid: dict[str, list]) -> None:
 
 
 # ---------------------------------------------------------------------------------- one point
+def record_attempt(out_dir: str | Path, invocation: str) -> int:
+    """Append this start of the point to its :data:`ATTEMPTS` file; return how many starts
+    the invocation ``invocation`` of the sweep has made of it (1 on a first start)."""
+    path = Path(out_dir) / ATTEMPTS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"invocation": invocation, "host": socket.gethostname(),
+                       "pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    with open(path, "a") as f:
+        f.write(line + "\n")
+    starts = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    return sum(1 for x in starts if x.get("invocation") == invocation)
+
+
 def run_point(config: str, overrides: list[str], out_dir: str, book_dir: str,
-              notebooks_dir: str | None = None) -> dict[str, Any]:
-    """Run one grid point in a worker; never raises: failures come back as ``status='failed'``."""
+              notebooks_dir: str | None = None, invocation: str = "") -> dict[str, Any]:
+    """Run one grid point in a worker; never raises: failures come back as ``status='failed'``.
+    A point started again in the same sweep (its first worker lost) counts a retry, and is
+    ``ran`` even when every stage was left complete by the lost attempt."""
     start = time.perf_counter()
+    retries = record_attempt(out_dir, invocation) - 1
     try:
         record = run_config(config, overrides, out_dir=out_dir, book_dir=book_dir,
                             progress=False, notebooks_dir=notebooks_dir)
     except Exception as err:  # noqa: BLE001 - a failed point is data, not a crash
         last = traceback.format_exception_only(type(err), err)[-1].strip()
-        return {"status": "failed", "wall_s": time.perf_counter() - start, "error": last}
+        return {"status": "failed", "wall_s": time.perf_counter() - start, "error": last,
+                "retries": retries}
     stages = [s for s in record["stages"].values() if s != "not run"]
-    status = "reused" if stages and all(s == "reused" for s in stages) else "ran"
-    return {"status": status, "wall_s": time.perf_counter() - start, "error": ""}
+    reused = stages and all(s == "reused" for s in stages) and not retries
+    return {"status": "reused" if reused else "ran", "wall_s": time.perf_counter() - start,
+            "error": "", "retries": retries}
+
+
+def point_progress(out_dir: Path, stages: int) -> float:
+    """The share of one point done, read off its folder: 1 / (stages + 1) for each complete
+    stage folder, the last share for its notebooks and publishing."""
+    done = len(list((out_dir / "artifacts").glob(f"*/{COMPLETE}")))
+    return min(done, stages) / (stages + 1)
 
 
 @contextmanager
@@ -179,15 +214,23 @@ def run_sweep(config: str, grid: dict[str, list], scheduler: str = "local", work
     check_sweep(name, out_root, chapter_dir, scheduler, workers, scheduler_timeout)
     config_arg = config_argument(config)
     nb_dir = str(Path(notebooks_dir).resolve()) if notebooks_dir else None
-    rows = []
+    rows, invocation = [], uuid.uuid4().hex
+    stages = 4 if base.point_models else 3
     with output_lock(out_root):
-        with make_executor(scheduler, workers, scheduler_timeout) as pool:
+        with make_executor(scheduler, workers, scheduler_timeout) as pool, \
+                tqdm(total=len(points), desc=f"sweep {name}", unit="point",
+                     disable=not progress) as bar:
             futures = {pool.submit(run_point, config_arg, overrides + p["overrides"],
                                    str(out_root / p["point"]), str(out_root / "notebooks"),
-                                   nb_dir): p for p in points}
-            for fut in tqdm(as_completed(futures), total=len(futures), desc=f"sweep {name}",
-                            unit="point", disable=not progress):
-                rows.append(_row(futures[fut], fut))
+                                   nb_dir, invocation): p for p in points}
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
+                rows += [_row(futures[fut], fut) for fut in done]
+                partial = sum(point_progress(out_root / futures[f]["point"], stages)
+                              for f in pending)
+                bar.n = round(len(rows) + partial, 2)   # progress within the points running
+                bar.refresh()
         order = {p["point"]: i for i, p in enumerate(points)}
         table = pd.DataFrame(rows).sort_values("point", key=lambda c: c.map(order),
                                                ignore_index=True)
@@ -233,11 +276,12 @@ def _row(point: dict, future) -> dict[str, Any]:
         why = str(err) or "no message"
         if isinstance(err, CancelledError):
             why = f"the dask scheduler or its worker was lost before the point finished ({why})"
-        result = {"status": "failed", "wall_s": float("nan"), "error": f"{type(err).__name__}: {why}"}
+        result = {"status": "failed", "wall_s": float("nan"), "retries": float("nan"),
+                  "error": f"{type(err).__name__}: {why}"}
     values = {k: yaml_text(v) for k, v in point["values"].items()}
     return {"point": point["point"], **values, "overrides": " ".join(point["overrides"]),
             "status": result["status"], "wall_s": round(result["wall_s"], 2),
-            "error": result["error"]}
+            "retries": result["retries"], "error": result["error"]}
 
 
 # ----------------------------------------------------------------------------- sweep chapter
@@ -410,7 +454,7 @@ def write_sweep_chapter(name: str, table: pd.DataFrame, grid: dict[str, list], o
                      "median power at the effects measured.\n\n"
                      f"{replication_text(replication)}\n")
     numbers = summary.round(4).to_dict("records")
-    status = table[["point", "status", "wall_s", "error"]].to_dict("records")
+    status = table[["point", "status", "wall_s", "retries", "error"]].to_dict("records")
     text += (f"## Numbers per point\n\n{md_table(numbers)}\n"
              f"## Status\n\n{md_table(status)}")
     atomic_write_bytes(folder / "index.md", text.encode())

@@ -53,10 +53,9 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 from absl import logging as absl_logging
-from dp_accounting.rdp.rdp_privacy_accountant import (
-    _compute_rdp_poisson_subsampled_gaussian,
-    compute_epsilon,
-)
+from dp_accounting import GaussianDpEvent, PoissonSampledDpEvent
+from dp_accounting.rdp import RdpAccountant
+from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon
 
 #: Bound on the relative error of ``per_instance_rdp`` against direct ``sgm_rdp`` calls, checked in
 #: tests/test_privacy.py on 2,000 log-uniform ratios in [1e-4, 1] plus 41 ratios in [0.9, 1], for
@@ -78,10 +77,12 @@ def sgm_rdp(q: float, noise_multiplier: float, orders: Sequence[float]) -> np.nd
     """Per-step RDP of the Poisson-subsampled Gaussian mechanism at each order.
 
     ``RDP_SGM(alpha; q, z) = log A_alpha / (alpha - 1)`` (Mironov et al. 2019), from
-    ``dp_accounting``; for q = 1 it is the Gaussian mechanism's ``alpha / (2 z^2)``.
+    ``dp_accounting``'s public accountant (one step composed into an ``RdpAccountant``); for
+    q = 1 it is the Gaussian mechanism's ``alpha / (2 z^2)``.
     """
-    rdp = _compute_rdp_poisson_subsampled_gaussian(q, noise_multiplier, list(orders))
-    return np.asarray(rdp, dtype=np.float64)
+    accountant = RdpAccountant(list(orders))
+    accountant.compose(PoissonSampledDpEvent(q, GaussianDpEvent(noise_multiplier)))
+    return np.asarray(accountant.rdp, dtype=np.float64)
 
 
 def per_instance_rdp(
