@@ -134,7 +134,8 @@ def test_a_point_started_twice_in_one_sweep_counts_a_retry(tmp_path, monkeypatch
     later = sweep.run_point("digits-quick", [], str(point), str(tmp_path / "nb"),
                             invocation="second-sweep")
     assert later["retries"] == 0 and later["status"] == "reused"
-    lines = (point / sweep.ATTEMPTS).read_text().splitlines()
+    assert not point.exists()          # the point's own folder holds only what a run writes
+    lines = (tmp_path / sweep.ATTEMPTS / "point.jsonl").read_text().splitlines()
     assert len(lines) == 3 and all('"host"' in line for line in lines)
 
 

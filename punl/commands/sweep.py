@@ -44,10 +44,11 @@ from .runner import run_config
 from ..core.store import COMPLETE, atomic_write_bytes, atomic_write_parquet
 
 MAX_NAME = 100
-#: Each start of a point by a worker appends a line here, in the point's folder: the sweep's
-#: invocation, the host and the process; a point a worker started twice in one invocation (the
-#: first worker lost, the scheduler retrying it) records ``retries`` in the sweep table.
-ATTEMPTS = "attempts.jsonl"
+#: Each start of a point by a worker appends a line to ``<sweep folder>/attempts/<point>.jsonl``:
+#: the sweep's invocation, the host and the process; a point a worker started twice in one
+#: invocation (the first worker lost, the scheduler retrying it) records ``retries`` in the
+#: sweep table.
+ATTEMPTS = "attempts"
 #: Seconds between two looks at the points in progress, for the sweep's bar.
 POLL_S = 2.0
 
@@ -141,9 +142,10 @@ def check_grid_values(grid: dict[str, list]) -> None:
 
 # ---------------------------------------------------------------------------------- one point
 def record_attempt(out_dir: str | Path, invocation: str) -> int:
-    """Append this start of the point to its :data:`ATTEMPTS` file; return how many starts
+    """Append this start of the point (its folder ``out_dir``) to its :data:`ATTEMPTS` file;
+    return how many starts
     the invocation ``invocation`` of the sweep has made of it (1 on a first start)."""
-    path = Path(out_dir) / ATTEMPTS
+    path = Path(out_dir).parent / ATTEMPTS / f"{Path(out_dir).name}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps({"invocation": invocation, "host": socket.gethostname(),
                        "pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
