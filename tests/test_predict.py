@@ -383,7 +383,7 @@ def test_prediction_findings_name_the_best_predictor_and_the_adaptive_comparison
     assert found["requests"] == "9"
     assert found["best"].startswith("the mean of el2n (Spearman ρ = 0.9, p = 0.001")
     assert "max of privacy_loss_a8 (Spearman ρ = 0.7" in found["primary_clause"]
-    assert found["coverage_range"] == "80% to 100%"
+    assert found["coverage_sentence"].startswith("The 90% intervals covered 80% to 100% of")
     assert "75% of the requests in 120 steps" in found["adaptive_clause"]
     assert "K = 100, takes 900" in found["adaptive_clause"]
     empty = heldout.prediction_findings(validation.iloc[:0], comparison.iloc[:0], "privacy_loss_a8")
@@ -391,6 +391,10 @@ def test_prediction_findings_name_the_best_predictor_and_the_adaptive_comparison
     unranked = heldout.prediction_findings(validation.assign(steps_spearman=np.nan), comparison,
                                            "privacy_loss_a8")
     assert unranked["requests"] == "9" and unranked["best"].startswith("no predictor")
+    assert "80% to 100%" in unranked["coverage_sentence"]
+    assert "coverage is not known" in empty["coverage_sentence"]
+    for found in (found, empty, unranked):          # a missing number gets a sentence, never n/a
+        assert not any("n/a" in text for text in found.values())
 
 
 @pytest.mark.parametrize("first, budget, growth", [(0, 400, 2.0), (3, 400, 1.5), (500, 400, 2.0),

@@ -199,6 +199,19 @@ def prediction_tables(run: MeasuredRun, coverage: float = COVERAGE) -> dict[str,
             "adaptive": adaptive_table(run, held)}
 
 
+def coverage_sentence(validation: pd.DataFrame) -> str:
+    """The range over predictors of the share of held-out requests their 90% intervals
+    covered, as a sentence; or why there is none."""
+    covered = validation.steps_coverage.dropna() if len(validation) else validation
+    if not len(covered):
+        return ("No predictor's 90% interval was judged on a held-out request, so their "
+                "coverage is not known.")
+    percent = measures.percent
+    return (f"The 90% intervals covered {percent(covered.min())} to {percent(covered.max())} of "
+            "the requests across predictors, so read the coverage with the intervals' width "
+            "above: a wide interval covers easily.")
+
+
 def prediction_findings(validation: pd.DataFrame, comparison: pd.DataFrame,
                         primary: str) -> dict[str, str]:
     """The numbers of the prediction chapter's closing paragraph, as text: over all held-out
@@ -213,7 +226,8 @@ def prediction_findings(validation: pd.DataFrame, comparison: pd.DataFrame,
         return {"requests": fmt(int(v.n_requests.max())) if len(v) else "0",
                 "best": "no predictor (too few requests with distinct measured steps to rank)",
                 "primary_clause": "nothing can be said of the privacy loss",
-                "coverage_range": "n/a", "adaptive_clause": "the adaptive rule was not compared"}
+                "coverage_sentence": coverage_sentence(v),
+                "adaptive_clause": "the adaptive rule was not compared"}
     best = ranked.loc[ranked.steps_spearman.idxmax()]
     p = ranked[ranked.score == primary]
     own = p.loc[p.steps_spearman.idxmax()] if len(p) else None
@@ -229,8 +243,7 @@ def prediction_findings(validation: pd.DataFrame, comparison: pd.DataFrame,
                       else f"{primary} is not among the predictors")
     out = {"requests": fmt(int(best.n_requests)), "best": describe(best),
            "primary_clause": primary_clause,
-           "coverage_range": f"{percent(v.steps_coverage.min())} to "
-                             f"{percent(v.steps_coverage.max())}"}
+           "coverage_sentence": coverage_sentence(v)}
     c = comparison[(comparison.score == primary)] if len(comparison) else comparison
     if own is not None and len(c):
         row = c[c.aggregation == own.aggregation].iloc[0]
