@@ -223,6 +223,15 @@ def test_book_builds_without_warnings_and_shows_figures(book):
                        claims_table)
     assert sorted(links) == sorted(claim_anchor(i) for i in table["id"])
     assert "Measured:" in (html / f"{run}/07_predict.html").read_text()
+    for page in pages:      # a number a run lacks gets a sentence saying why, never "n/a"
+        assert "n/a" not in prose_of((html / f"{page}.html").read_text()), page
+
+
+def prose_of(page: str) -> str:
+    """The text of an HTML page outside its tables, code, scripts and styles."""
+    for tag in ("table", "script", "style", "pre", "details"):
+        page = re.sub(rf"<{tag}\b.*?</{tag}>", " ", page, flags=re.S)
+    return re.sub(r"<[^>]+>", " ", page)
 
 
 def test_bad_key_or_value_stops_before_any_notebook(tmp_path):
