@@ -60,7 +60,8 @@ def test_unlearning_findings_come_from_the_tables(truth):
     assert found["quick_share"] == "70%" and found["groups"] == "10"
     assert "censored" in found["top_clause"]
     rows = study.quantiles("sgld", claims.Choice(0.05, "all", "privacy_loss_a8"))
-    assert found["rho_steps"] == fmt(stats.spearmanr(rows.p, rows.steps_to_unlearn).statistic, 2)
+    rho = stats.spearmanr(rows.p, rows.steps_to_unlearn).statistic
+    assert found["steps_rho_clause"].startswith(f"Spearman ρ = {fmt(rho, 2)} (p = ")
     assert float(found["ll_log"]) == pytest.approx(
         censored_log_likelihoods(rows, study.checkpoints)[0], abs=0.06)   # printed to 3 digits
     assert found["claim_1"] == "supported" and found["claim_3"] == "supported"
@@ -79,7 +80,7 @@ def test_findings_say_when_a_claim_fails():
     study = make_study(Truth(steps=[128, 64, 32, 16, 8, 4, 2, 1, 0, 0]))
     found = findings.unlearning_findings(study, _one_claim(study, "2", claims.claim_log))
     assert found["claim_2"] == "not supported"
-    assert float(found["rho_steps"]) < 0
+    assert found["steps_rho_clause"].startswith("Spearman ρ = -")
     expected = ("the log law fits at least as well"
                 if float(found["ll_log"].replace(",", "")) >= float(found["ll_line"].replace(",", ""))
                 else "a line fits better")
@@ -218,3 +219,8 @@ def censored_log_likelihoods(rows: pd.DataFrame, checkpoints) -> tuple[float, fl
     line = best(lambda t: -log_likelihood(t[0] + t[1] * p, np.exp(t[2])),
                 [(c, d, np.log(s)) for c in (0, 30) for d in (0, 10) for s in (3, 30)])
     return log_law, line
+
+
+def test_a_missing_correlation_is_a_sentence():
+    assert findings.rho_clause(float("nan"), float("nan")).startswith("no rank correlation")
+    assert findings.rho_clause(0.5, 0.01) == "Spearman ρ = 0.5 (p = 0.01) with the privacy loss"

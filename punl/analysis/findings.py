@@ -124,6 +124,14 @@ def _top_clause(top) -> str:
     return f"was unlearned after {measures.fmt(int(top.steps_to_unlearn))} steps"
 
 
+def rho_clause(rho: float, p: float) -> str:
+    """``Spearman ρ = 0.55 (p = 0.01) with the privacy loss``, or why there is no ρ."""
+    if not np.isfinite(rho):
+        return ("no rank correlation with the privacy loss (too few groups, or no variation "
+                "across them)")
+    return f"Spearman ρ = {measures.fmt(rho, 2)} (p = {measures.fmt(p, 2)}) with the privacy loss"
+
+
 def unlearning_findings(study: Study, claims: pd.DataFrame) -> dict[str, str]:
     """The numbers of the unlearning chapter's closing paragraph, as the book prints them, from
     the same analyses as claims 1, 2, 2b and 3 under the main choice, with their verdicts."""
@@ -146,9 +154,9 @@ def unlearning_findings(study: Study, claims: pd.DataFrame) -> dict[str, str]:
             "quick_share": measures.percent((q.steps_to_unlearn <= study.budget / 10).mean()),
             "top_clause": _top_clause(top),
             "training_steps": fmt(study.training_steps),
-            "rho_steps": fmt(f.spearman, 2), "rho_steps_p": fmt(f.spearman_p, 2),
+            "steps_rho_clause": rho_clause(f.spearman, f.spearman_p),
             "ll_log": fmt(ll_log), "ll_line": fmt(ll_line), "fit_outcome": fit,
-            "rho_amplitude": fmt(r.spearman, 2), "rho_amplitude_p": fmt(r.spearman_p, 2),
+            "amplitude_rho_clause": rho_clause(r.spearman, r.spearman_p),
             "shared_rate_clause": _shared_rate_clause(r),
             "disagreement_clause": _disagreement_clause(d), **verdicts(claims)}
 
