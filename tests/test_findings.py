@@ -138,6 +138,7 @@ def test_claims_markdown_escapes_what_markdown_would_read():
     assert "number: 0.83" in text and "<span id=" not in text
     text = claims_markdown(table_.assign(id=["5 (finetune)"]))
     assert text.startswith('<span id="claim-5-finetune"></span>**2. steps')
+    assert "number: none measured; " in claims_markdown(table_.assign(number=[float("nan")]))
 
 
 def fake_ledger(flipped):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..core.config import Config, ConfigError, load_config
@@ -112,6 +113,15 @@ def _escape(text: str) -> str:
     return str(text).replace("*", "\\*").replace("_", "\\_")
 
 
+def _number_text(number, fmt) -> str:
+    """The claim's number as the page prints it, or "none measured" where the run has none."""
+    try:
+        missing = number is None or not np.isfinite(float(number))
+    except (TypeError, ValueError):
+        missing = False
+    return "none measured" if missing else fmt(number)
+
+
 def claims_markdown(claims: pd.DataFrame) -> str:
     """Every claim of a claims table as a short markdown block: the claim and its verdict, then
     what measures it, the number with its context, the interval and the verdicts under the
@@ -126,7 +136,7 @@ def claims_markdown(claims: pd.DataFrame) -> str:
         blocks.append(
             f"{anchor}**{_escape(row.claim)}**: *{row.verdict}*{fragile}\n\n"
             f"- measure: {_escape(row.measure)}\n"
-            f"- number: {fmt(row.number)}; {_escape(row.value)}\n"
+            f"- number: {_number_text(row.number, fmt)}; {_escape(row.value)}\n"
             f"- interval and context: {_escape(row.interval) or 'none'}\n"
             f"- verdicts under neighbouring choices: {_escape(row.neighbours) or 'none'}\n")
     return "\n".join(blocks)
