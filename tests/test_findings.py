@@ -225,3 +225,14 @@ def censored_log_likelihoods(rows: pd.DataFrame, checkpoints) -> tuple[float, fl
 def test_a_missing_correlation_is_a_sentence():
     assert findings.rho_clause(float("nan"), float("nan")).startswith("no rank correlation")
     assert findings.rho_clause(0.5, 0.01) == "Spearman ρ = 0.5 (p = 0.01) with the privacy loss"
+
+
+def test_point_prediction_findings_say_why_a_law_cannot_rank():
+    validation = pd.DataFrame({"predictor": ["0 steps", "median", "privacy_loss_a8"],
+                               "points": 40, "mae": [3.0, 4.0, 2.5], "width": [0.0, 8.0, 6.0],
+                               "coverage": [0.5, 0.9, 0.95], "spearman": [np.nan, np.nan, 0.4]})
+    found = findings.point_prediction_findings(validation, "privacy_loss_a8")["point_clause"]
+    assert "Spearman's rho 0.4" in found and "best-ranking score is privacy_loss_a8" in found
+    flat = findings.point_prediction_findings(validation.assign(spearman=np.nan),
+                                              "privacy_loss_a8")["point_clause"]
+    assert "cannot be ranked" in flat and "n/a" not in flat

@@ -316,9 +316,11 @@ def point_prediction_findings(validation: pd.DataFrame, primary: str) -> dict[st
              f"steps wide covers {pct(v.loc['median', 'coverage'])})"]
     if primary in v.index:
         r = v.loc[primary]
-        parts.append(f"the law of {primary} errs by {fmt(r.mae)} steps, ranks the points with "
-                     f"Spearman's rho {fmt(r.spearman, 2)}, and its intervals, "
-                     f"{fmt(r.width)} steps wide on average, cover {pct(r.coverage)}")
+        ranks = (f"ranks the points with Spearman's rho {fmt(r.spearman, 2)}"
+                 if np.isfinite(r.spearman) else
+                 "cannot be ranked against them (the measured steps do not vary)")
+        parts.append(f"the law of {primary} errs by {fmt(r.mae)} steps, {ranks}, and its "
+                     f"intervals, {fmt(r.width)} steps wide on average, cover {pct(r.coverage)}")
     if best is not None:
         parts.append(f"the best-ranking score is {best} (rho {fmt(v.loc[best, 'spearman'], 2)})")
     return {"point_clause": "; ".join(parts) + "."}
