@@ -260,6 +260,7 @@ class PointOverview:
     placebo: pd.DataFrame              # the placebo's rows
     log_law: fits.CensoredLogFit       # the log law fitted as claim 2 fits it
     line: fits.CensoredLineFit         # the line fitted as claim 2 fits it
+    checkpoints: np.ndarray            # the checkpoints the steps were recorded at
 
 
 def point_overview(point_steps: pd.DataFrame, scores: pd.DataFrame, p_column: str, level: float,
@@ -275,7 +276,8 @@ def point_overview(point_steps: pd.DataFrame, scores: pd.DataFrame, p_column: st
     flags = None if placebo.empty else flag_distribution(placebo, checkpoints)
     fitted = lawtest.fit_laws(rows.p.to_numpy(float), intervals(rows, checkpoints), checkpoints,
                               flags)
-    return PointOverview(rows=rows, placebo=placebo, log_law=fitted.log, line=fitted.line)
+    return PointOverview(rows=rows, placebo=placebo, log_law=fitted.log, line=fitted.line,
+                         checkpoints=np.asarray(checkpoints))
 
 
 # ---------------------------------------------------------------------------------- claim 3

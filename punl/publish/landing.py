@@ -386,7 +386,6 @@ def write_landing(root: str | Path = ".") -> Path:
     matplotlib.use("Agg")
     from .plots import headline_figure, set_style
     from .pointplots import steps_against_privacy
-    from ..study.unlearn import checkpoint_steps
     root = Path(root).resolve()
     results, problems = results_and_problems(root)
     warn_left_out(problems, "the front page")
@@ -396,11 +395,9 @@ def write_landing(root: str | Path = ".") -> Path:
     pointed, show_groups = front_figures(results)
     set_style()
     if pointed is not None:
-        c = pointed.config
-        _save_png(steps_against_privacy(
-            pointed.points.rows, pointed.points.placebo, pointed.points,
-            checkpoint_steps(int(c["unlearn_steps"]), int(c["n_checkpoints"])), pointed.score),
-            root / HEADLINE)
+        p = pointed.points
+        _save_png(steps_against_privacy(p.rows, p.placebo, p, p.checkpoints, pointed.score),
+                  root / HEADLINE)
         figures["points"] = HEADLINE.as_posix()
     if show_groups:
         _save_png(headline_figure({r.name: r.headline for r in results},

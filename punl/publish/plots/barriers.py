@@ -6,6 +6,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from ...analysis.barriers import HARD_EASY
 from ...study.groups import quantile_groups
 from .style import WIDTH, legend_below, log_ticks, score_label
 
@@ -22,14 +23,13 @@ def hard_easy_paths(paths: pd.DataFrame, method: str, budget: int, sizes: dict[s
     p = p.assign(side=p.subset.str.split("-").str[0], points=p.subset.str.split("-").str[1])
     fig, axes = plt.subplots(1, 2, figsize=(WIDTH, 3.3), sharey=True)
     colours = {"top": "C3", "bottom": "C0"}
-    words = {"top": "hardest", "bottom": "easiest"}
     for ax, step, title in zip(axes, (0, budget), ("from the original model",
                                                    f"from the model after {budget} steps")):
         here = p[p.step == step]
         for (group, points), g in here.groupby(["group", "points"]):
             for side, dash in (("forget", "-"), ("control", "--")):
                 line = g[g.side == side].sort_values("lambda")
-                label = (f"{words[group]} {sizes.get(group, '')} ({points}), {side}"
+                label = (f"{HARD_EASY[group]} {sizes.get(group, '')} ({points}), {side}"
                          ).replace("  ", " ")
                 ax.plot(line["lambda"], line.loss, ls=dash, color=colours[group], lw=1.5,
                         label=label)
