@@ -13,6 +13,7 @@ BENCHMARKS = {
     "privacy": "per-instance RDP tables vs direct dp_accounting calls",
     "evaluation": "evaluating many models stacked (vmap) vs one by one",
     "resnet": "the cifar10 configuration's ResNet step, its runs stacked vs one by one",
+    "plan": "punl plan's predicted stage times vs the stages run afterwards",
 }
 
 
@@ -25,12 +26,15 @@ def main(argv=None) -> None:
     parser.add_argument("--tiny", action="store_true",
                         help="a few repetitions on small inputs (checks that it runs)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (train, unlearn, pergrad, resnet)")
+    parser.add_argument("--config", default="digits-quick", help="plan: the configuration")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     print(f"torch threads: {torch.get_num_threads()}")
     print(f"device: {args.device}")
-    importlib.import_module(f"benchmarks.{args.name}").main(tiny=args.tiny, device=args.device)
+    extra = {"config": args.config} if args.name == "plan" else {}
+    importlib.import_module(f"benchmarks.{args.name}").main(tiny=args.tiny, device=args.device,
+                                                            **extra)
 
 
 if __name__ == "__main__":

@@ -59,9 +59,10 @@ def tiny_run_kwargs(root: Path) -> dict:
 
 
 def run_tiny(root: Path) -> tuple[dict, dict]:
-    """Execute the tiny configuration into the book root ``root``: (run record, its kwargs)."""
+    """Execute the tiny configuration into the book root ``root``, forecasting its stages first
+    (``punl run --plan``): (run record, its kwargs)."""
     kw = tiny_run_kwargs(root)
-    return run_config("digits-quick", TINY, **kw), kw
+    return run_config("digits-quick", TINY, on_forecast=lambda forecast: None, **kw), kw
 
 
 def build_tiny_book(root: Path) -> Path:

@@ -21,10 +21,10 @@ LAYERS = {
     "study": ["mia", "groups", "shadow", "scores", "barriers", "unlearn", "pointwise"],
     "analysis": ["fits", "lawtest", "power", "measures", "barriers", "pointclaims", "claims",
                  "findings", "predict", "heldout", "adaptive", "pointpredict"],
-    "stages": ["resources", "preflight", "convergence", "pipeline"],
+    "stages": ["resources", "preflight", "convergence", "pipeline", "forecast"],
     "publish": ["plots", "pointplots", "reading", "plan", "markdown", "notebook", "chapters",
                 "landing", "book"],
-    "commands": ["runner", "sweep", "cli"],
+    "commands": ["runner", "sweep", "listing", "cli"],
 }
 #: Inside each sub-package of a layer, upstream first likewise (its ``__init__`` last).
 SUBPACKAGE_ORDERS = {

@@ -1,9 +1,12 @@
-"""Every benchmark the README shows runs (in its tiny mode), so the commands cannot rot."""
+"""Every benchmark the README shows runs (in its tiny mode), so the commands cannot rot; the GPU
+script fits a lent device and its full-size configuration is valid."""
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmarks.__main__ import BENCHMARKS
 
@@ -25,3 +28,37 @@ def test_readme_lists_every_benchmark():
     readme = (REPO / "README.md").read_text()
     for name in BENCHMARKS:
         assert f"python -m benchmarks {name}" in readme, name
+
+
+def _step_limits(script: str) -> dict[str, int]:
+    """The seconds of every ``timeout N`` of each step of gpu.sh (a loop's counted per pass)."""
+    body = script[script.index("for step in $STEPS"):]
+    steps = dict(re.findall(r"^(\w+)\)\n(.*?);;", body, flags=re.S | re.M))
+    limits = {}
+    for name, text in steps.items():
+        passes = re.search(r"for \w+ in ([\w ]+); do", text)
+        each = len(passes.group(1).split()) if passes else 1
+        limits[name] = each * sum(int(n) for n in re.findall(r"timeout (\d+)", text))
+    return limits
+
+
+def test_gpu_script_fits_a_lent_device():
+    script = (REPO / "benchmarks/gpu.sh").read_text()
+    assert subprocess.run(["bash", "-n", str(REPO / "benchmarks/gpu.sh")]).returncode == 0
+    limits = _step_limits(script)
+    assert set(limits) == {"tests", "bench", "resnet", "stages", "fashion"}
+    # the two commands the script names for a device lent 10 minutes a command
+    assert 'STEPS="tests resnet", then\n# STEPS=fashion' in script
+    assert limits["tests"] + limits["resnet"] <= 570 and limits["fashion"] <= 570, limits
+
+
+def test_full_size_gpu_configuration():
+    from punl.core.config import load_config
+    from punl.engine.models import build_model
+    from punl.stages.resources import check_resources
+    config = load_config("fashion-mnist-gpu")
+    assert (config.dataset, config.n_train, config.device) == ("fashion-mnist", None, "cuda")
+    model = build_model(config.model, (1, 28, 28), 10, config.width, config.depth)
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in model.modules())
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    check_resources(config, 60_000)     # within the limits for all 60,000 training points

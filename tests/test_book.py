@@ -84,6 +84,33 @@ def test_run_executes_notebooks_and_writes_tables(book):
     assert index.startswith(f"# Run `{chapter.name}` (n_train=200, ")
 
 
+@pytest.mark.slow
+def test_run_keeps_its_forecast_beside_the_measured_stage_times(book):
+    from punl.core.config import load_config
+    from punl.publish.book import run_chapter_text
+    root, first, second = book["root"], book["first"], book["second"]
+    forecast = first["forecast"]
+    assert set(forecast["stages"]) == {"train", "score", "pointwise", "unlearn"}
+    assert forecast["reused"] == []
+    records = {s: json.loads((root / "runs/tiny/artifacts" / f"{s}-{key}/_complete.json")
+                             .read_text()) for s, key in first["stage_keys"].items()}
+    assert first["stage_seconds"] == {s: r["wall_time_s"] for s, r in records.items()}
+    groups = pd.read_parquet(root / "runs/tiny/published/groups.parquet")
+    assert forecast["stages"]["unlearn"]["jobs"] == groups.group.nunique()
+    chunks = list((root / "runs/tiny/artifacts" /
+                   f"pointwise-{first['stage_keys']['pointwise']}/chunks").glob("*.npz"))
+    assert forecast["stages"]["pointwise"]["jobs"] == len(chunks)
+    assert first["peak_memory_bytes"]["main"] > 50 * 2**20
+    # the second run reused every stage, so it measured none and forecast none
+    assert second["stage_seconds"] == {} and "forecast" not in second
+    config = load_config("digits-quick", TINY)
+    text = run_chapter_text(config, root / "runs/tiny", first)
+    provenance = text[text.index("## Provenance"):text.index("Files:")]
+    assert "| predicted (s) |" in provenance
+    unlearn_row = next(line for line in provenance.splitlines() if line.startswith("| unlearn |"))
+    assert f"| {forecast['stages']['unlearn']['seconds']} |" in unlearn_row
+
+
 GLUE_ROLE = re.compile(r"\{glue:text\}`([A-Za-z0-9_]+)")
 HIDDEN = {"remove-cell", "remove-input", "hide-input"}
 

@@ -47,10 +47,10 @@ def make_commands(target: str) -> list[str]:
 
 
 def tiny_argv(command: str, scheduler: str | None = None) -> list[str]:
-    """The command's arguments after ``punl`` with the tiny settings added (sweeps and runs),
+    """The command's arguments after ``punl`` with the tiny settings added (runs, sweeps, plans),
     the placeholder dask address replaced by ``scheduler``."""
     argv = shlex.split(command)[1:]
-    if argv[0] in ("run", "sweep"):
+    if argv[0] in ("run", "sweep", "plan"):
         argv += [a for o in TINY_SETTINGS for a in ("--set", o)]
     return [scheduler if a == "tcp://HOST:8786" else a for a in argv]
 

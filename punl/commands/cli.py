@@ -1,9 +1,10 @@
-"""Command line: ``punl train|score|unlearn|predict|run|sweep|book|configs|fields|init``, one
-Config for all.
+"""Command line: ``punl train|score|unlearn|predict|run|sweep|book|configs|fields|init|plan``,
+one Config for all.
 
 One configuration flows through every stage.
 
-Every subcommand is defined here; the modules it calls hold no argument parsing. Everything that
+Every subcommand is defined here or, for those that prepare a run without running it, in
+:mod:`punl.commands.listing`; the modules they call hold no argument parsing. Everything that
 can be checked before work starts is (:mod:`punl.stages.preflight`): a problem ends the command with one
 line naming the field and the fix, exit code 2, and nothing created. Stages recomputed because
 their artifacts were partial or corrupt say so on the terminal.
@@ -20,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..core.config import LEVELS, ConfigError, load_config
+from .listing import add_listing_parsers
 
 
 def add_config_args(p: argparse.ArgumentParser, out_default: str = "runs/<name>") -> None:
@@ -258,7 +260,9 @@ def cmd_run(args) -> int:
     from .runner import NotebookError, run_config
     try:
         record = run_config(args.config, args.overrides, args.out, book_dir=args.book_dir,
-                            progress=not args.quiet)
+                            progress=not args.quiet,
+                            on_forecast=(lambda f: print(f.table(), flush=True))
+                            if args.plan else None)
     except NotebookError as err:
         print(f"punl: {err}; the published tables and chapter are unchanged", file=sys.stderr)
         return 1
@@ -285,48 +289,6 @@ def cmd_sweep(args) -> int:
     if Path("_config.yml").exists():   # at the book root: add the sweep chapter to _toc.yml
         generate_toc(".")
     return 0 if (table.status != "failed").all() else 1
-
-
-def cmd_configs(args) -> int:
-    """``punl configs``: each configuration punl ships, with the first sentence of the comment
-    at its top (cut at 80 characters)."""
-    from ..core.yamlfiles import builtin_configs
-    for name, path in builtin_configs().items():
-        lines = path.read_text(errors="replace").splitlines()
-        comment = " ".join(line.lstrip("# ").strip() for line in
-                           lines[:next((i for i, x in enumerate(lines) if not x.startswith("#")),
-                                       len(lines))])
-        first = comment.split(". ")[0].rstrip(".")
-        print(f"{name:<18} {first if len(first) <= 80 else first[:77] + '...'}")
-    return 0
-
-
-def cmd_fields(args) -> int:
-    """``punl fields``: every field ``--set`` accepts (of one stage with ``--stage``): its
-    stage, default and meaning."""
-    import dataclasses
-
-    from ..core.config import Config, field_meanings
-    meanings = field_meanings()
-    for f in dataclasses.fields(Config):
-        if args.stage in (None, f.metadata["stage"]):
-            default = f.default if not isinstance(f.default, tuple) else list(f.default)
-            print(f"{f.name:<22} {f.metadata['stage']:<10} {str(default):<30} "
-                  f"{meanings.get(f.name, '')}".rstrip())
-    return 0
-
-
-def cmd_init(args) -> int:
-    """``punl init DIR``: lay out a book folder (configuration, extension, stylesheet, prose
-    chapters) that ``punl run`` and ``punl book`` fill, refusing to overwrite anything."""
-    from ..core.resources import init_book
-    try:
-        written = init_book(args.folder)
-    except FileExistsError as err:
-        raise ConfigError(f"init: {err}") from None
-    print(f"wrote {len(written)} files and folders into {args.folder}; next, there: "
-          "punl run digits-quick, then punl book")
-    return 0
 
 
 def cmd_book(args) -> int:
@@ -393,21 +355,6 @@ DESCRIPTION = ("punl: per-instance privacy for machine unlearning. Train with no
                "publish it all as a book.")
 
 
-def add_listing_parsers(sub) -> None:
-    """``punl configs``, ``punl fields`` and ``punl init``: what a user can run and set, and a
-    book folder to start from."""
-    from ..core.config import RUNTIME, STAGES
-    p = sub.add_parser("init", help="lay out a book folder to run configurations into")
-    p.add_argument("folder", help="the folder (created if needed; nothing in it is overwritten)")
-    p.set_defaults(func=cmd_init)
-    p = sub.add_parser("configs", help="list the configurations punl ships")
-    p.set_defaults(func=cmd_configs)
-    p = sub.add_parser("fields", help="list every field --set accepts: stage, default, meaning")
-    p.add_argument("--stage", choices=[*STAGES, RUNTIME], default=None,
-                   help="only the fields of this stage")
-    p.set_defaults(func=cmd_fields)
-
-
 class _QuietSubparsers(argparse._SubParsersAction):
     """Subcommands that each take ``--quiet`` (no progress bars; results and errors are still
     printed), before or after their other arguments."""
@@ -436,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="execute the notebooks for one configuration into book/runs/")
     add_config_args(p)
     p.add_argument("--book-dir", default="book/runs", help="where executed notebooks go")
+    p.add_argument("--plan", action="store_true", help="first probe the stages and print each "
+                   "one's predicted time and memory (as punl plan; kept in run.json)")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("sweep", help="run a grid of configurations, locally or on a dask cluster")
     add_config_args(p, out_default="runs/sweeps/<sweep name>")

@@ -21,15 +21,18 @@ import re
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..publish.book import provenance_box, write_run_chapter
 from ..core.config import STAGES, Config
 from ..core.outputs import Publication, chapter_staging, output_lock, write_json
-from ..stages.pipeline import run_record, run_tables, stage_complete
+from ..stages.pipeline import run_record, run_tables, stage_complete, stage_seconds
 from ..publish.plan import RUN_RECORD, NotebookRun, RunPlan
 from ..stages.preflight import check_folder, check_output_folder, preflight
 from ..core.store import ArtifactStore, atomic_write_bytes, git_commit
+
+if TYPE_CHECKING:
+    from ..stages.forecast import Forecast
 
 # Inside a kernel without ipywidgets, tqdm.auto warns on import; notebooks run with progress off.
 warnings.filterwarnings("ignore", message="IProgress not found")
@@ -66,6 +69,14 @@ def failing_line(source: str, traceback: list[str]) -> str:
 def stage_status(config: Config, store: ArtifactStore) -> dict[str, bool]:
     """Whether each stage's artifact folder is complete and verifies."""
     return {s: stage_complete(config, store, s) for s in STAGES}
+
+
+def peak_memory_bytes() -> dict[str, float]:
+    """The peak resident memory so far of this process (``main``) and of the largest of its
+    finished child processes (``workers``: the studies' worker pools), in bytes."""
+    import resource
+    return {"main": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0,
+            "workers": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024.0}
 
 
 def stage_report(before: dict[str, bool], after: dict[str, bool]) -> dict[str, str]:
@@ -143,7 +154,8 @@ def prepare_for_book(path: Path, box: str, paths: dict[str, str]) -> None:
 
 def run_config(config: str | Path, overrides: list[str] | None = None,
                out_dir: str | Path | None = None, book_dir: str | Path = "book/runs",
-               progress: bool = True, notebooks_dir: str | Path | None = None) -> dict[str, Any]:
+               progress: bool = True, notebooks_dir: str | Path | None = None,
+               on_forecast: Callable[[Forecast], None] | None = None) -> dict[str, Any]:
     """Validate ``config`` + ``overrides``, compute and stage the tables, execute every notebook
     in order, then publish tables and chapter.
 
@@ -151,11 +163,15 @@ def run_config(config: str | Path, overrides: list[str] | None = None,
     chapter folder. A bad key or value, or anything else :func:`~punl.stages.preflight.preflight`
     finds, raises :class:`~punl.core.config.ConfigError` before any folder is created; a failing
     cell raises :class:`NotebookError` and leaves the published outputs as they were (the
-    failed attempt stays in ``<out_dir>/.staging`` and the chapter's staging folder)."""
+    failed attempt stays in ``<out_dir>/.staging`` and the chapter's staging folder).
+
+    With ``on_forecast``, the stages are first probed (:func:`punl.stages.forecast.forecast`;
+    stages whose artifacts verify count as reused), the forecast is passed to ``on_forecast``
+    before any stage runs, and the record keeps it beside the measured stage times."""
     plan = RunPlan.make(config, overrides, out_dir, book_dir, notebooks_dir)
     check_run(plan)
     with output_lock(plan.out_dir):
-        return _run_locked(plan, progress)
+        return _run_locked(plan, progress, on_forecast)
 
 
 def check_run(plan: RunPlan) -> None:
@@ -165,8 +181,8 @@ def check_run(plan: RunPlan) -> None:
     preflight(plan.config, "unlearn")
 
 
-def _run_locked(plan: RunPlan, progress: bool) -> dict[str, Any]:
-    """The run itself, under the output folder's lock: stage, execute, then publish."""
+def _run_locked(plan: RunPlan, progress: bool, on_forecast=None) -> dict[str, Any]:
+    """The run itself, under the output folder's lock: (forecast,) stage, execute, publish."""
     from tqdm import tqdm
     cfg = plan.config
     store = ArtifactStore(plan.out_dir / "artifacts")
@@ -174,9 +190,16 @@ def _run_locked(plan: RunPlan, progress: bool) -> dict[str, Any]:
     publication.begin()
     chapter.begin()
     record = run_record(cfg, "run", plan=plan.to_dict(), notebooks={}, failed=None)
-    before, start = stage_status(cfg, store), time.perf_counter()
+    before = stage_status(cfg, store)
+    if on_forecast is not None:
+        from ..stages.forecast import forecast
+        predicted = forecast(cfg, tuple(s for s, done in before.items() if done), progress)
+        record["forecast"] = predicted.as_dict()
+        on_forecast(predicted)
+    start = time.perf_counter()
     try:
         record["tables"] = publication.write_tables(run_tables(cfg, store, "unlearn", progress))
+        record["peak_memory_bytes"] = peak_memory_bytes()
         running = {k: v for k, v in record.items() if k != "finished_at"}
         publication.write_record({**running, "status": "running"})   # what notebooks open
         box = provenance_box(plan, record["stage_keys"], git_commit())
@@ -205,4 +228,6 @@ def _finish_record(record: dict, cfg: Config, store: ArtifactStore, before: dict
     """Add wall time, stage reuse and the finishing time to a run record."""
     record.update(wall_time_s=round(seconds, 2),
                   stages=stage_report(before, stage_status(cfg, store)),
+                  stage_seconds={s: t for s, t in stage_seconds(cfg, store).items()
+                                 if not before[s]},
                   finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))

@@ -44,13 +44,18 @@ def stage_records(config: Config, out_dir: Path) -> dict[str, dict]:
 
 def _stage_rows(run: dict, records: dict[str, dict]) -> list[dict]:
     """One row per stage: computed or reused, its key (its folder is ``<stage>-<key>``) and,
-    where its folder is complete, its wall time and when it finished."""
+    where its folder is complete, its wall time and when it finished; with the run's forecast
+    (``punl run --plan``), each computed stage's predicted time beside it."""
     rows = []
+    predicted = run.get("forecast", {}).get("stages", {})
     for stage, how in run["stages"].items():
         record = records.get(stage, {})
-        rows.append({"stage": stage, "artifacts": how, "key": f"`{run['stage_keys'][stage]}`",
-                     "wall time (s)": record.get("wall_time_s"),
-                     "finished": record.get("finished_at")})
+        row = {"stage": stage, "artifacts": how, "key": f"`{run['stage_keys'][stage]}`",
+               "wall time (s)": record.get("wall_time_s")}
+        if predicted:
+            row["predicted (s)"] = (predicted[stage]["seconds"] if how == "computed"
+                                    and stage in predicted else "")
+        rows.append({**row, "finished": record.get("finished_at")})
     return rows
 
 

@@ -2,7 +2,8 @@
 (:mod:`.resources`: what a configuration asks of the machine, against stated limits;
 :mod:`.preflight`: every check before work; :mod:`.convergence`: whether training gave a model
 worth unlearning from) and the stages themselves (:mod:`.pipeline`: train, score, the per-point
-study, unlearn, the derived tables).
+study, unlearn, the derived tables), and what they will cost on this machine, predicted from a
+short probe of each (:mod:`.forecast`, ``punl plan``).
 
 May import: every layer above it (core, engine, study, analysis).
 """

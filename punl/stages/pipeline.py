@@ -113,6 +113,12 @@ def check_feasible(config: Config, data: Dataset) -> None:
     check_groups(config, data.n_train)
 
 
+def stage_seconds(config: Config, store: ArtifactStore) -> dict[str, float]:
+    """The wall time each complete stage's record states, by stage."""
+    return {stage: store.stage(config, stage).provenance()["wall_time_s"] for stage in STAGES
+            if stage_complete(config, store, stage)}
+
+
 def stage_complete(config: Config, store: ArtifactStore, stage: str) -> bool:
     """Whether ``stage`` has a folder whose record and files verify."""
     return store.stage(config, stage).is_complete(config.stage_key(stage), STAGE_FILES[stage])

@@ -20,7 +20,8 @@ W models stacked (the largest of R, M + R and J), each with its parameters, grad
 (3) and c = min(chunk_size, B) per-example gradient rows.
 
 The limits are stated in :data:`LIMITS`; each is far above the repository's largest configuration
-on this kind of machine (``punl plan``-style calibration is left to the probe in the book). An
+on this kind of machine; the time a configuration will take here is predicted by
+:mod:`punl.stages.forecast` (``punl plan``), which probes the stages instead of counting. An
 estimate past a limit raises :class:`~punl.core.config.ConfigError` naming the field that drives
 it, before any folder is created.
 """
