@@ -11,7 +11,8 @@ import pytest
 
 from pathlib import Path
 
-from bookutil import MARKUP, NOTEBOOKS, REPO, TINY, make_book_root, tiny_without, make_notebooks_dir
+from bookutil import (MARKUP, NOTEBOOKS, REPO, TINY, make_book_root, make_notebooks_dir,
+                      tiny_run_kwargs, tiny_without)
 from punl.analysis import claims as claims_module
 from punl.analysis import findings
 from punl.publish.book import build_book, generate_toc, toc_data
@@ -109,6 +110,22 @@ def test_run_keeps_its_forecast_beside_the_measured_stage_times(book):
     assert "| predicted (s) |" in provenance
     unlearn_row = next(line for line in provenance.splitlines() if line.startswith("| unlearn |"))
     assert f"| {forecast['stages']['unlearn']['seconds']} |" in unlearn_row
+
+
+@pytest.mark.slow
+def test_run_without_a_point_study_leaves_its_chapter_out(tmp_path):
+    """A configuration with ``point_models: 0`` (digits-lownoise, digits, mnist5k) executes
+    every chapter but the per-point study's, each of which says what the run lacks."""
+    root = make_book_root(tmp_path)
+    kw = tiny_run_kwargs(root)
+    record = run_config("digits-quick", tiny_without("point_models") + ["point_models=0"], **kw)
+    assert list(record["notebooks"]) == [n for n in NOTEBOOKS if n != "03_points.ipynb"]
+    chapter = Path(record["plan"]["chapter_dir"])
+    assert not (chapter / "03_points.ipynb").exists()
+    predict = nbformat.read(chapter / "07_predict.ipynb", as_version=4)
+    shown = "".join(o.get("data", {}).get("text/markdown", "") for c in predict.cells
+                    for o in c.get("outputs", []))
+    assert "This run has no per-point study" in shown
 
 
 GLUE_ROLE = re.compile(r"\{glue:text\}`([A-Za-z0-9_]+)")

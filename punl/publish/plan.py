@@ -1,4 +1,5 @@
-"""A run's plan: which notebook templates execute, with what parameters, into which chapter.
+"""A run's plan: which notebook templates execute (all of them, less those showing the per-point
+study in a run without one), with what parameters, into which chapter.
 
 A :class:`RunPlan` describes one run's chapter (notebook x configuration). The chapter is named
 after the run (:func:`punl.stages.pipeline.run_name`): the configuration's name alone for the
@@ -33,6 +34,14 @@ def list_notebooks(notebooks_dir: str | Path | None = None) -> list[Path]:
     if not found:
         raise FileNotFoundError(f"no notebooks 0*.ipynb in {folder}")
     return found
+
+
+def needs_point_study(template: Path) -> bool:
+    """Whether a notebook template shows the per-point study (its metadata ``punl.needs``
+    lists ``pointwise``), so that a run without one (``point_models: 0``) leaves it out."""
+    import json
+    metadata = json.loads(Path(template).read_text()).get("metadata", {})
+    return "pointwise" in metadata.get("punl", {}).get("needs", [])
 
 
 def config_argument(config: str | Path) -> str:
@@ -83,10 +92,11 @@ class RunPlan:
     def make(cls, config: str | Path, overrides: list[str] | None, out_dir: str | Path | None,
              book_dir: str | Path, notebooks_dir: str | Path | None = None) -> "RunPlan":
         cfg, base = load_config(config, overrides), load_config(config)
+        templates = [t for t in list_notebooks(notebooks_dir)
+                     if cfg.point_models or not needs_point_study(t)]
         return cls(config_argument(config), tuple(overrides or ()),
                    run_folder(cfg, out_dir, base).resolve(),
-                   Path(book_dir).resolve() / run_name(cfg, base, out_dir),
-                   tuple(list_notebooks(notebooks_dir)))
+                   Path(book_dir).resolve() / run_name(cfg, base, out_dir), tuple(templates))
 
     @property
     def config(self) -> Config:
