@@ -27,12 +27,16 @@ def main(argv=None) -> None:
                         help="a few repetitions on small inputs (checks that it runs)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (train, unlearn, pergrad, resnet)")
     parser.add_argument("--config", default="digits-quick", help="plan: the configuration")
+    parser.add_argument("--measured", default=None, metavar="FOLDER",
+                        help="plan: compare with the finished run in FOLDER instead of running it")
+    parser.add_argument("--record", default=None, metavar="CSV", help="plan: add the rows to CSV")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     print(f"torch threads: {torch.get_num_threads()}")
     print(f"device: {args.device}")
-    extra = {"config": args.config} if args.name == "plan" else {}
+    extra = dict(config=args.config, measured=args.measured, record_to=args.record) \
+        if args.name == "plan" else {}
     importlib.import_module(f"benchmarks.{args.name}").main(tiny=args.tiny, device=args.device,
                                                             **extra)
 

@@ -62,3 +62,18 @@ def test_full_size_gpu_configuration():
     assert any(isinstance(m, torch.nn.GroupNorm) for m in model.modules())
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
     check_resources(config, 60_000)     # within the limits for all 60,000 training points
+
+
+def test_plan_benchmark_records_one_configurations_rows_once(tmp_path):
+    import pandas as pd
+
+    from benchmarks.plan import record
+    path = tmp_path / "plan.csv"
+    rows = lambda config, t: [{"config": config, "stage": s, "predicted (s)": t,  # noqa: E731
+                               "measured (s)": 2 * t, "ratio": 0.5} for s in ("train", "score")]
+    record(rows("a", 1.0), str(path))
+    record(rows("b", 3.0), str(path))
+    record(rows("a", 5.0), str(path))       # a again: its rows replaced, b's kept
+    table = pd.read_csv(path)
+    assert list(zip(table.config, table["predicted (s)"])) == [
+        ("b", 3.0), ("b", 3.0), ("a", 5.0), ("a", 5.0)]

@@ -78,3 +78,23 @@ def test_the_readmes_set_up_times_are_the_kept_timings():
         stated = re.search(pattern, text, re.M)
         assert stated, command
         assert stated.group(1) == duration_text(float(timings.loc[command, "seconds"])), command
+
+
+def test_the_readmes_forecast_table_is_the_kept_comparison():
+    """Each row of the README's table of ``punl plan`` against measured stage times states the
+    predicted and measured times and the ratios that results/plan.csv (written by ``python -m
+    benchmarks plan --record``) holds for that configuration."""
+    from punl.publish.landing import duration_text
+    kept = pd.read_csv(REPO / "results/plan.csv").set_index(["config", "stage"])
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("**The forecast against measured runs.**"):]
+    rows = re.findall(r"^\| `([\w-]+)` \|(.+)\|$", section.split("\n\n")[1], re.M)
+    assert {name for name, _ in rows} == set(kept.index.get_level_values("config"))
+    for name, cells in rows:
+        cells = [c.strip() for c in cells.split("|")]
+        total = kept.loc[(name, "all four")]
+        assert cells[1] == duration_text(total["predicted (s)"]), name
+        assert cells[2] == duration_text(total["measured (s)"]), name
+        ratios = [f"{kept.loc[(name, s), 'ratio']:.2f}" if kept.loc[(name, s), "measured (s)"]
+                  >= 1 else "-" for s in ("all four", "pointwise", "unlearn", "train")]
+        assert cells[3:7] == ratios, name
