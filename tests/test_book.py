@@ -101,6 +101,13 @@ def test_run_keeps_its_forecast_beside_the_measured_stage_times(book):
     chunks = list((root / "runs/tiny/artifacts" /
                    f"pointwise-{first['stage_keys']['pointwise']}/chunks").glob("*.npz"))
     assert forecast["stages"]["pointwise"]["jobs"] == len(chunks)
+    for study in ("pointwise", "unlearn"):     # each probed on a fresh pool of two workers
+        predicted = forecast["stages"][study]
+        assert predicted["workers"] == min(2, predicted["jobs"]) == 2
+        assert predicted["start_seconds"] > 0
+        assert predicted["seconds"] == pytest.approx(
+            predicted["rounds"] * predicted["job_seconds"] + predicted["start_seconds"]
+            + predicted["first_call_seconds"], abs=0.01)     # rounded to 0.01 s in run.json
     assert first["peak_memory_bytes"]["main"] > 50 * 2**20
     # the second run reused every stage, so it measured none and forecast none
     assert second["stage_seconds"] == {} and "forecast" not in second

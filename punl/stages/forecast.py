@@ -109,8 +109,9 @@ class Forecast:
 
     @property
     def memory_bytes(self) -> float:
-        """The largest memory any stage holds at once."""
-        return max((s.memory_bytes for s in self.stages), default=0.0)
+        """The largest memory any computed stage holds at once."""
+        return max((s.memory_bytes for s in self.stages if s.stage not in self.reused),
+                   default=0.0)
 
     def stage(self, name: str) -> StageForecast:
         return next(s for s in self.stages if s.stage == name)
@@ -132,7 +133,9 @@ class Forecast:
             rows.append((s.stage, str(s.jobs), duration_text(s.job_seconds),
                          f"{s.rounds} x {s.workers}" if s.jobs else "-",
                          "reused" if reused else duration_text(s.seconds),
-                         memory_text(s.memory_bytes)))
+                         memory_text(s.memory_bytes) + (
+                             f" + {memory_text(s.device_bytes * s.workers)} on the device"
+                             if s.device_bytes else "")))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         return "\n".join(lines + [
@@ -229,7 +232,7 @@ _DATA: dict = {}
 
 
 def _data(config: Config):
-    """The configuration's data, loaded once per process."""
+    """The configuration's data, loaded once per process (until :func:`forecast` ends)."""
     from .pipeline import load_data
     key = (config.dataset, config.data_seed, config.test_fraction, config.label_noise,
            config.data_root, config.n_train, config.synthetic_outliers, config.device)
@@ -239,10 +242,10 @@ def _data(config: Config):
     return _DATA[key]
 
 
-def _timed(work) -> tuple[float, float, float]:
-    """(seconds, peak resident bytes, peak device bytes) of ``work()``."""
+def _timed(work, device: str = "cpu") -> tuple[float, float, float]:
+    """(seconds, peak resident bytes, peak device bytes on a cuda ``device``) of ``work()``."""
     import torch
-    cuda = torch.cuda.is_available()
+    cuda = str(device).startswith("cuda")
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -267,9 +270,10 @@ def probe_training(config: Config) -> dict[str, tuple[float, float, float]]:
 
     def training():
         out["runs"], out["ledger"] = train(config, data, progress=False)
-    timing = {"train": _timed(training)}
+    device = str(data.x_train.device)
+    timing = {"train": _timed(training, device)}
     timing["score"] = _timed(lambda: score_table(config, data, out["ledger"],
-                                                 [r.final for r in out["runs"]]))
+                                                 [r.final for r in out["runs"]]), device)
     return timing
 
 
@@ -280,7 +284,8 @@ def probe_chunk(config: Config) -> tuple[float, float, float]:
     torch.set_num_threads(config.num_threads)
     data = _data(config)
     design = point_design(config, data.n_train, len(data.y_test))
-    return _timed(lambda: run_chunk(config, data, design, chunks(design)[0]))
+    return _timed(lambda: run_chunk(config, data, design, chunks(design)[0]),
+                  str(data.x_train.device))
 
 
 def probe_group(config: Config) -> tuple[float, float, float]:
@@ -297,7 +302,8 @@ def probe_group(config: Config) -> tuple[float, float, float]:
                                                              replace=False)), 0.0)
     originals = [initial_params(config, data, run_seeds(config, r)[0])
                  for r in range(config.runs)]
-    return _timed(lambda: unlearn_group(config, data, originals, group))
+    return _timed(lambda: unlearn_group(config, data, originals, group),
+                  str(data.x_train.device))
 
 
 def _warm(_) -> float:
@@ -323,7 +329,11 @@ class _Workers:
         if self.workers > 1:
             start = time.perf_counter()
             self.pool = process_pool(self.workers)
-            list(self.pool.map(_warm, range(self.workers)))
+            try:
+                list(self.pool.map(_warm, range(self.workers)))
+            except BaseException:
+                self.close()
+                raise
             self.start_seconds = time.perf_counter() - start
 
     def each(self, job) -> tuple[float, float, float]:
@@ -339,6 +349,23 @@ class _Workers:
 
 
 # ------------------------------------------------------------------------------ the forecast
+def _study(kind: str, stage: str, jobs: int, workers: int, configs, fractions,
+           bar) -> StageForecast:
+    """A study's forecast from its probes on a fresh pool of ``workers`` processes (a stage
+    starts its own), or an empty stage without jobs."""
+    if not jobs:
+        return StageForecast(stage, 0, 1, 0.0, 0.0, 0.0, fractions, (0.0, 0.0), 0.0)
+    pool = _Workers(workers)
+    try:
+        probes = []
+        for c in (configs[0], *configs):
+            probes.append(pool.each((kind, c)))
+            bar.update()
+    finally:
+        pool.close()
+    return _stage(stage, jobs, pool.workers, pool.start_seconds, fractions, probes)
+
+
 def _stage(stage: str, jobs: int, workers: int, start: float, fractions, probes,
            extra_bytes: float = 0.0) -> StageForecast:
     """A stage's forecast from its three probes (first run at f1, then f1 and f2; each
@@ -361,42 +388,31 @@ def forecast(config: Config, reused: tuple[str, ...] = (), progress: bool = True
     from tqdm import tqdm
 
     from ..study.pointwise import chunks, point_design
-    from .pipeline import load_data
     from .resources import forget_group_count
     wall = time.perf_counter()
-    data = load_data(config)
+    data = _data(config)
     n = data.n_train
     fractions = probe_fractions(config, n)
     configs = [scaled(config, f) for f in fractions]
     n_chunks = len(chunks(point_design(config, n, len(data.y_test)))) if config.point_models else 0
+    n_groups = forget_group_count(config)
     bar = tqdm(total=3 + 3 * bool(n_chunks) + 3, desc=f"{config.name}: probing the stages",
                unit="probe", disable=not progress)
-    training = []
-    for c in (configs[0], *configs):           # the first run at f1 measures c
-        training.append(probe_training(c))
-        bar.update()
-    records = math.ceil(total_steps(config, n) / config.record_interval(n))
-    ledger = LEDGER_BYTES * config.runs * records * n * (1 - fractions[1])
-    stages = [_stage("train", 1, 1, 0.0, fractions, [t["train"] for t in training], ledger),
-              _stage("score", 1, 1, 0.0, fractions, [t["score"] for t in training])]
-    workers = _Workers(min(config.workers, max(n_chunks, forget_group_count(config))))
     try:
-        for kind, stage, jobs in (("chunk", "pointwise", n_chunks),
-                                  ("group", "unlearn", forget_group_count(config))):
-            if not jobs:
-                stages.append(StageForecast(stage, 0, 1, 0.0, 0.0, 0.0, fractions, (0.0, 0.0),
-                                            0.0))
-                continue
-            probes = []
-            for c in (configs[0], *configs):
-                probes.append(workers.each((kind, c)))
-                bar.update()
-            w = min(workers.workers, jobs)
-            stages.append(_stage(stage, jobs, w, workers.start_seconds if w > 1 else 0.0,
-                                 fractions, probes))
+        training = []
+        for c in (configs[0], *configs):           # the first run at f1 measures c
+            training.append(probe_training(c))
+            bar.update()
+        records = math.ceil(total_steps(config, n) / config.record_interval(n))
+        ledger = LEDGER_BYTES * config.runs * records * n * (1 - fractions[1])
+        stages = [_stage("train", 1, 1, 0.0, fractions, [t["train"] for t in training], ledger),
+                  _stage("score", 1, 1, 0.0, fractions, [t["score"] for t in training])]
+        for kind, stage, jobs in (("chunk", "pointwise", n_chunks), ("group", "unlearn", n_groups)):
+            stages.append(_study(kind, stage, jobs, min(config.workers, max(jobs, 1)), configs,
+                                 fractions, bar))
     finally:
-        workers.close()
         bar.close()
+        _DATA.clear()
     return Forecast(config.name, config.device, platform.node(), os.cpu_count() or 1,
                     tuple(sorted(stages, key=lambda s: STAGES.index(s.stage))),
                     time.perf_counter() - wall, tuple(reused))
