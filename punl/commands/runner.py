@@ -225,9 +225,10 @@ def _run_locked(plan: RunPlan, progress: bool, on_forecast=None) -> dict[str, An
 
 def _finish_record(record: dict, cfg: Config, store: ArtifactStore, before: dict[str, bool],
                    seconds: float) -> None:
-    """Add wall time, stage reuse and the finishing time to a run record."""
-    record.update(wall_time_s=round(seconds, 2),
-                  stages=stage_report(before, stage_status(cfg, store)),
-                  stage_seconds={s: t for s, t in stage_seconds(cfg, store).items()
-                                 if not before[s]},
+    """Add wall time, stage reuse, each computed stage's time and the finishing time to a run
+    record."""
+    after = stage_status(cfg, store)
+    computed = [s for s in STAGES if after[s] and not before[s]]
+    record.update(wall_time_s=round(seconds, 2), stages=stage_report(before, after),
+                  stage_seconds=stage_seconds(cfg, store, computed),
                   finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))

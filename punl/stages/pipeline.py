@@ -113,10 +113,13 @@ def check_feasible(config: Config, data: Dataset) -> None:
     check_groups(config, data.n_train)
 
 
-def stage_seconds(config: Config, store: ArtifactStore) -> dict[str, float]:
-    """The wall time each complete stage's record states, by stage."""
-    return {stage: store.stage(config, stage).provenance()["wall_time_s"] for stage in STAGES
-            if stage_complete(config, store, stage)}
+def stage_seconds(config: Config, store: ArtifactStore,
+                  complete: list[str] | None = None) -> dict[str, float]:
+    """The wall time each complete stage's record states, by stage: of the stages ``complete``
+    (already verified by the caller), else of every stage that verifies now."""
+    if complete is None:
+        complete = [s for s in STAGES if stage_complete(config, store, s)]
+    return {stage: store.stage(config, stage).provenance()["wall_time_s"] for stage in complete}
 
 
 def stage_complete(config: Config, store: ArtifactStore, stage: str) -> bool:
