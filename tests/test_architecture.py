@@ -24,7 +24,7 @@ LAYERS = {
     "stages": ["resources", "preflight", "convergence", "pipeline", "forecast"],
     "publish": ["plots", "pointplots", "reading", "plan", "markdown", "notebook", "chapters",
                 "landing", "book"],
-    "commands": ["runner", "sweep", "listing", "cli"],
+    "commands": ["kernel", "runner", "sweep", "listing", "cli"],
 }
 #: Inside each sub-package of a layer, upstream first likewise (its ``__init__`` last).
 SUBPACKAGE_ORDERS = {

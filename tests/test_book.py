@@ -23,7 +23,7 @@ from punl.publish.markdown import claim_anchor
 from punl.publish.plan import RunPlan
 from punl.commands.cli import build_parser, cmd_run, main
 from punl.engine.data import DatasetUnavailable
-from punl.commands.runner import NotebookError, run_config
+from punl.commands.runner import NotebookError, execute_notebook, run_config
 
 FIRST_TWO = ("01_train.ipynb", "02_score.ipynb")
 
@@ -181,6 +181,28 @@ def test_executed_notebooks_are_prepared_for_the_page(book):
         assert record.input_path == f"templates/{name}"
         assert record.output_path == f"book/runs/{chapter.name}/{name}"
         assert str(root) not in (chapter / name).read_text(), name
+
+
+def cell_outputs(path: Path) -> dict[str, tuple]:
+    """Each code cell's count and outputs (type, stream, text, data) by cell id, papermill's
+    injected parameter cell left out."""
+    nb = nbformat.read(path, as_version=4)
+    return {c.id: (c.execution_count, [(o.output_type, o.get("name"), o.get("text"),
+                                        dict(o.get("data", {}))) for o in c.outputs])
+            for c in nb.cells
+            if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])}
+
+
+@pytest.mark.slow
+def test_each_chapter_shows_what_its_notebook_shows_alone(book, tmp_path):
+    """A run executes its notebooks in one kernel, reset before each: every notebook executed
+    alone in a fresh kernel gives the same outputs, cell for cell, byte for byte (figures and
+    table HTML included)."""
+    plan = RunPlan.from_dict(book["second"]["plan"])
+    for nb in plan.notebook_runs(into=tmp_path):
+        execute_notebook(nb, progress=False)
+        alone, shared = cell_outputs(nb.output), cell_outputs(book["chapter"] / nb.output.name)
+        assert alone == shared, nb.template.name
 
 
 @pytest.mark.slow

@@ -58,6 +58,47 @@ def test_notebooks_side_by_side_in_one_folder_keep_their_own_kernels(tmp_path):
         assert out.strip().endswith(str(42 + i)) and "Invalid Signature" not in err
 
 
+SHARED = """
+import nbformat
+from pathlib import Path
+from punl.publish.plan import NotebookRun
+from punl.commands.kernel import SharedKernel
+from punl.commands.runner import NotebookError, execute_notebook
+
+def notebook(name, *sources):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, name)
+    return NotebookRun(Path(name), Path("out") / name, {}, Path.cwd())
+
+with SharedKernel(Path.cwd()) as kernel:
+    execute_notebook(notebook("a.ipynb", "import os\\nx = os.getpid()", "print(x)"), False, kernel)
+    try:
+        execute_notebook(notebook("b.ipynb", "print(x)"), False, kernel)
+    except NotebookError as err:
+        print("b:", err.ename)
+    execute_notebook(notebook("c.ipynb", "import os\\npid = os.getpid()", "print(pid)"), False,
+                     kernel)
+a, c = (nbformat.read(f"out/{n}.ipynb", as_version=4) for n in "ac")
+print("counts", [cell.execution_count for cell in c.cells])
+print("outputs", [len(cell.outputs) for cell in c.cells])
+print("one kernel", a.cells[1].outputs[0].text == c.cells[1].outputs[0].text)
+"""
+
+
+def test_a_runs_notebooks_share_one_kernel_that_forgets_between_them(tmp_path):
+    """A run's notebooks execute in one kernel (:mod:`punl.commands.kernel`): the second sees
+    no name the first defined (NameError, as alone), the third counts its cells from one with
+    no history warning among its outputs, in the first's process."""
+    done = subprocess.run([sys.executable, "-c", SHARED], cwd=tmp_path, env=environment(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines == ["b: NameError", "counts [1, 2]", "outputs [0, 1]", "one kernel True"], lines
+    assert_quiet(done.stderr)
+
+
 @pytest.mark.slow
 def test_punl_run_prints_progress_and_results_only(tiny_run, tmp_path):
     """``punl run`` on the tiny configuration (its stages copied from the tiny run, so only the

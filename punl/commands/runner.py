@@ -12,8 +12,8 @@ provenance box, and code is hidden behind a toggle. Only when every notebook has
 tables (``<out>/published``) and the chapter swapped in, each in one step
 (:mod:`punl.core.outputs`); a failing or killed run leaves the published ones as they were.
 
-Kernels talk to papermill over IPC sockets (files in Jupyter's runtime folder) rather than
-TCP, so the terminal shows progress and results, not a warning per notebook.
+The notebooks execute one after another in one kernel, reset before each
+(:mod:`punl.commands.kernel`).
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..publish.book import provenance_box, write_run_chapter
+from .kernel import SharedKernel, ipc_kernel_manager
 from ..core.config import STAGES, Config
 from ..core.outputs import Publication, chapter_staging, output_lock, write_json
 from ..stages.pipeline import run_record, run_tables, stage_complete, stage_seconds
@@ -84,40 +85,29 @@ def stage_report(before: dict[str, bool], after: dict[str, bool]) -> dict[str, s
     return {s: "reused" if before[s] else "computed" if after[s] else "not run" for s in before}
 
 
-def ipc_kernel_manager():
-    """A kernel manager class whose kernels use IPC transport (sockets as files in Jupyter's
-    runtime folder): a TCP kernel warns on every start that its traffic is not encrypted."""
-    import tempfile
-    import uuid
-
-    from jupyter_client.manager import AsyncKernelManager
-
-    class IPCKernelManager(AsyncKernelManager):
-        def __init__(self, **kwargs):
-            # each kernel its own socket prefix: the default ("kernel-ipc" in the working
-            # directory) is shared by kernels started side by side, whose messages then cross;
-            # short, in the temporary folder, to stay within the 107 bytes of a socket path
-            ip = str(Path(tempfile.gettempdir()) / f"punl-{uuid.uuid4().hex[:12]}-ipc")
-            super().__init__(**{"transport": "ipc", "ip": ip, **kwargs})
-
-    return IPCKernelManager
-
-
-def execute_notebook(run: NotebookRun, progress: bool = True) -> float:
-    """Run one notebook with papermill in the book root; return its wall time or raise
-    :class:`NotebookError`."""
+def execute_notebook(run: NotebookRun, progress: bool = True,
+                     kernel: SharedKernel | None = None) -> float:
+    """Run one notebook with papermill in the book root, in a fresh kernel or in ``kernel``
+    (reset first); return its wall time or raise :class:`NotebookError`."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
     run.output.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    engine = {"kernel_manager_class": ipc_kernel_manager()}
+    if kernel is not None:
+        kernel.reset()
+        engine = {"km": kernel.manager}
     try:
         pm.execute_notebook(str(run.template), str(run.output), parameters=run.parameters,
                             kernel_name="python3", progress_bar=progress, cwd=str(run.cwd),
-                            kernel_manager_class=ipc_kernel_manager())
+                            **engine)
     except PapermillExecutionError as err:
         raise NotebookError(run.template.name, err.cell_index,
                             failing_line(err.source, err.traceback), err.ename, err.evalue,
                             run.output) from None
+    finally:
+        if kernel is not None:
+            kernel.after_notebook()
     return time.perf_counter() - start
 
 
@@ -203,12 +193,14 @@ def _run_locked(plan: RunPlan, progress: bool, on_forecast=None) -> dict[str, An
         running = {k: v for k, v in record.items() if k != "finished_at"}
         publication.write_record({**running, "status": "running"})   # what notebooks open
         box = provenance_box(plan, record["stage_keys"], git_commit())
-        for nb in tqdm(plan.notebook_runs(into=chapter.staging), desc=f"{plan.name}: notebooks",
-                       unit="notebook", disable=not progress):
-            record["notebooks"][nb.template.name] = round(execute_notebook(nb, progress), 2)
-            prepare_for_book(nb.output, box, {
-                "input_path": plan.relative(nb.template),
-                "output_path": plan.relative(plan.chapter_dir / nb.output.name)})
+        with SharedKernel(plan.root) as kernel:
+            for nb in tqdm(plan.notebook_runs(into=chapter.staging),
+                           desc=f"{plan.name}: notebooks", unit="notebook", disable=not progress):
+                record["notebooks"][nb.template.name] = round(
+                    execute_notebook(nb, progress, kernel), 2)
+                prepare_for_book(nb.output, box, {
+                    "input_path": plan.relative(nb.template),
+                    "output_path": plan.relative(plan.chapter_dir / nb.output.name)})
     except NotebookError as err:
         record["failed"] = {"notebook": err.notebook, "cell": err.cell_index, "error": str(err)}
         _finish_record(record, cfg, store, before, time.perf_counter() - start)

@@ -12,6 +12,7 @@ instead of widening the page.
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 from dataclasses import dataclass
 
@@ -68,7 +69,11 @@ class ReadingTable:
         if not self.index:
             frame = frame.reset_index(drop=True)       # the Styler needs unique row labels
         numeric = _numeric(frame)
-        styled = (frame.style.format(lambda v: fmt(v, self.digits), subset=numeric)
+        # the HTML ids from the table's name and content, not at random: a page is the same
+        # whenever its notebook runs
+        uuid = hashlib.sha1(f"{self.name}\n{frame.to_csv()}".encode()).hexdigest()[:10]
+        styled = (frame.style.set_uuid(uuid)
+                  .format(lambda v: fmt(v, self.digits), subset=numeric)
                   .set_properties(subset=numeric, **{"text-align": "right",
                                                      "white-space": "nowrap"}))
         if self.index:
