@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 import yaml
 
@@ -36,10 +37,16 @@ def readme_commands() -> list[str]:
     return [line for line in lines if line]
 
 
-def make_commands(target: str) -> list[str]:
-    """The ``punl`` lines of a Makefile target's recipe, variables expanded."""
+#: The Makefile's grids in tiny mode (``make book-full SEEDS=0,1,2 SIGMAS=0.5,1.0``): each point
+#: is a whole run, so fewer seeds, and sigmas that the README's own sweep ran before.
+TINY_MAKE_VARIABLES = {"SEEDS": "0,1,2", "SIGMAS": "0.5,1.0"}
+
+
+def make_commands(target: str, variables: dict[str, str] | None = None) -> list[str]:
+    """The ``punl`` lines of a Makefile target's recipe, variables expanded (``variables`` given
+    on make's command line override the Makefile's own)."""
     text = (REPO / "Makefile").read_text()
-    vars_ = dict(re.findall(r"^(\w+)\s*\?=\s*(.*)$", text, flags=re.M))
+    vars_ = {**dict(re.findall(r"^(\w+)\s*\?=\s*(.*)$", text, flags=re.M)), **(variables or {})}
     recipe = re.search(rf"^{re.escape(target)}:.*\n((?:\t.*\n)+)", text, flags=re.M).group(1)
     lines = [line.strip().replace("$(BIN)/", "") for line in recipe.splitlines()]
     return [re.sub(r"\$\((\w+)\)", lambda m: vars_[m.group(1)], line) for line in lines
@@ -85,35 +92,11 @@ def scheduler():
         yield cluster.scheduler_address
 
 
-def tiny_root(tmp_path: Path, monkeypatch) -> Path:
-    """A fresh book root with the repository's configurations, as the working folder."""
-    root = make_book_root(tmp_path / "root")
-    shutil.copytree(REPO / "configs", root / "configs")
-    monkeypatch.chdir(root)
-    return root
-
-
 def run_all(commands: list[str], scheduler: str | None = None) -> None:
     """Run each ``punl`` command once (tiny), in order, each expected to succeed."""
     from punl.commands.cli import main
     for command in dict.fromkeys(commands):
         assert main(tiny_argv(command, scheduler)) == 0, command
-
-
-@pytest.mark.slow
-def test_readme_commands_run_in_tiny_mode(tmp_path, monkeypatch, scheduler):
-    """Every ``punl`` command the README shows outside the Makefile targets (tiny), in the order
-    it shows them, then ``punl book`` over what they made."""
-    from punl.commands.cli import main
-    root = tiny_root(tmp_path, monkeypatch)
-    run_all([c for c in readme_commands() if c.startswith("punl ") and c != "punl book"
-             and runner_for(c) == "here"], scheduler)
-    assert main(["book", "--no-build"]) == 0
-    make_notebooks_dir(root / "notebooks")
-    for command in [c for c in readme_commands() if c.startswith("papermill ")]:
-        done = subprocess.run(papermill_argv(command), cwd=root, capture_output=True, text=True,
-                              timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
 
 
 def papermill_argv(command: str) -> list[str]:
@@ -126,27 +109,73 @@ def papermill_argv(command: str) -> list[str]:
     return [sys.executable, "-m", *argv]
 
 
-@pytest.mark.slow
-def test_make_targets_run_in_tiny_mode(tmp_path, monkeypatch):
-    """Every ``punl`` line of ``make book`` and ``make book-full`` (tiny), the book they build,
-    then the README's site check on it."""
+def readme_punl_commands() -> list[str]:
+    """The ``punl`` commands the README shows outside the Makefile targets, in its order, less
+    ``punl book`` (which runs once, at the end)."""
+    return [c for c in readme_commands() if c.startswith("punl ") and c != "punl book"
+            and runner_for(c) == "here"]
+
+
+@pytest.fixture(scope="module")
+def followed(tmp_path_factory, scheduler):
+    """A book root (the repository's configurations copied in, the working folder) where a user
+    followed the README (tiny): every ``punl`` command it shows, in its order, and its
+    papermill commands; then every ``punl`` line of ``make book`` and ``make book-full``
+    (:data:`TINY_MAKE_VARIABLES`); then ``punl book``. Runs and sweep points that the two share
+    are reused, as they are for a user."""
     from punl.commands.cli import main
-    root = tiny_root(tmp_path, monkeypatch)
-    run_all([c for c in make_commands("book") + make_commands("book-full") if c != "punl book"])
-    assert main(["book"]) == 0
-    html = root / "_build" / "html"
+    root = make_book_root(tmp_path_factory.mktemp("readme") / "root")
+    shutil.copytree(REPO / "configs", root / "configs")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        run_all(readme_punl_commands(), scheduler)
+        assert main(["book", "--no-build"]) == 0
+        make_notebooks_dir(root / "notebooks")
+        for command in [c for c in readme_commands() if c.startswith("papermill ")]:
+            done = subprocess.run(papermill_argv(command), cwd=root, capture_output=True,
+                                  text=True, timeout=600)
+            assert done.returncode == 0, done.stderr[-3000:]
+        make = make_commands("book", TINY_MAKE_VARIABLES) + make_commands(
+            "book-full", TINY_MAKE_VARIABLES)
+        run_all([c for c in make if c != "punl book"])
+        assert main(["book"]) == 0
+    return root
+
+
+@pytest.mark.slow
+def test_readme_commands_run_in_tiny_mode(followed):
+    """Every command the README shows outside the Makefile targets ran and left what it says:
+    the named run, the sweeps' points, a notebook executed by papermill, a new book folder."""
+    assert (followed / "runs/my-run/published/run.json").exists()
+    # a run with settings (here the tiny ones) is named after them: runs/mnist5k-<digest>
+    assert list((followed / "runs").glob("mnist5k-*/published/run.json"))
+    points = {p.name for p in (followed / "runs/sweeps/digits-quick-sigma").iterdir()
+              if (p / "published/run.json").exists()}
+    assert {f"digits-quick-sigma-{s}" for s in ("0.3", "0.5", "1.0")} <= points, points
+    executed = nbformat.read(followed / "my-04.ipynb", as_version=4)
+    assert any(c.get("outputs") for c in executed.cells)
+    assert (followed / "mybook/_config.yml").exists()
+
+
+@pytest.mark.slow
+def test_make_targets_run_in_tiny_mode(followed):
+    """Every ``punl`` line of ``make book`` and ``make book-full`` (tiny) ran, the book they
+    build holds the sweeps, the replication over seeds reaches its front page, and the README's
+    site check passes on it."""
+    html = followed / "_build" / "html"
     assert (html / "index.html").exists()
-    assert sorted(p.name for p in (root / "book" / "sweeps").iterdir()) == sorted(
+    assert sorted(p.name for p in (followed / "book" / "sweeps").iterdir()) == sorted(
         {"digits-quick-sigma", "digits-quick-seed"})
     # the replication over seeds reaches the front page (the summary chapter of a run made
     # after it reads it too: tests/test_sweep.py)
-    assert (root / "book" / "sweeps" / "digits-quick-seed" / "replication.parquet").exists()
-    assert "over 5 seeds" in (html / "book" / "intro.html").read_text()
+    assert (followed / "book" / "sweeps" / "digits-quick-seed" / "replication.parquet").exists()
+    seeds = len(TINY_MAKE_VARIABLES["SEEDS"].split(","))
+    assert f"over {seeds} seeds" in (html / "book" / "intro.html").read_text()
     checks = [c for c in readme_commands() if c.startswith("python tests/sitecheck.py")]
     assert checks
     for command in checks:
         argv = shlex.split(command)[1:]
-        done = subprocess.run([sys.executable, str(REPO / argv[0]), str(html)], cwd=root,
+        done = subprocess.run([sys.executable, str(REPO / argv[0]), str(html)], cwd=followed,
                               capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 

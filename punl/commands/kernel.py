@@ -92,7 +92,11 @@ class SharedKernel:
         """Close the channels papermill's client opened (the kernel stays)."""
         self.manager.close_clients()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, error_type, *exc) -> None:
         from jupyter_core.utils import run_sync
         self.manager.close_clients()
-        run_sync(self.manager.shutdown_kernel)(now=False)   # as papermill's own kernels end
+        try:
+            run_sync(self.manager.shutdown_kernel)(now=False)   # as papermill's kernels end
+        except Exception:
+            if error_type is None:        # a kernel that died with the error is not a second one
+                raise
