@@ -244,11 +244,11 @@ def assert_full_disk_and_file_out_change_nothing(out, book, templates, tmp_path,
     published, chapter_state = published_state(out), chapters(book)
     real = runner.execute_notebook
 
-    def disk_full(nb, progress=True):
+    def disk_full(nb, progress=True, kernel=None):
         if nb.template.name == "02_done.ipynb":
             nb.output.write_bytes(nb.template.read_bytes()[:40])   # a truncated notebook
             raise OSError(errno.ENOSPC, "No space left on device", str(nb.output))
-        return real(nb, progress)
+        return real(nb, progress, kernel)
 
     monkeypatch.setattr(runner, "execute_notebook", disk_full)
     monkeypatch.setattr(plan, "NOTEBOOKS_DIR", templates)
