@@ -5,9 +5,10 @@ Starting a kernel and importing what a chapter imports (torch, pandas, seaborn, 
 therefore execute one after another in one kernel (:class:`SharedKernel`). Before each notebook
 the kernel is reset (:data:`RESET`): its open figures closed, its namespace emptied and its cell
 count back at one (IPython's ``reset`` with a new session). A notebook thus sees no name another
-one defined, and a notebook that forgot an import fails here as it would alone. What stays is what an import leaves (loaded modules and
-their settings), which is the time saved; ``tests/test_book.py`` checks that every chapter's
-outputs are the same as when its notebook runs alone in a fresh kernel.
+one defined, and a notebook that forgot an import fails here as it would alone. What stays is
+what an import leaves (loaded modules and their settings), which is the time saved;
+``tests/test_book.py`` checks that every chapter's outputs are the same as when its notebook runs
+alone in a fresh kernel.
 
 Kernels talk to papermill over IPC sockets (files in Jupyter's runtime folder) rather than TCP, so
 the terminal shows progress and results, not a warning per kernel.

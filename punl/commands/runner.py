@@ -93,10 +93,11 @@ def execute_notebook(run: NotebookRun, progress: bool = True,
     from papermill.exceptions import PapermillExecutionError
     run.output.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    engine = {"kernel_manager_class": ipc_kernel_manager()}
     if kernel is not None:
         kernel.reset()
         engine = {"km": kernel.manager}
+    else:
+        engine = {"kernel_manager_class": ipc_kernel_manager()}
     try:
         pm.execute_notebook(str(run.template), str(run.output), parameters=run.parameters,
                             kernel_name="python3", progress_bar=progress, cwd=str(run.cwd),
