@@ -1,6 +1,7 @@
 """The output contract's parts: swaps, recovery, verified cache entries and records, chapter
 and point names, the lock, and workers that die with their parent."""
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import numpy as np
 import pytest
 
 from punl.core import outputs
@@ -194,6 +196,10 @@ time.sleep(600)
 """
 
 
+def _parent_pid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[1])
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
@@ -204,17 +210,37 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.skipif(not Path("/proc").exists(), reason="reads /proc")
 def test_workers_die_with_their_parent():
+    """Killing the process that made a pool ends its workers and the fork server they were
+    forked from (their OS parent), which nothing else holds."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
     parent = subprocess.Popen([sys.executable, "-c", POOL_SCRIPT], stdout=subprocess.PIPE,
                               text=True, env=env)
     workers = [int(p) for p in parent.stdout.readline().split()]
     assert len(workers) == 2 and all(map(_alive, workers))
+    others = {_parent_pid(w) for w in workers} - {parent.pid}   # the fork server, if any
+    assert len(others) == ("forkserver" in multiprocessing.get_all_start_methods())
     parent.send_signal(signal.SIGKILL)
     parent.wait()
+    left = workers + sorted(others)
     deadline = time.time() + 30   # a worker still importing exits when it finds no parent
-    while any(map(_alive, workers)) and time.time() < deadline:
+    while any(map(_alive, left)) and time.time() < deadline:
         time.sleep(0.1)
-    assert not any(map(_alive, workers))
+    assert not any(map(_alive, left))
+
+
+def _allocate_and_touch(megabytes: int) -> int:
+    return int(np.ones(megabytes * 2**20 // 8).sum())
+
+
+def test_a_pools_worker_peak_memory_is_recorded_when_it_shuts_down():
+    """A worker that held 300 MB shows in the run record's worker peak, although the fork
+    server's workers are not this process's children."""
+    from punl.commands.runner import peak_memory_bytes
+    from punl.core.parallel import process_pool, worker_peak_bytes
+    with process_pool(2) as pool:
+        assert list(pool.map(_allocate_and_touch, [300, 1])) == [300 * 2**17, 2**17]
+    assert worker_peak_bytes() >= 300 * 2**20
+    assert peak_memory_bytes()["workers"] >= worker_peak_bytes()
 
 
 TIED_SCRIPT = """

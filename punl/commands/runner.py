@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..publish.book import provenance_box, write_run_chapter
 from .kernel import SharedKernel, ipc_kernel_manager
 from ..core.config import STAGES, Config
+from ..core.parallel import worker_peak_bytes
 from ..core.outputs import Publication, chapter_staging, output_lock, write_json
 from ..stages.pipeline import run_record, run_tables, stage_complete, stage_seconds
 from ..publish.plan import RUN_RECORD, NotebookRun, RunPlan
@@ -74,10 +75,11 @@ def stage_status(config: Config, store: ArtifactStore) -> dict[str, bool]:
 
 def peak_memory_bytes() -> dict[str, float]:
     """The peak resident memory so far of this process (``main``) and of the largest of its
-    finished child processes (``workers``: the studies' worker pools), in bytes."""
+    pools' finished workers or its other child processes (``workers``), in bytes."""
     import resource
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024.0
     return {"main": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0,
-            "workers": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024.0}
+            "workers": max(children, worker_peak_bytes())}
 
 
 def stage_report(before: dict[str, bool], after: dict[str, bool]) -> dict[str, str]:

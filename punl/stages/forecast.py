@@ -319,7 +319,7 @@ def _probe_job(args):
 
 
 class _Workers:
-    """``workers`` spawned processes (the calling process with one), running a job on every
+    """A pool of ``workers`` processes (the calling process with one), running a job on every
     worker at once; ``start_seconds`` is how long the processes took to start."""
 
     def __init__(self, workers: int):

@@ -403,8 +403,9 @@ def _unlearn_group_job(args) -> UnlearnTables:
 def map_groups(config: Config, data: Dataset, originals: list[Params], groups: list[ForgetGroup],
                progress: bool) -> Iterator[UnlearnTables]:
     """Yield unlearn_group's tables for each group, in order, computed on ``config.workers``
-    processes (spawned; one process inside a daemonic process, such as a dask worker). Every group
-    draws from its own random streams, so the tables do not depend on the number of workers."""
+    processes (:func:`punl.core.parallel.process_pool`; one process inside a daemonic process,
+    such as a dask worker). Every group draws from its own random streams, so the tables do
+    not depend on the number of workers."""
     from ..core.parallel import map_in_order
     yield from map_in_order(_unlearn_group_job, [(config, data, originals, g) for g in groups],
                             config.workers, "unlearning groups", progress)
