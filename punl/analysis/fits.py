@@ -34,10 +34,27 @@ residuals of rank(y) and rank(x) after regressing each on rank(z).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Callable
 
 import numpy as np
 from scipy import optimize, special, stats
+from threadpoolctl import ThreadpoolController
+
+
+@cache
+def _blas() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+def one_blas_thread():
+    """A context in which numpy's and scipy's BLAS use one thread. The fits' linear algebra is
+    on 3 x 3 matrices, where more threads gain nothing, and where another process keeps a core
+    busy (a sweep's other point, say) OpenBLAS's waiting threads cost most of the time: on two
+    cores with one kept busy, three law tests of 39 simulations a side took 3.4 s with
+    OpenBLAS's two threads and 1.3 s with one (1.2-1.3 s either way on idle cores), with the
+    same results; digits-quick's claims table is the same to the bit either way."""
+    return _blas().limit(limits=1, user_api="blas")
 
 
 # ------------------------------------------------------------------- censored regression
@@ -141,9 +158,10 @@ def _minimise(nll_grad, starts, bounds) -> optimize.OptimizeResult:
         return (float(np.nan_to_num(value, nan=1e300, posinf=1e300)),
                 np.nan_to_num(grad, nan=0.0, posinf=1e300, neginf=-1e300))
 
-    results = [optimize.minimize(capped, np.asarray(x0, float), jac=True, method="L-BFGS-B",
-                                 bounds=bounds, options={"maxiter": 500})
-               for x0 in starts]
+    with one_blas_thread():
+        results = [optimize.minimize(capped, np.asarray(x0, float), jac=True,
+                                     method="L-BFGS-B", bounds=bounds, options={"maxiter": 500})
+                   for x0 in starts]
     return min(results, key=lambda r: r.fun)
 
 
