@@ -155,6 +155,8 @@ def _minimise(nll_grad, starts, bounds) -> optimize.OptimizeResult:
     def capped(theta):
         with np.errstate(over="ignore", invalid="ignore"):
             value, grad = nll_grad(theta)
+        if np.isfinite(value) and np.isfinite(grad).all():
+            return float(value), grad
         return (float(np.nan_to_num(value, nan=1e300, posinf=1e300)),
                 np.nan_to_num(grad, nan=0.0, posinf=1e300, neginf=-1e300))
 

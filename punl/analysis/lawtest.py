@@ -84,18 +84,20 @@ class FlaggedSteps:
         with np.errstate(invalid="ignore"):
             log_l = np.logaddexp(log_c + self.log_at_most, log_below + self.log_at)
             share_c = np.exp(log_c + self.log_at_most - log_l)
-            share_b = np.nan_to_num(np.exp(log_below + self.log_at - log_l))
+            share_b = np.exp(log_below + self.log_at - log_l)
+            share_b[np.isnan(share_b)] = 0.0          # no mass below (-inf - -inf)
+            finite_a, finite_b = np.isfinite(a), np.isfinite(b)
+            log_phi_a = -0.5 * a * a - LOG_SQRT_2PI
+            log_phi_b = -0.5 * b * b - LOG_SQRT_2PI
 
-        def ratio(v, log_mass):      # phi(v) / mass, 0 at infinite v
-            with np.errstate(invalid="ignore"):
-                exponent = np.where(np.isfinite(v), -0.5 * v * v - LOG_SQRT_2PI - log_mass,
-                                    -np.inf)
-            return np.exp(np.minimum(exponent, 700.0))
+            def ratio(finite, log_phi, log_mass):   # phi(v) / mass, 0 at infinite v
+                return np.exp(np.minimum(np.where(finite, log_phi - log_mass, -np.inf), 700.0))
 
-        finite = lambda v: np.where(np.isfinite(v), v, 0.0)  # noqa: E731
-        ca, cb, ba = ratio(a, log_c), ratio(b, log_c), ratio(a, log_below)
+            ca, cb = ratio(finite_a, log_phi_a, log_c), ratio(finite_b, log_phi_b, log_c)
+            ba = ratio(finite_a, log_phi_a, log_below)
+        a0, b0 = np.where(finite_a, a, 0.0), np.where(finite_b, b, 0.0)   # a phi(a) = 0 at inf
         grad_mu = (share_c * (ca - cb) - share_b * ba) / sigma
-        grad_sigma = share_c * (finite(a) * ca - finite(b) * cb) - share_b * finite(a) * ba
+        grad_sigma = share_c * (a0 * ca - b0 * cb) - share_b * a0 * ba
         return float(log_l.sum()), grad_mu, float(grad_sigma.sum())
 
 
