@@ -34,10 +34,12 @@ def book(tiny_run):
     root, first, kw = tiny_run["root"], tiny_run["first"], tiny_run["kw"]
     complete = root / "runs/tiny/artifacts" / f"train-{first['stage_keys']['train']}/_complete.json"
     before = (complete.read_bytes(), complete.stat().st_mtime_ns)
+    published = {p.name: p.read_bytes() for p in (root / "runs/tiny/published").glob("*.parquet")}
     second = run_config("digits-quick", TINY, **kw)
     chapter = Path(first["plan"]["chapter_dir"])
     return {"root": root, "first": first, "second": second, "complete": complete,
-            "complete_before": before, "kw": kw, "chapter": chapter}
+            "complete_before": before, "kw": kw, "chapter": chapter,
+            "first_published": published}
 
 
 def test_templates_have_parameters_cell_and_no_outputs():
@@ -265,6 +267,12 @@ def test_rerun_reuses_artifacts(book):
     assert second["stages"] == {"train": "reused", "score": "reused", "pointwise": "reused",
                                 "unlearn": "reused"}
     assert (complete.read_bytes(), complete.stat().st_mtime_ns) == book["complete_before"]
+    # the tables published from computed stages and from reused ones are the same files
+    published = book["root"] / "runs/tiny/published"
+    first = book["first_published"]
+    assert len(first) > 10 and sorted(first) == sorted(p.name for p in published.glob("*.parquet"))
+    for name, data in first.items():
+        assert (published / name).read_bytes() == data, name
     print(f"first run {book['first']['notebooks']} s, rerun {second['notebooks']} s")
 
 

@@ -108,3 +108,18 @@ def test_a_tiny_study_holds_its_placebo_at_the_level(point_config):
     assert rate.points == len(data.y_test) and rate.rate <= 0.05 + 3 * rate.se
     half = tests[(tests.design == "half") & (tests.step == 0)].models
     assert half.mean() == pytest.approx(tests[(tests.design == "all") & (tests.step == 0)].models.mean() / 2, rel=0.2)
+
+
+def test_the_stage_reads_back_what_it_computed(point_config, tmp_path):
+    """The per-point tables and the scores a stage computed are, dtypes included, what a
+    later run reads back from the store, so a run publishes the same files either way."""
+    import pandas as pd
+    from punl.core.store import ArtifactStore
+    from punl.stages.pipeline import ensure_pointwise, ensure_scored
+    computed = {"scores": ensure_scored(point_config, ArtifactStore(tmp_path), progress=False),
+                **ensure_pointwise(point_config, ArtifactStore(tmp_path), progress=False)}
+    read = {"scores": ensure_scored(point_config, ArtifactStore(tmp_path), progress=False),
+            **ensure_pointwise(point_config, ArtifactStore(tmp_path), progress=False)}
+    assert sorted(computed) == sorted(read) and len(read) >= 3
+    for name, frame in read.items():
+        pd.testing.assert_frame_equal(computed[name], frame, check_exact=True, obj=name)

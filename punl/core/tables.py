@@ -218,6 +218,10 @@ class UnlearnTables:
 
     @classmethod
     def concat(cls, parts: list["UnlearnTables"]) -> "UnlearnTables":
-        """The tables of several groups, one after the other."""
-        return cls(**{name: pd.concat([getattr(p, name) for p in parts], ignore_index=True)
-                      for name in cls.SPECS})
+        """The tables of several groups, one after the other. Empty parts (a method without
+        barrier points, say) are left out, so that their untyped columns never turn the
+        others' into ``object``: the tables a stage computes have the dtypes of the tables it
+        saves and reads back."""
+        def joined(frames: list[pd.DataFrame]) -> pd.DataFrame:
+            return pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
+        return cls(**{name: joined([getattr(p, name) for p in parts]) for name in cls.SPECS})

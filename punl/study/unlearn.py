@@ -350,12 +350,14 @@ def barrier_tables(split: GroupSplit, traj: MethodTrajectories):
 def point_curves(labels: dict, partner: str, subset: str, lambdas: np.ndarray,
                  losses: np.ndarray) -> pd.DataFrame:
     """The ``barrier_points`` rows of one subset: every pair's loss of every point (by its slot
-    in the subset: forget point j and its control share slot j) at every lambda."""
+    in the subset: forget point j and its control share slot j) at every lambda. Losses are
+    rounded to float32, the models' precision, and kept as float64, the type the table is
+    saved and read back with."""
     pairs, grid, slots = losses.shape
     r, lam, slot = np.meshgrid(np.arange(pairs), np.arange(grid), np.arange(slots), indexing="ij")
     return BARRIER_POINTS.check(pd.DataFrame({
         **labels, "partner": partner, "pair": r.ravel(), "subset": subset, "slot": slot.ravel(),
-        "lambda": lambdas[lam.ravel()], "loss": losses.ravel().astype(np.float32)}))
+        "lambda": lambdas[lam.ravel()], "loss": losses.ravel().astype(np.float32).astype(np.float64)}))
 
 
 # ------------------------------------------------------------------------------ all groups
