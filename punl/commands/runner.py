@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..publish.book import provenance_box, write_run_chapter
 from .kernel import SharedKernel, ipc_kernel_manager
 from ..core.config import STAGES, Config
-from ..core.parallel import worker_peak_bytes
+from ..core.parallel import preload_in_workers, worker_peak_bytes
 from ..core.outputs import Publication, chapter_staging, output_lock, write_json
 from ..stages.pipeline import run_record, run_tables, stage_complete, stage_seconds
 from ..publish.plan import RUN_RECORD, NotebookRun, RunPlan
@@ -35,6 +35,10 @@ from ..core.store import ArtifactStore, atomic_write_bytes, git_commit
 
 if TYPE_CHECKING:
     from ..stages.forecast import Forecast
+
+# A run's pools (the forecast's probes, the per-point chunks, the forget groups) fork their
+# workers from one server that has imported these already.
+preload_in_workers("punl.stages.forecast", "punl.study.pointwise", "punl.study.unlearn")
 
 # Inside a kernel without ipywidgets, tqdm.auto warns on import; notebooks run with progress off.
 warnings.filterwarnings("ignore", message="IProgress not found")

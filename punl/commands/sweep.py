@@ -188,7 +188,7 @@ def make_executor(scheduler: str = "local", workers: int = 2,
     """A local process pool, or the executor of a dask client connected to ``scheduler``
     (given ``timeout`` seconds to answer)."""
     if scheduler == "local":
-        with process_pool(workers) as pool:
+        with process_pool(workers, (__name__,)) as pool:
             yield pool
         return
     from distributed import Client

@@ -2,10 +2,13 @@
 threads), and tied to the process that created them, so that killing a run never leaves its
 workers computing on their own.
 
-The fork server is a fresh interpreter that imports torch and punl's stages once
-(:data:`WORKER_MODULES`); each worker is a fork of it and starts in milliseconds instead of the
-seconds a spawned interpreter spends importing them. Where fork servers are not available
-(Windows), workers are spawned."""
+On Linux the fork server is a fresh interpreter that imports torch and the modules whose jobs
+the pools run once (:func:`preload_in_workers`, when a process makes its first pool); each
+worker is a fork of it and starts in milliseconds instead of the seconds a spawned interpreter
+spends importing them. The server stays until the process that started it ends (a few hundred
+MB, mostly shared with its workers), and its workers run the code and environment variables
+as they were when it started. Elsewhere (macOS, whose system libraries are not safe to use
+after a fork, and Windows) workers are spawned."""
 from __future__ import annotations
 
 import ctypes
@@ -46,7 +49,7 @@ def die_with_parent() -> None:
     creator = multiprocessing.parent_process()
     if creator is None:
         return
-    if os.getppid() == creator.pid:     # spawned: the kernel can tie it to its creator
+    if sys.platform.startswith("linux") and os.getppid() == creator.pid:   # spawned
         arm_death_signal()
     if not creator.is_alive():          # it died before the watch began
         os._exit(1)
@@ -58,18 +61,24 @@ def _exit_when_gone(creator) -> None:
     os._exit(1)
 
 
-#: What the fork server imports before it forks any worker: torch and every stage that runs
-#: jobs on a pool (points, groups, the forecast's probes, sweep points).
-WORKER_MODULES = ["torch", "punl.commands.cli", "punl.commands.sweep", "punl.stages.forecast",
-                  "punl.study.pointwise", "punl.study.unlearn"]
+_preload = ["torch"]
 
 
-def worker_context() -> multiprocessing.context.BaseContext:
-    """The fork server's context (:data:`WORKER_MODULES` preloaded), or spawn without one."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
+def preload_in_workers(*modules: str) -> None:
+    """Have the fork server import ``modules`` (with torch) before it forks any worker, so that
+    no worker imports them itself; only modules named before a process's first pool count."""
+    _preload.extend(m for m in modules if m not in _preload)
+
+
+def worker_context(modules: Sequence[str] = ()) -> multiprocessing.context.BaseContext:
+    """On Linux the fork server's context (:func:`preload_in_workers` and ``modules``
+    preloaded), elsewhere spawn."""
+    if not (sys.platform.startswith("linux")
+            and "forkserver" in multiprocessing.get_all_start_methods()):
         return multiprocessing.get_context("spawn")
+    preload_in_workers(*modules)
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(WORKER_MODULES)
+    context.set_forkserver_preload(list(_preload))
     return context
 
 
@@ -97,8 +106,13 @@ def worker_peak_bytes() -> float:
 
 
 class TiedPool(ProcessPoolExecutor):
-    """A process pool whose workers die with its creator (:func:`die_with_parent`) and whose
-    shutdown records their peak memory (:func:`worker_peak_bytes`)."""
+    """A pool of ``workers`` processes (:func:`worker_context`, with ``modules`` preloaded where
+    there is a fork server) that die with the process creating it (:func:`die_with_parent`),
+    and whose shutdown records their peak memory (:func:`worker_peak_bytes`)."""
+
+    def __init__(self, workers: int, modules: Sequence[str] = ()):
+        super().__init__(max_workers=workers, mp_context=worker_context(modules),
+                         initializer=die_with_parent)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         global _worker_peak_bytes
@@ -107,10 +121,9 @@ class TiedPool(ProcessPoolExecutor):
         super().shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
-def process_pool(workers: int) -> TiedPool:
-    """A pool of ``workers`` processes (:func:`worker_context`) that die with the process
-    creating it."""
-    return TiedPool(max_workers=workers, mp_context=worker_context(), initializer=die_with_parent)
+def process_pool(workers: int, modules: Sequence[str] = ()) -> TiedPool:
+    """A :class:`TiedPool` of ``workers`` processes; ``modules``: where its jobs' functions live."""
+    return TiedPool(workers, modules)
 
 
 def can_start_workers() -> bool:
@@ -128,5 +141,5 @@ def map_in_order(fn: Callable, jobs: Sequence, workers: int, desc: str,
     if workers <= 1 or len(jobs) <= 1 or not can_start_workers():
         yield from (fn(j) for j in tqdm(jobs, **bar))
         return
-    with process_pool(workers) as pool:
+    with process_pool(workers, (fn.__module__,)) as pool:
         yield from tqdm(pool.map(fn, jobs), **bar)

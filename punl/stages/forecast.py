@@ -328,7 +328,7 @@ class _Workers:
         self.pool, self.start_seconds = None, 0.0
         if self.workers > 1:
             start = time.perf_counter()
-            self.pool = process_pool(self.workers)
+            self.pool = process_pool(self.workers, (__name__,))
             try:
                 list(self.pool.map(_warm, range(self.workers)))
             except BaseException:

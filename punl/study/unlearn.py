@@ -351,8 +351,8 @@ def point_curves(labels: dict, partner: str, subset: str, lambdas: np.ndarray,
                  losses: np.ndarray) -> pd.DataFrame:
     """The ``barrier_points`` rows of one subset: every pair's loss of every point (by its slot
     in the subset: forget point j and its control share slot j) at every lambda. Losses are
-    rounded to float32, the models' precision, and kept as float64, the type the table is
-    saved and read back with."""
+    rounded to float32, the models' precision, and kept as float64, the type the stored tables
+    have always had."""
     pairs, grid, slots = losses.shape
     r, lam, slot = np.meshgrid(np.arange(pairs), np.arange(grid), np.arange(slots), indexing="ij")
     return BARRIER_POINTS.check(pd.DataFrame({
