@@ -9,6 +9,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST := $(BIN)/python -m pytest -q
+# matplotlib's font cache kept beside the environment whose fonts it lists: the one in the home
+# folder is shared by every environment, and one written while another's fonts were missing
+# makes the notebooks print font warnings into the book.
+export MPLCONFIGDIR := $(abspath $(VENV))/matplotlib
 
 .PHONY: book book-full test test-all test-faults bench clean
 
