@@ -218,14 +218,9 @@ def reset_peak_memory() -> None:
 def peak_memory() -> float:
     """This process's peak resident set in bytes since :func:`reset_peak_memory` (VmHWM), or
     over its life where the system does not say."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return float(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    from ..core.parallel import resident_peak_bytes
+    return (resident_peak_bytes(os.getpid())
+            or float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024)
 
 
 _DATA: dict = {}

@@ -357,7 +357,8 @@ def point_curves(labels: dict, partner: str, subset: str, lambdas: np.ndarray,
     r, lam, slot = np.meshgrid(np.arange(pairs), np.arange(grid), np.arange(slots), indexing="ij")
     return BARRIER_POINTS.check(pd.DataFrame({
         **labels, "partner": partner, "pair": r.ravel(), "subset": subset, "slot": slot.ravel(),
-        "lambda": lambdas[lam.ravel()], "loss": losses.ravel().astype(np.float32).astype(np.float64)}))
+        "lambda": lambdas[lam.ravel()],
+        "loss": losses.ravel().astype(np.float32).astype(np.float64)}))
 
 
 # ------------------------------------------------------------------------------ all groups
