@@ -8,7 +8,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-PYTEST := $(BIN)/python -m pytest -q
+# Two test processes (pytest-xdist), one per core: each file's tests in one (tests/conftest.py)
+PYTEST := $(BIN)/python -m pytest -q -n 2
 # matplotlib's font cache kept beside the environment whose fonts it lists: the one in the home
 # folder is shared by every environment, and one written while another's fonts were missing
 # makes the notebooks print font warnings into the book.

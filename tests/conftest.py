@@ -30,3 +30,40 @@ def tiny_run(tmp_path_factory):
 def tiny_html(tiny_run):
     """The tiny book built with warnings as errors: its ``_build/html`` folder."""
     return build_tiny_book(tiny_run["root"])
+
+
+# Files whose tests share the session's tiny book: one group, so the book is made once.
+TINY_BOOK_FILES = {"test_book.py", "test_browser.py", "test_terminal.py"}
+# The longest groups, longest first (measured with ``--durations``): they start first, so that no
+# long group starts last while the other worker idles.
+LONGEST_FIRST = ["test_readme.py", "tiny-book", "test_faults.py", "test_sweep.py",
+                 "test_wheel.py", "test_predict_run.py", "test_analysis.py", "test_mia.py"]
+
+
+def test_group(nodeid: str) -> str:
+    """The group a test runs in under pytest-xdist: its file's name, or ``tiny-book``."""
+    name = nodeid.split("::")[0].rsplit("/", 1)[-1]
+    return "tiny-book" if name in TINY_BOOK_FILES else name
+
+
+def pytest_collection_modifyitems(config, items):
+    """The longest groups first (file order within each group): the order pytest-xdist hands
+    out the groups in, and harmless without it."""
+    rank = {group: i for i, group in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(test_group(item.nodeid), len(rank)))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under ``pytest -n N`` (``make`` runs ``-n 2``), each group's tests go to one worker, so
+    that a module's fixtures (a tiny run, a built wheel) and the session's tiny book are made
+    once; groups are handed out in collection order (longest first), each to the first free
+    worker."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return test_group(nodeid)
+
+    config.option.loadscopereorder = False
+    return GroupScheduling(config, log)

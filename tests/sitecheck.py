@@ -228,16 +228,17 @@ def check_search(browser, base: str, word: str) -> list[str]:
     return problems
 
 
-def check_site(html_dir: str | Path, search_word: str,
-               screenshots: Path | None = None) -> list[str]:
-    """Open every page of ``html_dir`` in Chromium; the problems found (empty when all is well).
+def check_site(html_dir: str | Path, search_word: str, screenshots: Path | None = None,
+               pages: list[str] | None = None) -> list[str]:
+    """Open every page of ``html_dir`` (or only ``pages``, paths relative to it) in Chromium,
+    then search it for ``search_word``; the problems found (empty when all is well).
 
     With ``screenshots`` (a folder), the landing page, the methods and every chapter are
     photographed there at both widths after they are checked."""
     html_dir = Path(html_dir)
     problems: list[str] = []
     with serve(html_dir) as base, chromium() as browser:
-        for name in html_pages(html_dir):
+        for name in html_pages(html_dir) if pages is None else pages:
             folder = screenshots if screenshots and photographed(name) else None
             problems += check_page(browser, base, name, folder)
         problems += check_search(browser, base, search_word)
