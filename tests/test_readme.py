@@ -88,7 +88,7 @@ def scheduler():
     """A local dask cluster standing in for the README's ``tcp://HOST:8786``."""
     from distributed import LocalCluster
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster:
+                      dashboard_address=":0") as cluster:
         yield cluster.scheduler_address
 
 

@@ -66,7 +66,7 @@ def test_dask_sweep_reports_a_broken_point_and_finishes_the_other(tmp_path):
     GPU and is reported; the other point runs."""
     from distributed import LocalCluster
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster:
+                      dashboard_address=":0") as cluster:
         table = run_sweep("digits-quick", {"device": ["cpu", "cuda"]},
                           scheduler=cluster.scheduler_address, overrides=BASE,
                           out_root=tmp_path / "out", name="data", book_root=tmp_path,
