@@ -40,7 +40,7 @@ LONGEST_FIRST = ["test_readme.py", "tiny-book", "test_faults.py", "test_sweep.py
                  "test_wheel.py", "test_predict_run.py", "test_analysis.py", "test_mia.py"]
 
 
-def test_group(nodeid: str) -> str:
+def group_of(nodeid: str) -> str:
     """The group a test runs in under pytest-xdist: its file's name, or ``tiny-book``."""
     name = nodeid.split("::")[0].rsplit("/", 1)[-1]
     return "tiny-book" if name in TINY_BOOK_FILES else name
@@ -50,7 +50,7 @@ def pytest_collection_modifyitems(config, items):
     """The longest groups first (file order within each group): the order pytest-xdist hands
     out the groups in, and harmless without it."""
     rank = {group: i for i, group in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(test_group(item.nodeid), len(rank)))
+    items.sort(key=lambda item: rank.get(group_of(item.nodeid), len(rank)))
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -63,7 +63,7 @@ def pytest_xdist_make_scheduler(config, log):
 
     class GroupScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return test_group(nodeid)
+            return group_of(nodeid)
 
     config.option.loadscopereorder = False
     return GroupScheduling(config, log)

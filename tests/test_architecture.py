@@ -210,3 +210,18 @@ def test_catalog_names_have_implementations():
     for name in ("digits", "synthetic"):
         assert load_dataset(name).n_train > 0
     assert set(DATASETS) >= {"digits", "mnist5k", "mnist", "svhn", "cifar10", "synthetic"}
+
+
+def test_the_suites_groups_keep_shared_fixtures_in_one_worker():
+    """Under pytest-xdist each group runs in one worker (``tests/conftest.py``): every test file
+    that asks for the session's tiny book (``tiny_run``, ``tiny_html``) is in the tiny-book
+    group, so the book is made once, and every group named to go first exists."""
+    import re
+    from conftest import LONGEST_FIRST, TINY_BOOK_FILES, group_of
+    tests = Path(__file__).resolve().parent
+    users = {p.name for p in tests.glob("test_*.py")
+             if re.search(r"def \w+\([^)]*\btiny_(run|html)\b", p.read_text())}
+    assert users and users <= TINY_BOOK_FILES, users - TINY_BOOK_FILES
+    groups = {group_of(f"tests/{p.name}::t") for p in tests.glob("test_*.py")}
+    assert set(LONGEST_FIRST) <= groups, set(LONGEST_FIRST) - groups
+    assert group_of("tests/test_book.py::t[a/b]") == group_of("tests/test_browser.py::t")
