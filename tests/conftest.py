@@ -47,10 +47,11 @@ def group_of(nodeid: str) -> str:
 
 
 def pytest_collection_modifyitems(config, items):
-    """The longest groups first (file order within each group): the order pytest-xdist hands
-    out the groups in, and harmless without it."""
-    rank = {group: i for i, group in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(group_of(item.nodeid), len(rank)))
+    """In a pytest-xdist worker, the longest groups first (file order within each group): the
+    order the groups are handed out in. A run in one process keeps the files' order."""
+    if hasattr(config, "workerinput"):
+        rank = {group: i for i, group in enumerate(LONGEST_FIRST)}
+        items.sort(key=lambda item: rank.get(group_of(item.nodeid), len(rank)))
 
 
 @pytest.hookimpl(optionalhook=True)
