@@ -2,6 +2,7 @@
 import ast
 import json
 import re
+import shutil
 from dataclasses import replace
 
 import nbformat
@@ -20,22 +21,26 @@ from punl.publish.chapters import ChapterWarning
 from punl.publish.landing import RunResult, claims_side_by_side, landing_text, write_landing
 from punl.core.config import ConfigError
 from punl.publish.markdown import claim_anchor
+from punl.publish import plan as plan_module
 from punl.publish.plan import RunPlan
 from punl.commands.cli import build_parser, cmd_run, main
 from punl.engine.data import DatasetUnavailable
-from punl.commands.runner import NotebookError, execute_notebook, run_config
+from punl.commands import runner
+from punl.commands.runner import (NotebookError, current_record, execute_notebook,
+                                   inputs_digest, run_config)
 
 FIRST_TWO = ("01_train.ipynb", "02_score.ipynb")
 
 
 @pytest.fixture(scope="module")
 def book(tiny_run):
-    """One tiny run executed into a fresh book root, then executed again."""
+    """One tiny run executed into a fresh book root, then executed again (``rerun``: it is
+    up to date)."""
     root, first, kw = tiny_run["root"], tiny_run["first"], tiny_run["kw"]
     complete = root / "runs/tiny/artifacts" / f"train-{first['stage_keys']['train']}/_complete.json"
     before = (complete.read_bytes(), complete.stat().st_mtime_ns)
     published = {p.name: p.read_bytes() for p in (root / "runs/tiny/published").glob("*.parquet")}
-    second = run_config("digits-quick", TINY, **kw)
+    second = run_config("digits-quick", TINY, rerun=True, **kw)
     chapter = Path(first["plan"]["chapter_dir"])
     return {"root": root, "first": first, "second": second, "complete": complete,
             "complete_before": before, "kw": kw, "chapter": chapter,
@@ -274,6 +279,69 @@ def test_rerun_reuses_artifacts(book):
     for name, data in first.items():
         assert (published / name).read_bytes() == data, name
     print(f"first run {book['first']['notebooks']} s, rerun {second['notebooks']} s")
+
+
+@pytest.mark.slow
+def test_an_up_to_date_run_is_not_executed_again(book, monkeypatch, capsys, tmp_path):
+    """Run again with nothing changed, the run returns its published record at once: no stage
+    or notebook runs, and no published file or chapter file is written."""
+    root, kw = book["root"], book["kw"]
+    files = [p for folder in (root / "runs/tiny/published", book["chapter"])
+             for p in sorted(folder.rglob("*")) if p.is_file()]
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in files}
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("an up-to-date run executed")
+
+    monkeypatch.setattr(runner, "execute_notebook", must_not_run)
+    monkeypatch.setattr(runner, "run_tables", must_not_run)
+    record = run_config("digits-quick", TINY, **kw)
+    assert record["up_to_date"] is True
+    assert record["finished_at"] == book["second"]["finished_at"]
+    # the same from the command line, which says so
+    monkeypatch.setattr(plan_module, "NOTEBOOKS_DIR", kw["notebooks_dir"])
+    monkeypatch.chdir(tmp_path)   # outside the book root, as the run was made
+    assert main(["run", "digits-quick", *[a for o in TINY for a in ("--set", o)], "--out",
+                 str(kw["out_dir"]), "--book-dir", str(kw["book_dir"]), "--quiet"]) == 0
+    assert "up to date: " in capsys.readouterr().out
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in files} == before
+
+
+@pytest.mark.slow
+def test_what_a_run_is_made_from_decides_whether_it_is_current(book, tmp_path):
+    """The digest changes with a template's bytes, a sweep's replication table and an
+    override; a run is not current when its chapter lost a notebook, when the chapter's record
+    is another run's, or when the digest differs (each undone after)."""
+    plan = RunPlan.from_dict(book["second"]["plan"])
+    store = runner.ArtifactStore(plan.out_dir / "artifacts")
+    digest = inputs_digest(plan)
+    assert current_record(plan, store)["inputs"] == digest
+    assert inputs_digest(replace(plan, overrides=(*plan.overrides, "sigma=2.0"))) != digest
+    templates = make_notebooks_dir(tmp_path / "templates")
+    copied = replace(plan, templates=tuple(templates / t.name for t in plan.templates))
+    before = inputs_digest(copied)
+    edited = templates / plan.templates[0].name
+    edited.write_bytes(edited.read_bytes() + b" ")
+    assert inputs_digest(copied) != before
+    replication = plan.root / "book/sweeps/digits-quick-seed/replication.parquet"
+    sweeps_existed = replication.parent.parent.exists()
+    replication.parent.mkdir(parents=True)
+    try:
+        replication.write_bytes(b"claims over seeds")
+        assert inputs_digest(plan) != digest and current_record(plan, store) is None
+    finally:
+        shutil.rmtree(replication.parent)
+        if not sweeps_existed:
+            replication.parent.parent.rmdir()
+    for path, changed in ((plan.chapter_dir / plan.templates[-1].name, None),
+                          (plan.chapter_dir / "run.json", b'{"finished_at": "another run"}')):
+        kept = path.read_bytes()
+        try:
+            path.unlink() if changed is None else path.write_bytes(changed)
+            assert current_record(plan, store) is None, path.name
+        finally:
+            path.write_bytes(kept)
+    assert current_record(plan, store)["inputs"] == digest
 
 
 @pytest.mark.slow

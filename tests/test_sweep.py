@@ -139,6 +139,23 @@ def test_a_point_started_twice_in_one_sweep_counts_a_retry(tmp_path, monkeypatch
     assert len(lines) == 3 and all('"host"' in line for line in lines)
 
 
+def test_an_up_to_date_point_is_reused_unless_rerun(tmp_path, monkeypatch):
+    """A point whose run is up to date counts as ``reused`` (its record still says how its
+    stages were made); ``rerun`` reaches the run."""
+    from punl.commands import sweep
+    calls = []
+
+    def up_to_date(*args, rerun=False, **kwargs):
+        calls.append(rerun)
+        return {"stages": {"train": "computed", "score": "computed"}, "up_to_date": not rerun}
+
+    monkeypatch.setattr(sweep, "run_config", up_to_date)
+    kept = sweep.run_point("digits-quick", [], str(tmp_path / "p"), str(tmp_path / "nb"))
+    again = sweep.run_point("digits-quick", [], str(tmp_path / "p"), str(tmp_path / "nb"),
+                            rerun=True)
+    assert (kept["status"], again["status"], calls) == ("reused", "ran", [False, True])
+
+
 def test_progress_within_a_point_counts_its_complete_stages(tmp_path):
     from punl.commands.sweep import point_progress
     from punl.core.store import COMPLETE

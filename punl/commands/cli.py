@@ -262,12 +262,17 @@ def cmd_run(args) -> int:
         record = run_config(args.config, args.overrides, args.out, book_dir=args.book_dir,
                             progress=not args.quiet,
                             on_forecast=(lambda f: print(f.table(), flush=True))
-                            if args.plan else None)
+                            if args.plan else None, rerun=args.rerun)
     except NotebookError as err:
         print(f"punl: {err}; the published tables and chapter are unchanged", file=sys.stderr)
         return 1
     if Path("_config.yml").exists():   # at the book root: keep _toc.yml in step with book/
         generate_toc(".")
+    if record.get("up_to_date"):
+        print(f"up to date: {record['plan']['chapter_dir']} and {record['plan']['out_dir']}"
+              f"/published, finished {record['finished_at']}, are made from the same "
+              f"configuration, stages, notebooks, code and libraries; --rerun executes it again")
+        return 0
     for name, seconds in record["notebooks"].items():
         print(f"{name}: {seconds:.1f} s")
     plan = record["plan"]
@@ -283,7 +288,7 @@ def cmd_sweep(args) -> int:
     table = run_sweep(args.config, parse_grid(args.grid), scheduler=args.scheduler,
                       workers=args.workers, out_root=args.out, overrides=args.overrides,
                       name=args.name, scheduler_timeout=args.scheduler_timeout,
-                      progress=not args.quiet)
+                      progress=not args.quiet, rerun=args.rerun)
     with pd.option_context("display.width", 160, "display.max_colwidth", 60):
         print(table.drop(columns=["overrides"]).to_string(index=False))
     if Path("_config.yml").exists():   # at the book root: add the sweep chapter to _toc.yml
@@ -385,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--book-dir", default="book/runs", help="where executed notebooks go")
     p.add_argument("--plan", action="store_true", help="first probe the stages and print each "
                    "one's predicted time and memory (as punl plan; kept in run.json)")
+    p.add_argument("--rerun", action="store_true", help="execute the notebooks even when the "
+                   "published chapter is up to date")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("sweep", help="run a grid of configurations, locally or on a dask cluster")
     add_config_args(p, out_default="runs/sweeps/<sweep name>")
@@ -396,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long a dask scheduler may take to answer (default 10)")
     p.add_argument("--workers", type=int, default=2, help="local worker processes")
     p.add_argument("--name", default=None, help="sweep name (default: <config>-<swept keys>)")
+    p.add_argument("--rerun", action="store_true", help="execute every point's notebooks, "
+                   "also those whose chapter is up to date")
     p.set_defaults(func=cmd_sweep)
     p = sub.add_parser("book", help="write _toc.yml and build the HTML book into _build/html")
     p.add_argument("--root", default=".", help="book root holding _config.yml")

@@ -14,9 +14,16 @@ tables (``<out>/published``) and the chapter swapped in, each in one step
 
 The notebooks execute one after another in one kernel, reset before each
 (:mod:`punl.commands.kernel`).
+
+A run whose published tables and chapter are current is not executed again
+(:func:`current_record`): its record keeps a digest of everything they are made from
+(:func:`inputs_digest`), and ``rerun=True`` (``punl run --rerun``) executes it anyway.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import platform
 import re
 import time
 import warnings
@@ -152,7 +159,8 @@ def prepare_for_book(path: Path, box: str, paths: dict[str, str]) -> None:
 def run_config(config: str | Path, overrides: list[str] | None = None,
                out_dir: str | Path | None = None, book_dir: str | Path = "book/runs",
                progress: bool = True, notebooks_dir: str | Path | None = None,
-               on_forecast: Callable[[Forecast], None] | None = None) -> dict[str, Any]:
+               on_forecast: Callable[[Forecast], None] | None = None,
+               rerun: bool = False) -> dict[str, Any]:
     """Validate ``config`` + ``overrides``, compute and stage the tables, execute every notebook
     in order, then publish tables and chapter.
 
@@ -164,11 +172,80 @@ def run_config(config: str | Path, overrides: list[str] | None = None,
 
     With ``on_forecast``, the stages are first probed (:func:`punl.stages.forecast.forecast`;
     stages whose artifacts verify count as reused), the forecast is passed to ``on_forecast``
-    before any stage runs, and the record keeps it beside the measured stage times."""
+    before any stage runs, and the record keeps it beside the measured stage times.
+
+    A run that is up to date (:func:`current_record`) returns its published record at once,
+    marked ``"up_to_date": True``, unless ``rerun``."""
     plan = RunPlan.make(config, overrides, out_dir, book_dir, notebooks_dir)
     check_run(plan)
     with output_lock(plan.out_dir):
+        if not rerun:
+            current = current_record(plan, ArtifactStore(plan.out_dir / "artifacts"))
+            if current is not None:
+                return {**current, "up_to_date": True}
         return _run_locked(plan, progress, on_forecast)
+
+
+#: The libraries whose versions a run's tables and chapter depend on: they compute the tables,
+#: draw the figures and write the notebooks.
+LIBRARIES = ("numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "torch", "dp-accounting",
+             "matplotlib", "seaborn", "papermill", "nbformat", "ipykernel", "myst-nb")
+
+
+def _version(distribution: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "absent"
+
+
+def inputs_digest(plan: RunPlan) -> str:
+    """A digest of everything a run's published tables and chapter are made from: the plan
+    (configuration, overrides, folders, templates), the whole configuration and its stage keys,
+    the template notebooks' bytes, punl's own source files, the replication tables of the
+    book's sweeps (which the summary chapter reads), and the versions of Python and of
+    :data:`LIBRARIES`. SHA-256 over (name, SHA-256 of bytes) pairs, in a fixed order."""
+    from ..publish.landing import REPLICATION
+    cfg, digest = plan.config, hashlib.sha256()
+
+    def add(name: str, data: bytes) -> None:
+        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+
+    add("plan", json.dumps(plan.to_dict(), sort_keys=True).encode())
+    add("config", json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode())
+    add("stage keys", json.dumps({s: cfg.stage_key(s) for s in STAGES}).encode())
+    for template in plan.templates:
+        add(f"template {template.name}", template.read_bytes())
+    package = Path(__file__).resolve().parents[1]
+    for source in sorted(package.rglob("*.py")):
+        add(f"punl {source.relative_to(package).as_posix()}", source.read_bytes())
+    for table in sorted((plan.root / "book" / "sweeps").glob(f"*/{REPLICATION}")):
+        add(f"replication {table.parent.name}", table.read_bytes())
+    versions = {lib: _version(lib) for lib in LIBRARIES} | {"python": platform.python_version()}
+    add("versions", json.dumps(versions).encode())
+    return digest.hexdigest()
+
+
+def current_record(plan: RunPlan, store: ArtifactStore) -> dict[str, Any] | None:
+    """The published record of ``plan``'s run when its tables and chapter are current, else
+    None. Current: the published ``run.json`` and the chapter's are the same finished run (not
+    failed, not running), made from the same inputs (:func:`inputs_digest`), every notebook it
+    lists is in the chapter, and every stage it computed or reused still verifies."""
+    try:
+        record = json.loads((plan.out_dir / "published" / RUN_RECORD).read_text())
+        shown = json.loads((plan.chapter_dir / RUN_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    if (record != shown or record.get("failed") or record.get("status")
+            or record.get("inputs") != inputs_digest(plan)
+            or set(record.get("notebooks", ())) != {t.name for t in plan.templates}
+            or not all((plan.chapter_dir / name).is_file() for name in record["notebooks"])):
+        return None
+    done = stage_status(plan.config, store)
+    if not all(done[s] for s, how in record.get("stages", {}).items() if how != "not run"):
+        return None
+    return record
 
 
 def check_run(plan: RunPlan) -> None:
@@ -186,7 +263,8 @@ def _run_locked(plan: RunPlan, progress: bool, on_forecast=None) -> dict[str, An
     publication, chapter = Publication(plan.out_dir), chapter_staging(plan.chapter_dir)
     publication.begin()
     chapter.begin()
-    record = run_record(cfg, "run", plan=plan.to_dict(), notebooks={}, failed=None)
+    record = run_record(cfg, "run", plan=plan.to_dict(), notebooks={}, failed=None,
+                        inputs=inputs_digest(plan))
     before = stage_status(cfg, store)
     if on_forecast is not None:
         from ..stages.forecast import forecast

@@ -156,21 +156,24 @@ def record_attempt(out_dir: str | Path, invocation: str) -> int:
 
 
 def run_point(config: str, overrides: list[str], out_dir: str, book_dir: str,
-              notebooks_dir: str | None = None, invocation: str = "") -> dict[str, Any]:
+              notebooks_dir: str | None = None, invocation: str = "",
+              rerun: bool = False) -> dict[str, Any]:
     """Run one grid point in a worker; never raises: failures come back as ``status='failed'``.
     A point started again in the same sweep (its first worker lost) counts a retry, and is
-    ``ran`` even when every stage was left complete by the lost attempt."""
+    ``ran`` even when every stage was left complete by the lost attempt. A point that is up to
+    date (:func:`~punl.commands.runner.current_record`) is ``reused`` without executing."""
     start = time.perf_counter()
     retries = record_attempt(out_dir, invocation) - 1
     try:
         record = run_config(config, overrides, out_dir=out_dir, book_dir=book_dir,
-                            progress=False, notebooks_dir=notebooks_dir)
+                            progress=False, notebooks_dir=notebooks_dir, rerun=rerun)
     except Exception as err:  # noqa: BLE001 - a failed point is data, not a crash
         last = traceback.format_exception_only(type(err), err)[-1].strip()
         return {"status": "failed", "wall_s": time.perf_counter() - start, "error": last,
                 "retries": retries}
     stages = [s for s in record["stages"].values() if s != "not run"]
-    reused = stages and all(s == "reused" for s in stages) and not retries
+    reused = (record.get("up_to_date") or stages and all(s == "reused" for s in stages)) \
+        and not retries
     return {"status": "reused" if reused else "ran", "wall_s": time.perf_counter() - start,
             "error": "", "retries": retries}
 
@@ -201,7 +204,7 @@ def run_sweep(config: str, grid: dict[str, list], scheduler: str = "local", work
               out_root: str | Path | None = None, overrides: list[str] | None = None,
               name: str | None = None, book_root: str | Path = ".",
               notebooks_dir: str | Path | None = None, progress: bool = True,
-              scheduler_timeout: float = 10.0) -> pd.DataFrame:
+              scheduler_timeout: float = 10.0, rerun: bool = False) -> pd.DataFrame:
     """Run every grid point as its own :func:`~punl.commands.runner.run_config`; return the sweep table.
 
     Everything is checked first (:func:`check_sweep`: nothing runs and no folder is created
@@ -224,7 +227,7 @@ def run_sweep(config: str, grid: dict[str, list], scheduler: str = "local", work
                      disable=not progress) as bar:
             futures = {pool.submit(run_point, config_arg, overrides + p["overrides"],
                                    str(out_root / p["point"]), str(out_root / "notebooks"),
-                                   nb_dir, invocation): p for p in points}
+                                   nb_dir, invocation, rerun): p for p in points}
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
