@@ -179,11 +179,12 @@ def run_config(config: str | Path, overrides: list[str] | None = None,
     plan = RunPlan.make(config, overrides, out_dir, book_dir, notebooks_dir)
     check_run(plan)
     with output_lock(plan.out_dir):
+        inputs = inputs_digest(plan)
         if not rerun:
-            current = current_record(plan, ArtifactStore(plan.out_dir / "artifacts"))
+            current = current_record(plan, ArtifactStore(plan.out_dir / "artifacts"), inputs)
             if current is not None:
                 return {**current, "up_to_date": True}
-        return _run_locked(plan, progress, on_forecast)
+        return _run_locked(plan, progress, on_forecast, inputs)
 
 
 #: The libraries whose versions a run's tables and chapter depend on: they compute the tables,
@@ -227,10 +228,12 @@ def inputs_digest(plan: RunPlan) -> str:
     return digest.hexdigest()
 
 
-def current_record(plan: RunPlan, store: ArtifactStore) -> dict[str, Any] | None:
+def current_record(plan: RunPlan, store: ArtifactStore,
+                   inputs: str | None = None) -> dict[str, Any] | None:
     """The published record of ``plan``'s run when its tables and chapter are current, else
     None. Current: the published ``run.json`` and the chapter's are the same finished run (not
-    failed, not running), made from the same inputs (:func:`inputs_digest`), every notebook it
+    failed, not running), made from the same inputs (``inputs``, :func:`inputs_digest` of
+    ``plan`` unless given), every notebook it
     lists is in the chapter, and every stage it computed or reused still verifies."""
     try:
         record = json.loads((plan.out_dir / "published" / RUN_RECORD).read_text())
@@ -238,7 +241,7 @@ def current_record(plan: RunPlan, store: ArtifactStore) -> dict[str, Any] | None
     except (OSError, ValueError):
         return None
     if (record != shown or record.get("failed") or record.get("status")
-            or record.get("inputs") != inputs_digest(plan)
+            or record.get("inputs") != (inputs or inputs_digest(plan))
             or set(record.get("notebooks", ())) != {t.name for t in plan.templates}
             or not all((plan.chapter_dir / name).is_file() for name in record["notebooks"])):
         return None
@@ -255,8 +258,9 @@ def check_run(plan: RunPlan) -> None:
     preflight(plan.config, "unlearn")
 
 
-def _run_locked(plan: RunPlan, progress: bool, on_forecast=None) -> dict[str, Any]:
-    """The run itself, under the output folder's lock: (forecast,) stage, execute, publish."""
+def _run_locked(plan: RunPlan, progress: bool, on_forecast, inputs: str) -> dict[str, Any]:
+    """The run itself, under the output folder's lock: (forecast,) stage, execute, publish;
+    ``inputs``: the plan's :func:`inputs_digest`, kept in the record."""
     from tqdm import tqdm
     cfg = plan.config
     store = ArtifactStore(plan.out_dir / "artifacts")
@@ -264,7 +268,7 @@ def _run_locked(plan: RunPlan, progress: bool, on_forecast=None) -> dict[str, An
     publication.begin()
     chapter.begin()
     record = run_record(cfg, "run", plan=plan.to_dict(), notebooks={}, failed=None,
-                        inputs=inputs_digest(plan))
+                        inputs=inputs)
     before = stage_status(cfg, store)
     if on_forecast is not None:
         from ..stages.forecast import forecast
