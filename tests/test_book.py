@@ -311,7 +311,8 @@ def test_an_up_to_date_run_is_not_executed_again(book, monkeypatch, capsys, tmp_
 def test_what_a_run_is_made_from_decides_whether_it_is_current(book, tmp_path):
     """The digest changes with a template's bytes, a sweep's replication table and an
     override; a run is not current when its chapter lost a notebook, when the chapter's record
-    is another run's, or when the digest differs (each undone after)."""
+    is another run's, when the digest differs, or when its records are not records punl wrote
+    (each undone after)."""
     plan = RunPlan.from_dict(book["second"]["plan"])
     store = runner.ArtifactStore(plan.out_dir / "artifacts")
     digest = inputs_digest(plan)
@@ -341,6 +342,16 @@ def test_what_a_run_is_made_from_decides_whether_it_is_current(book, tmp_path):
             assert current_record(plan, store) is None, path.name
         finally:
             path.write_bytes(kept)
+    records = [plan.out_dir / "published/run.json", plan.chapter_dir / "run.json"]
+    kept = [path.read_bytes() for path in records]
+    for malformed in (b"[]", b'{"notebooks": 3, "stages": {}}', b'{"stages": ["train"]}'):
+        try:
+            for path in records:
+                path.write_bytes(malformed)
+            assert current_record(plan, store) is None, malformed
+        finally:
+            for path, data in zip(records, kept):
+                path.write_bytes(data)
     assert current_record(plan, store)["inputs"] == digest
 
 

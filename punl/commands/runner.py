@@ -238,15 +238,16 @@ def current_record(plan: RunPlan, store: ArtifactStore,
     try:
         record = json.loads((plan.out_dir / "published" / RUN_RECORD).read_text())
         shown = json.loads((plan.chapter_dir / RUN_RECORD).read_text())
-    except (OSError, ValueError):
+        notebooks, stages = dict(record["notebooks"]), dict(record["stages"])
+    except (OSError, ValueError, TypeError, KeyError):   # none, or not a record punl wrote
         return None
     if (record != shown or record.get("failed") or record.get("status")
             or record.get("inputs") != (inputs or inputs_digest(plan))
-            or set(record.get("notebooks", ())) != {t.name for t in plan.templates}
-            or not all((plan.chapter_dir / name).is_file() for name in record["notebooks"])):
+            or set(notebooks) != {t.name for t in plan.templates}
+            or not all((plan.chapter_dir / name).is_file() for name in notebooks)):
         return None
     done = stage_status(plan.config, store)
-    if not all(done[s] for s, how in record.get("stages", {}).items() if how != "not run"):
+    if not all(done.get(s) for s, how in stages.items() if how != "not run"):
         return None
     return record
 
