@@ -358,3 +358,32 @@ def test_the_collision_check_finds_a_broken_figure():
     assert not plots.text_collisions(fig)
     drawn = {t.get_text() for t in plots.drawn_texts(fig)}
     assert drawn >= {"0.0", "0.5", "1.0"} and not drawn & {"−5", "5"}
+
+
+#: A cell that makes a figure in an IPython shell with the book's style and the inline backend,
+#: then prints the resolution of each draw and the figure's own (pixels per inch).
+ONE_CELL = """
+from IPython.testing.globalipapp import start_ipython
+shell = start_ipython()
+shell.run_cell("%matplotlib inline")
+shell.display_formatter.active_types = ["text/plain", "image/png"]   # what a kernel renders
+shell.run_cell("import matplotlib.pyplot as plt\\nfrom punl.publish.plots import set_style\\n"
+               "set_style()\\ndraws = []")
+shell.run_cell("fig, ax = plt.subplots(); ax.plot([1, 2]); "
+               "fig.canvas.mpl_connect('draw_event', lambda e: draws.append(fig.dpi))")
+print("DRAWS", *(round(d) for d in shell.user_ns["draws"]), "DPI", round(shell.user_ns["fig"].dpi))
+"""
+
+
+def test_a_notebook_renders_each_figure_only_for_the_page(tmp_path):
+    """In a notebook (inline backend, retina) a new figure is rendered at twice its resolution
+    for the page, never first at its own resolution by pyplot's end-of-cell redraw."""
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", ONE_CELL], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300)
+    line = [ln for ln in done.stdout.splitlines() if ln.startswith("DRAWS")]
+    assert done.returncode == 0 and line, done.stdout[-2000:] + done.stderr[-2000:]
+    draws, dpi = line[0].removeprefix("DRAWS").split("DPI")
+    draws, dpi = [int(d) for d in draws.split()], int(dpi)     # pixels per inch, whole numbers
+    assert draws and set(draws) == {2 * dpi}, (draws, dpi)
