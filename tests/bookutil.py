@@ -12,7 +12,7 @@ MARKUP = "a <img src=x onerror=alert(1)> `b` ``c`` <script>alert(2)</script> & d
 TINY = ["n_train=200", "runs=2", "epochs=2", "record_every=5", "width=16", "group_size=8",
         "n_groups=2", "baseline_scores=[avg_grad_norm]", "unlearn_steps=8",
         "n_checkpoints=3", "retrain_seeds=4", "n_bootstrap=20", "n_permutations=50",
-        "barrier_points=5", "heldout_requests=1", "point_models=48",
+        "law_simulations=20", "barrier_points=5", "heldout_requests=1", "point_models=48",
         "forget_probability=0.25", "name=tiny", f"data_root={MARKUP}"]
 
 

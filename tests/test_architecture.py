@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from punl.core.config import RUNTIME, STAGES, Config, stage_fields
+from punl.core.config import ANALYSIS, RUNTIME, STAGES, Config, stage_fields
 
 PACKAGE = Path(__file__).resolve().parent.parent / "punl"
 
@@ -173,7 +173,7 @@ def _changed(field: dataclasses.Field):
 @pytest.mark.parametrize("field", dataclasses.fields(Config), ids=lambda f: f.name)
 def test_every_field_changes_exactly_its_stage_keys(field):
     stage = field.metadata["stage"]
-    assert stage in (*STAGES, RUNTIME)
+    assert stage in (*STAGES, ANALYSIS, RUNTIME)
     base = Config()
     changes = {field.name: _changed(field)}
     if field.name == "records_per_epoch":    # one of the two record schedules is set
@@ -192,12 +192,13 @@ STAGE_FIELDS_CHANGE = {
     "pointwise": {None: ["pointwise"]},
     "unlearn": {None: ["unlearn"], **{name: ["pointwise", "unlearn"] for name in (
         "primary_method", "unlearn_steps", "n_checkpoints", "unlearn_lr", "l1_penalty")}},
+    ANALYSIS: {None: []},
     RUNTIME: {None: []},
 }
 
 
 def test_stage_fields_partition_the_configuration():
-    declared = [n for s in (*STAGES, RUNTIME) for n in stage_fields(s)]
+    declared = [n for s in (*STAGES, ANALYSIS, RUNTIME) for n in stage_fields(s)]
     assert sorted(declared) == sorted(f.name for f in dataclasses.fields(Config))
 
 

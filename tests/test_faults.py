@@ -37,8 +37,9 @@ REPO = Path(__file__).resolve().parent.parent
 DRIVER = Path(__file__).with_name("fault_driver.py")
 FAULT = ["n_train=120", "runs=2", "epochs=5", "record_every=4", "width=8", "batch_size=32",
          "group_size=6", "n_groups=2", "baseline_scores=[avg_grad_norm]", "unlearn_steps=4",
-         "n_checkpoints=2", "retrain_seeds=2", "n_bootstrap=10", "barrier_points=3",
-         "workers=1", "point_models=32", "forget_probability=0.25", "name=fault"]
+         "n_checkpoints=2", "retrain_seeds=2", "n_bootstrap=10", "law_simulations=20",
+         "barrier_points=3", "workers=1", "point_models=32", "forget_probability=0.25",
+         "name=fault"]
 OTHER = FAULT + ["sigma=1.0"]
 KILLED = -signal.SIGKILL
 

@@ -68,6 +68,23 @@ def test_claims_do_not_depend_on_heldout_requests(tiny):
     pd.testing.assert_frame_equal(with_them, claims(study(config, without, t["scores"], 200)))
 
 
+def test_the_law_tests_simulations_are_an_analysis_field(tiny):
+    """``law_simulations`` reaches claim 2's law test, and changes the claims table's cache key
+    but no stage key (the stages are reused, the claims recomputed)."""
+    from punl.analysis.claims import Choice, law_result
+    from punl.core.config import STAGES, load_config
+    from punl.stages.pipeline import claims_key, study
+    t = tiny["tables"]
+    config = load_config("digits-quick", TINY)
+    more = config.replace(law_simulations=config.law_simulations + 5)
+    assert claims_key(more) != claims_key(config)
+    assert all(more.stage_key(s) == config.stage_key(s) for s in STAGES)
+    tables = UnlearnTables(**{n: t[n] for n in UnlearnTables.SPECS})
+    s = study(more, tables, t["scores"], 200, t["point_steps"])
+    law = law_result(s, Choice(more.level, "all", more.primary_score))
+    assert law.law.simulations == more.law_simulations
+
+
 def test_adaptive_unlearning_reproduces_the_recorded_group(tiny):
     """Run on a recorded group with its label, the rule's models at each look are the run's
     models at that checkpoint: the per-point divergences agree."""

@@ -200,7 +200,7 @@ VALID = {
 NAMED = {("epochs", "tiny"): "el2n_epochs", ("record_every", "null"): "records_per_epoch",
          ("orders", "fraction"): "primary_score", ("forget_probability", "tiny"): "point_models"}
 COMMAND = {"train": "train", "score": "score", "pointwise": "run", "unlearn": "unlearn",
-           "runtime": "unlearn"}
+           "analysis": "unlearn", "runtime": "unlearn"}
 FIELD_CASES = [(f"{f.name}-{form}",
                 [COMMAND[f.metadata["stage"]], "digits-quick", "--set", f"{f.name}={value}"],
                 NAMED.get((f.name, form), f.name))

@@ -65,14 +65,14 @@ def cmd_plan(args) -> int:
 def add_listing_parsers(sub) -> None:
     """``punl configs``, ``punl fields`` and ``punl init``: what a user can run and set, and a
     book folder to start from."""
-    from ..core.config import RUNTIME, STAGES
+    from ..core.config import ANALYSIS, RUNTIME, STAGES
     p = sub.add_parser("init", help="lay out a book folder to run configurations into")
     p.add_argument("folder", help="the folder (created if needed; nothing in it is overwritten)")
     p.set_defaults(func=cmd_init)
     p = sub.add_parser("configs", help="list the configurations punl ships")
     p.set_defaults(func=cmd_configs)
     p = sub.add_parser("fields", help="list every field --set accepts: stage, default, meaning")
-    p.add_argument("--stage", choices=[*STAGES, RUNTIME], default=None,
+    p.add_argument("--stage", choices=[*STAGES, ANALYSIS, RUNTIME], default=None,
                    help="only the fields of this stage")
     p.set_defaults(func=cmd_fields)
     p = sub.add_parser("plan", help="predict each stage's time and memory on this machine from "

@@ -37,6 +37,10 @@ UPSTREAM = {"train": (), "score": ("train",), "pointwise": ("train",),
 READS = {"pointwise": ("primary_method", "unlearn_steps", "n_checkpoints", "unlearn_lr",
                        "l1_penalty")}
 RUNTIME = "runtime"
+#: Fields that only the analysis of a run's tables reads (the claims table, derived from the
+#: stages' artifacts): they change no stage key, only the claims table's cache key
+#: (:func:`punl.stages.pipeline.claims_key`), and a run's name like any field of its results.
+ANALYSIS = "analysis"
 # Bumped whenever a stage's files change shape, so artifacts of an older format are not reused.
 ARTIFACT_FORMATS = {"train": 2, "score": 1, "pointwise": 1, "unlearn": 4}
 
@@ -47,8 +51,8 @@ def setting(default: Any, stage: str, check: Check | None = None):
     """A configuration field: its default, the stage it belongs to and its check.
 
     ``check(value, config)`` returns None when the value is valid, else what is wrong."""
-    if stage not in (*STAGES, RUNTIME):
-        raise ValueError(f"stage: {stage!r} is not one of {(*STAGES, RUNTIME)}")
+    if stage not in (*STAGES, ANALYSIS, RUNTIME):
+        raise ValueError(f"stage: {stage!r} is not one of {(*STAGES, ANALYSIS, RUNTIME)}")
     return dataclasses.field(default=default, metadata={"stage": stage, "check": check})
 
 
@@ -287,6 +291,7 @@ class Config:
     level: float = setting(0.05, "unlearn", _level)  # distinguishable: adjusted p <= level
     n_permutations: int = setting(300, "unlearn", _at_least(20))  # relabellings of the null
     n_bootstrap: int = setting(200, "unlearn", _at_least(1))  # bootstrap resamples of every interval
+    law_simulations: int = setting(100, ANALYSIS, _at_least(20))  # data sets simulated per law in claim 2's log-law test
     utility_points: int | None = setting(None, "unlearn", _optional(_at_least(1), "all points"))  # retained and test points of the utility curves (null: all)
     barrier_points: int = setting(11, "unlearn", _at_least(3))  # lambda grid for loss barriers
     # held-out deletion requests of each kind (random, mixed, single-class): unlearned like every
@@ -344,7 +349,8 @@ class Config:
 
 
 def stage_fields(stage: str) -> list[str]:
-    """The fields declared for ``stage`` (one of STAGES or ``runtime``), in definition order."""
+    """The fields declared for ``stage`` (one of STAGES, ``analysis`` or ``runtime``), in
+    definition order."""
     return [f.name for f in fields(Config) if f.metadata["stage"] == stage]
 
 

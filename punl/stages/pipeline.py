@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..core.config import RUNTIME, STAGES, Config, ConfigError, load_config, stage_fields
+from ..core.config import (ANALYSIS, RUNTIME, STAGES, Config, ConfigError, load_config,
+                           stage_fields)
 from ..engine.data import Dataset, load_dataset
 from ..engine.ledger import Ledger
 from ..engine.pergrad import Params
@@ -336,7 +337,8 @@ def study(config: Config, tables: UnlearnTables, scores: pd.DataFrame, n_train: 
                  config.primary_method, tuple(config.methods), tuple(config.baseline_scores),
                  config.unlearn_steps, total_steps(config, n_train), config.level, config.seed,
                  point_checkpoints=tuple(int(k) for k in checkpoint_steps(
-                     config.unlearn_steps, config.n_checkpoints)), **extra)
+                     config.unlearn_steps, config.n_checkpoints)),
+                 law_simulations=config.law_simulations, **extra)
 
 
 #: The modules whose code decides the claims table: a change to any recomputes it.
@@ -346,10 +348,12 @@ CLAIMS_CODE = ("analysis/measures", "analysis/claims", "analysis/barriers", "ana
 
 
 def claims_key(config: Config) -> str:
-    """The claims table's cache key (12 hex chars): the keys of the stages it reads and the
-    source of the modules that compute it."""
+    """The claims table's cache key (12 hex chars): the keys of the stages it reads, the
+    analysis fields (``stage_fields("analysis")``) and the source of the modules that compute it."""
     package = Path(__file__).resolve().parents[1]
-    h = hashlib.sha256(json.dumps({s: config.stage_key(s) for s in STAGES}).encode())
+    analysis = {n: getattr(config, n) for n in stage_fields(ANALYSIS)}
+    h = hashlib.sha256(json.dumps({s: config.stage_key(s) for s in STAGES}).encode()
+                       + json.dumps(analysis, sort_keys=True).encode())
     for name in CLAIMS_CODE:
         h.update((package / f"{name}.py").read_bytes())
     return h.hexdigest()[:12]

@@ -15,7 +15,8 @@ A step costs about 6 P B floating-point operations for a model of P parameters (
 forward, 4 P backward), and the loss barriers cost 2 P N per point on the interpolation path, for
 |methods| R pairs of each group. The membership attack and the claims cost elementary operations:
 G |methods| C n_permutations (R + M) m for the null (C checkpoints, m points a group) and
-n_bootstrap N for each bootstrap. The memory held at once is about 4 bytes x P x W x (3 + c):
+n_bootstrap N for each bootstrap; claim 2's log-law test refits both laws to 2 law_simulations
+simulated data sets of up to N points, about LAW_FIT_OPS N each. The memory held at once is about 4 bytes x P x W x (3 + c):
 W models stacked (the largest of R, M + R and J), each with its parameters, gradient and noise
 (3) and c = min(chunk_size, B) per-example gradient rows.
 
@@ -102,7 +103,8 @@ def estimate(config: Config, n: int, through: str = "unlearn") -> Estimate:
     barriers = G * methods * R * config.barrier_points * 2 * P * n
     checkpoints = config.n_checkpoints
     analysis = (G * methods * checkpoints * config.n_permutations * (R + M) * m
-                + (config.n_bootstrap * n * (G + 10) if G else 0))
+                + (config.n_bootstrap * n * (G + 10) if G else 0)
+                + 2 * config.law_simulations * LAW_FIT_OPS * n)
     stacked = max(R, M + R, J)
     rows = min(config.chunk_size or B, B)
     return Estimate(parameters=P, model_steps=steps, flops=6.0 * P * B * steps + barriers,
@@ -150,6 +152,7 @@ def check_resources(config: Config, n: int, through: str = "unlearn") -> Estimat
          f"{e.parameters:,} parameters), past the limit of {LIMITS['flops']:.0e}"),
         (e.analysis_ops > LIMITS["analysis_ops"], _largest(config, ("n_permutations",
                                                                    "n_bootstrap",
+                                                                   "law_simulations",
                                                                    "heldout_requests")),
          f"asks the attack and the bootstraps for {e.analysis_ops:.2g} operations, past the "
          f"limit of {LIMITS['analysis_ops']:.0e}"),
@@ -162,11 +165,15 @@ def check_resources(config: Config, n: int, through: str = "unlearn") -> Estimat
     return e
 
 
+#: Elementary operations per point of one refit of both laws in the log-law test: about a
+#: hundred likelihood evaluations (value and gradient) from a few starting points per law.
+LAW_FIT_OPS = 1000
+
 #: Each field's value in digits-quick-like runs, against which "the largest" is judged.
 TYPICAL = {"width": 64, "depth": 1, "runs": 2, "retrain_seeds": 8, "point_models": 64,
            "chunk_size": 512, "epochs": 10, "unlearn_steps": 200, "heldout_requests": 2,
            "n_groups": 8, "shadow_models": 8, "barrier_points": 11, "n_permutations": 300,
-           "n_bootstrap": 200}
+           "n_bootstrap": 200, "law_simulations": 100}
 
 
 def _largest(config: Config, names: tuple[str, ...]) -> str:
