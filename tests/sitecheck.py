@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from functools import partial
 from html.parser import HTMLParser
@@ -56,6 +57,9 @@ MATH_STATE_JS = """() => {
 }"""
 
 RAW_TEX = ("\\(", "\\[", "$$")
+
+# True once Sphinx's search page has listed its results.
+SEARCH_DONE_JS = "() => document.querySelector('#search-results h2')?.innerText === 'Search Results'"
 
 # What a reader of a narrow or wide screen stumbles on: how far the page scrolls sideways,
 # tables wider than their box, tables dumped raw (pandas' own HTML) and printed output.
@@ -209,17 +213,23 @@ def check_page(browser, base: str, name: str, screenshots: Path | None = None) -
 
 
 def check_search(browser, base: str, word: str) -> list[str]:
-    """``search.html?q=word`` lists at least one page."""
+    """``search.html?q=word`` lists at least one page. The search is waited for until it
+    shows its results, a request of the page has failed (a missing index: it never will), or
+    :data:`TIMEOUT_MS` has passed."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     name = f"search.html?q={word}"
     problems: list[str] = []
     page = open_page(browser, base, name, problems)
-    try:
-        page.wait_for_function(
-            "() => document.querySelector('#search-results h2')?.innerText === 'Search Results'",
-            timeout=TIMEOUT_MS)
-    except PlaywrightTimeout:
-        problems.append(f"{name}: the search did not finish")
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while True:
+        try:
+            page.wait_for_function(SEARCH_DONE_JS, timeout=250)
+            break
+        except PlaywrightTimeout:
+            if time.monotonic() > deadline or any(p.startswith(f"{name}: HTTP")
+                                                  for p in problems):
+                problems.append(f"{name}: the search did not finish")
+                break
     hits = page.eval_on_selector_all("#search-results ul.search li a",
                                      "links => links.map(a => a.getAttribute('href'))")
     if not hits:
@@ -233,14 +243,15 @@ def check_site(html_dir: str | Path, search_word: str, screenshots: Path | None 
     """Open every page of ``html_dir`` (or only ``pages``, paths relative to it) in Chromium,
     then search it for ``search_word``; the problems found (empty when all is well).
 
-    With ``screenshots`` (a folder), the landing page, the methods and every chapter are
-    photographed there at both widths after they are checked."""
+    With ``screenshots`` (a folder), the pages of :func:`photographed` are photographed there
+    at both widths after they are checked."""
     html_dir = Path(html_dir)
+    names = html_pages(html_dir) if pages is None else pages
+    shot = set(photographed(names)) if screenshots else set()
     problems: list[str] = []
     with serve(html_dir) as base, chromium() as browser:
-        for name in html_pages(html_dir) if pages is None else pages:
-            folder = screenshots if screenshots and photographed(name) else None
-            problems += check_page(browser, base, name, folder)
+        for name in names:
+            problems += check_page(browser, base, name, screenshots if name in shot else None)
         problems += check_search(browser, base, search_word)
     return problems
 
@@ -285,16 +296,27 @@ def path_leaks(html_dir: str | Path, paths: list[str | Path]) -> list[str]:
     return found
 
 
-def photographed(name: str) -> bool:
-    """The pages a reader judges the book by: the landing page, the methods, every chapter."""
-    return name in ("index.html", "book/methods.html") or (
-        name.startswith("book/runs/") and not name.endswith("/index.html"))
+def photographed(pages: list[str]) -> list[str]:
+    """The pages of ``pages`` a reader judges the book by: the landing page, the methods and
+    each kind of run chapter once (in the first run, in page order, that has it). Every run's
+    chapters come from the same notebooks, so one of each shows how they read; a book of many
+    runs would otherwise leave hundreds of near-identical pictures."""
+    chosen, kinds = [], set()
+    for name in pages:
+        kind = name.rsplit("/", 1)[-1]
+        if name in ("index.html", "book/methods.html"):
+            chosen.append(name)
+        elif name.startswith("book/runs/") and kind != "index.html" and kind not in kinds:
+            kinds.add(kind)
+            chosen.append(name)
+    return chosen
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python tests/sitecheck.py [HTML_DIR] [SEARCH_WORD]``: check a built book (``_build/html``
     by default), print its problems and write screenshots of its landing page, methods and
-    chapters at 1400 and 390 px next to it (``_build/screenshots/``)."""
+    chapters (each kind once, :func:`photographed`) at 1400 and 390 px next to it
+    (``_build/screenshots/``)."""
     args = sys.argv[1:] if argv is None else argv
     html_dir = Path(args[0] if args else "_build/html")
     shots = html_dir.parent / "screenshots"

@@ -29,18 +29,23 @@ SCREENSHOTS = REPO / "_build" / "screenshots" / "tiny-book"
 
 
 def test_every_page_works_offline(tiny_html, tiny_run):
-    """Every page at 1400 and 390 px; the landing page, the methods and every chapter kept as
-    screenshots in the repository's ``_build/screenshots/tiny-book/`` (pytest's temporary
-    folders do not last)."""
+    """Every page at 1400 and 390 px; the landing page, the methods and each kind of chapter
+    once kept as screenshots in the repository's ``_build/screenshots/tiny-book/`` (pytest's
+    temporary folders do not last)."""
     shutil.rmtree(SCREENSHOTS, ignore_errors=True)
     problems = check_site(tiny_html, SEARCH_WORD, SCREENSHOTS)
     assert problems == [], "\n".join(problems)
-    chapter = Path(tiny_run["first"]["plan"]["chapter_dir"]).name
+    runs = {p.name for p in (Path(tiny_html) / "book" / "runs").iterdir() if p.is_dir()}
+    assert Path(tiny_run["first"]["plan"]["chapter_dir"]).name in runs
     shots = {p.name: p.stat().st_size for p in SCREENSHOTS.glob("*.png")}
     for width in (1400, 390):
         assert shots[f"index-{width}.png"] > 10_000 and shots[f"book__methods-{width}.png"] > 10_000
-        assert all(shots[f"book__runs__{chapter}__{n.removesuffix('.ipynb')}-{width}.png"]
-                   > 10_000 for n in NOTEBOOKS)
+        for notebook in NOTEBOOKS:
+            kind = f"{notebook.removesuffix('.ipynb')}-{width}.png"
+            taken = [shots[f"book__runs__{run}__{kind}"] for run in sorted(runs)
+                     if f"book__runs__{run}__{kind}" in shots]
+            assert len(taken) == 1 and taken[0] > 10_000, (kind, taken)
+    assert len(shots) == 2 * (2 + len(NOTEBOOKS)), sorted(shots)
     print(f"screenshots: {len(shots)} in {SCREENSHOTS}")
 
 
