@@ -6,6 +6,11 @@ point, as a power cut or an out-of-memory kill would.
 
 ``point`` is one of :data:`POINTS` (or ``none``); ``argv`` is the ``punl`` command line;
 ``notebooks`` (optional) replaces the notebook templates ``punl run`` executes.
+
+:func:`run_child` runs the same in a process forked from a server that has already imported
+torch and punl (``tests/test_faults.py`` starts each faulty run so, saving the seconds of
+imports a fresh interpreter spends): its own working folder, environment and output files, and
+its exit status that of the command, or death by SIGKILL.
 """
 from __future__ import annotations
 
@@ -96,6 +101,18 @@ def main(spec: dict) -> int:
         plan.NOTEBOOKS_DIR = Path(spec["notebooks"])
     _points()[spec["point"]]()
     return punl(spec["argv"])
+
+
+def run_child(spec: dict, cwd: str, env: dict[str, str], stdout: str, stderr: str) -> None:
+    """In a forked child: work in ``cwd`` with environment ``env``, write standard output and
+    error to the files ``stdout`` and ``stderr``, run :func:`main` and exit with its status."""
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    for fd, path in ((1, stdout), (2, stderr)):
+        with open(path, "wb") as file:
+            os.dup2(file.fileno(), fd)
+    sys.exit(main(spec))
 
 
 if __name__ == "__main__":

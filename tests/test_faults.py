@@ -3,8 +3,9 @@ artifact is corrupted, the disk fills up, a second run shares the output folder.
 the tables, ledger and models always equal an uninterrupted run's, and the published folder
 and chapters always hold the old or the new complete run.
 
-Kills run the command in a subprocess (``tests/fault_driver.py``) that sends itself SIGKILL at
-the chosen point; reruns go through the same command line.
+Kills run the command in a child process (``tests/fault_driver.py``, forked from a server that
+has imported punl) that sends itself SIGKILL at the chosen point; reruns go through the same
+command line.
 """
 import errno
 import json
@@ -14,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import nbformat
@@ -22,11 +24,13 @@ import pandas as pd
 import pytest
 import torch
 
+import fault_driver
 from punl.publish import plan
 from punl.commands import runner
 from punl.publish.book import toc_data
 from punl.commands.cli import main
 from punl.core.config import load_config
+from punl.core.parallel import worker_context
 from punl.core.outputs import aside, output_lock, published_record, read_published, recover
 from punl.stages.pipeline import TrainedRuns
 from punl.core.store import COMPLETE, ArtifactStore
@@ -34,7 +38,9 @@ from punl.core.store import COMPLETE, ArtifactStore
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parent.parent
-DRIVER = Path(__file__).with_name("fault_driver.py")
+#: What the fork server imports once, besides what punl's pools have it import (the command line
+#: and the stages): each faulty run then starts in a fraction of a second.
+FAULT_PRELOAD = ("punl.commands.cli", "punl.stages.pipeline")
 FAULT = ["n_train=120", "runs=2", "epochs=5", "record_every=4", "width=8", "batch_size=32",
          "group_size=6", "n_groups=2", "baseline_scores=[avg_grad_norm]", "unlearn_steps=4",
          "n_checkpoints=2", "retrain_seeds=2", "n_bootstrap=10", "law_simulations=20",
@@ -50,11 +56,25 @@ def command(name: str, out: Path, overrides=FAULT, *extra: str) -> list[str]:
 
 
 def drive(point: str, argv: list[str], cwd: Path, notebooks: Path | None = None):
-    """Run ``punl argv`` in a subprocess that kills itself at ``point``."""
+    """Run ``punl argv`` in a child process that kills itself at ``point``
+    (:func:`fault_driver.run_child`), forked from the fork server that punl's pools use, with
+    punl and torch imported; its return code (negative: the signal that ended it), standard
+    output and error."""
     spec = {"point": point, "argv": argv, "notebooks": str(notebooks) if notebooks else None}
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, str(DRIVER), json.dumps(spec)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    streams = cwd / f".drive-{uuid.uuid4().hex[:8]}"
+    out, err = streams.with_suffix(".out"), streams.with_suffix(".err")
+    child = worker_context(FAULT_PRELOAD).Process(target=fault_driver.run_child, args=(
+        spec, str(cwd), dict(os.environ), str(out), str(err)))
+    child.start()
+    child.join(timeout=600)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        pytest.fail(f"punl {' '.join(argv)} with a fault at {point} ran past 600 s")
+    texts = [p.read_text() if p.exists() else "" for p in (out, err)]
+    for p in (out, err):
+        p.unlink(missing_ok=True)
+    return subprocess.CompletedProcess(argv, child.exitcode, *texts)
 
 
 def warnings_in(stderr: str) -> list[str]:

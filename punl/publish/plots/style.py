@@ -37,8 +37,9 @@ def set_style() -> None:
 def draw_each_figure_once(shell) -> None:
     """Let the inline backend show (and close) a cell's new figures before pyplot's own
     end-of-cell hook redraws every stale figure: in the other order each figure is rendered at
-    screen resolution, unseen, before it is rendered again for the page (a third of the time
-    a chapter spends drawing). Moves pyplot's hook after the backend's; nothing else changes."""
+    screen resolution, unseen, before it is rendered again for the page (about a quarter of
+    the time a chapter spends drawing). Moves pyplot's hook after the backend's; nothing else
+    changes."""
     import matplotlib.pyplot as plt
     redraw = getattr(plt, "_draw_all_if_interactive", None)
     if redraw in shell.events.callbacks["post_execute"]:
