@@ -1,9 +1,10 @@
 """Checks of a built HTML book: in a real browser (Debian's Chromium driven by Playwright) and by
 reading its files.
 
-:func:`check_site` opens every page over a local HTTP server and returns a list of problems:
-requests that leave the server, math left untypeset, images that do not load, console errors,
-and a search that finds nothing. :func:`remote_assets` and :func:`path_leaks` read the files.
+:func:`check_site` opens every page over a local HTTP server, one after another in one tab as a
+reader browsing the book would, and returns a list of problems: requests that leave the server
+(which no page can reach: the browser resolves no other host), math left untypeset, images that
+do not load, console errors, and a search that finds nothing. :func:`remote_assets` and :func:`path_leaks` read the files.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from urllib.parse import urlsplit
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+                 "--disable-sync", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
 LOCAL_SCHEMES = ("data", "blob", "about")
 TIMEOUT_MS = 30_000
 
@@ -128,30 +129,43 @@ def is_local(url: str, base: str) -> bool:
     return url.startswith(base) or urlsplit(url).scheme in LOCAL_SCHEMES
 
 
-def open_page(browser, base: str, name: str, problems: list[str]):
-    """Open ``base + name`` as a first visit (a fresh context, 1400x900), recording what goes
-    wrong into ``problems``; close it with ``page.context.close()``.
+class Visit:
+    """One browser tab that reads the book's pages in turn, as a reader browsing it does (the
+    theme's scripts and styles come from the browser's cache after the first page), recording
+    what goes wrong on each into :attr:`problems`, each line prefixed with the page's name.
 
-    Requests that would leave the local server are recorded and blocked."""
-    page = browser.new_context(viewport=WIDE).new_page()
+    Requests that would leave the local server are recorded (and cannot reach the network:
+    Chromium resolves no host but 127.0.0.1, :data:`CHROMIUM_ARGS`)."""
 
-    def route(r):
-        if is_local(r.request.url, base):
-            r.continue_()
-        else:
-            problems.append(f"{name}: request outside the book: {r.request.url}")
-            r.abort()
+    def __init__(self, browser, base: str):
+        self.base, self.name, self.problems = base, "", []
+        self.page = browser.new_context(viewport=WIDE).new_page()
+        self.page.on("request", lambda r: None if is_local(r.url, base) else self.problems.append(
+            f"{self.name}: request outside the book: {r.url}"))
+        self.page.on("console", lambda m: m.type == "error" and not self._browsers_own(m)
+                     and self.problems.append(f"{self.name}: console error: {m.text}"))
+        self.page.on("pageerror", lambda err: self.problems.append(
+            f"{self.name}: script error: {err}"))
+        self.page.on("response", lambda r: r.status >= 400 and self.problems.append(
+            f"{self.name}: HTTP {r.status} for {r.url}"))
 
-    page.route("**/*", route)
-    page.on("console", lambda m: m.type == "error" and problems.append(
-        f"{name}: console error: {m.text}"))
-    page.on("pageerror", lambda err: problems.append(f"{name}: script error: {err}"))
-    page.on("response", lambda r: r.status >= 400 and problems.append(
-        f"{name}: HTTP {r.status} for {r.url}"))
-    page.goto(base + name, wait_until="networkidle", timeout=TIMEOUT_MS)
-    page.wait_for_load_state("networkidle", timeout=TIMEOUT_MS)   # after a redirect
-    page.evaluate(MATH_DONE_JS)
-    return page
+    def _browsers_own(self, message) -> bool:
+        """Whether a console message is about the browser's own request for the site's icon
+        (``/favicon.ico``, asked once a visit whatever the pages declare), not the page's."""
+        return message.location.get("url") == self.base + "favicon.ico"
+
+    def open(self, name: str):
+        """Go to ``base + name`` at 1400x900 and wait until the network is idle and MathJax
+        (where the page loads it) has typeset the page; the page."""
+        self.name = name
+        self.page.set_viewport_size(WIDE)
+        self.page.goto(self.base + name, wait_until="networkidle", timeout=TIMEOUT_MS)
+        self.page.wait_for_load_state("networkidle", timeout=TIMEOUT_MS)   # after a redirect
+        self.page.evaluate(MATH_DONE_JS)
+        return self.page
+
+    def close(self) -> None:
+        self.page.context.close()
 
 
 def math_problems(page, name: str) -> list[str]:
@@ -196,30 +210,28 @@ def shoot(page, folder: Path, name: str) -> None:
     page.screenshot(path=str(folder / f"{stem}-{page.viewport_size['width']}.png"), full_page=True)
 
 
-def check_page(browser, base: str, name: str, screenshots: Path | None = None) -> list[str]:
+def check_page(visit: Visit, name: str, screenshots: Path | None = None) -> None:
     """Every problem of one page, read at 1400 px and at 390 px: requests, console, math,
-    images and layout; with ``screenshots``, a full-page PNG at each width in that folder."""
-    problems: list[str] = []
-    page = open_page(browser, base, name, problems)
-    problems += math_problems(page, name)
+    images and layout, into ``visit.problems``; with ``screenshots``, a full-page PNG at each
+    width in that folder."""
+    page = visit.open(name)
+    problems = math_problems(page, name)
     problems += [f"{name}: image does not load: {src}" for src in page.evaluate(BROKEN_IMAGES_JS)]
     for viewport in (WIDE, NARROW):
         page.set_viewport_size(viewport)
         problems += layout_problems(page, name, viewport is WIDE)
         if screenshots:
             shoot(page, screenshots, name)
-    page.context.close()
-    return problems
+    visit.problems += problems
 
 
-def check_search(browser, base: str, word: str) -> list[str]:
+def check_search(visit: Visit, word: str) -> None:
     """``search.html?q=word`` lists at least one page. The search is waited for until it
     shows its results, a request of the page has failed (a missing index: it never will), or
     :data:`TIMEOUT_MS` has passed."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     name = f"search.html?q={word}"
-    problems: list[str] = []
-    page = open_page(browser, base, name, problems)
+    page = visit.open(name)
     deadline = time.monotonic() + TIMEOUT_MS / 1000
     while True:
         try:
@@ -227,33 +239,33 @@ def check_search(browser, base: str, word: str) -> list[str]:
             break
         except PlaywrightTimeout:
             if time.monotonic() > deadline or any(p.startswith(f"{name}: HTTP")
-                                                  for p in problems):
-                problems.append(f"{name}: the search did not finish")
+                                                  for p in visit.problems):
+                visit.problems.append(f"{name}: the search did not finish")
                 break
     hits = page.eval_on_selector_all("#search-results ul.search li a",
                                      "links => links.map(a => a.getAttribute('href'))")
     if not hits:
-        problems.append(f"{name}: the search found no page")
-    page.context.close()
-    return problems
+        visit.problems.append(f"{name}: the search found no page")
 
 
 def check_site(html_dir: str | Path, search_word: str, screenshots: Path | None = None,
                pages: list[str] | None = None) -> list[str]:
     """Open every page of ``html_dir`` (or only ``pages``, paths relative to it) in Chromium,
-    then search it for ``search_word``; the problems found (empty when all is well).
+    one after another in one tab (:class:`Visit`), then search it for ``search_word``; the
+    problems found (empty when all is well).
 
     With ``screenshots`` (a folder), the pages of :func:`photographed` are photographed there
     at both widths after they are checked."""
     html_dir = Path(html_dir)
     names = html_pages(html_dir) if pages is None else pages
     shot = set(photographed(names)) if screenshots else set()
-    problems: list[str] = []
     with serve(html_dir) as base, chromium() as browser:
+        visit = Visit(browser, base)
         for name in names:
-            problems += check_page(browser, base, name, screenshots if name in shot else None)
-        problems += check_search(browser, base, search_word)
-    return problems
+            check_page(visit, name, screenshots if name in shot else None)
+        check_search(visit, search_word)
+        visit.close()
+    return visit.problems
 
 
 # ----------------------------------------------------------------------------- reading the files
