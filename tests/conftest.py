@@ -36,8 +36,8 @@ def tiny_html(tiny_run):
 TINY_BOOK_FILES = {"test_book.py", "test_browser.py", "test_terminal.py"}
 # The longest groups, longest first (measured with ``--durations``): they start first, so that no
 # long group starts last while the other worker idles.
-LONGEST_FIRST = ["test_readme.py", "tiny-book", "test_faults.py", "test_sweep.py",
-                 "test_wheel.py", "test_predict_run.py", "test_analysis.py", "test_mia.py"]
+LONGEST_FIRST = ["test_readme.py", "tiny-book", "test_faults.py", "test_wheel.py",
+                 "test_sweep.py", "test_analysis.py", "test_predict_run.py", "test_mia.py"]
 
 
 def group_of(nodeid: str) -> str:
