@@ -106,12 +106,12 @@ def main(spec: dict) -> int:
 def run_child(spec: dict, cwd: str, env: dict[str, str], stdout: str, stderr: str) -> None:
     """In a forked child: work in ``cwd`` with environment ``env``, write standard output and
     error to the files ``stdout`` and ``stderr``, run :func:`main` and exit with its status."""
+    for fd, path in ((1, stdout), (2, stderr)):     # first, so that any error lands there
+        with open(path, "wb") as file:
+            os.dup2(file.fileno(), fd)
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
-    for fd, path in ((1, stdout), (2, stderr)):
-        with open(path, "wb") as file:
-            os.dup2(file.fileno(), fd)
     sys.exit(main(spec))
 
 

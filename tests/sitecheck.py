@@ -3,7 +3,7 @@ reading its files.
 
 :func:`check_site` opens every page over a local HTTP server, one after another in one tab as a
 reader browsing the book would, and returns a list of problems: requests that leave the server
-(which no page can reach: the browser resolves no other host), math left untypeset, images that
+(which no page can reach by a host name: the browser resolves none but 127.0.0.1), math left untypeset, images that
 do not load, console errors, and a search that finds nothing. :func:`remote_assets` and :func:`path_leaks` read the files.
 """
 from __future__ import annotations
@@ -134,8 +134,8 @@ class Visit:
     theme's scripts and styles come from the browser's cache after the first page), recording
     what goes wrong on each into :attr:`problems`, each line prefixed with the page's name.
 
-    Requests that would leave the local server are recorded (and cannot reach the network:
-    Chromium resolves no host but 127.0.0.1, :data:`CHROMIUM_ARGS`)."""
+    Requests that would leave the local server are recorded (and reach no named host:
+    Chromium resolves no host name but 127.0.0.1, :data:`CHROMIUM_ARGS`)."""
 
     def __init__(self, browser, base: str):
         self.base, self.name, self.problems = base, "", []

@@ -299,6 +299,17 @@ def test_a_notebook_opened_on_a_run_of_other_settings_is_refused(tmp_path):
     assert """-y 'overrides: ["sigma=0.3", "n_train=200"]'""" in message
 
 
+def test_a_notebook_opened_with_other_analysis_settings_is_refused(tmp_path):
+    """An analysis field (``law_simulations``) is in no stage key, yet the claims a notebook
+    shows depend on it: opened without the run's value, the folder is refused."""
+    from punl.core.config import ConfigError, load_config
+    from punl.publish.notebook import open_run
+    _published_run(tmp_path / "run", load_config("digits-quick", ["law_simulations=20"]))
+    assert open_run("digits-quick", ["law_simulations=20"], str(tmp_path / "run"))
+    with pytest.raises(ConfigError, match="law_simulations differ"):
+        open_run("digits-quick", [], str(tmp_path / "run"))
+
+
 def test_a_run_in_progress_opens_its_own_folder(tmp_path):
     """punl run records the settings it is running in the staging folder before any notebook
     opens the folder, so a new run into a folder of an older run is not refused."""

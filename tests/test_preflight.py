@@ -337,6 +337,17 @@ def test_size_checks_name_the_bound():
         cfg.replace(sigma=1e-170)        # float32 would read it as 0: no noise
 
 
+def test_the_law_tests_cost_counts_only_where_the_claims_are_computed():
+    """``law_simulations`` is read by the claims (with the group study): a value past the
+    analysis limit stops ``punl unlearn``, naming it, but not training or scoring."""
+    from punl.stages.resources import check_resources
+    cfg = Config(n_train=1000, law_simulations=10**9)
+    for through in ("train", "score"):
+        check_resources(cfg, 1000, through)
+    with pytest.raises(ConfigError, match="^law_simulations: .*log-law test"):
+        check_resources(cfg, 1000, "unlearn")
+
+
 @pytest.mark.parametrize("lr, message", [
     # float32 holds it; steps overflow (the norms or the losses first, as the BLAS build rounds)
     ("1e38", r"the ledger's (loss|grad_norm) holds non-finite values .*"),

@@ -73,29 +73,35 @@ def notebook(name, *sources):
     return NotebookRun(Path(name), Path("out") / name, {}, Path.cwd())
 
 with SharedKernel(Path.cwd()) as kernel:
-    execute_notebook(notebook("a.ipynb", "import os\\nx = os.getpid()", "print(x)"), False, kernel)
+    execute_notebook(notebook("a.ipynb", "import os\\nx = os.getpid()", "print(x)",
+                              "import sys, weakref\\nclass Cycle: pass\\ncycle = Cycle()\\n"
+                              "cycle.me = cycle\\nsys.punl_probe = weakref.ref(cycle)"),
+                     False, kernel)
     try:
         execute_notebook(notebook("b.ipynb", "print(x)"), False, kernel)
     except NotebookError as err:
         print("b:", err.ename)
-    execute_notebook(notebook("c.ipynb", "import os\\npid = os.getpid()", "print(pid)"), False,
-                     kernel)
+    execute_notebook(notebook("c.ipynb", "import os\\npid = os.getpid()", "print(pid)",
+                              "import sys\\nprint(sys.punl_probe() is None)"), False, kernel)
 a, c = (nbformat.read(f"out/{n}.ipynb", as_version=4) for n in "ac")
 print("counts", [cell.execution_count for cell in c.cells])
 print("outputs", [len(cell.outputs) for cell in c.cells])
 print("one kernel", a.cells[1].outputs[0].text == c.cells[1].outputs[0].text)
+print("a's cycle freed", c.cells[2].outputs[0].text.strip())
 """
 
 
 def test_a_runs_notebooks_share_one_kernel_that_forgets_between_them(tmp_path):
     """A run's notebooks execute in one kernel (:mod:`punl.commands.kernel`): the second sees
     no name the first defined (NameError, as alone), the third counts its cells from one with
-    no history warning among its outputs, in the first's process."""
+    no history warning among its outputs, in the first's process, where the garbage the first
+    left in a reference cycle has been collected (not frozen with what survives a reset)."""
     done = subprocess.run([sys.executable, "-c", SHARED], cwd=tmp_path, env=environment(),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
-    assert lines == ["b: NameError", "counts [1, 2]", "outputs [0, 1]", "one kernel True"], lines
+    assert lines == ["b: NameError", "counts [1, 2, 3]", "outputs [0, 1, 1]", "one kernel True",
+                     "a's cycle freed True"], lines
     assert_quiet(done.stderr)
 
 

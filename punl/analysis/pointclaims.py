@@ -54,7 +54,7 @@ import pandas as pd
 from scipy import stats
 
 from . import fits, lawtest
-from ..core.config import LEVELS
+from ..core.config import LAW_SIMULATIONS, LEVELS
 from ..study.mia import looks_adjusted, steps_to_unlearn
 from .power import minimum_detectable_effect, welch_power, z_power
 from ..core.tables import POINT_STEPS
@@ -68,8 +68,9 @@ HARDEST_SHARES = (0.05, 0.10)
 #: Claim 3's equivalence margin: a baseline whose hardest m differ from P's by less than this
 #: share of P's mean steps, at 95% confidence and at every m, picks out points as hard as P's.
 EQUIVALENCE = 0.10
-#: Simulations of the log-law test per side; bootstrap resamples of claim 3.
-LAW_SIMULATIONS, BOOTSTRAP = 100, 200
+#: Bootstrap resamples of claim 3 (the log-law test's simulations: ``LAW_SIMULATIONS``, the
+#: configuration's default).
+BOOTSTRAP = 200
 
 
 # ------------------------------------------------------------------------------------ steps

@@ -20,14 +20,15 @@ import uuid
 from pathlib import Path
 
 #: What runs in the kernel before each notebook: every figure closed, then IPython's reset with a
-#: new session (the namespace emptied, the cell count back at one, a fresh history), then what
-#: survives the reset (modules and their caches) frozen out of the garbage collector's reach
-#: (``gc.freeze``). Each reset collects garbage; without the freeze every collection walks
-#: everything torch and pandas loaded, about 0.2 s a notebook; with it only what the
-#: notebooks made since. The freeze is spelt as an expression so that it leaves no name behind.
+#: new session (the namespace emptied, the cell count back at one, a fresh history), then the
+#: garbage the emptied namespace left collected and what survives (modules and their caches)
+#: frozen out of the collector's reach (``gc.freeze``). Without the freeze every collection
+#: walks everything torch and pandas loaded, about 0.2 s a notebook; with it only what the
+#: notebooks made since. The calls are spelt as expressions so that they leave no name behind.
 RESET = """import matplotlib.pyplot
 matplotlib.pyplot.close("all")
 get_ipython().reset(new_session=True)
+__import__("gc").collect()
 __import__("gc").freeze()
 """
 

@@ -41,6 +41,8 @@ RUNTIME = "runtime"
 #: stages' artifacts): they change no stage key, only the claims table's cache key
 #: (:func:`punl.stages.pipeline.claims_key`), and a run's name like any field of its results.
 ANALYSIS = "analysis"
+#: Simulated data sets per law in claim 2's log-law test, unless ``law_simulations`` says otherwise.
+LAW_SIMULATIONS = 100
 # Bumped whenever a stage's files change shape, so artifacts of an older format are not reused.
 ARTIFACT_FORMATS = {"train": 2, "score": 1, "pointwise": 1, "unlearn": 4}
 
@@ -291,7 +293,7 @@ class Config:
     level: float = setting(0.05, "unlearn", _level)  # distinguishable: adjusted p <= level
     n_permutations: int = setting(300, "unlearn", _at_least(20))  # relabellings of the null
     n_bootstrap: int = setting(200, "unlearn", _at_least(1))  # bootstrap resamples of every interval
-    law_simulations: int = setting(100, ANALYSIS, _at_least(20))  # data sets simulated per law in claim 2's log-law test
+    law_simulations: int = setting(LAW_SIMULATIONS, ANALYSIS, _at_least(20))  # data sets simulated per law in claim 2's log-law test
     utility_points: int | None = setting(None, "unlearn", _optional(_at_least(1), "all points"))  # retained and test points of the utility curves (null: all)
     barrier_points: int = setting(11, "unlearn", _at_least(3))  # lambda grid for loss barriers
     # held-out deletion requests of each kind (random, mixed, single-class): unlearned like every

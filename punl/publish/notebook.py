@@ -168,7 +168,7 @@ def check_same_run(config: Config, folder: Path) -> None:
     another configuration into it): ConfigError naming the fields that differ and the
     overrides to pass. The settings of a run in progress (its staging record, trusted only
     while a run holds the folder's lock) count as the folder's too."""
-    from ..core.config import RUNTIME, STAGES
+    from ..core.config import ANALYSIS, RUNTIME, STAGES, stage_fields
     from ..core.outputs import RUN_RECORD, STAGING, lock_in_use, published_record
     staged = None
     if lock_in_use(folder):      # a run in progress (punl run) records its settings here first
@@ -179,7 +179,9 @@ def check_same_run(config: Config, folder: Path) -> None:
     keys = {s: config.stage_key(s) for s in STAGES}
     records = [r for r in (staged, published_record(folder))
                if isinstance(r, dict) and isinstance(r.get("config"), dict)]
-    if not records or any(r.get("stage_keys") == keys for r in records):
+    analysis = {n: getattr(config, n) for n in stage_fields(ANALYSIS)}   # in no stage key
+    if not records or any(r.get("stage_keys") == keys and all(
+            r["config"].get(n, v) == v for n, v in analysis.items()) for r in records):
         return
     record, given = records[-1], config.to_dict()
     runtime = {f.name for f in dataclasses.fields(Config) if f.metadata["stage"] == RUNTIME}

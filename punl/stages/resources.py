@@ -15,8 +15,8 @@ A step costs about 6 P B floating-point operations for a model of P parameters (
 forward, 4 P backward), and the loss barriers cost 2 P N per point on the interpolation path, for
 |methods| R pairs of each group. The membership attack and the claims cost elementary operations:
 G |methods| C n_permutations (R + M) m for the null (C checkpoints, m points a group) and
-n_bootstrap N for each bootstrap; claim 2's log-law test refits both laws to 2 law_simulations
-simulated data sets of up to N points, about LAW_FIT_OPS N each. The memory held at once is about 4 bytes x P x W x (3 + c):
+n_bootstrap N for each bootstrap; claim 2's log-law test (with the group study) refits both
+laws to 2 law_simulations simulated data sets of up to N points, about LAW_FIT_OPS N each. The memory held at once is about 4 bytes x P x W x (3 + c):
 W models stacked (the largest of R, M + R and J), each with its parameters, gradient and noise
 (3) and c = min(chunk_size, B) per-example gradient rows.
 
@@ -104,7 +104,7 @@ def estimate(config: Config, n: int, through: str = "unlearn") -> Estimate:
     checkpoints = config.n_checkpoints
     analysis = (G * methods * checkpoints * config.n_permutations * (R + M) * m
                 + (config.n_bootstrap * n * (G + 10) if G else 0)
-                + 2 * config.law_simulations * LAW_FIT_OPS * n)
+                + (2 * config.law_simulations * LAW_FIT_OPS * n if through == "unlearn" else 0))
     stacked = max(R, M + R, J)
     rows = min(config.chunk_size or B, B)
     return Estimate(parameters=P, model_steps=steps, flops=6.0 * P * B * steps + barriers,
@@ -154,7 +154,8 @@ def check_resources(config: Config, n: int, through: str = "unlearn") -> Estimat
                                                                    "n_bootstrap",
                                                                    "law_simulations",
                                                                    "heldout_requests")),
-         f"asks the attack and the bootstraps for {e.analysis_ops:.2g} operations, past the "
+         f"asks the attack, the bootstraps and the log-law test for {e.analysis_ops:.2g} "
+         f"operations, past the "
          f"limit of {LIMITS['analysis_ops']:.0e}"),
         (e.files > LIMITS["files"], "heldout_requests",
          f"would write about {e.files:,} files, past the limit of {LIMITS['files']:,}")]
