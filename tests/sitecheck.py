@@ -3,8 +3,9 @@ reading its files.
 
 :func:`check_site` opens every page over a local HTTP server, one after another in one tab as a
 reader browsing the book would, and returns a list of problems: requests that leave the server
-(which no page can reach by a host name: the browser resolves none but 127.0.0.1), math left untypeset, images that
-do not load, console errors, and a search that finds nothing. :func:`remote_assets` and :func:`path_leaks` read the files.
+(which no page can reach by a host name: the browser resolves none but 127.0.0.1), math left
+untypeset, images that do not load, console errors, and a search that finds nothing.
+:func:`remote_assets` and :func:`path_leaks` read the files.
 """
 from __future__ import annotations
 
@@ -60,7 +61,8 @@ MATH_STATE_JS = """() => {
 RAW_TEX = ("\\(", "\\[", "$$")
 
 # True once Sphinx's search page has listed its results.
-SEARCH_DONE_JS = "() => document.querySelector('#search-results h2')?.innerText === 'Search Results'"
+SEARCH_DONE_JS = ("() => document.querySelector('#search-results h2')?.innerText"
+                  " === 'Search Results'")
 
 # What a reader of a narrow or wide screen stumbles on: how far the page scrolls sideways,
 # tables wider than their box, tables dumped raw (pandas' own HTML) and printed output.

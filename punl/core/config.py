@@ -322,6 +322,11 @@ class Config:
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)
 
+    def analysis_settings(self) -> dict[str, Any]:
+        """The analysis fields (:data:`ANALYSIS`) and their values: in no stage key, yet they
+        decide the claims table."""
+        return {n: _plain(getattr(self, n)) for n in stage_fields(ANALYSIS)}
+
     def stage_key(self, stage: str) -> str:
         """Hash of the fields that ``stage`` and its upstream stages depend on (with the fields
         it reads from others, :data:`READS`), and of their artifact formats (12 hex chars)."""

@@ -8,7 +8,6 @@ missing, and :func:`glue_all` hands a chapter's findings to its closing paragrap
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from functools import cached_property
@@ -168,7 +167,7 @@ def check_same_run(config: Config, folder: Path) -> None:
     another configuration into it): ConfigError naming the fields that differ and the
     overrides to pass. The settings of a run in progress (its staging record, trusted only
     while a run holds the folder's lock) count as the folder's too."""
-    from ..core.config import ANALYSIS, RUNTIME, STAGES, stage_fields
+    from ..core.config import RUNTIME, STAGES, stage_fields
     from ..core.outputs import RUN_RECORD, STAGING, lock_in_use, published_record
     staged = None
     if lock_in_use(folder):      # a run in progress (punl run) records its settings here first
@@ -179,12 +178,12 @@ def check_same_run(config: Config, folder: Path) -> None:
     keys = {s: config.stage_key(s) for s in STAGES}
     records = [r for r in (staged, published_record(folder))
                if isinstance(r, dict) and isinstance(r.get("config"), dict)]
-    analysis = {n: getattr(config, n) for n in stage_fields(ANALYSIS)}   # in no stage key
+    analysis = config.analysis_settings()          # in no stage key
     if not records or any(r.get("stage_keys") == keys and all(
             r["config"].get(n, v) == v for n, v in analysis.items()) for r in records):
         return
     record, given = records[-1], config.to_dict()
-    runtime = {f.name for f in dataclasses.fields(Config) if f.metadata["stage"] == RUNTIME}
+    runtime = set(stage_fields(RUNTIME))
     differ = sorted(k for k, v in record["config"].items()
                     if k in given and k not in runtime and given[k] != v)
     if not differ:               # the same settings, stored by another version of punl

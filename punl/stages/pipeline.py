@@ -28,8 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..core.config import (ANALYSIS, RUNTIME, STAGES, Config, ConfigError, load_config,
-                           stage_fields)
+from ..core.config import RUNTIME, STAGES, Config, ConfigError, load_config, stage_fields
 from ..engine.data import Dataset, load_dataset
 from ..engine.ledger import Ledger
 from ..engine.pergrad import Params
@@ -349,11 +348,10 @@ CLAIMS_CODE = ("analysis/measures", "analysis/claims", "analysis/barriers", "ana
 
 def claims_key(config: Config) -> str:
     """The claims table's cache key (12 hex chars): the keys of the stages it reads, the
-    analysis fields (``stage_fields("analysis")``) and the source of the modules that compute it."""
+    analysis fields (:meth:`~punl.core.config.Config.analysis_settings`) and the source of the modules that compute it."""
     package = Path(__file__).resolve().parents[1]
-    analysis = {n: getattr(config, n) for n in stage_fields(ANALYSIS)}
     h = hashlib.sha256(json.dumps({s: config.stage_key(s) for s in STAGES}).encode()
-                       + json.dumps(analysis, sort_keys=True).encode())
+                       + json.dumps(config.analysis_settings(), sort_keys=True).encode())
     for name in CLAIMS_CODE:
         h.update((package / f"{name}.py").read_bytes())
     return h.hexdigest()[:12]

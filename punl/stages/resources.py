@@ -16,8 +16,8 @@ forward, 4 P backward), and the loss barriers cost 2 P N per point on the interp
 |methods| R pairs of each group. The membership attack and the claims cost elementary operations:
 G |methods| C n_permutations (R + M) m for the null (C checkpoints, m points a group) and
 n_bootstrap N for each bootstrap; claim 2's log-law test (with the group study) refits both
-laws to 2 law_simulations simulated data sets of up to N points, about LAW_FIT_OPS N each. The memory held at once is about 4 bytes x P x W x (3 + c):
-W models stacked (the largest of R, M + R and J), each with its parameters, gradient and noise
+laws to 2 law_simulations simulated data sets of up to N points, about LAW_FIT_OPS N each. The
+memory held at once is about 4 bytes x P x W x (3 + c): W models stacked (the largest of R, M + R and J), each with its parameters, gradient and noise
 (3) and c = min(chunk_size, B) per-example gradient rows.
 
 The limits are stated in :data:`LIMITS`; each is far above the repository's largest configuration
@@ -33,7 +33,7 @@ import os
 from dataclasses import dataclass
 
 from ..core.catalog import DATASET_SHAPES
-from ..core.config import STAGES, Config, ConfigError
+from ..core.config import LAW_SIMULATIONS, STAGES, Config, ConfigError
 from ..engine.recipe import total_steps
 
 #: Past these, a run is refused unless forced: floating-point operations of all the model-steps
@@ -155,8 +155,7 @@ def check_resources(config: Config, n: int, through: str = "unlearn") -> Estimat
                                                                    "law_simulations",
                                                                    "heldout_requests")),
          f"asks the attack, the bootstraps and the log-law test for {e.analysis_ops:.2g} "
-         f"operations, past the "
-         f"limit of {LIMITS['analysis_ops']:.0e}"),
+         f"operations, past the limit of {LIMITS['analysis_ops']:.0e}"),
         (e.files > LIMITS["files"], "heldout_requests",
          f"would write about {e.files:,} files, past the limit of {LIMITS['files']:,}")]
     for past, field, what in problems:
@@ -174,7 +173,7 @@ LAW_FIT_OPS = 1000
 TYPICAL = {"width": 64, "depth": 1, "runs": 2, "retrain_seeds": 8, "point_models": 64,
            "chunk_size": 512, "epochs": 10, "unlearn_steps": 200, "heldout_requests": 2,
            "n_groups": 8, "shadow_models": 8, "barrier_points": 11, "n_permutations": 300,
-           "n_bootstrap": 200, "law_simulations": 100}
+           "n_bootstrap": 200, "law_simulations": LAW_SIMULATIONS}
 
 
 def _largest(config: Config, names: tuple[str, ...]) -> str:
