@@ -191,6 +191,35 @@ def log_law_nll(p: np.ndarray, y: StepIntervals) -> Callable[[np.ndarray], float
     return lambda theta: objective(np.clip(np.asarray(theta, float), -30, 30))[0]
 
 
+#: Where :func:`threshold_starts` puts the law's threshold 1/b: at these quantiles of log P,
+#: and these many e-folds above its largest value.
+THRESHOLD_QUANTILES = (0.9,)
+THRESHOLD_BEYOND = (0.0, 2.0, 4.0)
+
+
+def threshold_starts(logp: np.ndarray, mid: np.ndarray) -> list[tuple[float, float, float]]:
+    """Starting values (log a, log b, log sigma) with the threshold 1/b at a high quantile of P,
+    at its largest value and beyond (:data:`THRESHOLD_QUANTILES`, :data:`THRESHOLD_BEYOND`):
+    a regression of the midpoints ``mid`` on log P alone starts where most points take no
+    steps and the likelihood is flat, and from there (above all with chance flags) L-BFGS-B can
+    run into the corner of its bounds (a -> e^30, b -> e^-30) far below the maximum. With the
+    threshold at t = log(1/b), a is the least-squares slope of the midpoints on
+    log P - t over the points above it (twice the spread of the midpoints where none or one
+    lies above)."""
+    scale = max(float(np.std(mid)), 1.0)
+    top = float(np.max(logp))
+    starts = []
+    for t in [float(np.quantile(logp, q)) for q in THRESHOLD_QUANTILES] + \
+            [top + e for e in THRESHOLD_BEYOND]:
+        above = logp > t
+        x = logp[above] - t
+        a = float(mid[above] @ x / (x @ x)) if above.sum() > 1 else 2 * scale
+        log_b = float(np.clip(-t, *_LOG_BOUNDS[1]))
+        starts.append((float(np.clip(np.log(max(a, 1.0)), *_LOG_BOUNDS[0])), log_b,
+                       float(np.log(scale))))
+    return starts
+
+
 @dataclass(frozen=True)
 class CensoredLogFit:
     """The ML fit of latent steps ~ a log(b P) + N(0, sigma^2) (:func:`fit_log_censored`)."""
@@ -215,7 +244,8 @@ def fit_log_censored(p: np.ndarray, y: StepIntervals, start: CensoredLogFit | No
         slope, intercept = np.polyfit(logp, mid, 1) if np.ptp(logp) > 0 else (1.0, 0.0)
         slope = slope if slope > 0 else max(float(np.std(mid)), 1.0)
         spread = np.log(max(float(np.std(mid)), 1.0))
-        starts = [(np.log(slope * m), intercept / slope, spread) for m in (0.3, 1, 3)]
+        starts = [(np.log(slope * m), intercept / slope, spread) for m in (0.3, 1, 3)] + \
+            threshold_starts(logp, mid)
     best = _minimise(_log_law_objective(p, y, likelihood), starts, _LOG_BOUNDS)
     a, b, sigma = np.exp(best.x)
     return CensoredLogFit(a=float(a), b=float(b), sigma=float(sigma),
