@@ -1,5 +1,6 @@
 """The artifact store: atomic writes, provenance, reuse, partial and corrupt folders."""
 import json
+import os
 import subprocess
 import sys
 
@@ -24,6 +25,20 @@ def test_training_artifacts_are_reused(tiny_config, tmp_path, monkeypatch):
     second = ensure_trained(tiny_config, store, progress=False)
     assert second.dir.file("ledger.npz").stat().st_mtime_ns == mtime
     assert np.array_equal(first.ledger.grad_norm, second.ledger.grad_norm)
+
+
+def test_provenance_names_the_kernels_torch_dispatched_to(tiny_config):
+    """The recorded instruction set is the one torch's kernels use: forced to the portable
+    kernels (``ATEN_CPU_CAPABILITY=default``, which every CPU runs), the record says so."""
+    from punl.core.store import provenance
+    machine = provenance(tiny_config, "train", 1.0)["machine"]
+    assert machine["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    script = ("from punl.core.config import load_config; from punl.core.store import provenance;"
+              "print(provenance(load_config('digits-quick'), 'train', 1.0)['machine']"
+              "['torch_cpu_capability'])")
+    forced = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env={**os.environ, "ATEN_CPU_CAPABILITY": "default"}, timeout=120)
+    assert forced.stdout.strip() == "DEFAULT", forced.stderr[-2000:]
 
 
 def test_corrupt_artifact_is_recomputed_with_a_warning(tiny_config, tmp_path):

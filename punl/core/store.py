@@ -21,6 +21,7 @@ import io
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -109,8 +110,23 @@ def git_commit() -> str | None:
         return None
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name as Linux reports it (``/proc/cpuinfo``), or None elsewhere."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    found = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+    return found.group(1).strip() if found else None
+
+
 def provenance(config: Config, stage: str, wall_time: float) -> dict[str, Any]:
-    """What produced an artifact: config, seed, versions, commit, wall time, machine."""
+    """What produced an artifact: config, seed, versions, commit, wall time, machine.
+
+    The machine includes the vector instruction set torch's CPU kernels dispatched to
+    (``torch_cpu_capability``: ``AVX512``, ``AVX2``, ...): the same stage key computed through
+    other kernels agrees only to rounding, which hundreds of noisy steps can carry into a
+    borderline point's verdict."""
     import numpy
     import pandas
     from .. import __version__
@@ -122,7 +138,9 @@ def provenance(config: Config, stage: str, wall_time: float) -> dict[str, Any]:
                      "torch": torch.__version__, "numpy": numpy.__version__,
                      "pandas": pandas.__version__},
         "machine": {"node": platform.node(), "platform": platform.platform(),
-                    "processor": platform.machine(), "cpus": os.cpu_count()},
+                    "processor": platform.machine(), "cpus": os.cpu_count(),
+                    "cpu": cpu_model(),
+                    "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()},
     }
 
 
