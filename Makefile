@@ -1,10 +1,11 @@
 # The two set-up commands of the README: `make book` (the main job) and `make test-all` (every
 # test, as CI runs it). `make book-full` builds the full book: digits-quick replicated over five
-# seeds, four configurations and a sweep of sigma (measured times in the README). `make test` is
-# the fast suite (no notebook execution or book build, no fault injection: those tests are marked
-# slow); `make test-faults` runs the fault-injection suite. Each creates the virtual environment
-# it needs on first use, from the known-good set in constraints.txt; `make test-all` also installs
-# Debian's Chromium for the browser tests where it can (scripts/ensure-chromium).
+# seeds, four more configurations (fashion-mnist replicated over four seeds) and a sweep of
+# sigma (measured times in the README). `make test` is the fast suite (no notebook execution
+# or book build, no fault injection: those tests are marked slow); `make test-faults` runs the
+# fault-injection suite. Each creates the virtual environment it needs on first use, from the
+# known-good set in constraints.txt; `make test-all` also installs Debian's Chromium for the
+# browser tests where it can (scripts/ensure-chromium).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -31,6 +32,8 @@ book: $(VENV)/.installed
 SIGMAS ?= 0.25,0.5,1,2
 # digits-quick replicated over these seeds first, so that its summary chapter counts the verdicts
 SEEDS ?= 0,1,2,3,4
+# fashion-mnist replicated over these seeds before its run, for the same reason
+FASHION_SEEDS ?= 0,1,2,3
 
 book-full: $(VENV)/.installed
 	scripts/ensure-fashion-mnist
@@ -39,6 +42,7 @@ book-full: $(VENV)/.installed
 	$(BIN)/punl run digits-lownoise
 	$(BIN)/punl run digits
 	$(BIN)/punl run mnist5k
+	$(BIN)/punl sweep fashion-mnist --grid seed=$(FASHION_SEEDS) --set workers=1 --workers 2
 	$(BIN)/punl run fashion-mnist
 	$(BIN)/punl sweep digits-quick --grid sigma=$(SIGMAS) --set workers=1 --workers 2
 	$(BIN)/punl book

@@ -85,6 +85,16 @@ def source_files() -> list[Path]:
     return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
 
 
+def test_the_claims_key_covers_what_the_claims_analyses_import():
+    """Every module of punl that an analysis module of the claims key imports counts in the key
+    too, so that a change to it recomputes the cached claims tables."""
+    from punl.stages.pipeline import CLAIMS_CODE
+    keyed = {"punl." + m.replace("/", ".") for m in CLAIMS_CODE}
+    for module in [m for m in keyed if m.startswith("punl.analysis.")]:
+        path = PACKAGE.parent.joinpath(*module.split(".")).with_suffix(".py")
+        assert punl_imports(path) - {"punl.analysis"} <= keyed, module
+
+
 def test_every_module_is_placed_in_the_order():
     layer_inits = {f"punl.{layer}" for layer in LAYERS}
     modules = {dotted_name(p) for p in source_files()} - {"punl"} - layer_inits

@@ -26,6 +26,7 @@ from punl.publish.plan import RunPlan
 from punl.commands.cli import build_parser, cmd_run, main
 from punl.engine.data import DatasetUnavailable
 from punl.commands import runner
+from punl.commands.sweep import replication_table
 from punl.commands.runner import (NotebookError, current_record, execute_notebook,
                                    inputs_digest, run_config)
 
@@ -309,10 +310,10 @@ def test_an_up_to_date_run_is_not_executed_again(book, monkeypatch, capsys, tmp_
 
 @pytest.mark.slow
 def test_what_a_run_is_made_from_decides_whether_it_is_current(book, tmp_path):
-    """The digest changes with a template's bytes, a sweep's replication table and an
-    override; a run is not current when its chapter lost a notebook, when the chapter's record
-    is another run's, when the digest differs, or when its records are not records punl wrote
-    (each undone after)."""
+    """The digest changes with a template's bytes, the replication over seeds of the run's own
+    configuration (not another's, nor an unreadable file) and an override; a run is not
+    current when its chapter lost a notebook, when the chapter's record is another run's, when
+    the digest differs, or when its records are not records punl wrote (each undone after)."""
     plan = RunPlan.from_dict(book["second"]["plan"])
     store = runner.ArtifactStore(plan.out_dir / "artifacts")
     digest = inputs_digest(plan)
@@ -324,16 +325,24 @@ def test_what_a_run_is_made_from_decides_whether_it_is_current(book, tmp_path):
     edited = templates / plan.templates[0].name
     edited.write_bytes(edited.read_bytes() + b" ")
     assert inputs_digest(copied) != before
-    replication = plan.root / "book/sweeps/digits-quick-seed/replication.parquet"
-    sweeps_existed = replication.parent.parent.exists()
-    replication.parent.mkdir(parents=True)
+    sweeps = plan.root / "book/sweeps"
+    sweeps_existed = sweeps.exists()
+    claims = pd.read_parquet(plan.out_dir / "published/claims.parquet")
     try:
-        replication.write_bytes(b"claims over seeds")
-        assert inputs_digest(plan) != digest and current_record(plan, store) is None
+        (sweeps / "broken-seed").mkdir(parents=True)
+        (sweeps / "broken-seed/replication.parquet").write_bytes(b"not a table")
+        assert inputs_digest(plan) == digest      # unreadable: the summary chapter skips it too
+        for config, changes in (("another-config", False), (plan.config.name, True)):
+            folder = sweeps / f"{config}-seed"
+            folder.mkdir(parents=True)
+            replication_table(claims, config).to_parquet(folder / "replication.parquet")
+            assert (inputs_digest(plan) != digest) is changes, config
+            assert (current_record(plan, store) is None) is changes, config
     finally:
-        shutil.rmtree(replication.parent)
+        for config in ("another-config", plan.config.name, "broken"):
+            shutil.rmtree(sweeps / f"{config}-seed", ignore_errors=True)
         if not sweeps_existed:
-            replication.parent.parent.rmdir()
+            sweeps.rmdir()
     for path, changed in ((plan.chapter_dir / plan.templates[-1].name, None),
                           (plan.chapter_dir / "run.json", b'{"finished_at": "another run"}')):
         kept = path.read_bytes()

@@ -37,7 +37,7 @@ def test_log_fit_with_chance_flags_reaches_the_truths_likelihood(seed):
     modelled: the fit's likelihood is at least the true law's, as a maximum's must be. The
     1-unit margin is the optimiser's tolerance (values of order 10^3). Without starts near the
     threshold (:func:`punl.analysis.fits.threshold_starts`) the fit ran into the corner of its
-    bounds, 60 to 200 units below the truth, in 18 of 20 such data sets."""
+    bounds, 60 to 2,142 units below the truth, in 18 of 20 such data sets (3 of these 4)."""
     rng = np.random.default_rng(seed)
     p = np.exp(rng.uniform(np.log(20), np.log(7000), 4000))
     truth = (59.0, 2.55e-5, 110.0)
@@ -49,7 +49,8 @@ def test_log_fit_with_chance_flags_reaches_the_truths_likelihood(seed):
     fit = fits.fit_log_censored(p, y, None, likelihood)
     at_truth = -fits._log_law_objective(p, y, likelihood)(np.log(truth))[0]
     assert fit.log_likelihood >= at_truth - 1.0
-    assert fit.a == pytest.approx(truth[0], rel=0.5) and fit.b == pytest.approx(truth[1], rel=1)
+    # not the corner (b = e^-30): the threshold 1/b within a factor e^2 of the true one
+    assert abs(np.log(fit.b / truth[1])) < 2
 
 
 def test_never_distinguishable_is_latent_at_or_below_zero():

@@ -37,9 +37,10 @@ def readme_commands() -> list[str]:
     return [line for line in lines if line]
 
 
-#: The Makefile's grids in tiny mode (``make book-full SEEDS=0,1 SIGMAS=0.5,1.0``): each point
-#: is a whole run, so fewer seeds, and sigmas that the README's own sweep ran before.
-TINY_MAKE_VARIABLES = {"SEEDS": "0,1", "SIGMAS": "0.5,1.0"}
+#: The Makefile's grids in tiny mode (``make book-full SEEDS=0,1 FASHION_SEEDS=0
+#: SIGMAS=0.5,1.0``): each point is a whole run, so fewer seeds, and sigmas that the README's
+#: own sweep ran before.
+TINY_MAKE_VARIABLES = {"SEEDS": "0,1", "FASHION_SEEDS": "0", "SIGMAS": "0.5,1.0"}
 
 
 def make_commands(target: str, variables: dict[str, str] | None = None) -> list[str]:
@@ -81,6 +82,23 @@ def test_every_readme_command_has_a_runner():
         runner_for(command)
     assert make_commands("book") == ["punl run digits-quick", "punl book"]
     assert any(c.startswith("punl sweep") for c in make_commands("book-full"))
+
+
+def test_the_books_reproduce_page_names_what_book_full_runs():
+    """The book's line for ``make book-full`` (with its comment's continuation lines) names
+    every configuration the target runs or sweeps, and the seeds it replicates over, so that it
+    cannot fall behind the Makefile."""
+    page = (REPO / "book" / "reproduce.md").read_text()
+    line = re.search(r"^make book-full.*\n(?:\s+#.*\n)*", page, re.M).group(0)
+    line = " ".join(part.strip(" #") for part in line.splitlines())
+    names = {shlex.split(c)[2] for c in make_commands("book-full")
+             if c.startswith(("punl run ", "punl sweep "))}
+    named = lambda name: re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", line)  # noqa: E731
+    assert names and all(named(name) for name in names), (names, line)
+    grids = dict(re.findall(r"^(\w+)\s*\?=\s*(.*)$", (REPO / "Makefile").read_text(), re.M))
+    words = {4: "four", 5: "five"}
+    for config, variable in (("digits-quick", "SEEDS"), ("fashion-mnist", "FASHION_SEEDS")):
+        assert f"{config} at {words[len(grids[variable].split(','))]} seeds" in line, variable
 
 
 @pytest.fixture(scope="module")
@@ -165,12 +183,15 @@ def test_make_targets_run_in_tiny_mode(followed):
     html = followed / "_build" / "html"
     assert (html / "index.html").exists()
     assert sorted(p.name for p in (followed / "book" / "sweeps").iterdir()) == sorted(
-        {"digits-quick-sigma", "digits-quick-seed"})
-    # the replication over seeds reaches the front page (the summary chapter of a run made
+        {"digits-quick-sigma", "digits-quick-seed", "fashion-mnist-seed"})
+    # each replication over seeds reaches the front page (the summary chapter of a run made
     # after it reads it too: tests/test_sweep.py)
-    assert (followed / "book" / "sweeps" / "digits-quick-seed" / "replication.parquet").exists()
-    seeds = len(TINY_MAKE_VARIABLES["SEEDS"].split(","))
-    assert f"over {seeds} seeds" in (html / "book" / "intro.html").read_text()
+    front = (html / "book" / "intro.html").read_text()
+    for sweep, variable in (("digits-quick-seed", "SEEDS"), ("fashion-mnist-seed",
+                                                            "FASHION_SEEDS")):
+        assert (followed / "book" / "sweeps" / sweep / "replication.parquet").exists()
+        seeds = len(TINY_MAKE_VARIABLES[variable].split(","))
+        assert f"over {seeds} seed{'s' if seeds > 1 else ''}:" in front, sweep
     checks = [c for c in readme_commands() if c.startswith("python tests/sitecheck.py")]
     assert checks
     for command in checks:

@@ -66,6 +66,62 @@ def test_each_number_a_row_states_is_in_the_table(kept):
             assert number in written, (claim, number, sorted(written))
 
 
+#: Each kept replication over seeds (a ``punl sweep CONFIG --grid seed=...``: its chapter's
+#: replication table and every point's claims, under results/<sweep>/) with the heading of its
+#: README section.
+KEPT_REPLICATIONS = {"digits-quick-seed": "### digits-quick over seeds",
+                     "fashion-mnist-seed": "### Fashion-MNIST over seeds"}
+
+VERDICTS = ("supported", "not supported", "inconclusive")
+
+
+@pytest.fixture(scope="module", params=list(KEPT_REPLICATIONS))
+def replicated(request):
+    """(the README heading, the kept replication table by claim id, every point's claims)."""
+    folder = REPO / "results" / request.param
+    table = pd.read_csv(folder / "replication.csv", dtype={"id": str})
+    claims = pd.read_csv(folder / "claims.csv", dtype={"id": str})
+    return KEPT_REPLICATIONS[request.param], table, claims
+
+
+def test_the_kept_replication_is_the_packages_count_of_the_points_claims(replicated):
+    """The replication table is what :func:`punl.commands.sweep.replication_table` makes of the
+    kept claims of the sweep's points (one run per seed, each seed once)."""
+    from punl.commands.sweep import replication_table
+    heading, table, claims = replicated
+    assert claims.groupby("id").seed.apply(lambda s: s.is_unique and len(s) > 1).all()
+    sweep = next(k for k, v in KEPT_REPLICATIONS.items() if v == heading)
+    points = pd.read_csv(REPO / "results" / sweep / "sweep.csv")    # each point's first run
+    assert (points.status == "ran").all() and set(points.seed) == set(claims.seed)
+    again = replication_table(claims, table.config.iloc[0])
+    pd.testing.assert_frame_equal(again, table, check_dtype=False, rtol=1e-9)
+
+
+def test_each_replication_row_states_the_kept_counts_numbers_and_power(replicated):
+    """Each README row: the verdict counts (in the book's order: supported, not supported,
+    inconclusive) and fragile count, the number's median [min, max] and the median power of
+    that claim in the kept table; the table's heading names the seeds."""
+    from punl.analysis.measures import fmt
+    heading, table, _ = replicated
+    table = table.assign(id=table["id"].str.split().str[0]).set_index("id")
+    rows = readme_rows(heading)
+    assert set(rows) == set(table.index)
+    section = (REPO / "README.md").read_text().split(heading)[1]
+    header = re.search(r"^\|.*\|$", section, re.M).group(0)
+    assert f"| verdicts over {table.runs.iloc[0]} seeds |" in header
+    for claim, (verdicts, number, power) in rows.items():
+        row = table.loc[claim]
+        stated = [(v, int(n)) for v, n in
+                  re.findall(r"(not supported|supported|inconclusive) (\d+)", verdicts)]
+        assert stated == [(v, int(row[v])) for v in VERDICTS if row[v]], claim
+        fragile = re.search(r"\(fragile in (\d+)\)", verdicts)
+        assert (int(fragile.group(1)) if fragile else 0) == row.fragile, claim
+        stated = re.search(r"(\S+) \[(\S+), (\S+)\]", number)
+        assert stated and list(stated.groups()) == [fmt(row[f"number_{s}"])
+                                                    for s in ("median", "min", "max")], claim
+        assert power == percent(row.power_median), claim
+
+
 def test_the_readmes_set_up_times_are_the_kept_timings():
     """The README's times of its two set-up commands are the ones in results/timings.csv (the
     front page quotes that file), written as ``3 min 48 s``."""

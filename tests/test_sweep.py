@@ -5,7 +5,7 @@ import torch
 
 from punl.publish.book import build_book, generate_toc
 from punl.core.config import ConfigError
-from punl.commands.sweep import grid_points, parse_grid, run_sweep
+from punl.commands.sweep import SWEEP_CLAIMS, grid_points, parse_grid, run_sweep
 
 from test_book import FIRST_TWO, TINY, make_book_root, make_notebooks_dir
 
@@ -54,6 +54,10 @@ def test_local_sweep_writes_table_and_a_chapter_that_builds(tmp_path):
     assert pd.read_parquet(tmp_path / "out/sweep.parquet").point.tolist() == table.point.tolist()
     chapter = root / "book/sweeps/noise"
     assert (chapter / "sweep.png").exists() and "sweep.png" in (chapter / "index.md").read_text()
+    claims = pd.read_parquet(chapter / SWEEP_CLAIMS)
+    assert set(claims.point) == set(table.point) and claims.label_noise.nunique() == 2
+    assert claims.groupby("point").id.apply(lambda ids: ids.is_unique).all()
+    assert (claims.value.str.len() > 0).all() and claims.neighbours.notna().all()
     generate_toc(root)
     html = build_book(root) / "book/sweeps/noise/index.html"
     assert "<img" in html.read_text()
@@ -116,6 +120,8 @@ def test_replication_counts_each_verdict_over_seeds_and_the_front_page_reads_it(
     found = replication_for(tmp_path, "digits-quick")
     assert len(found) == 2 and replication_for(tmp_path, "other") is None
     assert replication_note(found, "2. b") == "; over 3 seeds: supported 2, not supported 1"
+    one_seed = replication_table(claims[claims.seed == 0], "digits-quick")
+    assert replication_note(one_seed, "1. a") == "; over 1 seed: supported 1"
 
 
 def test_a_point_started_twice_in_one_sweep_counts_a_retry(tmp_path, monkeypatch):

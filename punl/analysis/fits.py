@@ -194,29 +194,32 @@ def log_law_nll(p: np.ndarray, y: StepIntervals) -> Callable[[np.ndarray], float
 #: Where :func:`threshold_starts` puts the law's threshold 1/b: at these quantiles of log P,
 #: and these many e-folds above its largest value.
 THRESHOLD_QUANTILES = (0.9,)
-THRESHOLD_BEYOND = (0.0, 2.0, 4.0)
+THRESHOLD_BEYOND = (0.0, 2.0)
 
 
 def threshold_starts(logp: np.ndarray, mid: np.ndarray) -> list[tuple[float, float, float]]:
-    """Starting values (log a, log b, log sigma) with the threshold 1/b at a high quantile of P,
-    at its largest value and beyond (:data:`THRESHOLD_QUANTILES`, :data:`THRESHOLD_BEYOND`):
-    a regression of the midpoints ``mid`` on log P alone starts where most points take no
-    steps and the likelihood is flat, and from there (above all with chance flags) L-BFGS-B can
-    run into the corner of its bounds (a -> e^30, b -> e^-30) far below the maximum. With the
-    threshold at t = log(1/b), a is the least-squares slope of the midpoints on
-    log P - t over the points above it (twice the spread of the midpoints where none or one
-    lies above)."""
+    """Starting values (log a, log b, log sigma) with the threshold t = log(1/b) at a high
+    quantile of log P, at its largest value and beyond (:data:`THRESHOLD_QUANTILES`,
+    :data:`THRESHOLD_BEYOND`), each once.
+
+    A regression of the midpoints ``mid`` on log P alone starts where most points take no steps
+    and the likelihood is flat; from there (above all with chance flags) L-BFGS-B can run into
+    the corner of its bounds (a -> e^30, b -> e^-30), far below the maximum. Here a is the
+    slope through the origin of the midpoints on x = log P - t over the points above t,
+    a = sum(mid x) / sum(x^2), at least 1 step per e-fold; where fewer than two points lie
+    above t (always, for t at or above the largest P) it is twice the midpoints' spread
+    s = max(sd(mid), 1), and sigma starts at s."""
     scale = max(float(np.std(mid)), 1.0)
     top = float(np.max(logp))
+    thresholds = [float(np.quantile(logp, q)) for q in THRESHOLD_QUANTILES] + \
+        [top + e for e in THRESHOLD_BEYOND]
     starts = []
-    for t in [float(np.quantile(logp, q)) for q in THRESHOLD_QUANTILES] + \
-            [top + e for e in THRESHOLD_BEYOND]:
+    for t in dict.fromkeys(thresholds):
         above = logp > t
         x = logp[above] - t
         a = float(mid[above] @ x / (x @ x)) if above.sum() > 1 else 2 * scale
-        log_b = float(np.clip(-t, *_LOG_BOUNDS[1]))
-        starts.append((float(np.clip(np.log(max(a, 1.0)), *_LOG_BOUNDS[0])), log_b,
-                       float(np.log(scale))))
+        starts.append((float(np.clip(np.log(max(a, 1.0)), *_LOG_BOUNDS[0])),
+                       float(np.clip(-t, *_LOG_BOUNDS[1])), float(np.log(scale))))
     return starts
 
 

@@ -204,10 +204,11 @@ def _version(distribution: str) -> str:
 def inputs_digest(plan: RunPlan) -> str:
     """A digest of everything a run's published tables and chapter are made from: the plan
     (configuration, overrides, folders, templates), the whole configuration and its stage keys,
-    the template notebooks' bytes, punl's own source files, the replication tables of the
-    book's sweeps (which the summary chapter reads), and the versions of Python and of
+    the template notebooks' bytes, punl's own source files, the configuration's replication
+    over seeds that the summary chapter reads (:func:`~punl.publish.landing.replication_for`;
+    another configuration's replication changes nothing), and the versions of Python and of
     :data:`LIBRARIES`. SHA-256 over (name, SHA-256 of bytes) pairs, in a fixed order."""
-    from ..publish.landing import REPLICATION
+    from ..publish.landing import replication_for
     cfg, digest = plan.config, hashlib.sha256()
 
     def add(name: str, data: bytes) -> None:
@@ -221,8 +222,9 @@ def inputs_digest(plan: RunPlan) -> str:
     package = Path(__file__).resolve().parents[1]
     for source in sorted(package.rglob("*.py")):
         add(f"punl {source.relative_to(package).as_posix()}", source.read_bytes())
-    for table in sorted((plan.root / "book" / "sweeps").glob(f"*/{REPLICATION}")):
-        add(f"replication {table.parent.name}", table.read_bytes())
+    replication = replication_for(plan.root, cfg.name)
+    if replication is not None:
+        add("replication", replication.to_csv(index=False).encode())
     versions = {lib: _version(lib) for lib in LIBRARIES} | {"python": platform.python_version()}
     add("versions", json.dumps(versions).encode())
     return digest.hexdigest()

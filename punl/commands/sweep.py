@@ -51,6 +51,9 @@ MAX_NAME = 100
 ATTEMPTS = "attempts"
 #: Seconds between two looks at the points in progress, for the sweep's bar.
 POLL_S = 2.0
+#: The file beside a sweep's chapter holding every claim of every point that published its
+#: claims (:func:`sweep_claims`), the table its figures and replication are drawn from.
+SWEEP_CLAIMS = "claims.parquet"
 
 
 # ---------------------------------------------------------------------------------------- grids
@@ -340,14 +343,16 @@ def swept_axis(table: pd.DataFrame, grid: dict[str, list]) -> tuple[str, pd.Seri
 
 def sweep_claims(table: pd.DataFrame, x: str, values: pd.Series, out_root: Path) -> pd.DataFrame:
     """Every claim of every successful point: the point, its value ``values[i]`` of the swept
-    axis ``x`` (:func:`swept_axis`), the claim's number, verdict and fragility (from the claims
-    table each point published, checked against its run.json)."""
+    axis ``x`` (:func:`swept_axis`), the claim's number, verdict, power and fragility, and the
+    texts that state them (value, interval, neighbours' verdicts), from the claims table each
+    point published, checked against its run.json."""
     frames = []
     for row, value in zip(table.itertuples(index=False), values):
         claims = read_published(out_root / row.point, "claims") if row.status != "failed" else None
         if claims is not None:
             frames.append(claims[["id", "claim", "measure", "number", "verdict", "power",
-                                  "fragile"]].assign(**{"point": row.point, x: value}))
+                                  "fragile", "value", "interval", "neighbours"]].assign(
+                **{"point": row.point, x: value}))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -417,7 +422,8 @@ def write_sweep_chapter(name: str, table: pd.DataFrame, grid: dict[str, list], o
                         chapter_dir: Path, config_name: str | None = None) -> Path:
     """``book/sweeps/<name>/index.md``: what was swept, each claim's number and verdict against
     the swept value, the privacy loss and the steps, the per-point tables and what was found;
-    written into a staging folder and swapped in whole."""
+    beside it every point's claims (:data:`SWEEP_CLAIMS`) and, over seeds, their replication
+    (:func:`replication_table`); written into a staging folder and swapped in whole."""
     import matplotlib
     matplotlib.use("Agg")
     from ..publish.landing import REPLICATION
@@ -438,6 +444,7 @@ def write_sweep_chapter(name: str, table: pd.DataFrame, grid: dict[str, list], o
     if claims.empty:
         text += "No point published its claims, so there is nothing to plot.\n\n"
     else:
+        claims.to_parquet(folder / SWEEP_CLAIMS, index=False)
         _save(claims_against(claims, x, log_x), folder / "claims.png")
         _save(sweep_overview(summary[summary.status != "failed"], x, log_x),
               folder / "sweep.png")

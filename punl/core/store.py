@@ -111,7 +111,8 @@ def git_commit() -> str | None:
 
 
 def cpu_model() -> str | None:
-    """The CPU's model name as Linux reports it (``/proc/cpuinfo``), or None elsewhere."""
+    """The CPU's model name as Linux reports it (``/proc/cpuinfo``), or None where it names
+    none (another system, or a CPU whose entry has no ``model name`` line)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:

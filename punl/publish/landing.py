@@ -144,9 +144,9 @@ def replication_for(root: Path, config_name: str) -> pd.DataFrame | None:
     for path in sorted((Path(root) / "book" / "sweeps").glob(f"*/{REPLICATION}")):
         try:
             frame = pd.read_parquet(path)
-        except (OSError, ValueError):
+            frames.append(frame[frame["config"] == config_name])
+        except (OSError, ValueError, KeyError):    # unreadable, or not a replication table
             continue
-        frames.append(frame[frame.config == config_name])
     frames = [f for f in frames if len(f)]
     return frames[-1] if frames else None
 
@@ -161,7 +161,8 @@ def replication_note(replication: pd.DataFrame | None, claim: str) -> str:
     r = match.iloc[0]
     counts = ", ".join(f"{v} {int(r[v])}" for v in ("supported", "not supported", "inconclusive")
                        if r[v])
-    return f"; over {int(r.runs)} seeds: {counts}"
+    seeds = f"{int(r.runs)} seed" + ("s" if int(r.runs) != 1 else "")
+    return f"; over {seeds}: {counts}"
 
 
 def verdict_cell(row, doc: str, replication: pd.DataFrame | None = None) -> str:
