@@ -3,6 +3,7 @@ and point names, the lock, and workers that die with their parent."""
 import json
 import multiprocessing
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -229,9 +230,12 @@ def test_workers_die_with_their_parent():
 
 
 def _allocate_and_touch(megabytes: int) -> tuple[float, float]:
-    """This worker's peak resident set before and after it touched ``megabytes``."""
+    """This worker's resident set before it touched ``megabytes`` (VmRSS: its peak before may
+    lie higher, from memory since freed, and then the new peak rises by less than
+    ``megabytes``) and its peak resident set after (VmHWM)."""
     from punl.core.parallel import resident_peak_bytes
-    before = resident_peak_bytes(os.getpid())
+    status = Path(f"/proc/{os.getpid()}/status").read_text()
+    before = float(re.search(r"^VmRSS:\s*(\d+) kB", status, re.M).group(1)) * 1024
     assert int(np.ones(megabytes * 2**20 // 8).sum()) == megabytes * 2**17
     return before, resident_peak_bytes(os.getpid())
 
@@ -245,7 +249,9 @@ def test_a_pools_worker_peak_memory_is_recorded_when_it_shuts_down(monkeypatch):
     monkeypatch.setattr(parallel, "_worker_peak_bytes", 0.0)
     with parallel.process_pool(2) as pool:
         (before, after), _ = pool.map(_allocate_and_touch, [300, 1])
-    assert after >= before + 300 * 2**20
+    # the 300 MB are resident together with what was resident before (4 MB of slack: the
+    # allocator may hand back a few freed pages while the array is filled)
+    assert after >= before + 296 * 2**20
     assert parallel.worker_peak_bytes() >= after
     assert peak_memory_bytes()["workers"] >= after
 
