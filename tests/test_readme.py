@@ -43,11 +43,16 @@ def readme_commands() -> list[str]:
 TINY_MAKE_VARIABLES = {"SEEDS": "0,1", "FASHION_SEEDS": "0", "SIGMAS": "0.5,1.0"}
 
 
+def makefile_variables() -> dict[str, str]:
+    """The Makefile's own variables (``NAME ?= value``)."""
+    return dict(re.findall(r"^(\w+)\s*\?=\s*(.*)$", (REPO / "Makefile").read_text(), flags=re.M))
+
+
 def make_commands(target: str, variables: dict[str, str] | None = None) -> list[str]:
     """The ``punl`` lines of a Makefile target's recipe, variables expanded (``variables`` given
     on make's command line override the Makefile's own)."""
     text = (REPO / "Makefile").read_text()
-    vars_ = {**dict(re.findall(r"^(\w+)\s*\?=\s*(.*)$", text, flags=re.M)), **(variables or {})}
+    vars_ = {**makefile_variables(), **(variables or {})}
     recipe = re.search(rf"^{re.escape(target)}:.*\n((?:\t.*\n)+)", text, flags=re.M).group(1)
     lines = [line.strip().replace("$(BIN)/", "") for line in recipe.splitlines()]
     return [re.sub(r"\$\((\w+)\)", lambda m: vars_[m.group(1)], line) for line in lines
@@ -95,7 +100,7 @@ def test_the_books_reproduce_page_names_what_book_full_runs():
              if c.startswith(("punl run ", "punl sweep "))}
     named = lambda name: re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", line)  # noqa: E731
     assert names and all(named(name) for name in names), (names, line)
-    grids = dict(re.findall(r"^(\w+)\s*\?=\s*(.*)$", (REPO / "Makefile").read_text(), re.M))
+    grids = makefile_variables()
     words = {4: "four", 5: "five"}
     for config, variable in (("digits-quick", "SEEDS"), ("fashion-mnist", "FASHION_SEEDS")):
         assert f"{config} at {words[len(grids[variable].split(','))]} seeds" in line, variable

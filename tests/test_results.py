@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from bookutil import REPO
+from punl.analysis.claims import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
 from punl.analysis.findings import verdict_text
 from punl.analysis.measures import percent
 
@@ -72,26 +73,25 @@ def test_each_number_a_row_states_is_in_the_table(kept):
 KEPT_REPLICATIONS = {"digits-quick-seed": "### digits-quick over seeds",
                      "fashion-mnist-seed": "### Fashion-MNIST over seeds"}
 
-VERDICTS = ("supported", "not supported", "inconclusive")
+VERDICTS = (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE)
 
 
 @pytest.fixture(scope="module", params=list(KEPT_REPLICATIONS))
 def replicated(request):
-    """(the README heading, the kept replication table by claim id, every point's claims)."""
+    """(the README heading, the kept replication table, every point's claims, each point's
+    first run)."""
     folder = REPO / "results" / request.param
     table = pd.read_csv(folder / "replication.csv", dtype={"id": str})
     claims = pd.read_csv(folder / "claims.csv", dtype={"id": str})
-    return KEPT_REPLICATIONS[request.param], table, claims
+    return KEPT_REPLICATIONS[request.param], table, claims, pd.read_csv(folder / "sweep.csv")
 
 
 def test_the_kept_replication_is_the_packages_count_of_the_points_claims(replicated):
     """The replication table is what :func:`punl.commands.sweep.replication_table` makes of the
     kept claims of the sweep's points (one run per seed, each seed once)."""
     from punl.commands.sweep import replication_table
-    heading, table, claims = replicated
+    _, table, claims, points = replicated
     assert claims.groupby("id").seed.apply(lambda s: s.is_unique and len(s) > 1).all()
-    sweep = next(k for k, v in KEPT_REPLICATIONS.items() if v == heading)
-    points = pd.read_csv(REPO / "results" / sweep / "sweep.csv")    # each point's first run
     assert (points.status == "ran").all() and set(points.seed) == set(claims.seed)
     again = replication_table(claims, table.config.iloc[0])
     pd.testing.assert_frame_equal(again, table, check_dtype=False, rtol=1e-9)
@@ -102,7 +102,7 @@ def test_each_replication_row_states_the_kept_counts_numbers_and_power(replicate
     inconclusive) and fragile count, the number's median [min, max] and the median power of
     that claim in the kept table; the table's heading names the seeds."""
     from punl.analysis.measures import fmt
-    heading, table, _ = replicated
+    heading, table, _, _ = replicated
     table = table.assign(id=table["id"].str.split().str[0]).set_index("id")
     rows = readme_rows(heading)
     assert set(rows) == set(table.index)
